@@ -1,0 +1,667 @@
+/* elfcheck.c: decide, from the bytes alone, whether glibc's dlopen can map a file without
+ * faulting.
+ *
+ * dlopen trusts the file: it mmaps the PT_LOAD segments and then follows pointers found in
+ * the mapped memory (the dynamic section, the symbol and string tables, the hash tables,
+ * the relocations, the version chains). A file that is still being written, or that was
+ * cut short, gives mappings past the end of the file (SIGBUS on first touch) or zeroed /
+ * garbage pointers (SIGSEGV), inside dlopen, where nothing can recover. So before the copy
+ * is handed to dlopen we walk the same structures the loader walks and require everything
+ * it will touch to lie in the file-backed part of a PT_LOAD segment.
+ *
+ * This is a pure function over bytes: no I/O, no allocation, no globals. Every read goes
+ * through a bounds check with overflow-safe arithmetic (offsets and sizes are 64-bit file
+ * quantities, compared as `off <= len && size <= len - off`, never as `off + size <= len`),
+ * and every structure is copied out with memcpy because the buffer has no alignment
+ * guarantee. It is fuzzed; keep it that way. */
+/* internal.h uses hm_module_desc without including the header that defines it. */
+#include "hotmod/module.h"
+#include "internal.h"
+
+#include <elf.h>
+#include <link.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- What "this machine" means: follow the build --------------------------------------- */
+
+#if __ELF_NATIVE_CLASS == 64
+#define HM__ELFCLASS ELFCLASS64
+#define HM__R_SYM(info) ELF64_R_SYM(info)
+#else
+#define HM__ELFCLASS ELFCLASS32
+#define HM__R_SYM(info) ELF32_R_SYM(info)
+#endif
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define HM__ELFDATA ELFDATA2MSB
+#else
+#define HM__ELFDATA ELFDATA2LSB
+#endif
+
+#if defined(__x86_64__)
+#define HM__MACHINE EM_X86_64 /* also x32: same machine, ELFCLASS32 via __ELF_NATIVE_CLASS */
+#elif defined(__aarch64__)
+#define HM__MACHINE EM_AARCH64
+#elif defined(__i386__)
+#define HM__MACHINE EM_386
+#elif defined(__arm__)
+#define HM__MACHINE EM_ARM
+#elif defined(__riscv)
+#define HM__MACHINE EM_RISCV
+#elif defined(__powerpc64__)
+#define HM__MACHINE EM_PPC64
+#elif defined(__powerpc__)
+#define HM__MACHINE EM_PPC
+#elif defined(__s390__)
+#define HM__MACHINE EM_S390
+#endif
+/* On a machine missing from the table HM__MACHINE stays undefined and the e_machine check is
+ * skipped: dlopen still refuses a foreign machine with an error (it does not fault), so the
+ * check is a nicety that gives a clearer error code, not a safety requirement. */
+
+/* Upper bound on the steps of the version-chain walks. Each step moves forward at least one
+ * byte, so a single chain is bounded by the file size, but the inner chains restart for each
+ * outer entry; the budget keeps a crafted file from making the check quadratic. Real files
+ * have a few dozen entries. */
+#define HM__WALK_BUDGET (1u << 20)
+
+/* ---- Context and helpers --------------------------------------------------------------- */
+
+typedef struct ck {
+  const unsigned char *buf;
+  uint64_t len;
+  uint64_t phoff;
+  unsigned phnum;
+  char *why;
+  size_t whylen;
+} ck;
+
+__attribute__((format(printf, 3, 4))) static int fail(ck *c, int err, const char *fmt, ...) {
+  if (c->why != NULL && c->whylen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->why, c->whylen, fmt, ap);
+    va_end(ap);
+  }
+  return err;
+}
+
+/* [off, off+size) inside [0, len), without computing off+size (which may wrap). */
+static int in_range(uint64_t off, uint64_t size, uint64_t len) {
+  return off <= len && size <= len - off;
+}
+
+/* n * size without wrapping; 0 when it would. */
+static int mul_ok(uint64_t n, uint64_t size, uint64_t *out) {
+  if (size != 0 && n > UINT64_MAX / size)
+    return 0;
+  *out = n * size;
+  return 1;
+}
+
+static void get_phdr(const ck *c, unsigned i, ElfW(Phdr) *ph) {
+  /* Bounds were checked once for the whole table in hm__elf_check. */
+  memcpy(ph, c->buf + c->phoff + (uint64_t)i * sizeof *ph, sizeof *ph);
+}
+
+static uint32_t get_u32(const ck *c, uint64_t off) {
+  uint32_t v;
+  memcpy(&v, c->buf + off, sizeof v);
+  return v;
+}
+
+/* Translate the virtual range [addr, addr+size) to a file offset through the PT_LOAD
+ * segments. The range must lie in the file-backed part of one segment (p_filesz, not
+ * p_memsz: past p_filesz the loader gives zeros, which is never what a table should hold).
+ * On success *off is the file offset of addr and *avail the number of file bytes from there
+ * to the end of that segment's file-backed part (>= size). Every PT_LOAD was already checked
+ * to lie inside the file, so off + avail <= len. Link-time addresses of an ET_DYN object are
+ * relative to its load base, which is exactly what p_vaddr is. */
+static int map_vaddr(const ck *c, uint64_t addr, uint64_t size, uint64_t *off, uint64_t *avail) {
+  for (unsigned i = 0; i < c->phnum; i++) {
+    ElfW(Phdr) ph;
+    get_phdr(c, i, &ph);
+    if (ph.p_type != PT_LOAD || addr < ph.p_vaddr)
+      continue;
+    uint64_t d = addr - ph.p_vaddr;
+    if (d >= ph.p_filesz || size > ph.p_filesz - d)
+      continue;
+    *off = ph.p_offset + d;
+    *avail = ph.p_filesz - d;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- The dynamic section --------------------------------------------------------------- */
+
+/* The entries we care about, last one wins (as in glibc's elf_get_dynamic_info). */
+typedef struct dyninfo {
+  uint64_t val[DT_NUM];
+  unsigned char has[DT_NUM];
+  uint64_t gnu_hash, versym, verneed, verdef, flags_1;
+  int has_gnu_hash, has_versym, has_verneed, has_verdef, has_flags_1;
+} dyninfo;
+
+static void dyn_note(dyninfo *d, const ElfW(Dyn) *e) {
+  uint64_t tag = (uint64_t)e->d_tag, v = (uint64_t)e->d_un.d_val;
+  if (tag < DT_NUM) {
+    d->val[tag] = v;
+    d->has[tag] = 1;
+    return;
+  }
+  switch (e->d_tag) {
+  case DT_GNU_HASH: d->gnu_hash = v, d->has_gnu_hash = 1; break;
+  case DT_VERSYM: d->versym = v, d->has_versym = 1; break;
+  case DT_VERNEED: d->verneed = v, d->has_verneed = 1; break;
+  case DT_VERDEF: d->verdef = v, d->has_verdef = 1; break;
+  case DT_FLAGS_1: d->flags_1 = v, d->has_flags_1 = 1; break;
+  default: break;
+  }
+}
+
+/* A table given by an address tag and a size tag: glibc reads the size entry through a
+ * pointer without checking it exists (l_info[DT_RELASZ]->d_un.d_val), so an address without
+ * its size is a NULL dereference inside dlopen, not merely an inconsistency. */
+static int check_table(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint64_t entsize,
+                       const char *name) {
+  if (!d->has[addr_tag])
+    return 0;
+  if (!d->has[size_tag])
+    return fail(c, HM_EBADELF, "corrupt: %s without its size entry", name);
+  uint64_t addr = d->val[addr_tag], size = d->val[size_tag], off, avail;
+  if (entsize > 1 && size % entsize != 0)
+    return fail(c, HM_EBADELF, "corrupt: %s size %llu is not a multiple of %llu", name,
+                (unsigned long long)size, (unsigned long long)entsize);
+  if (size == 0)
+    return 0; /* nothing is read */
+  if (!map_vaddr(c, addr, size, &off, &avail))
+    return fail(c, HM_EBADELF,
+                "corrupt: %s at 0x%llx (%llu bytes) is outside the file-backed segments", name,
+                (unsigned long long)addr, (unsigned long long)size);
+  return 0;
+}
+
+/* The relocation tables must have the entry size the loader asserts (glibc's
+ * elf_get_dynamic_info asserts DT_RELAENT == sizeof(Rela) whenever DT_RELA is present, and
+ * reads DT_RELAENT through a pointer to do so), lie in the file, and name only symbols that
+ * exist when the symbol count is known. */
+static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint64_t entsize,
+                        int rela, uint64_t nsyms, const char *name) {
+  int rc = check_table(c, d, addr_tag, size_tag, entsize, name);
+  if (rc != 0 || !d->has[addr_tag] || d->val[size_tag] == 0 || nsyms == 0)
+    return rc;
+  uint64_t off, avail;
+  map_vaddr(c, d->val[addr_tag], d->val[size_tag], &off, &avail);
+  for (uint64_t p = 0; p < d->val[size_tag]; p += entsize) {
+    uint64_t info;
+    if (rela) {
+      ElfW(Rela) r;
+      memcpy(&r, c->buf + off + p, sizeof r);
+      info = r.r_info;
+    } else {
+      ElfW(Rel) r;
+      memcpy(&r, c->buf + off + p, sizeof r);
+      info = r.r_info;
+    }
+    if (HM__R_SYM(info) >= nsyms)
+      return fail(c, HM_EBADELF, "corrupt: %s entry %llu names symbol %llu of %llu", name,
+                  (unsigned long long)(p / entsize), (unsigned long long)HM__R_SYM(info),
+                  (unsigned long long)nsyms);
+  }
+  return 0;
+}
+
+/* DT_HASH: nbucket, nchain, buckets, chains. Every index must be a valid symbol (glibc
+ * follows them into the symbol table), nbucket must be non-zero (it divides by it). The
+ * symbol count is nchain. */
+static int check_sysv_hash(ck *c, uint64_t addr, uint64_t *nsyms) {
+  uint64_t off, avail, words, bytes;
+  if (!map_vaddr(c, addr, 2 * sizeof(Elf_Symndx), &off, &avail))
+    return fail(c, HM_EBADELF, "corrupt: DT_HASH at 0x%llx is outside the file-backed segments",
+                (unsigned long long)addr);
+  Elf_Symndx nb, nc;
+  memcpy(&nb, c->buf + off, sizeof nb);
+  memcpy(&nc, c->buf + off + sizeof nb, sizeof nc);
+  if (nb == 0)
+    return fail(c, HM_EBADELF, "corrupt: DT_HASH has no buckets");
+  /* 2 + nb + nc cannot wrap: each is below 2^64 only if Elf_Symndx is 64-bit, so check. */
+  words = 2 + (uint64_t)nb;
+  if (words < 2 || words + (uint64_t)nc < words || !mul_ok(words + nc, sizeof(Elf_Symndx), &bytes) ||
+      bytes > avail)
+    return fail(c, HM_EBADELF, "corrupt: DT_HASH table (%llu buckets, %llu chains) is truncated",
+                (unsigned long long)nb, (unsigned long long)nc);
+  for (uint64_t i = 2; i < words + nc; i++) {
+    Elf_Symndx v;
+    memcpy(&v, c->buf + off + i * sizeof v, sizeof v);
+    if (v >= nc)
+      return fail(c, HM_EBADELF, "corrupt: DT_HASH entry %llu is %llu, past %llu symbols",
+                  (unsigned long long)i, (unsigned long long)v, (unsigned long long)nc);
+  }
+  *nsyms = nc;
+  return 0;
+}
+
+/* DT_GNU_HASH: nbuckets, symoffset, bloom_size, bloom_shift, bloom words, buckets, then one
+ * hash value per hashed symbol, each chain ending with a value whose low bit is set. glibc
+ * divides by nbuckets, masks with bloom_size - 1 (so 0 means reading anywhere), and indexes
+ * the chain array with bucket - symoffset. Chains are laid out in bucket order, so the chain
+ * of the highest bucket is the last one; its end is the highest symbol index, which gives
+ * the symbol count (the ELF file records it nowhere else). */
+static int check_gnu_hash(ck *c, uint64_t addr, uint64_t *nsyms) {
+  uint64_t off, avail;
+  if (!map_vaddr(c, addr, 16, &off, &avail))
+    return fail(c, HM_EBADELF,
+                "corrupt: DT_GNU_HASH at 0x%llx is outside the file-backed segments",
+                (unsigned long long)addr);
+  uint32_t nb = get_u32(c, off), symoff = get_u32(c, off + 4), bloom = get_u32(c, off + 8);
+  if (nb == 0 || bloom == 0)
+    return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH has %u buckets and %u bloom words", nb,
+                bloom);
+  /* 16 + bloom * 8 + nb * 4 < 2^37: no wrap in 64 bits. */
+  uint64_t buckets = 16 + (uint64_t)bloom * sizeof(ElfW(Addr));
+  uint64_t chains = buckets + (uint64_t)nb * 4;
+  if (chains > avail)
+    return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH table (%u buckets) is truncated", nb);
+  uint32_t maxb = 0;
+  for (uint32_t i = 0; i < nb; i++) {
+    uint32_t b = get_u32(c, off + buckets + (uint64_t)i * 4);
+    if (b != 0 && b < symoff)
+      return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH bucket %u is %u, below symoffset %u", i,
+                  b, symoff);
+    if (b > maxb)
+      maxb = b;
+  }
+  if (maxb == 0) { /* nothing hashed: only the unhashed symbols below symoffset */
+    *nsyms = symoff;
+    return 0;
+  }
+  for (uint64_t i = (uint64_t)(maxb - symoff);; i++) {
+    uint64_t at = chains + i * 4;
+    if (at > avail || avail - at < 4)
+      return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH chain of symbol %u is unterminated",
+                  maxb);
+    if (get_u32(c, off + at) & 1) {
+      *nsyms = (uint64_t)symoff + i + 1;
+      return 0;
+    }
+  }
+}
+
+/* glibc's _dl_check_map_versions walks DT_VERNEED (vn_next / vna_next chains, each until a
+ * zero link) and DT_VERDEF (vd_next, and the first Verdaux of each), reading names from the
+ * string table. Every link is unsigned, so the walks only move forward; each node must lie
+ * in the same file-backed segment as the first (they are one section) and each name offset
+ * inside the string table. */
+static int check_verneed(ck *c, uint64_t addr, uint64_t strsz, unsigned *budget) {
+  uint64_t off, avail;
+  if (!map_vaddr(c, addr, sizeof(ElfW(Verneed)), &off, &avail))
+    return fail(c, HM_EBADELF,
+                "corrupt: DT_VERNEED at 0x%llx is outside the file-backed segments",
+                (unsigned long long)addr);
+  for (uint64_t pos = 0;;) {
+    ElfW(Verneed) vn;
+    if (!in_range(pos, sizeof vn, avail) || --*budget == 0)
+      return fail(c, HM_EBADELF, "corrupt: DT_VERNEED chain runs past its segment");
+    memcpy(&vn, c->buf + off + pos, sizeof vn);
+    if (vn.vn_file >= strsz)
+      return fail(c, HM_EBADELF, "corrupt: DT_VERNEED file name is outside the string table");
+    for (uint64_t aux = pos + vn.vn_aux;;) {
+      ElfW(Vernaux) va;
+      if (!in_range(aux, sizeof va, avail) || --*budget == 0)
+        return fail(c, HM_EBADELF, "corrupt: DT_VERNEED aux chain runs past its segment");
+      memcpy(&va, c->buf + off + aux, sizeof va);
+      if (va.vna_name >= strsz)
+        return fail(c, HM_EBADELF, "corrupt: DT_VERNEED version name is outside the string table");
+      if (va.vna_next == 0)
+        break;
+      aux += va.vna_next;
+    }
+    if (vn.vn_next == 0)
+      return 0;
+    pos += vn.vn_next;
+  }
+}
+
+static int check_verdef(ck *c, uint64_t addr, uint64_t strsz, unsigned *budget) {
+  uint64_t off, avail;
+  if (!map_vaddr(c, addr, sizeof(ElfW(Verdef)), &off, &avail))
+    return fail(c, HM_EBADELF, "corrupt: DT_VERDEF at 0x%llx is outside the file-backed segments",
+                (unsigned long long)addr);
+  for (uint64_t pos = 0;;) {
+    ElfW(Verdef) vd;
+    ElfW(Verdaux) va;
+    if (!in_range(pos, sizeof vd, avail) || --*budget == 0)
+      return fail(c, HM_EBADELF, "corrupt: DT_VERDEF chain runs past its segment");
+    memcpy(&vd, c->buf + off + pos, sizeof vd);
+    if (!in_range(pos + vd.vd_aux, sizeof va, avail))
+      return fail(c, HM_EBADELF, "corrupt: DT_VERDEF aux entry runs past its segment");
+    memcpy(&va, c->buf + off + pos + vd.vd_aux, sizeof va);
+    if (va.vda_name >= strsz)
+      return fail(c, HM_EBADELF, "corrupt: DT_VERDEF version name is outside the string table");
+    if (vd.vd_next == 0)
+      return 0;
+    pos += vd.vd_next;
+  }
+}
+
+static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
+  uint64_t doff, davail;
+  /* The loader reads the dynamic section at load base + p_vaddr, not at p_offset: translate
+   * the address, and walk the bytes it will actually see. */
+  if (dynph->p_filesz < sizeof(ElfW(Dyn)) ||
+      !map_vaddr(c, dynph->p_vaddr, dynph->p_filesz, &doff, &davail))
+    return fail(c, HM_EBADELF,
+                "corrupt: PT_DYNAMIC (0x%llx, %llu bytes) is outside the file-backed segments",
+                (unsigned long long)dynph->p_vaddr, (unsigned long long)dynph->p_filesz);
+
+  /* glibc walks the entries until DT_NULL with no other bound; require the terminator
+   * within p_filesz so the walk stops inside the file. */
+  dyninfo d;
+  memset(&d, 0, sizeof d);
+  uint64_t n = dynph->p_filesz / sizeof(ElfW(Dyn)), count = 0;
+  int terminated = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    ElfW(Dyn) e;
+    memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
+    if (e.d_tag == DT_NULL) {
+      terminated = 1;
+      count = i;
+      break;
+    }
+    dyn_note(&d, &e);
+  }
+  if (!terminated)
+    return fail(c, HM_EBADELF, "corrupt: dynamic section has no DT_NULL terminator");
+
+  /* Tables every dynamic object has; a zeroed dynamic section (DT_NULL first) lands here. */
+  if (!d.has[DT_STRTAB] || d.val[DT_STRTAB] == 0)
+    return fail(c, HM_EBADELF, "corrupt: no DT_STRTAB in the dynamic section");
+  if (!d.has[DT_SYMTAB] || d.val[DT_SYMTAB] == 0)
+    return fail(c, HM_EBADELF, "corrupt: no DT_SYMTAB in the dynamic section");
+  if (!d.has[DT_STRSZ] || d.val[DT_STRSZ] == 0)
+    return fail(c, HM_EBADELF, "corrupt: no DT_STRSZ in the dynamic section");
+
+  /* String table: in the file and ending with NUL, so that any offset below DT_STRSZ names
+   * a terminated string and "offset < strsz" is all the name checks below need. */
+  uint64_t stroff, stravail, strsz = d.val[DT_STRSZ];
+  if (!map_vaddr(c, d.val[DT_STRTAB], strsz, &stroff, &stravail))
+    return fail(c, HM_EBADELF,
+                "corrupt: string table at 0x%llx (%llu bytes) is outside the file-backed "
+                "segments",
+                (unsigned long long)d.val[DT_STRTAB], (unsigned long long)strsz);
+  if (c->buf[stroff + strsz - 1] != 0)
+    return fail(c, HM_EBADELF, "corrupt: string table does not end with NUL");
+
+  /* Names the loader reads straight from the string table while mapping. */
+  for (uint64_t i = 0; i < count; i++) {
+    ElfW(Dyn) e;
+    memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
+    switch (e.d_tag) {
+    case DT_NEEDED:
+    case DT_SONAME:
+    case DT_RPATH:
+    case DT_RUNPATH:
+    case DT_AUXILIARY:
+    case DT_FILTER:
+      if ((uint64_t)e.d_un.d_val >= strsz)
+        return fail(c, HM_EBADELF,
+                    "corrupt: dynamic entry %llu (tag %lld) names string %llu, table has %llu "
+                    "bytes",
+                    (unsigned long long)i, (long long)e.d_tag,
+                    (unsigned long long)e.d_un.d_val, (unsigned long long)strsz);
+      break;
+    default:
+      break;
+    }
+  }
+
+  /* Symbol count, from whichever hash tables exist (glibc follows their indices into the
+   * symbol table). Without either we only know the table has its null entry. */
+  uint64_t nsyms = 0, hs = 0;
+  int rc;
+  if (d.has[DT_HASH] && d.val[DT_HASH] != 0) {
+    if ((rc = check_sysv_hash(c, d.val[DT_HASH], &hs)) != 0)
+      return rc;
+    nsyms = hs;
+  }
+  if (d.has_gnu_hash && d.gnu_hash != 0) {
+    if ((rc = check_gnu_hash(c, d.gnu_hash, &hs)) != 0)
+      return rc;
+    if (hs > nsyms)
+      nsyms = hs;
+  }
+
+  uint64_t symoff, symavail, symbytes;
+  if (!mul_ok(nsyms ? nsyms : 1, sizeof(ElfW(Sym)), &symbytes) ||
+      !map_vaddr(c, d.val[DT_SYMTAB], symbytes, &symoff, &symavail))
+    return fail(c, HM_EBADELF,
+                "corrupt: symbol table at 0x%llx (%llu symbols) is outside the file-backed "
+                "segments",
+                (unsigned long long)d.val[DT_SYMTAB], (unsigned long long)(nsyms ? nsyms : 1));
+  for (uint64_t i = 0; i < nsyms; i++) {
+    ElfW(Sym) s;
+    memcpy(&s, c->buf + symoff + i * sizeof s, sizeof s);
+    if (s.st_name >= strsz)
+      return fail(c, HM_EBADELF, "corrupt: symbol %llu's name is outside the string table",
+                  (unsigned long long)i);
+  }
+  if (d.has_versym && d.versym != 0 && nsyms != 0) {
+    uint64_t o, a;
+    if (!map_vaddr(c, d.versym, nsyms * sizeof(ElfW(Versym)), &o, &a))
+      return fail(c, HM_EBADELF, "corrupt: DT_VERSYM is outside the file-backed segments");
+  }
+
+  /* Relocations. */
+  if (d.has[DT_RELA] && (!d.has[DT_RELAENT] || d.val[DT_RELAENT] != sizeof(ElfW(Rela))))
+    return fail(c, HM_EBADELF, "corrupt: DT_RELA without DT_RELAENT == %zu",
+                sizeof(ElfW(Rela)));
+  if (d.has[DT_REL] && (!d.has[DT_RELENT] || d.val[DT_RELENT] != sizeof(ElfW(Rel))))
+    return fail(c, HM_EBADELF, "corrupt: DT_REL without DT_RELENT == %zu", sizeof(ElfW(Rel)));
+  if ((rc = check_relocs(c, &d, DT_RELA, DT_RELASZ, sizeof(ElfW(Rela)), 1, nsyms, "DT_RELA")) ||
+      (rc = check_relocs(c, &d, DT_REL, DT_RELSZ, sizeof(ElfW(Rel)), 0, nsyms, "DT_REL")))
+    return rc;
+  if (d.has[DT_JMPREL]) {
+    if (!d.has[DT_PLTREL] || (d.val[DT_PLTREL] != DT_RELA && d.val[DT_PLTREL] != DT_REL))
+      return fail(c, HM_EBADELF, "corrupt: DT_JMPREL without a valid DT_PLTREL");
+    int rela = d.val[DT_PLTREL] == DT_RELA;
+    if ((rc = check_relocs(c, &d, DT_JMPREL, DT_PLTRELSZ,
+                           rela ? sizeof(ElfW(Rela)) : sizeof(ElfW(Rel)), rela, nsyms,
+                           "DT_JMPREL")))
+      return rc;
+  }
+#ifdef DT_RELR
+  if (d.has[DT_RELR] && (!d.has[DT_RELRENT] || d.val[DT_RELRENT] != sizeof(ElfW(Addr))))
+    return fail(c, HM_EBADELF, "corrupt: DT_RELR without DT_RELRENT == %zu",
+                sizeof(ElfW(Addr)));
+  if ((rc = check_table(c, &d, DT_RELR, DT_RELRSZ, sizeof(ElfW(Addr)), "DT_RELR")))
+    return rc;
+#endif
+
+  /* Constructors and destructors: the arrays are read, their sizes read through a pointer;
+   * DT_INIT / DT_FINI are called, so they must at least point into the file's code. */
+  if ((rc = check_table(c, &d, DT_INIT_ARRAY, DT_INIT_ARRAYSZ, sizeof(ElfW(Addr)),
+                        "DT_INIT_ARRAY")) ||
+      (rc = check_table(c, &d, DT_FINI_ARRAY, DT_FINI_ARRAYSZ, sizeof(ElfW(Addr)),
+                        "DT_FINI_ARRAY")) ||
+      (rc = check_table(c, &d, DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ, sizeof(ElfW(Addr)),
+                        "DT_PREINIT_ARRAY")))
+    return rc;
+  const int fn_tags[] = {DT_INIT, DT_FINI};
+  for (size_t i = 0; i < sizeof fn_tags / sizeof fn_tags[0]; i++) {
+    uint64_t o, a;
+    if (d.has[fn_tags[i]] && d.val[fn_tags[i]] != 0 && !map_vaddr(c, d.val[fn_tags[i]], 1, &o, &a))
+      return fail(c, HM_EBADELF, "corrupt: %s at 0x%llx is outside the file-backed segments",
+                  fn_tags[i] == DT_INIT ? "DT_INIT" : "DT_FINI",
+                  (unsigned long long)d.val[fn_tags[i]]);
+  }
+
+  /* Symbol versioning. */
+  unsigned budget = HM__WALK_BUDGET;
+  if (d.has_verneed && d.verneed != 0 && (rc = check_verneed(c, d.verneed, strsz, &budget)))
+    return rc;
+  if (d.has_verdef && d.verdef != 0 && (rc = check_verdef(c, d.verdef, strsz, &budget)))
+    return rc;
+
+  if (info != NULL) {
+    info->nodelete = d.has_flags_1 && (d.flags_1 & DF_1_NODELETE) != 0;
+    info->static_tls = d.has[DT_FLAGS] && (d.val[DT_FLAGS] & DF_STATIC_TLS) != 0;
+  }
+  return 0;
+}
+
+/* ---- Section headers: optional, but if announced they must be in the file -------------- */
+
+/* dlopen never reads section headers and a stripped file without them loads fine. But a
+ * linker writes them last, after everything else, so a file whose announced section header
+ * table (or a section it describes) runs past the end is one still being written or cut
+ * short: exactly what this check exists to catch, even when the loadable part is already
+ * complete. */
+static int check_sections(ck *c, const ElfW(Ehdr) *eh) {
+  if (eh->e_shoff == 0)
+    return 0;
+  if (eh->e_shentsize != sizeof(ElfW(Shdr)))
+    return fail(c, HM_EBADELF, "corrupt: e_shentsize is %u, expected %zu",
+                (unsigned)eh->e_shentsize, sizeof(ElfW(Shdr)));
+  uint64_t shnum = eh->e_shnum, bytes;
+  if (!in_range(eh->e_shoff, sizeof(ElfW(Shdr)), c->len))
+    return fail(c, HM_EBADELF, "truncated: section headers start at %llu, file has %llu bytes",
+                (unsigned long long)eh->e_shoff, (unsigned long long)c->len);
+  if (shnum == 0) { /* more than SHN_LORESERVE sections: the count is in section 0's sh_size */
+    ElfW(Shdr) s0;
+    memcpy(&s0, c->buf + eh->e_shoff, sizeof s0);
+    shnum = s0.sh_size;
+  }
+  if (!mul_ok(shnum, sizeof(ElfW(Shdr)), &bytes) || !in_range(eh->e_shoff, bytes, c->len))
+    return fail(c, HM_EBADELF,
+                "truncated: %llu section headers at %llu run past the end (%llu bytes)",
+                (unsigned long long)shnum, (unsigned long long)eh->e_shoff,
+                (unsigned long long)c->len);
+  for (uint64_t i = 0; i < shnum; i++) {
+    ElfW(Shdr) s;
+    memcpy(&s, c->buf + eh->e_shoff + i * sizeof s, sizeof s);
+    if (s.sh_type == SHT_NULL || s.sh_type == SHT_NOBITS)
+      continue;
+    if (!in_range(s.sh_offset, s.sh_size, c->len))
+      return fail(c, HM_EBADELF, "truncated: section %llu ends past the end (%llu bytes)",
+                  (unsigned long long)i, (unsigned long long)c->len);
+  }
+  return 0;
+}
+
+/* ---- Entry point ----------------------------------------------------------------------- */
+
+int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char *why,
+                  size_t whylen) {
+  ck c = {.buf = buf, .len = len, .why = why, .whylen = whylen};
+  if (why != NULL && whylen > 0)
+    why[0] = '\0';
+  if (info != NULL)
+    memset(info, 0, sizeof *info);
+  if (buf == NULL || len == 0)
+    return fail(&c, HM_EBADELF, "empty file");
+
+  /* A short file that starts like ELF is one still being written; anything else is not
+   * ELF at all. */
+  if (len < sizeof(ElfW(Ehdr))) {
+    size_t n = len < SELFMAG ? len : SELFMAG;
+    if (memcmp(buf, ELFMAG, n) == 0)
+      return fail(&c, HM_EBADELF, "truncated: %zu bytes, an ELF header needs %zu", len,
+                  sizeof(ElfW(Ehdr)));
+    return fail(&c, HM_ENOTELF, "not ELF: no ELF magic");
+  }
+
+  ElfW(Ehdr) eh;
+  memcpy(&eh, buf, sizeof eh);
+  if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+    return fail(&c, HM_ENOTELF, "not ELF: no ELF magic");
+  if (eh.e_ident[EI_CLASS] != HM__ELFCLASS)
+    return fail(&c, HM_ENOTELF, "not for this machine: ELF class %u, expected %u",
+                eh.e_ident[EI_CLASS], HM__ELFCLASS);
+  if (eh.e_ident[EI_DATA] != HM__ELFDATA)
+    return fail(&c, HM_ENOTELF, "not for this machine: byte order %u, expected %u",
+                eh.e_ident[EI_DATA], HM__ELFDATA);
+  if (eh.e_ident[EI_VERSION] != EV_CURRENT || eh.e_version != EV_CURRENT)
+    return fail(&c, HM_ENOTELF, "not ELF: version %u, expected %u", eh.e_ident[EI_VERSION],
+                EV_CURRENT);
+  if (eh.e_ident[EI_OSABI] != ELFOSABI_SYSV && eh.e_ident[EI_OSABI] != ELFOSABI_GNU)
+    return fail(&c, HM_ENOTELF, "not for this system: OS ABI %u", eh.e_ident[EI_OSABI]);
+#ifdef HM__MACHINE
+  if (eh.e_machine != HM__MACHINE)
+    return fail(&c, HM_ENOTELF, "not for this machine: e_machine %u, expected %u",
+                (unsigned)eh.e_machine, (unsigned)HM__MACHINE);
+#endif
+  if (eh.e_type != ET_DYN)
+    return fail(&c, HM_ENOTELF, "not a shared object: e_type %u", (unsigned)eh.e_type);
+
+  /* Program headers: the loader's whole view of the file. */
+  if (eh.e_phentsize != sizeof(ElfW(Phdr)))
+    return fail(&c, HM_EBADELF, "corrupt: e_phentsize is %u, expected %zu",
+                (unsigned)eh.e_phentsize, sizeof(ElfW(Phdr)));
+  if (eh.e_phnum == 0)
+    return fail(&c, HM_EBADELF, "corrupt: no program headers");
+  if (!in_range(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(ElfW(Phdr)), c.len))
+    return fail(&c, HM_EBADELF,
+                "truncated: %u program headers at %llu run past the end (%zu bytes)",
+                (unsigned)eh.e_phnum, (unsigned long long)eh.e_phoff, len);
+  c.phoff = eh.e_phoff;
+  c.phnum = eh.e_phnum;
+
+  unsigned nload = 0, ndyn = 0;
+  ElfW(Phdr) dynph;
+  memset(&dynph, 0, sizeof dynph);
+  for (unsigned i = 0; i < c.phnum; i++) {
+    ElfW(Phdr) ph;
+    get_phdr(&c, i, &ph);
+    if (ph.p_type == PT_NULL)
+      continue;
+    /* Mapping a PT_LOAD past the end of the file gives pages that SIGBUS when touched; other
+     * segments (PT_TLS's init image, PT_GNU_PROPERTY, notes) are read from the mapping too.
+     * A segment extending past the end means the file is incomplete. */
+    if (!in_range(ph.p_offset, ph.p_filesz, c.len)) {
+      unsigned long long end = (unsigned long long)ph.p_offset + ph.p_filesz;
+      if (end < ph.p_offset)
+        return fail(&c, HM_EBADELF, "corrupt: segment %u's offset and size overflow", i);
+      return fail(&c, HM_EBADELF, "truncated: %s segment %u ends at %llu, file has %zu bytes",
+                  ph.p_type == PT_LOAD ? "PT_LOAD" : "a", i, end, len);
+    }
+    if (ph.p_type == PT_LOAD) {
+      if (ph.p_filesz > ph.p_memsz)
+        return fail(&c, HM_EBADELF,
+                    "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu", i,
+                    (unsigned long long)ph.p_filesz, (unsigned long long)ph.p_memsz);
+      nload++;
+    } else if (ph.p_type == PT_DYNAMIC) {
+      dynph = ph;
+      ndyn++;
+    }
+  }
+  if (nload == 0)
+    return fail(&c, HM_EBADELF, "corrupt: no PT_LOAD segment");
+  if (ndyn != 1)
+    return fail(&c, HM_EBADELF, "corrupt: %u PT_DYNAMIC segments, expected 1", ndyn);
+
+  /* Segments read through the mapping rather than the file: their virtual range must be
+   * file-backed as well. */
+  for (unsigned i = 0; i < c.phnum; i++) {
+    ElfW(Phdr) ph;
+    uint64_t o, a;
+    get_phdr(&c, i, &ph);
+    int via_mapping = ph.p_type == PT_TLS;
+#ifdef PT_GNU_PROPERTY
+    via_mapping = via_mapping || ph.p_type == PT_GNU_PROPERTY;
+#endif
+    if (via_mapping && ph.p_filesz != 0 &&
+        !map_vaddr(&c, ph.p_vaddr, ph.p_filesz, &o, &a))
+      return fail(&c, HM_EBADELF, "corrupt: segment %u (type 0x%x) is outside the PT_LOADs", i,
+                  (unsigned)ph.p_type);
+  }
+
+  int rc = check_dynamic(&c, &dynph, info);
+  if (rc == 0)
+    rc = check_sections(&c, &eh);
+  if (rc != 0 && info != NULL)
+    memset(info, 0, sizeof *info);
+  return rc;
+}

@@ -1,0 +1,236 @@
+/*
+ * Reclamation: run "free this once no reader can see it" callbacks, and the read side that
+ * makes live calls cheap. It knows nothing of modules or files.
+ *
+ * The read side (hm_live_enter/leave in hotmod.h) is a memb-style RCU read section. Each
+ * thread owns a struct hm__reader in initial-exec TLS. On entering its outermost live call,
+ * it copies the process-wide counter hm__gp_ctr into its `ctr` and then loads the published
+ * function table; on leaving it stores 0. No fence, no shared write.
+ *
+ * The write side publishes a new table, increments hm__gp_ctr (the new value is the grace
+ * period's target), then calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
+ * full memory barrier on every thread of the process. After that, a reader's `ctr` is either
+ *   0                 it is outside any call (anything it read before is finished), or
+ *   >= target         it entered after the increment, so it loaded the new table, or
+ *   < target          it may still hold the old table: wait until it changes.
+ * A 64-bit counter never wraps, so one pass suffices (no parity flip as in liburcu).
+ *
+ * Without membarrier (old kernels, seccomp, or HOTMOD_NO_MEMBARRIER=1 in the environment),
+ * readers store `ctr` with a sequentially consistent store instead, which orders it before
+ * the table load on their own. ThreadSanitizer builds always take that path: TSan does not
+ * model membarrier(), but it does model these atomics, so it checks the real ordering.
+ *
+ * Waiting never blocks anyone: the reclaimer thread polls hm__gp_passed with a growing sleep
+ * (capped at a few milliseconds), so a reader that stays inside a call for a long time only
+ * delays its own callbacks, and they run within milliseconds after it returns.
+ */
+#include "internal.h"
+
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+__thread struct hm__reader hm__self __attribute__((tls_model("initial-exec")));
+unsigned long long hm__gp_ctr = 1;
+int hm__reader_fenced = 1; /* until membarrier is known to work */
+
+static pthread_mutex_t readers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hm__reader *readers; /* list of registered threads' readers */
+static pthread_key_t exit_key;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int use_membarrier;
+
+static void reader_exit(void *p) {
+  struct hm__reader *r = p;
+  pthread_mutex_lock(&readers_lock);
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    readers = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  r->next = r->prev = NULL;
+  r->registered = 0;
+  pthread_mutex_unlock(&readers_lock);
+}
+
+static void init(void) {
+  const char *no = getenv("HOTMOD_NO_MEMBARRIER");
+  (void)pthread_key_create(&exit_key, reader_exit);
+#ifndef HM__TSAN
+  if (no == NULL || strcmp(no, "1") != 0) {
+    long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0) {
+      use_membarrier = 1;
+      __atomic_store_n(&hm__reader_fenced, 0, __ATOMIC_SEQ_CST);
+    }
+  }
+#else
+  (void)no;
+#endif
+}
+
+void hm__reader_register(void) {
+  struct hm__reader *r = &hm__self;
+  pthread_once(&init_once, init);
+  pthread_mutex_lock(&readers_lock);
+  r->prev = NULL;
+  r->next = readers;
+  if (readers)
+    readers->prev = r;
+  readers = r;
+  r->registered = 1;
+  pthread_mutex_unlock(&readers_lock);
+  /* A non-NULL value makes the key's destructor run when this thread exits. */
+  (void)pthread_setspecific(exit_key, r);
+}
+
+unsigned long long hm__gp_start(void) {
+  unsigned long long target;
+  pthread_once(&init_once, init);
+  target = __atomic_add_fetch(&hm__gp_ctr, 1, __ATOMIC_SEQ_CST);
+  if (use_membarrier) {
+    /* Cannot fail once registered; retry on EINTR-like surprises rather than be unsafe. */
+    while (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0)
+      sched_yield();
+  }
+  return target;
+}
+
+int hm__gp_passed(unsigned long long target) {
+  const struct hm__reader *r;
+  int passed = 1;
+  pthread_mutex_lock(&readers_lock);
+  for (r = readers; r != NULL; r = r->next) {
+    unsigned long long c = __atomic_load_n(&r->ctr, __ATOMIC_SEQ_CST);
+    if (c != 0 && c < target) {
+      passed = 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&readers_lock);
+  return passed;
+}
+
+/* ---- The reclaimer thread -------------------------------------------------------------- */
+
+struct hm__reclaimer {
+  hm__allocator a;
+  pthread_mutex_t lock;
+  pthread_cond_t wake, idle;
+  hm__defer_node *head, **tail;
+  unsigned long long queued, done;
+  int stop;
+  pthread_t thread;
+};
+
+static void sleep_ns(long ns) {
+  struct timespec ts = {0, ns};
+  nanosleep(&ts, NULL);
+}
+
+static void *reclaimer_main(void *arg) {
+  hm__reclaimer *rc = arg;
+  pthread_mutex_lock(&rc->lock);
+  for (;;) {
+    hm__defer_node *batch, *n, *next;
+    int need_gp = 0;
+    unsigned long long count = 0;
+    while (rc->head == NULL && !rc->stop)
+      pthread_cond_wait(&rc->wake, &rc->lock);
+    if (rc->head == NULL)
+      break;
+    batch = rc->head;
+    rc->head = NULL;
+    rc->tail = &rc->head;
+    pthread_mutex_unlock(&rc->lock);
+
+    for (n = batch; n != NULL; n = n->next)
+      need_gp |= n->after_gp;
+    if (need_gp) {
+      unsigned long long target = hm__gp_start();
+      long wait = 20000; /* 20 us, doubling up to 2 ms */
+      while (!hm__gp_passed(target)) {
+        sleep_ns(wait);
+        if (wait < 2000000)
+          wait *= 2;
+      }
+    }
+    for (n = batch; n != NULL; n = next) {
+      next = n->next; /* fn may free the node */
+      n->fn(n->arg);
+      count++;
+    }
+
+    pthread_mutex_lock(&rc->lock);
+    rc->done += count;
+    pthread_cond_broadcast(&rc->idle);
+  }
+  pthread_mutex_unlock(&rc->lock);
+  return NULL;
+}
+
+int hm__reclaimer_new(hm__reclaimer **out, const hm__allocator *a) {
+  hm__reclaimer *rc = hm__calloc(a, 1, sizeof *rc);
+  int rv;
+  if (rc == NULL)
+    return HM_ENOMEM;
+  rc->a = *a;
+  rc->tail = &rc->head;
+  pthread_mutex_init(&rc->lock, NULL);
+  pthread_cond_init(&rc->wake, NULL);
+  pthread_cond_init(&rc->idle, NULL);
+  rv = pthread_create(&rc->thread, NULL, reclaimer_main, rc);
+  if (rv != 0) {
+    pthread_cond_destroy(&rc->idle);
+    pthread_cond_destroy(&rc->wake);
+    pthread_mutex_destroy(&rc->lock);
+    hm__free(a, rc);
+    return -rv;
+  }
+  *out = rc;
+  return 0;
+}
+
+void hm__defer(hm__reclaimer *rc, hm__defer_node *node, hm__defer_fn fn, void *arg,
+               int after_gp) {
+  node->next = NULL;
+  node->fn = fn;
+  node->arg = arg;
+  node->after_gp = after_gp;
+  pthread_mutex_lock(&rc->lock);
+  *rc->tail = node;
+  rc->tail = &node->next;
+  rc->queued++;
+  pthread_cond_signal(&rc->wake);
+  pthread_mutex_unlock(&rc->lock);
+}
+
+void hm__reclaimer_drain(hm__reclaimer *rc) {
+  pthread_mutex_lock(&rc->lock);
+  /* Callbacks may defer more work (a freed table drops the last reference of a version);
+   * wait until nothing is queued at all. */
+  while (rc->done < rc->queued)
+    pthread_cond_wait(&rc->idle, &rc->lock);
+  pthread_mutex_unlock(&rc->lock);
+}
+
+void hm__reclaimer_free(hm__reclaimer *rc) {
+  hm__allocator a;
+  if (rc == NULL)
+    return;
+  pthread_mutex_lock(&rc->lock);
+  rc->stop = 1;
+  pthread_cond_signal(&rc->wake);
+  pthread_mutex_unlock(&rc->lock);
+  pthread_join(rc->thread, NULL);
+  pthread_cond_destroy(&rc->idle);
+  pthread_cond_destroy(&rc->wake);
+  pthread_mutex_destroy(&rc->lock);
+  a = rc->a;
+  hm__free(&a, rc);
+}

@@ -1,0 +1,149 @@
+#include "util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static char rot[8][4096];
+static unsigned rot_i;
+
+static char *next_buf(void) { return rot[rot_i++ % 8]; }
+
+const char *hmt_mod(const char *name) {
+  char *b = next_buf();
+  snprintf(b, sizeof rot[0], "%s/%s.so", HM_TEST_MODDIR, name);
+  return b;
+}
+
+const char *hmt_path(const char *dir, const char *name) {
+  char *b = next_buf();
+  snprintf(b, sizeof rot[0], "%s/%s", dir, name);
+  return b;
+}
+
+char *hmt_tmpdir(void) {
+  const char *root = getenv("TMPDIR");
+  char *p = malloc(4096);
+  assert_non_null(p);
+  snprintf(p, 4096, "%s/hmtest-XXXXXX", root && *root ? root : "/tmp");
+  assert_non_null(mkdtemp(p));
+  return p;
+}
+
+void hmt_rm_rf(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  if (d == NULL)
+    return;
+  while ((e = readdir(d)) != NULL) {
+    char p[4096];
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    unlink(p);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+
+unsigned char *hmt_read(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  unsigned char *buf;
+  long n;
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  buf = malloc((size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+void hmt_write(const char *dest, const void *buf, size_t len) {
+  int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, buf, len), (ssize_t)len);
+  fchmod(fd, 0755);
+  close(fd);
+}
+
+void hmt_install(const char *src, const char *dest) {
+  char tmp[4200];
+  size_t len;
+  unsigned char *buf = hmt_read(src, &len);
+  snprintf(tmp, sizeof tmp, "%s.tmp%d", dest, (int)getpid());
+  hmt_write(tmp, buf, len);
+  assert_int_equal(rename(tmp, dest), 0);
+  free(buf);
+}
+
+int hmt_count_files(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      n++;
+  closedir(d);
+  return n;
+}
+
+static int maps_scan(const char *needle) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[4096];
+  int n = 0;
+  assert_non_null(f);
+  while (fgets(line, sizeof line, f) != NULL)
+    if (needle == NULL || strstr(line, needle) != NULL)
+      n++;
+  fclose(f);
+  return n;
+}
+
+int hmt_maps_count(const char *needle) { return maps_scan(needle); }
+
+int hmt_maps_total(void) { return maps_scan(NULL); }
+
+int hmt_fd_count(void) { return hmt_count_files("/proc/self/fd") - 1; /* the DIR's own */ }
+
+long hmt_rss_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long size = 0, rss = 0;
+  assert_non_null(f);
+  assert_int_equal(fscanf(f, "%ld %ld", &size, &rss), 2);
+  fclose(f);
+  return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+int hmt_wait_until(int (*pred)(void *), void *arg, double seconds) {
+  struct timespec start, now, ms = {0, 1000000};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    int v = pred(arg);
+    if (v)
+      return v;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 >
+        seconds)
+      return pred(arg);
+    nanosleep(&ms, NULL);
+  }
+}
+
+hm_registry *hmt_registry(unsigned flags) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg = NULL;
+  o.flags = flags | HM_FLAG_QUIET;
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
+  return reg;
+}

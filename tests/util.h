@@ -1,0 +1,41 @@
+/* Helpers shared by the tests: module files, temp directories, /proc checks, polling. */
+#ifndef HM_TEST_UTIL_H
+#define HM_TEST_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "hotmod.h"
+
+/* Path of a built test module, e.g. hmt_mod("square_v1"). Static storage, 8 rotating slots. */
+const char *hmt_mod(const char *name);
+/* A new private temp directory (caller frees the string, hmt_rm_rf removes it). */
+char *hmt_tmpdir(void);
+void hmt_rm_rf(const char *dir);
+/* dir/name into a static rotating buffer. */
+const char *hmt_path(const char *dir, const char *name);
+/* Put src at dest as a build would: write a temp file beside dest, then rename over it. */
+void hmt_install(const char *src, const char *dest);
+/* Write `len` bytes to dest (create or truncate in place, mode 0755). */
+void hmt_write(const char *dest, const void *buf, size_t len);
+/* Read a whole file; *len gets its size. Caller frees. */
+unsigned char *hmt_read(const char *path, size_t *len);
+/* Files in dir (not counting . and ..). */
+int hmt_count_files(const char *dir);
+/* Lines of /proc/self/maps that contain `needle`, and all lines. */
+int hmt_maps_count(const char *needle);
+int hmt_maps_total(void);
+/* Open file descriptors of this process. */
+int hmt_fd_count(void);
+/* Resident set size in KiB. */
+long hmt_rss_kib(void);
+/* Poll pred(arg) every millisecond until it is true or `seconds` pass; returns its value. */
+int hmt_wait_until(int (*pred)(void *), void *arg, double seconds);
+/* A registry with quiet logging and the given private root (NULL: default). */
+hm_registry *hmt_registry(unsigned flags);
+
+#endif
