@@ -24,7 +24,7 @@ demo: build
 	$(BUILD)/examples/demo
 
 bench: build
-	$(BUILD)/bench/hm_bench
+	bash bench/run $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -14,8 +14,6 @@
  * quantities, compared as `off <= len && size <= len - off`, never as `off + size <= len`),
  * and every structure is copied out with memcpy because the buffer has no alignment
  * guarantee. It is fuzzed; keep it that way. */
-/* internal.h uses hm_module_desc without including the header that defines it. */
-#include "hotmod/module.h"
 #include "internal.h"
 
 #include <elf.h>
@@ -134,6 +132,20 @@ static int map_vaddr(const ck *c, uint64_t addr, uint64_t size, uint64_t *off, u
   return 0;
 }
 
+/* Is [addr, addr+size) inside the memory image of one PT_LOAD (p_memsz: relocations may
+ * target .bss)? Relocation targets are written by the loader, so a target outside every
+ * segment is a write to a wild address inside dlopen. */
+static int in_image(const ck *c, uint64_t addr, uint64_t size) {
+  for (unsigned i = 0; i < c->phnum; i++) {
+    ElfW(Phdr) ph;
+    get_phdr(c, i, &ph);
+    if (ph.p_type == PT_LOAD && addr >= ph.p_vaddr && addr - ph.p_vaddr < ph.p_memsz &&
+        size <= ph.p_memsz - (addr - ph.p_vaddr))
+      return 1;
+  }
+  return 0;
+}
+
 /* ---- The dynamic section --------------------------------------------------------------- */
 
 /* The entries we care about, last one wins (as in glibc's elf_get_dynamic_info). */
@@ -190,28 +202,63 @@ static int check_table(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint
 static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint64_t entsize,
                         int rela, uint64_t nsyms, const char *name) {
   int rc = check_table(c, d, addr_tag, size_tag, entsize, name);
-  if (rc != 0 || !d->has[addr_tag] || d->val[size_tag] == 0 || nsyms == 0)
+  if (rc != 0 || !d->has[addr_tag] || d->val[size_tag] == 0)
     return rc;
   uint64_t off, avail;
   map_vaddr(c, d->val[addr_tag], d->val[size_tag], &off, &avail);
   for (uint64_t p = 0; p < d->val[size_tag]; p += entsize) {
-    uint64_t info;
+    uint64_t info, where;
     if (rela) {
       ElfW(Rela) r;
       memcpy(&r, c->buf + off + p, sizeof r);
-      info = r.r_info;
+      info = r.r_info, where = r.r_offset;
     } else {
       ElfW(Rel) r;
       memcpy(&r, c->buf + off + p, sizeof r);
-      info = r.r_info;
+      info = r.r_info, where = r.r_offset;
     }
-    if (HM__R_SYM(info) >= nsyms)
+    if (!in_image(c, where, sizeof(ElfW(Addr))))
+      return fail(c, HM_EBADELF, "corrupt: %s entry %llu writes 0x%llx, outside the image", name,
+                  (unsigned long long)(p / entsize), (unsigned long long)where);
+    if (nsyms != 0 && HM__R_SYM(info) >= nsyms)
       return fail(c, HM_EBADELF, "corrupt: %s entry %llu names symbol %llu of %llu", name,
                   (unsigned long long)(p / entsize), (unsigned long long)HM__R_SYM(info),
                   (unsigned long long)nsyms);
   }
   return 0;
 }
+
+#ifdef DT_RELR
+/* DT_RELR: an even entry is the address of a relative relocation, an odd one a bitmap of the
+ * (bits - 1) words that follow the last address. Every word it names is written. */
+static int check_relr(ck *c, const dyninfo *d) {
+  const unsigned bits = 8 * sizeof(ElfW(Addr));
+  uint64_t off, avail, where = 0, size = d->has[DT_RELR] ? d->val[DT_RELRSZ] : 0;
+  if (size == 0)
+    return 0;
+  map_vaddr(c, d->val[DT_RELR], size, &off, &avail); /* checked by check_table */
+  for (uint64_t p = 0; p < size; p += sizeof(ElfW(Addr))) {
+    ElfW(Addr) e;
+    memcpy(&e, c->buf + off + p, sizeof e);
+    if ((e & 1) == 0) {
+      if (!in_image(c, e, sizeof e))
+        return fail(c, HM_EBADELF, "corrupt: DT_RELR writes 0x%llx, outside the image",
+                    (unsigned long long)e);
+      where = (uint64_t)e + sizeof e;
+      continue;
+    }
+    for (unsigned i = 1; i < bits; i++)
+      if ((e >> i) & 1) {
+        uint64_t at = where + (uint64_t)(i - 1) * sizeof e;
+        if (at < where || !in_image(c, at, sizeof e))
+          return fail(c, HM_EBADELF, "corrupt: DT_RELR writes 0x%llx, outside the image",
+                      (unsigned long long)at);
+      }
+    where += (uint64_t)(bits - 1) * sizeof e;
+  }
+  return 0;
+}
+#endif
 
 /* DT_HASH: nbucket, nchain, buckets, chains. Every index must be a valid symbol (glibc
  * follows them into the symbol table), nbucket must be non-zero (it divides by it). The
@@ -475,7 +522,8 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   if (d.has[DT_RELR] && (!d.has[DT_RELRENT] || d.val[DT_RELRENT] != sizeof(ElfW(Addr))))
     return fail(c, HM_EBADELF, "corrupt: DT_RELR without DT_RELRENT == %zu",
                 sizeof(ElfW(Addr)));
-  if ((rc = check_table(c, &d, DT_RELR, DT_RELRSZ, sizeof(ElfW(Addr)), "DT_RELR")))
+  if ((rc = check_table(c, &d, DT_RELR, DT_RELRSZ, sizeof(ElfW(Addr)), "DT_RELR")) ||
+      (rc = check_relr(c, &d)))
     return rc;
 #endif
 
@@ -503,6 +551,12 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
     return rc;
   if (d.has_verdef && d.verdef != 0 && (rc = check_verdef(c, d.verdef, strsz, &budget)))
     return rc;
+
+#ifdef DF_1_PIE
+  /* A position-independent executable is ET_DYN too, but glibc refuses to dlopen it. */
+  if (d.has_flags_1 && (d.flags_1 & DF_1_PIE) != 0)
+    return fail(c, HM_ENOTELF, "not a shared object: a position-independent executable");
+#endif
 
   if (info != NULL) {
     info->nodelete = d.has_flags_1 && (d.flags_1 & DF_1_NODELETE) != 0;
@@ -608,33 +662,41 @@ int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char
   c.phoff = eh.e_phoff;
   c.phnum = eh.e_phnum;
 
+  /* Mapping a PT_LOAD past the end of the file gives pages that SIGBUS when touched, and
+   * other segments (PT_TLS's init image, PT_GNU_PROPERTY, notes) are read too: a segment
+   * extending past the end means the file is incomplete. PT_LOADs first, so a cut file is
+   * reported by the segment that matters. */
   unsigned nload = 0, ndyn = 0;
   ElfW(Phdr) dynph;
   memset(&dynph, 0, sizeof dynph);
-  for (unsigned i = 0; i < c.phnum; i++) {
-    ElfW(Phdr) ph;
-    get_phdr(&c, i, &ph);
-    if (ph.p_type == PT_NULL)
-      continue;
-    /* Mapping a PT_LOAD past the end of the file gives pages that SIGBUS when touched; other
-     * segments (PT_TLS's init image, PT_GNU_PROPERTY, notes) are read from the mapping too.
-     * A segment extending past the end means the file is incomplete. */
-    if (!in_range(ph.p_offset, ph.p_filesz, c.len)) {
-      unsigned long long end = (unsigned long long)ph.p_offset + ph.p_filesz;
-      if (end < ph.p_offset)
-        return fail(&c, HM_EBADELF, "corrupt: segment %u's offset and size overflow", i);
-      return fail(&c, HM_EBADELF, "truncated: %s segment %u ends at %llu, file has %zu bytes",
-                  ph.p_type == PT_LOAD ? "PT_LOAD" : "a", i, end, len);
-    }
-    if (ph.p_type == PT_LOAD) {
-      if (ph.p_filesz > ph.p_memsz)
+  for (int pass = 0; pass < 2; pass++) {
+    for (unsigned i = 0; i < c.phnum; i++) {
+      ElfW(Phdr) ph;
+      get_phdr(&c, i, &ph);
+      if (ph.p_type == PT_NULL || (ph.p_type == PT_LOAD) != (pass == 0))
+        continue;
+      if (!in_range(ph.p_offset, ph.p_filesz, c.len)) {
+        unsigned long long end = (unsigned long long)ph.p_offset + ph.p_filesz;
+        if (end < ph.p_offset)
+          return fail(&c, HM_EBADELF, "corrupt: segment %u's offset and size overflow", i);
+        if (pass == 0)
+          return fail(&c, HM_EBADELF,
+                      "truncated: PT_LOAD segment %u ends at %llu, file has %zu bytes", i, end,
+                      len);
         return fail(&c, HM_EBADELF,
-                    "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu", i,
-                    (unsigned long long)ph.p_filesz, (unsigned long long)ph.p_memsz);
-      nload++;
-    } else if (ph.p_type == PT_DYNAMIC) {
-      dynph = ph;
-      ndyn++;
+                    "truncated: segment %u (type 0x%x) ends at %llu, file has %zu bytes", i,
+                    (unsigned)ph.p_type, end, len);
+      }
+      if (ph.p_type == PT_LOAD) {
+        if (ph.p_filesz > ph.p_memsz)
+          return fail(&c, HM_EBADELF,
+                      "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu", i,
+                      (unsigned long long)ph.p_filesz, (unsigned long long)ph.p_memsz);
+        nload++;
+      } else if (ph.p_type == PT_DYNAMIC) {
+        dynph = ph;
+        ndyn++;
+      }
     }
   }
   if (nload == 0)

@@ -456,7 +456,7 @@ int hm__reload(hm_module *mod, const char *path, int revive) {
   char err[1024];
   char *pathcopy = NULL;
   unsigned long seq = 0;
-  unsigned oldnum = 0;
+  unsigned oldnum = 0, newnum;
   void *prev = NULL;
   int rc = 0, have_old;
 
@@ -532,15 +532,22 @@ int hm__reload(hm_module *mod, const char *path, int revive) {
   mod->versions = v;
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
+  /* v may be retired and unloaded by another thread as soon as the locks are released. */
+  newnum = v->num;
   hm__publish(mod, t);
   reg->nloaded++;
   reg->stats.loads++;
   /* The loader's reference on v becomes its "current" reference. */
   pthread_mutex_unlock(&reg->lock);
   pthread_mutex_unlock(&mod->reload_lock);
-  if (reg->watch_ops != NULL && !have_old)
-    reg->watch_ops->module_added(reg, mod);
-  hm__emit(reg, HM_EVENT_LOADED, mod, v->num, 0);
+  {
+    /* Atomic: hm_watch_start may install the hooks meanwhile. A new path (a load, or
+     * hm_module_reload_from) must be watched too. */
+    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+    if (ops != NULL && (!have_old || path != NULL))
+      ops->module_added(reg, mod);
+  }
+  hm__emit(reg, HM_EVENT_LOADED, mod, newnum, 0);
   if (old != NULL) {
     hm__emit(reg, HM_EVENT_RETIRED, mod, oldnum, 0);
     /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
@@ -606,8 +613,11 @@ int hm_module_unload(hm_module *mod) {
   hm__publish(mod, t);
   pthread_mutex_unlock(&reg->lock);
   pthread_mutex_unlock(&mod->reload_lock);
-  if (reg->watch_ops != NULL)
-    reg->watch_ops->module_removed(reg, mod);
+  {
+    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+    if (ops != NULL)
+      ops->module_removed(reg, mod);
+  }
   hm__emit(reg, HM_EVENT_RETIRED, mod, oldnum, 0);
   hm__version_unref(reg, old);
   return 0;

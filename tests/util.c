@@ -9,8 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static char rot[8][4096];
-static unsigned rot_i;
+/* Per thread, so that tests may call these from several threads. */
+static __thread char rot[8][4096];
+static __thread unsigned rot_i;
 
 static char *next_buf(void) { return rot[rot_i++ % 8]; }
 
