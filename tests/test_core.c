@@ -623,6 +623,42 @@ static void test_allocator_hook(void **state) {
   assert_int_equal(c.live, 0);
 }
 
+/* A version that dlclose cannot unmap (-z nodelete) is reported, not pretended away. */
+static int leak_seen(void *arg) {
+  ev_log *l = arg;
+  int i, n = __atomic_load_n(&l->n, __ATOMIC_SEQ_CST);
+  for (i = 0; i < n; i++)
+    if (l->ev[i] == HM_EVENT_LEAKED && l->ver[i] == 1)
+      return 1;
+  return 0;
+}
+
+static void test_leak_detected(void **state) {
+  fixture *f = *state;
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg;
+  hm_module *mod;
+  hm_stats st;
+  ev_log log;
+  char pbuf[4096];
+  memset(&log, 0, sizeof log);
+  o.on_event = on_event;
+  o.event_userdata = &log;
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
+  snprintf(pbuf, sizeof pbuf, "%s", src_path(f, "sticky.so"));
+  hmt_install(hmt_mod("sticky_v1"), pbuf);
+  assert_int_equal(hm_module_load(reg, "sticky", pbuf, &mod), 0);
+  hmt_install(hmt_mod("sticky_v2"), pbuf);
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_true(hmt_wait_until(leak_seen, &log, 10.0));
+  assert_int_equal(hm_registry_stats(reg, &st), 0);
+  assert_int_equal(st.leaked, 1);
+  assert_int_equal(st.retired, 0);
+  /* The copy's file is gone even though its mapping stays. */
+  assert_int_equal(hmt_count_files(hm_registry_dir(reg)), 1);
+  hm_registry_free(reg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_live_follows_reload, setup, teardown),
@@ -640,6 +676,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
       cmocka_unit_test(test_error_table),
       cmocka_unit_test_setup_teardown(test_allocator_hook, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_leak_detected, setup, teardown),
   };
   return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

@@ -169,10 +169,27 @@ static void truncations_fail(void **state) {
   free(p);
 }
 
+/* Where the file-backed part of the last PT_LOAD ends: beyond it lie only debug info and
+ * section headers, which dlopen never reads. */
+static size_t loadable_end(void) {
+  ElfW(Ehdr) eh = ehdr_of(sample);
+  size_t end = 0;
+  for (unsigned i = 0; i < eh.e_phnum; i++) {
+    ElfW(Phdr) ph;
+    memcpy(&ph, sample + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if (ph.p_type == PT_LOAD && ph.p_offset + ph.p_filesz > end)
+      end = ph.p_offset + ph.p_filesz;
+  }
+  return end < sample_len ? end : sample_len;
+}
+
+/* A build that reached full size with its second half still unwritten (zeros). "Half" is of
+ * what dlopen maps: zeroing only trailing debug info is harmless, and passes. */
 static void second_half_zeroed(void **state) {
   (void)state;
+  size_t end = loadable_end();
   unsigned char *p = copy_of(sample, sample_len);
-  memset(p + sample_len / 2, 0, sample_len - sample_len / 2);
+  memset(p + end / 2, 0, end - end / 2);
   assert_int_equal(check(p, sample_len, NULL), HM_EBADELF);
   free(p);
 }
