@@ -1,0 +1,761 @@
+/*
+ * hm_bench — the figures of issue 3 (see bench/README.md for what each one means).
+ *
+ *   hm_bench                      every figure, one `name value` line each on stdout
+ *   hm_bench --calls-only [--only raw|live|snapshot] [--iters N]
+ *                                 run the call loops once each, N calls, and print nothing
+ *                                 but a note; bench/run runs this under callgrind with
+ *                                 --toggle-collect=hm_bench_loop_<kind>* to count
+ *                                 instructions per call
+ *   --moddir DIR                  where benchmod_v1.so and benchmod_v2.so are
+ *   --quick                       fewer rounds and reloads (a smoke run, not for figures)
+ *   --verbose                     also print each round's call timings on stderr
+ *
+ * Speed figures are ratios measured side by side in one run: the loops run interleaved
+ * (raw, live, snapshot, raw, live, ...) and the figure is the median of the per-round
+ * ratios, so a noisy neighbour slows both sides of a ratio alike. Nothing here fails for
+ * being slow; the exit status is non-zero only when the benchmark cannot run at all.
+ *
+ * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
+ */
+#include "hotmod.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gnu/libc-version.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef HM_BENCH_MODDIR
+#define HM_BENCH_MODDIR "."
+#endif
+#ifndef HM_BENCH_BUILD_TYPE
+#define HM_BENCH_BUILD_TYPE ""
+#endif
+
+#define NOINLINE __attribute__((noinline))
+
+typedef int (*add_fn)(int);
+
+static const char *moddir = HM_BENCH_MODDIR;
+static int quick, verbose;
+
+/* ---- Small helpers ----------------------------------------------------------------------- */
+
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("hm_bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(2);
+}
+
+static void check(int rc, hm_registry *reg, const char *what) {
+  if (rc != 0)
+    die("%s: %s (%s)", what, hm_strerror(rc), reg ? hm_registry_errmsg(reg) : "");
+}
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* CPU time of the calling thread: unlike the wall clock it does not count the time the
+ * thread spends preempted by other processes, which on a shared 2-core machine is most of
+ * the noise in a millisecond-long loop. */
+static double cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static void sleep_us(long us) {
+  struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+  nanosleep(&ts, NULL);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The p-th percentile (0..100) of v[0..n-1], nearest rank; sorts v. */
+static double percentile(double *v, size_t n, double p) {
+  size_t k;
+  qsort(v, n, sizeof *v, cmp_double);
+  k = (size_t)(p / 100.0 * (double)n + 0.5);
+  if (k > 0)
+    k--;
+  if (k >= n)
+    k = n - 1;
+  return v[k];
+}
+
+static double median(double *v, size_t n) {
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+static const char *modpath(const char *name) {
+  static char buf[2][4096];
+  static int i;
+  char *b = buf[i++ % 2];
+  snprintf(b, sizeof buf[0], "%s/%s.so", moddir, name);
+  return b;
+}
+
+static unsigned char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  unsigned char *buf;
+  long n;
+  if (f == NULL)
+    die("cannot open %s: %s (build the bench target first)", path, strerror(errno));
+  fseek(f, 0, SEEK_END);
+  n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  buf = malloc((size_t)n + 1);
+  if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n)
+    die("cannot read %s", path);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+/* Put a new build at dest the way a build tool does: write a file beside it, rename over. */
+static void install(const unsigned char *buf, size_t len, const char *dest) {
+  char tmp[4200];
+  int fd;
+  snprintf(tmp, sizeof tmp, "%s.tmp", dest);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+  if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
+    die("cannot write %s: %s", tmp, strerror(errno));
+  fchmod(fd, 0755);
+  close(fd);
+  if (rename(tmp, dest) != 0)
+    die("cannot rename %s: %s", tmp, strerror(errno));
+}
+
+static char *make_tmpdir(void) {
+  const char *root = getenv("TMPDIR");
+  char *p = malloc(4096);
+  if (p == NULL)
+    die("out of memory");
+  snprintf(p, 4096, "%s/hm_bench-XXXXXX", root && *root ? root : "/tmp");
+  if (mkdtemp(p) == NULL)
+    die("mkdtemp %s: %s", p, strerror(errno));
+  return p;
+}
+
+static void rm_rf(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  if (d == NULL)
+    return;
+  while ((e = readdir(d)) != NULL) {
+    char p[4400];
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    unlink(p);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+
+static int count_files(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      n++;
+  closedir(d);
+  return n;
+}
+
+static int maps_lines(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  int c, n = 0;
+  if (f == NULL)
+    return -1;
+  while ((c = getc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+static int fd_count(void) { return count_files("/proc/self/fd") - 1; /* the DIR's own fd */ }
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long size = 0, rss = 0;
+  if (f == NULL || fscanf(f, "%ld %ld", &size, &rss) != 2)
+    die("cannot read /proc/self/statm");
+  fclose(f);
+  return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static hm_registry *new_registry(void) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg = NULL;
+  o.flags = HM_FLAG_QUIET;
+  check(hm_registry_new(&reg, &o), NULL, "hm_registry_new");
+  return reg;
+}
+
+/* Wait up to `seconds` for the reclaimer to unload every retired version; 1 if it did. */
+static int wait_retired(hm_registry *reg, double seconds) {
+  double end = now_ns() + seconds * 1e9;
+  for (;;) {
+    hm_stats st;
+    check(hm_registry_stats(reg, &st), reg, "hm_registry_stats");
+    if (st.retired == 0)
+      return 1;
+    if (now_ns() > end)
+      return 0;
+    sleep_us(100);
+  }
+}
+
+/* ---- The call loops ---------------------------------------------------------------------- *
+ * Out of line, each taking what it calls as an argument loaded from a volatile, so the
+ * compiler can neither inline the module's function (it cannot: it is in a dlopen'd object)
+ * nor hoist anything out of the loop. Each accumulates the results so the loop cannot be
+ * dropped. The names are what bench/run gives callgrind's --toggle-collect. */
+
+static volatile add_fn g_raw_fn;
+static hm_snapshot *volatile g_snap;
+static hm_live *volatile g_live;
+static unsigned g_sink; /* results end here so no loop can be dropped */
+
+static void sink(unsigned v) { __atomic_fetch_add(&g_sink, v, __ATOMIC_RELAXED); }
+
+/* Raw: the module's function through a plain function pointer. */
+NOINLINE static unsigned hm_bench_loop_raw(add_fn f, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc += (unsigned)f((int)(i & 0xffff));
+  return acc;
+}
+
+/* Snapshot: how a host uses a stable snapshot — take its function once, call it. */
+NOINLINE static unsigned hm_bench_loop_snapshot(const hm_snapshot *s, long n) {
+  add_fn f = (add_fn)hm_snapshot_fn(s);
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc += (unsigned)f((int)(i & 0xffff));
+  return acc;
+}
+
+/* Live: every call goes through the handle (inline enter, call, inline leave). */
+NOINLINE static unsigned hm_bench_loop_live(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc += (unsigned)HM_LIVE_CALL(l, add_fn, (int)(i & 0xffff));
+  return acc;
+}
+
+enum kind { K_RAW, K_LIVE, K_SNAPSHOT, K_N };
+static const char *const kind_name[K_N] = {"raw", "live", "snapshot"};
+
+/* Run one loop of n calls; returns ns per call. */
+static double run_loop(enum kind k, long n) {
+  double t0 = cpu_ns(), t1;
+  unsigned r = 0;
+  switch (k) {
+  case K_RAW:
+    r = hm_bench_loop_raw(g_raw_fn, n);
+    break;
+  case K_LIVE:
+    r = hm_bench_loop_live(g_live, n);
+    break;
+  case K_SNAPSHOT:
+    r = hm_bench_loop_snapshot(g_snap, n);
+    break;
+  default:
+    break;
+  }
+  t1 = cpu_ns();
+  sink(r);
+  return (t1 - t0) / (double)n;
+}
+
+struct call_env {
+  hm_registry *reg;
+  hm_snapshot *snap;
+  hm_live *live;
+};
+
+static void call_setup(struct call_env *e) {
+  e->reg = new_registry();
+  check(hm_module_load(e->reg, "b", modpath("benchmod_v1"), NULL), e->reg, "hm_module_load");
+  check(hm_snapshot_acquire(e->reg, "b:add1", &e->snap), e->reg, "hm_snapshot_acquire");
+  check(hm_live_get(e->reg, "b:add1", &e->live), e->reg, "hm_live_get");
+  g_raw_fn = (add_fn)hm_snapshot_fn(e->snap);
+  g_snap = e->snap;
+  g_live = e->live;
+  /* The first live call on a thread registers the thread: keep it out of the loops. */
+  if (HM_LIVE_CALL(e->live, add_fn, 41) != 42 || g_raw_fn(1) != 2)
+    die("benchmod's add1 does not add 1");
+}
+
+static void call_teardown(struct call_env *e) {
+  hm_snapshot_release(e->snap);
+  hm_registry_free(e->reg);
+}
+
+/* ---- 2 threads vs 1: the live loop on one handle, from persistent threads ----------------- */
+
+struct mt {
+  pthread_barrier_t start, end;
+  long n;
+  int active; /* how many workers run the loop this phase */
+  int ready;  /* workers spinning at the start line (both start together when 2 run) */
+  int quit;
+  double ns[2];
+  double wall[2][2]; /* each worker's wall-clock start and end, to see if they overlapped */
+};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+struct worker_arg {
+  struct mt *mt;
+  int idx;
+};
+
+static void *worker(void *p) {
+  struct worker_arg *a = p;
+  struct mt *mt = a->mt;
+  sink((unsigned)HM_LIVE_CALL(g_live, add_fn, 0)); /* register this thread */
+  for (;;) {
+    pthread_barrier_wait(&mt->start);
+    if (mt->quit)
+      break;
+    if (a->idx < mt->active) {
+      /* A spinning start: the barrier wakes the threads one by one, and on a busy machine
+       * the second may not get a core for a while; this makes both loops start together. */
+      __atomic_add_fetch(&mt->ready, 1, __ATOMIC_ACQ_REL);
+      while (__atomic_load_n(&mt->ready, __ATOMIC_ACQUIRE) < mt->active)
+        cpu_relax();
+      mt->wall[a->idx][0] = now_ns();
+      mt->ns[a->idx] = run_loop(K_LIVE, mt->n);
+      mt->wall[a->idx][1] = now_ns();
+    }
+    pthread_barrier_wait(&mt->end);
+  }
+  return NULL;
+}
+
+/* One phase with `active` threads; returns mean ns per call per thread (CPU time). With 2
+ * threads, *overlap gets how much of the longer loop ran while the other one ran too (1: the
+ * two loops ran side by side all along; lower on a machine too busy to give both a core). */
+static double mt_phase(struct mt *mt, int active, double *overlap) {
+  mt->active = active;
+  mt->ready = 0;
+  pthread_barrier_wait(&mt->start);
+  pthread_barrier_wait(&mt->end);
+  if (active == 1)
+    return mt->ns[0];
+  {
+    double s = mt->wall[0][0] > mt->wall[1][0] ? mt->wall[0][0] : mt->wall[1][0];
+    double e = mt->wall[0][1] < mt->wall[1][1] ? mt->wall[0][1] : mt->wall[1][1];
+    double d0 = mt->wall[0][1] - mt->wall[0][0], d1 = mt->wall[1][1] - mt->wall[1][0];
+    double d = d0 > d1 ? d0 : d1;
+    *overlap = e > s && d > 0 ? (e - s) / d : 0.0;
+  }
+  return (mt->ns[0] + mt->ns[1]) / 2.0;
+}
+
+/* ---- Benchmarks --------------------------------------------------------------------------- */
+
+static void bench_calls(void) {
+  struct call_env e;
+  int rounds = quick ? 21 : 151, mrounds = quick ? 11 : 101, mmax = 4 * mrounds;
+  int side = 0, total = 0;
+  double *ratio_live = calloc((size_t)rounds, sizeof(double));
+  double *ratio_snap = calloc((size_t)rounds, sizeof(double));
+  double *ns[K_N], *ratio_mt = calloc((size_t)mrounds, sizeof(double));
+  double *ratio_mt_all = calloc((size_t)mmax, sizeof(double));
+  double *ns1 = calloc((size_t)mrounds, sizeof(double));
+  double *ns2 = calloc((size_t)mrounds, sizeof(double));
+  double per, ov = 0;
+  long n;
+  struct mt mt;
+  struct worker_arg wa[2];
+  pthread_t th[2];
+
+  for (int k = 0; k < K_N; k++)
+    ns[k] = calloc((size_t)rounds, sizeof(double));
+  call_setup(&e);
+
+  /* Size the loops to about 1 ms of raw calls each: short enough that few rounds see a
+   * context switch, long enough that the clock's cost does not matter. */
+  (void)run_loop(K_RAW, 200000);
+  per = run_loop(K_RAW, 200000);
+  n = (long)(1e6 / (per > 0.3 ? per : 0.3));
+  if (n < 50000)
+    n = 50000;
+  for (int k = 0; k < K_N; k++) /* warm up */
+    (void)run_loop((enum kind)k, n / 4);
+
+  for (int r = 0; r < rounds; r++) {
+    for (int k = 0; k < K_N; k++)
+      ns[k][r] = run_loop((enum kind)k, n);
+    ratio_live[r] = ns[K_LIVE][r] / ns[K_RAW][r];
+    ratio_snap[r] = ns[K_SNAPSHOT][r] / ns[K_RAW][r];
+    if (verbose)
+      fprintf(stderr, "# round %2d: raw %.2f live %.2f snapshot %.2f ns\n", r, ns[K_RAW][r],
+              ns[K_LIVE][r], ns[K_SNAPSHOT][r]);
+  }
+  printf("call.live_vs_raw %.3f\n", median(ratio_live, (size_t)rounds));
+  printf("call.snapshot_vs_raw %.3f\n", median(ratio_snap, (size_t)rounds));
+  fflush(stdout);
+
+  /* 2 threads vs 1, alternating which phase goes first. */
+  memset(&mt, 0, sizeof mt);
+  mt.n = n;
+  pthread_barrier_init(&mt.start, NULL, 3);
+  pthread_barrier_init(&mt.end, NULL, 3);
+  for (int i = 0; i < 2; i++) {
+    wa[i].mt = &mt;
+    wa[i].idx = i;
+    if (pthread_create(&th[i], NULL, worker, &wa[i]) != 0)
+      die("pthread_create failed");
+  }
+  /* Only rounds in which the two loops really ran side by side say anything about
+   * contention: on a busy machine the two threads may get one core between them and run
+   * one after the other. Run rounds until `mrounds` of them overlapped (at least half of the
+   * longer loop), or up to 4x that many rounds in all. */
+  (void)mt_phase(&mt, 2, &ov); /* warm up */
+  for (int r = 0; r < mmax && side < mrounds; r++) {
+    double one, two;
+    if (r % 2 == 0) {
+      one = mt_phase(&mt, 1, NULL);
+      two = mt_phase(&mt, 2, &ov);
+    } else {
+      two = mt_phase(&mt, 2, &ov);
+      one = mt_phase(&mt, 1, NULL);
+    }
+    total++;
+    if (ov >= 0.5) {
+      ns1[side] = one;
+      ns2[side] = two;
+      ratio_mt[side++] = two / one;
+    } else if (total - side <= mmax) { /* kept in case too few rounds overlap */
+      ratio_mt_all[total - side - 1] = two / one;
+    }
+  }
+  mt.quit = 1;
+  pthread_barrier_wait(&mt.start);
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&mt.start);
+  pthread_barrier_destroy(&mt.end);
+  if (side >= 5) {
+    printf("call.live_2threads_vs_1thread %.3f\n", median(ratio_mt, (size_t)side));
+  } else {
+    /* Too busy a machine: report the ratio over all rounds and say so. */
+    memcpy(ratio_mt_all + (total - side), ratio_mt, (size_t)side * sizeof(double));
+    fprintf(stderr, "# 2 threads: only %d of %d rounds ran side by side; the ratio below is over"
+                    " all rounds and says little about contention\n", side, total);
+    printf("call.live_2threads_vs_1thread %.3f\n", median(ratio_mt_all, (size_t)total));
+  }
+  printf("call.live_2threads_side_by_side %.2f\n", (double)side / (double)total);
+
+  /* Context: the medians in ns per call (absolute times vary with the machine's load). */
+  printf("call.raw_ns %.2f\n", median(ns[K_RAW], (size_t)rounds));
+  printf("call.live_ns %.2f\n", median(ns[K_LIVE], (size_t)rounds));
+  printf("call.snapshot_ns %.2f\n", median(ns[K_SNAPSHOT], (size_t)rounds));
+  if (side > 0) {
+    printf("call.live_1thread_ns %.2f\n", median(ns1, (size_t)side));
+    printf("call.live_2threads_ns %.2f\n", median(ns2, (size_t)side));
+  }
+  fflush(stdout);
+
+  call_teardown(&e);
+  for (int k = 0; k < K_N; k++)
+    free(ns[k]);
+  free(ratio_live);
+  free(ratio_snap);
+  free(ratio_mt);
+  free(ns1);
+  free(ns2);
+  free(ratio_mt_all);
+}
+
+/* hm_module_reload of a small module, alternating between two builds installed at its path.
+ * Outside the timed region: the install, and waiting for the registry's reclaimer to unload
+ * the version the previous reload retired, so each sample is one reload on its own, as in
+ * real use (back-to-back reloads are the soak's business). Wall-clock time is what the
+ * caller waits; the calling thread's CPU time is given beside it, since on a busy machine
+ * the wall clock also counts time spent preempted. */
+static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
+  int samples = quick ? 200 : 2000, warm = quick ? 20 : 100;
+  double *us = calloc((size_t)samples, sizeof(double));
+  double *cpu = calloc((size_t)samples, sizeof(double));
+  char *dir = make_tmpdir();
+  char path[4200];
+  hm_registry *reg = new_registry();
+  hm_module *mod;
+  hm_live *live;
+  double start = now_ns();
+
+  snprintf(path, sizeof path, "%s/benchmod.so", dir);
+  install(v[0], vlen[0], path);
+  check(hm_module_load(reg, "r", path, &mod), reg, "hm_module_load");
+  check(hm_live_get(reg, "r:add1", &live), reg, "hm_live_get");
+  for (int i = 0; i < warm + samples; i++) {
+    double t0, t1, c0, c1;
+    int rc;
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
+    (void)wait_retired(reg, 1.0);
+    c0 = cpu_ns();
+    t0 = now_ns();
+    rc = hm_module_reload(mod);
+    t1 = now_ns();
+    c1 = cpu_ns();
+    check(rc, reg, "hm_module_reload");
+    if (i >= warm) {
+      us[i - warm] = (t1 - t0) / 1e3;
+      cpu[i - warm] = (c1 - c0) / 1e3;
+    }
+  }
+  if (HM_LIVE_CALL(live, add_fn, 1) != 2)
+    die("reloaded add1 does not add 1");
+  printf("reload.api_us_p50 %.1f\n", percentile(us, (size_t)samples, 50));
+  printf("reload.api_us_p99 %.1f\n", percentile(us, (size_t)samples, 99));
+  printf("reload.api_cpu_us_p50 %.1f\n", percentile(cpu, (size_t)samples, 50));
+  fprintf(stderr, "# reload: %d samples in %.1f s, module file %zu bytes\n", samples,
+          (now_ns() - start) / 1e9, vlen[0]);
+  fflush(stdout);
+  hm_registry_free(reg);
+  rm_rf(dir);
+  free(dir);
+  free(us);
+  free(cpu);
+}
+
+/* 10,000 reloads, a snapshot taken every few reloads and released after the next one;
+ * process resources before and after (once the reclaimer has unloaded what was retired). */
+static void bench_soak(const unsigned char *v[2], const size_t vlen[2]) {
+  int reloads = quick ? 1000 : 10000, warm = 200, every = 4;
+  char *dir = make_tmpdir();
+  char path[4200];
+  hm_registry *reg = new_registry();
+  hm_module *mod;
+  hm_live *live;
+  hm_snapshot *snap = NULL;
+  long rss0 = 0, rss1;
+  int maps0 = 0, maps1, fds0 = 0, fds1, files0 = 0, files1, done;
+  unsigned long long sum = 0;
+  double t0 = 0, t1;
+
+  snprintf(path, sizeof path, "%s/benchmod.so", dir);
+  install(v[0], vlen[0], path);
+  check(hm_module_load(reg, "s", path, &mod), reg, "hm_module_load");
+  check(hm_live_get(reg, "s:add1", &live), reg, "hm_live_get");
+
+  for (int phase = 0; phase < 2; phase++) {
+    int count = phase == 0 ? warm : reloads;
+    if (phase == 1) {
+      if (!wait_retired(reg, 5.0))
+        fprintf(stderr, "# soak: retired versions still loaded after the warm-up\n");
+      rss0 = rss_kib();
+      maps0 = maps_lines();
+      fds0 = fd_count();
+      files0 = count_files(hm_registry_dir(reg));
+      t0 = now_ns();
+    }
+    for (int i = 0; i < count; i++) {
+      install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
+      check(hm_module_reload(mod), reg, "hm_module_reload");
+      sum += (unsigned)HM_LIVE_CALL(live, add_fn, i & 0xff);
+      if (snap != NULL) { /* it pinned the version this reload retired */
+        sum += (unsigned)((add_fn)hm_snapshot_fn(snap))(1);
+        hm_snapshot_release(snap);
+        snap = NULL;
+      }
+      if (i % every == 0)
+        check(hm_snapshot_acquire(reg, "s:add1", &snap), reg, "hm_snapshot_acquire");
+    }
+  }
+  t1 = now_ns();
+  hm_snapshot_release(snap);
+  done = wait_retired(reg, 10.0);
+  rss1 = rss_kib();
+  maps1 = maps_lines();
+  fds1 = fd_count();
+  files1 = count_files(hm_registry_dir(reg));
+  sink((unsigned)sum);
+  if (!done)
+    fprintf(stderr, "# soak: retired versions still loaded 10 s after the last reload\n");
+  fprintf(stderr, "# soak: %d reloads in %.2f s (%.1f us each incl. install); rss %ld -> %ld KiB,"
+                  " maps %d -> %d, fds %d -> %d, private files %d -> %d\n",
+          reloads, (t1 - t0) / 1e9, (t1 - t0) / 1e3 / reloads, rss0, rss1, maps0, maps1, fds0,
+          fds1, files0, files1);
+  printf("soak.rss_growth_kib %ld\n", rss1 - rss0);
+  printf("soak.maps_growth %d\n", maps1 - maps0);
+  printf("soak.fds_growth %d\n", fds1 - fds0);
+  printf("soak.files_left %d\n", files1 - files0);
+  fflush(stdout);
+  hm_registry_free(reg);
+  rm_rf(dir);
+  free(dir);
+}
+
+/* hm_live_get of existing handles, in random order, with 1,000 modules loaded. */
+static void bench_lookup(void) {
+  enum { NMOD = 1000 };
+  int rounds = quick ? 3 : 9;
+  long lookups = quick ? 50000 : 200000;
+  static char names[NMOD][24];
+  unsigned short *order = malloc((size_t)lookups * sizeof *order);
+  double *ns = calloc((size_t)rounds, sizeof(double));
+  hm_registry *reg = new_registry();
+  const char *src = modpath("benchmod_v1");
+  unsigned long long x = 88172645463325252ull;
+  double t0, t1;
+
+  t0 = now_ns();
+  for (int i = 0; i < NMOD; i++) {
+    char name[16];
+    hm_live *l;
+    snprintf(name, sizeof name, "m%d", i);
+    snprintf(names[i], sizeof names[i], "m%d:add1", i);
+    check(hm_module_load(reg, name, src, NULL), reg, "hm_module_load");
+    check(hm_live_get(reg, names[i], &l), reg, "hm_live_get");
+  }
+  t1 = now_ns();
+  fprintf(stderr, "# lookup: loaded %d modules in %.2f s\n", NMOD, (t1 - t0) / 1e9);
+  for (long k = 0; k < lookups; k++) { /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    order[k] = (unsigned short)(x % NMOD);
+  }
+  for (int r = -1; r < rounds; r++) { /* round -1 warms up */
+    uintptr_t acc = 0;
+    t0 = cpu_ns();
+    for (long k = 0; k < lookups; k++) {
+      hm_live *l = NULL;
+      if (hm_live_get(reg, names[order[k]], &l) != 0)
+        die("hm_live_get(%s) failed", names[order[k]]);
+      acc += (uintptr_t)l;
+    }
+    t1 = cpu_ns();
+    sink((unsigned)acc);
+    if (r >= 0)
+      ns[r] = (t1 - t0) / (double)lookups;
+  }
+  printf("lookup.ns %.1f\n", median(ns, (size_t)rounds));
+  fflush(stdout);
+  hm_registry_free(reg);
+  free(order);
+  free(ns);
+}
+
+static void context_line(void) {
+  struct utsname u;
+  const char *cc =
+#if defined(__clang__)
+      "clang " __clang_version__;
+#elif defined(__GNUC__)
+      "gcc " __VERSION__;
+#else
+      "unknown";
+#endif
+  if (uname(&u) != 0)
+    strcpy(u.release, "?");
+  fprintf(stderr, "# machine: nproc=%ld compiler=%s build=%s kernel=%s glibc=%s hotmod=%s\n",
+          sysconf(_SC_NPROCESSORS_ONLN), cc, HM_BENCH_BUILD_TYPE, u.release,
+          gnu_get_libc_version(), hm_version_string());
+}
+
+/* The read side's mode, known once a live call has registered this thread: membarrier
+ * (plain stores) or fenced (a sequentially consistent store per outermost call). */
+static const char *read_side(void) { return hm__reader_fenced ? "fenced" : "membarrier"; }
+
+static void usage(void) {
+  fputs("usage: hm_bench [--moddir DIR] [--quick] [--verbose]\n"
+        "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n",
+        stderr);
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  int calls_only = 0, only = -1;
+  long iters = 1000000;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--calls-only") == 0) {
+      calls_only = 1;
+    } else if (strcmp(argv[i], "--quick") == 0) {
+      quick = 1;
+    } else if (strcmp(argv[i], "--verbose") == 0) {
+      verbose = 1;
+    } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      const char *k = argv[++i];
+      for (int j = 0; j < K_N; j++)
+        if (strcmp(k, kind_name[j]) == 0)
+          only = j;
+      if (only < 0)
+        usage();
+    } else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
+      iters = strtol(argv[++i], NULL, 10);
+      if (iters < 0)
+        usage();
+    } else if (strcmp(argv[i], "--moddir") == 0 && i + 1 < argc) {
+      moddir = argv[++i];
+    } else {
+      usage();
+    }
+  }
+
+  if (calls_only) {
+    struct call_env e;
+    call_setup(&e);
+    for (int k = 0; k < K_N; k++)
+      if (only < 0 || only == k)
+        (void)run_loop((enum kind)k, iters);
+    fprintf(stderr, "# calls-only: %ld calls of %s, read side %s\n", iters,
+            only < 0 ? "raw, live and snapshot" : kind_name[only], read_side());
+    call_teardown(&e);
+    return 0;
+  }
+
+  {
+    const unsigned char *v[2];
+    size_t vlen[2];
+    unsigned char *b0, *b1;
+    context_line();
+    b0 = read_file(modpath("benchmod_v1"), &vlen[0]);
+    b1 = read_file(modpath("benchmod_v2"), &vlen[1]);
+    v[0] = b0;
+    v[1] = b1;
+    bench_calls();
+    fprintf(stderr, "# read side: %s\n", read_side());
+    bench_reload(v, vlen);
+    bench_soak(v, vlen);
+    bench_lookup();
+    free(b0);
+    free(b1);
+  }
+  return 0;
+}
