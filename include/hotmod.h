@@ -329,7 +329,7 @@ struct hm__live_head {
 struct hm__reader {
   unsigned long nest;      /* depth of nested live calls on this thread */
   unsigned long long ctr;  /* 0: outside; else the grace-period counter read at entry */
-  int registered;          /* linked into the process's list of readers */
+  int mode;                /* 0: not registered yet; 1: membarrier; 2: fenced stores */
   int pad_;
   struct hm__reader *next, *prev;
 };
@@ -345,29 +345,26 @@ struct hm__reader {
 HM_EXTERN extern __thread struct hm__reader hm__self __attribute__((tls_model("initial-exec")));
 HM_EXTERN extern unsigned long long hm__gp_ctr;
 HM_EXTERN extern int hm__reader_fenced;
-HM_EXTERN void hm__reader_register(void);
+HM_EXTERN void hm__reader_enter_slow(unsigned long long g);
 
 static inline hm_fn hm_live_enter(hm_live *live) {
   struct hm__reader *r = &hm__self;
   const struct hm__live_head *h = (const struct hm__live_head *)(const void *)live;
   hm_fn *fns;
   if (r->nest++ == 0) {
-    unsigned long long g;
-    if (__builtin_expect(!r->registered, 0))
-      hm__reader_register();
-    g = __atomic_load_n(&hm__gp_ctr, __ATOMIC_ACQUIRE);
-#ifdef HM__TSAN
-    /* ThreadSanitizer does not see the writer's membarrier(); it does see these. */
-    __atomic_store_n(&r->ctr, g, __ATOMIC_SEQ_CST);
-#else
-    if (__builtin_expect(hm__reader_fenced, 0)) {
-      __atomic_store_n(&r->ctr, g, __ATOMIC_SEQ_CST);
-    } else {
+    unsigned long long g = __atomic_load_n(&hm__gp_ctr, __ATOMIC_ACQUIRE);
+#ifndef HM__TSAN
+    if (__builtin_expect(r->mode == 1, 1)) {
       /* The writer's membarrier() orders this store before our load of the table. */
       __atomic_store_n(&r->ctr, g, __ATOMIC_RELAXED);
       __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    }
+    } else
 #endif
+    {
+      /* First call on this thread, or no membarrier: a sequentially consistent store.
+       * ThreadSanitizer does not see the writer's membarrier(); it does see this. */
+      hm__reader_enter_slow(g);
+    }
   }
   fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
   return fns[h->slot];

@@ -53,7 +53,7 @@ static void reader_exit(void *p) {
   if (r->next)
     r->next->prev = r->prev;
   r->next = r->prev = NULL;
-  r->registered = 0;
+  r->mode = 0;
   pthread_mutex_unlock(&readers_lock);
 }
 
@@ -74,8 +74,7 @@ static void init(void) {
 #endif
 }
 
-void hm__reader_register(void) {
-  struct hm__reader *r = &hm__self;
+static void reader_register(struct hm__reader *r) {
   pthread_once(&init_once, init);
   pthread_mutex_lock(&readers_lock);
   r->prev = NULL;
@@ -83,10 +82,20 @@ void hm__reader_register(void) {
   if (readers)
     readers->prev = r;
   readers = r;
-  r->registered = 1;
+  /* Fixed for the thread's life: init() has run, so the process's choice is made. */
+  r->mode = __atomic_load_n(&hm__reader_fenced, __ATOMIC_RELAXED) ? 2 : 1;
   pthread_mutex_unlock(&readers_lock);
   /* A non-NULL value makes the key's destructor run when this thread exits. */
   (void)pthread_setspecific(exit_key, r);
+}
+
+void hm__reader_enter_slow(unsigned long long g) {
+  struct hm__reader *r = &hm__self;
+  if (r->mode == 0)
+    reader_register(r);
+  /* Sequentially consistent, so the store is ordered before the table load that follows
+   * even without the writer's membarrier(); after registering, either mode may use it. */
+  __atomic_store_n(&r->ctr, g, __ATOMIC_SEQ_CST);
 }
 
 unsigned long long hm__gp_start(void) {
