@@ -296,24 +296,49 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
 
 /* ---- Watching and queued reloads ------------------------------------------------------- */
 
-/* Watch every module's file (those loaded before and after the call) from a thread of the
- * registry's own, and reload a module when a new build of its file is complete. Thread-safe.
- * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, or a libuv error. */
+/* The watcher follows the file of every loaded module: those loaded before it starts and
+ * after. A module unloaded with hm_module_unload stops being watched, and is watched again
+ * when it is loaded again; hm_module_reload_from moves the watch to the new path. It watches
+ * the directory of each path as the path was given (a relative path is taken against the
+ * current directory when the watch is made; for a path that is a symlink, only a change of
+ * the link itself is seen), so a build that renames a new file over the old one is seen.
+ *
+ * A new build is taken once it is complete: at once when its writer closes it or it is
+ * renamed into place and it is a complete ELF shared object; failing that, once its size and
+ * mtime have not changed for the registry's quiet_ms. A file still being written is never
+ * loaded. A file whose bytes equal the current version's is no change (touching it,
+ * rewriting the same bytes). A file still incomplete after the quiet period is refused
+ * (HM_EVENT_REJECTED; the same bytes are not refused twice) and the current version serves
+ * on. A deleted file also leaves the current version serving; the next file to appear at the
+ * path is taken. For each change it takes the watcher sends HM_EVENT_CHANGED, then by the
+ * module's reload mode either reloads the module at once on the watcher's thread
+ * (HM_RELOAD_IMMEDIATE; LOADED or REJECTED follow there) or marks it for hm_registry_poll
+ * (HM_RELOAD_QUEUED). */
+
+/* Start the watcher on a thread and a libuv loop of the registry's own (to run it on the
+ * host's loop instead, see hm_watch_attach in hotmod/uv.h). Thread-safe.
+ * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, or a libuv or system error,
+ * passed through as the negative errno value it is (e.g. -EMFILE: no inotify instance). */
 HM_EXTERN int hm_watch_start(hm_registry *reg);
 
 /* Stop the watcher started by hm_watch_start or hm_watch_attach (hotmod/uv.h), waiting for
- * it to finish. Queued reloads stay queued. Calling it with no watcher running is a no-op.
- * For a watcher attached to a host loop, call it on that loop's thread. */
+ * its thread to finish (a reload under way completes first). Queued reloads stay queued.
+ * NULL, or no watcher running: a no-op. Thread-safe, except that a watcher attached to a
+ * host loop must be stopped on that loop's thread. From the event callback on the watcher's
+ * own thread it does not wait: no reload starts after the call and the thread ends by
+ * itself. hm_registry_free calls it. */
 HM_EXTERN void hm_watch_stop(hm_registry *reg);
 
-/* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). Thread-safe.
- * Errors: HM_EINVAL. */
+/* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). It applies to the
+ * changes the watcher sees from then on; a reload already queued stays queued. Thread-safe.
+ * Errors: HM_EINVAL (NULL module, unknown mode). */
 HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
 
-/* Apply the reloads the watcher queued for modules in HM_RELOAD_QUEUED mode. Returns how many
- * modules got a new version (>= 0); a queued file that is refused counts as applied-and-
- * rejected (not counted; its REJECTED event is sent). Call it at a safe point of the host.
- * Thread-safe. Errors: HM_EINVAL. */
+/* Apply the reloads the watcher queued for modules in HM_RELOAD_QUEUED mode, each from its
+ * file as it is now. Returns how many modules got a new version (>= 0); a queued file that is
+ * refused counts as applied-and-rejected (not counted; its REJECTED event is sent). A queued
+ * change whose file went back to the current version's bytes is dropped. Call it at a safe
+ * point of the host. Thread-safe. Errors: HM_EINVAL. */
 HM_EXTERN int hm_registry_poll(hm_registry *reg);
 
 /* ---- Internals the inline fast path needs (not API: do not use directly) ---------------- */
