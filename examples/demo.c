@@ -5,12 +5,17 @@
  * and a stable snapshot of mathmod:my_function, then the build writes version 2 (square
  * root) and the host reloads. The live handle follows the module; the snapshot keeps the
  * code it pinned; the module's plain global counter starts afresh in version 2.
+ *
+ * Then the file watcher takes over: each new build is live a fraction of a millisecond after
+ * it is written, with no reload call, and a build written slowly in two halves is only taken
+ * once it is complete.
  */
 #include "hotmod.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef double (*math_fn)(double);
@@ -37,6 +42,54 @@ static int install(const char *from, const char *to) {
   return rename(tmp, to);
 }
 
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Wait (up to 10 s) for the module to reach `version`; returns the ms it took, or -1. */
+static double wait_version(hm_module *mod, unsigned version, double since) {
+  struct timespec pause = {0, 20000};
+  while (hm_module_version(mod) < version) {
+    if (now_ms() - since > 10000)
+      return -1;
+    nanosleep(&pause, NULL);
+  }
+  return now_ms() - since;
+}
+
+/* Events while the watcher runs: one indented line each. */
+static int show_events;
+static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
+  static const char *names[] = {"?", "loaded", "rejected", "retired", "unloaded", "leaked",
+                                "changed"};
+  (void)ud;
+  if (!__atomic_load_n(&show_events, __ATOMIC_ACQUIRE))
+    return;
+  printf("      [event] %s v%u %s%s%s\n", hm_module_name(mod), version,
+         ev >= 1 && ev <= 6 ? names[ev] : "?", err ? ": " : "", err ? hm_strerror(err) : "");
+}
+
+/* Write `from` to `to` in place in two halves with a pause between, like a slow linker. */
+static int slow_write(const char *from, const char *to) {
+  char buf[1 << 20];
+  FILE *in = fopen(from, "rb"), *out;
+  size_t n;
+  if (in == NULL)
+    return -1;
+  n = fread(buf, 1, sizeof buf, in);
+  fclose(in);
+  out = fopen(to, "wb");
+  if (out == NULL)
+    return -1;
+  fwrite(buf, 1, n / 2, out);
+  fflush(out);
+  usleep(300 * 1000);
+  fwrite(buf + n / 2, 1, n - n / 2, out);
+  return fclose(out);
+}
+
 static int fail(hm_registry *reg, const char *what, int rc) {
   fprintf(stderr, "demo: %s: %s (%s)\n", what, hm_strerror(rc), hm_registry_errmsg(reg));
   return 1;
@@ -55,6 +108,7 @@ int main(void) {
     return perror("mkdtemp"), 1;
   snprintf(target, sizeof target, "%s/mathmod.so", dir);
   opts.flags = HM_FLAG_QUIET;
+  opts.on_event = on_event;
   if ((rc = hm_registry_new(&reg, &opts)) != 0)
     return fprintf(stderr, "demo: %s\n", hm_strerror(rc)), 1;
 
@@ -103,6 +157,43 @@ int main(void) {
   printf("  reload: %s: %s\n", hm_err_name(rc), hm_registry_errmsg(reg));
   printf("  live my_function(9) = %g (version %u)\n", HM_LIVE_CALL(live, math_fn, 9.0),
          hm_module_version(mod));
+
+
+  printf("\nthe watcher takes over (hm_watch_start): builds are picked up with no reload call\n");
+  if ((rc = hm_watch_start(reg)) != 0)
+    return fail(reg, "watch", rc);
+  __atomic_store_n(&show_events, 1, __ATOMIC_RELEASE);
+  {
+    static const char *builds[] = {"mathmod_v1", "mathmod_v2", "mathmod_v1"};
+    int i;
+    for (i = 0; i < 3; i++) {
+      char from[512];
+      unsigned next = hm_module_version(mod) + 1;
+      double t0 = now_ms(), took;
+      snprintf(from, sizeof from, "%s/%s.so", DEMO_MODDIR, builds[i]);
+      printf("  build writes %s.so (rename into place)\n", builds[i]);
+      install(from, target);
+      took = wait_version(mod, next, t0);
+      if (took < 0)
+        return fail(reg, "watcher did not reload", HM_EAGAIN);
+      printf("    live my_function(2) = %g, version %u, %.2f ms after the build began writing\n",
+             HM_LIVE_CALL(live, math_fn, 2.0), hm_module_version(mod), took);
+    }
+    printf("  build writes mathmod_v2.so slowly: half, a 300 ms pause, the rest\n");
+    {
+      unsigned before = hm_module_version(mod);
+      double t0 = now_ms(), took;
+      slow_write(DEMO_MODDIR "/mathmod_v2.so", target);
+      took = wait_version(mod, before + 1, t0);
+      if (took < 0)
+        return fail(reg, "watcher did not reload", HM_EAGAIN);
+      printf("    live my_function(2) = %.6f, version %u: the half-written file was never "
+             "loaded\n",
+             HM_LIVE_CALL(live, math_fn, 2.0), hm_module_version(mod));
+    }
+  }
+  hm_watch_stop(reg);
+  __atomic_store_n(&show_events, 0, __ATOMIC_RELEASE);
 
   hm_registry_free(reg);
   unlink(target);

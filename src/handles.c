@@ -52,10 +52,17 @@ static int resolve_current(hm_registry *reg, const char *modname, const char *sy
   return 0;
 }
 
-static int bad_name(hm_registry *reg, const char *qualified) {
-  hm__set_error(reg, HM_EINVAL, "expected \"module:symbol\", got \"%s\"",
-                qualified ? qualified : "(null)");
-  return HM_EINVAL;
+/* The checks every "module:symbol" entry point starts with (after clearing its *out). */
+static int begin_lookup(hm_registry *reg, const char *qualified, int have_out, char *modname,
+                        size_t modlen, const char **sym) {
+  if (reg == NULL || !have_out)
+    return HM_EINVAL;
+  if (hm__split_qualified(qualified, modname, modlen, sym) != 0) {
+    hm__set_error(reg, HM_EINVAL, "expected \"module:symbol\", got \"%s\"",
+                  qualified ? qualified : "(null)");
+    return HM_EINVAL;
+  }
+  return 0;
 }
 
 /* ---- Snapshots ------------------------------------------------------------------------- */
@@ -69,10 +76,9 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
   int rc;
   if (out != NULL)
     *out = NULL;
-  if (reg == NULL || out == NULL)
-    return HM_EINVAL;
-  if (hm__split_qualified(qualified, modname, sizeof modname, &sym) != 0)
-    return bad_name(reg, qualified);
+  rc = begin_lookup(reg, qualified, out != NULL, modname, sizeof modname, &sym);
+  if (rc != 0)
+    return rc;
   s = hm__malloc(&reg->a, sizeof *s);
   if (s == NULL)
     return HM_ENOMEM;
@@ -153,10 +159,9 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
 
   if (out != NULL)
     *out = NULL;
-  if (reg == NULL || out == NULL)
-    return HM_EINVAL;
-  if (hm__split_qualified(qualified, modname, sizeof modname, &sym) != 0)
-    return bad_name(reg, qualified);
+  rc = begin_lookup(reg, qualified, out != NULL, modname, sizeof modname, &sym);
+  if (rc != 0)
+    return rc;
 
   pthread_mutex_lock(&reg->lock);
   live = hm__map_get(&reg->lives, qualified);

@@ -253,14 +253,19 @@ static void cc_module(fixture *f, int version, const char *out) {
 
 /* ---- Replacing a watched module, every way a build does it ---------------------------- */
 
+/* Load v1, start the watcher, and note the version and LOADED count to compare with. */
+static void start_v1_watched(fixture *f, unsigned *before, int *loads) {
+  load_v1(f);
+  assert_int_equal(hm_watch_start(f->reg), 0);
+  *before = hm_module_version(f->mod);
+  *loads = count(&f->log, HM_EVENT_LOADED);
+}
+
 static void t_cp_over(void **state) {
   fixture *f = *state;
   unsigned before;
   int loads;
-  load_v1(f);
-  assert_int_equal(hm_watch_start(f->reg), 0);
-  before = hm_module_version(f->mod);
-  loads = count(&f->log, HM_EVENT_LOADED);
+  start_v1_watched(f, &before, &loads);
   cp_over(hmt_mod("square_v2"), f->path);
   expect_one_new_version(f, before, loads, 2);
 }
@@ -269,10 +274,7 @@ static void t_rename_over(void **state) {
   fixture *f = *state;
   unsigned before;
   int loads;
-  load_v1(f);
-  assert_int_equal(hm_watch_start(f->reg), 0);
-  before = hm_module_version(f->mod);
-  loads = count(&f->log, HM_EVENT_LOADED);
+  start_v1_watched(f, &before, &loads);
   hmt_install(hmt_mod("square_v2"), f->path); /* write a temp file, rename it over */
   expect_one_new_version(f, before, loads, 2);
 }
@@ -281,10 +283,7 @@ static void t_delete_then_create(void **state) {
   fixture *f = *state;
   unsigned before;
   int loads;
-  load_v1(f);
-  assert_int_equal(hm_watch_start(f->reg), 0);
-  before = hm_module_version(f->mod);
-  loads = count(&f->log, HM_EVENT_LOADED);
+  start_v1_watched(f, &before, &loads);
   assert_int_equal(unlink(f->path), 0);
   /* A deleted source keeps the current version serving. */
   sleep_ms(SETTLE_MS);
@@ -301,10 +300,7 @@ static void t_slow_writer(void **state) {
   int loads, fd;
   size_t len, half;
   unsigned char *buf = hmt_read(hmt_mod("square_v2"), &len);
-  load_v1(f);
-  assert_int_equal(hm_watch_start(f->reg), 0);
-  before = hm_module_version(f->mod);
-  loads = count(&f->log, HM_EVENT_LOADED);
+  start_v1_watched(f, &before, &loads);
   half = len / 2;
   fd = open(f->path, O_WRONLY | O_TRUNC);
   assert_true(fd >= 0);
@@ -324,10 +320,7 @@ static void t_compiler_writes_in_place(void **state) {
   fixture *f = *state;
   unsigned before;
   int loads;
-  load_v1(f);
-  assert_int_equal(hm_watch_start(f->reg), 0);
-  before = hm_module_version(f->mod);
-  loads = count(&f->log, HM_EVENT_LOADED);
+  start_v1_watched(f, &before, &loads);
   cc_module(f, 7, f->path); /* the linker writes straight to the watched path */
   expect_one_new_version(f, before, loads, 7);
 }
@@ -341,10 +334,7 @@ static void t_burst_of_builds(void **state) {
     snprintf(builds[i], sizeof builds[i], "%s/b%d.so", f->tmp, 101 + i);
     cc_module(f, 101 + i, builds[i]);
   }
-  load_v1(f);
-  assert_int_equal(hm_watch_start(f->reg), 0);
-  before = hm_module_version(f->mod);
-  loads = count(&f->log, HM_EVENT_LOADED);
+  start_v1_watched(f, &before, &loads);
   first = nbuilds(&f->log);
   /* Both ways a build lands, alternately, 10 ms apart. */
   for (i = 0; i < 20; i++) {
