@@ -2,6 +2,11 @@
  * hm_bench — the figures of issue 3 (see bench/README.md for what each one means).
  *
  *   hm_bench                      every figure, one `name value` line each on stdout
+ *   hm_bench --reload-timing      only the reload.* figures (bench/run uses it to time
+ *                                 reloads with the private directory on tmpfs too)
+ *   hm_bench --reloads-only [--iters N]
+ *                                 N reloads and nothing else (for callgrind's count of
+ *                                 instructions inside hm_module_reload)
  *   hm_bench --calls-only [--only raw|live|snapshot] [--iters N]
  *                                 run the call loops once each, N calls, and print nothing
  *                                 but a note; bench/run runs this under callgrind with
@@ -553,6 +558,26 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
   free(cpu);
 }
 
+/* N reloads and nothing else, for bench/run to count hm_module_reload's instructions under
+ * callgrind (--toggle-collect=hm_module_reload): the repeatable figure beside the timed one. */
+static void reloads_only(const unsigned char *v[2], const size_t vlen[2], long n) {
+  char *dir = make_tmpdir();
+  char path[4200];
+  hm_registry *reg = new_registry();
+  hm_module *mod;
+  snprintf(path, sizeof path, "%s/benchmod.so", dir);
+  install(v[0], vlen[0], path);
+  check(hm_module_load(reg, "r", path, &mod), reg, "hm_module_load");
+  for (long i = 0; i < n; i++) {
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
+    (void)wait_retired(reg, 5.0);
+    check(hm_module_reload(mod), reg, "hm_module_reload");
+  }
+  hm_registry_free(reg);
+  rm_rf(dir);
+  free(dir);
+}
+
 /* 10,000 reloads, a snapshot taken every few reloads and released after the next one;
  * process resources before and after (once the reclaimer has unloaded what was retired). */
 static void bench_soak(const unsigned char *v[2], const size_t vlen[2]) {
@@ -695,17 +720,23 @@ static const char *read_side(void) { return hm__reader_fenced ? "fenced" : "memb
 
 static void usage(void) {
   fputs("usage: hm_bench [--moddir DIR] [--quick] [--verbose]\n"
-        "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n",
+        "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n"
+        "       hm_bench --reloads-only [--iters N] [--moddir DIR]\n"
+        "       hm_bench --reload-timing [--moddir DIR]\n",
         stderr);
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  int calls_only = 0, only = -1;
+  int calls_only = 0, reload_only = 0, reload_timing = 0, only = -1;
   long iters = 1000000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--calls-only") == 0) {
       calls_only = 1;
+    } else if (strcmp(argv[i], "--reloads-only") == 0) {
+      reload_only = 1;
+    } else if (strcmp(argv[i], "--reload-timing") == 0) {
+      reload_timing = 1;
     } else if (strcmp(argv[i], "--quick") == 0) {
       quick = 1;
     } else if (strcmp(argv[i], "--verbose") == 0) {
@@ -749,6 +780,15 @@ int main(int argc, char **argv) {
     b1 = read_file(modpath("benchmod_v2"), &vlen[1]);
     v[0] = b0;
     v[1] = b1;
+    if (reload_only || reload_timing) {
+      if (reload_only)
+        reloads_only(v, vlen, iters);
+      else
+        bench_reload(v, vlen);
+      free(b0);
+      free(b1);
+      return 0;
+    }
     bench_calls();
     fprintf(stderr, "# read side: %s\n", read_side());
     bench_reload(v, vlen);
