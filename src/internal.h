@@ -90,7 +90,6 @@ struct hm__version {
   long long load_ns; /* CLOCK_REALTIME at load */
   const hm_module_desc *desc;
   int handed_over; /* its successor accepted its state */
-  int unloaded;
   hm__elf_info elf;
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */

@@ -343,6 +343,20 @@ static void test_bad_files_change_nothing(void **state) {
   hmt_write(pbuf, v2, len - 1);
   check_bad_file(f, mod, live, snap, HM_EBADELF, NULL);
 
+  /* A complete shared object, but for another machine (e_machine patched to AArch64 or,
+   * on AArch64, to x86-64). */
+  {
+    unsigned char *other = malloc(len);
+    uint16_t machine;
+    memcpy(other, v2, len);
+    memcpy(&machine, other + 18, sizeof machine);
+    machine = machine == 183 ? 62 : 183;
+    memcpy(other + 18, &machine, sizeof machine);
+    hmt_write(pbuf, other, len);
+    check_bad_file(f, mod, live, snap, HM_ENOTELF, NULL);
+    free(other);
+  }
+
   /* A directory where the file should be. */
   unlink(pbuf);
   assert_int_equal(mkdir(pbuf, 0755), 0);
