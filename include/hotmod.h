@@ -165,9 +165,12 @@ typedef struct hm_stats {
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
 
 /* Stop the watcher, unload every version, delete the private directory and free the
- * registry. Waits for live calls still running to return. Every snapshot must have been
- * released before: a snapshot still held becomes invalid. Live handles and module pointers
- * become invalid. NULL is a no-op. Must not run concurrently with other calls on `reg`. */
+ * registry. Waits for live calls still running to return (any registry's: see
+ * hm_live_enter), so it must not be called from inside a live call, nor from the event
+ * callback. Every snapshot must have been released before: a snapshot still held becomes
+ * invalid. Live handles and module pointers become invalid. NULL is a no-op. Must not run
+ * concurrently with other calls on `reg`. A child process after fork() must not use a
+ * registry made before the fork (its reclaimer thread did not come along). */
 HM_EXTERN void hm_registry_free(hm_registry *reg);
 
 /* The detail of the last failure of any call on this registry: the path, the dlerror() text,
@@ -220,16 +223,17 @@ HM_EXTERN int hm_module_reload_from(hm_module *mod, const char *path);
 /* Retire the module's current version and take the name out of use: hm_module_find fails,
  * live handles of the module return NULL from hm_live_enter, snapshots keep working until
  * released. The module pointer stays valid. Thread-safe. Errors: HM_EINVAL, HM_ENOMOD
- * (already unloaded). */
+ * (already unloaded), HM_ENOMEM (nothing changed). */
 HM_EXTERN int hm_module_unload(hm_module *mod);
 
 /* The current version number: 1 after the first load, +1 per successful reload; 0 for NULL
  * or an unloaded module. Thread-safe. */
 HM_EXTERN unsigned hm_module_version(const hm_module *mod);
 
-/* The module's name and source path (borrowed; valid until hm_registry_free; the path
- * changes with hm_module_reload_from, so copy it if another thread may call that). NULL for a
- * NULL module. */
+/* The module's name and source path, borrowed. The name is valid until hm_registry_free. The
+ * path is valid until the module's path changes (hm_module_reload_from, or hm_module_load
+ * of an unloaded module with another path), which frees it: copy it if that may happen,
+ * on this thread or another. NULL for a NULL module. */
 HM_EXTERN const char *hm_module_name(const hm_module *mod);
 HM_EXTERN const char *hm_module_path(const hm_module *mod);
 
@@ -267,14 +271,19 @@ HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out
  * mapped, even if a reload replaces it meanwhile. Pairs nest on a thread, and a thread may
  * be inside calls of several handles at once. No locks, no shared writes: the cost is a few
  * thread-local instructions. Any thread may call them; a thread registers itself on its first
- * call and unregisters when it exits. Do not keep the returned pointer after leave; a call
- * may block as long as it likes (it delays the unload of its version, nothing else). */
+ * call and unregisters when it exits. Do not keep the returned pointer after leave.
+ * A call may block as long as it likes: reloads and other callers go on. While it lasts, no
+ * version retired after it started is unloaded, in any registry of the process (grace
+ * periods are process-wide, as in RCU); they all go within milliseconds after it returns.
+ * Versions whose last user is a snapshot are unloaded when it is released, regardless.
+ * Not async-signal-safe: do not make live calls from a signal handler. */
 static inline hm_fn hm_live_enter(hm_live *live);
 static inline void hm_live_leave(hm_live *live);
 
 /* Call a live handle like a C function: HM_LIVE_CALL(live, double (*)(double), 2.0).
  * `live` is evaluated more than once. Needs GCC or Clang. For functions returning void use
- * HM_LIVE_CALL_VOID. */
+ * HM_LIVE_CALL_VOID. It does not check for NULL: if the module may have been unloaded
+ * (hm_module_unload), use hm_live_enter and test the pointer. */
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
     __typeof__(((type)0)(__VA_ARGS__)) hm__r_ = ((type)hm_live_enter(live))(__VA_ARGS__);      \

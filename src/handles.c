@@ -155,7 +155,7 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
   hm_live *live;
   hm_fn fn;
   size_t slot;
-  int rc;
+  int rc, loaded;
 
   if (out != NULL)
     *out = NULL;
@@ -166,12 +166,15 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
   pthread_mutex_lock(&reg->lock);
   live = hm__map_get(&reg->lives, qualified);
   mod = hm__map_get(&reg->modules, modname);
+  /* A module without a current version may be one whose first load is failing right now,
+   * which then removes it: do not keep its pointer past the lock. */
+  loaded = mod != NULL && mod->cur != NULL;
   pthread_mutex_unlock(&reg->lock);
   if (live != NULL) {
     *out = live;
     return 0;
   }
-  if (mod == NULL) {
+  if (mod == NULL || !loaded) {
     hm__set_error(reg, HM_ENOMOD, "no module named %s", modname);
     return HM_ENOMOD;
   }

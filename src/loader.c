@@ -140,13 +140,14 @@ int hm__file_identity(const char *path, hm__file_id *out) {
   return rc;
 }
 
-static int write_copy(const char *copy, const unsigned char *buf, size_t len, char *err,
-                      size_t errlen) {
+static int write_copy(const char *path, const char *copy, const unsigned char *buf, size_t len,
+                      char *err, size_t errlen) {
   size_t put = 0;
   int fd = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
   if (fd < 0) {
     int rc = -errno;
-    snprintf(err, errlen, "cannot create private copy %s: %s", copy, strerror(errno));
+    snprintf(err, errlen, "cannot create private copy %s of %s: %s", copy, path,
+             strerror(errno));
     return rc;
   }
   while (put < len) {
@@ -154,7 +155,7 @@ static int write_copy(const char *copy, const unsigned char *buf, size_t len, ch
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
-      snprintf(err, errlen, "cannot write private copy %s: %s", copy,
+      snprintf(err, errlen, "cannot write private copy %s of %s: %s", copy, path,
                n < 0 ? strerror(errno) : "short write");
       close(fd);
       unlink(copy);
@@ -163,7 +164,8 @@ static int write_copy(const char *copy, const unsigned char *buf, size_t len, ch
     put += (size_t)n;
   }
   if (close(fd) != 0) {
-    snprintf(err, errlen, "cannot write private copy %s: %s", copy, strerror(errno));
+    snprintf(err, errlen, "cannot write private copy %s of %s: %s", copy, path,
+             strerror(errno));
     unlink(copy);
     return HM_EIO;
   }
@@ -220,7 +222,7 @@ int hm__load_file(const hm__allocator *a, const char *dir, const char *name,
     snprintf(err, errlen, "out of memory loading %s", path);
     goto fail;
   }
-  rc = write_copy(copy, buf, len, err, errlen);
+  rc = write_copy(path, copy, buf, len, err, errlen);
   if (rc != 0)
     goto fail;
   hm__free(a, buf);

@@ -1,7 +1,7 @@
 /* A small open-addressing hash map from borrowed C strings to pointers. Keys are owned by
  * the values they belong to (a module's name, a live handle's qualified name), so the map
- * never copies or frees them. Entries are never removed: modules and live handles live as
- * long as their registry. */
+ * never copies or frees them. Live handles are never removed; a module is removed only when
+ * its first load fails. */
 #include "map.h"
 
 #include <string.h>
@@ -54,6 +54,32 @@ int hm__map_put(hm__map *m, const hm__allocator *a, const char *key, void *val) 
   insert(m->slots, m->cap, key, val);
   m->n++;
   return 0;
+}
+
+void hm__map_del(hm__map *m, const char *key) {
+  size_t mask, i, j;
+  if (m->cap == 0)
+    return;
+  mask = m->cap - 1;
+  for (i = (size_t)hash_str(key) & mask;; i = (i + 1) & mask) {
+    if (m->slots[i].key == NULL)
+      return;
+    if (strcmp(m->slots[i].key, key) == 0)
+      break;
+  }
+  /* Backward-shift deletion: move later entries of the probe run into the hole, so lookups
+   * never stop early at it (no tombstones needed). */
+  for (j = (i + 1) & mask; m->slots[j].key != NULL; j = (j + 1) & mask) {
+    size_t home = (size_t)hash_str(m->slots[j].key) & mask;
+    /* Entry j may move to i only if its home is not in the cyclic range (i, j]. */
+    if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+      m->slots[i] = m->slots[j];
+      i = j;
+    }
+  }
+  m->slots[i].key = NULL;
+  m->slots[i].val = NULL;
+  m->n--;
 }
 
 void hm__map_free(hm__map *m, const hm__allocator *a) {

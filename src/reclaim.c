@@ -27,6 +27,7 @@
 #include "internal.h"
 
 #include <linux/membarrier.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -59,7 +60,14 @@ static void reader_exit(void *p) {
 
 static void init(void) {
   const char *no = getenv("HOTMOD_NO_MEMBARRIER");
-  (void)pthread_key_create(&exit_key, reader_exit);
+  /* Without the key a thread could not leave the reader list when it exits, and the list
+   * would point into freed thread storage; there is no safe way on. Only a process that
+   * used up all PTHREAD_KEYS_MAX keys gets here. */
+  if (pthread_key_create(&exit_key, reader_exit) != 0) {
+    fputs("hotmod: pthread_key_create failed: cannot track threads that make live calls\n",
+          stderr);
+    abort();
+  }
 #ifndef HM__TSAN
   if (no == NULL || strcmp(no, "1") != 0) {
     long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0);
@@ -142,42 +150,91 @@ static void sleep_ns(long ns) {
   nanosleep(&ts, NULL);
 }
 
+/* Take everything queued (under rc->lock). */
+static hm__defer_node *take_all(hm__reclaimer *rc) {
+  hm__defer_node *all = rc->head;
+  rc->head = NULL;
+  rc->tail = &rc->head;
+  return all;
+}
+
+/* Run the nodes of `list` that need no grace period; append the others to *gp_tail.
+ * Returns how many ran. Called without rc->lock. */
+static unsigned long long sort_out(hm__defer_node *list, hm__defer_node ***gp_tail) {
+  unsigned long long ran = 0;
+  hm__defer_node *n, *next;
+  for (n = list; n != NULL; n = next) {
+    next = n->next; /* fn may free the node */
+    if (n->after_gp) {
+      n->next = NULL;
+      **gp_tail = n;
+      *gp_tail = &n->next;
+    } else {
+      n->fn(n->arg);
+      ran++;
+    }
+  }
+  return ran;
+}
+
+static void count_done(hm__reclaimer *rc, unsigned long long ran) {
+  if (ran == 0)
+    return;
+  pthread_mutex_lock(&rc->lock);
+  rc->done += ran;
+  pthread_cond_broadcast(&rc->idle);
+  pthread_mutex_unlock(&rc->lock);
+}
+
 static void *reclaimer_main(void *arg) {
   hm__reclaimer *rc = arg;
   pthread_mutex_lock(&rc->lock);
   for (;;) {
-    hm__defer_node *batch, *n, *next;
-    int need_gp = 0;
-    unsigned long long count = 0;
+    hm__defer_node *gp = NULL, **gp_tail = &gp, *batch, *n, *next;
+    unsigned long long target, ran;
+    long wait = 20000; /* 20 us, doubling up to 2 ms */
     while (rc->head == NULL && !rc->stop)
       pthread_cond_wait(&rc->wake, &rc->lock);
     if (rc->head == NULL)
       break;
-    batch = rc->head;
-    rc->head = NULL;
-    rc->tail = &rc->head;
+    batch = take_all(rc);
     pthread_mutex_unlock(&rc->lock);
 
-    for (n = batch; n != NULL; n = n->next)
-      need_gp |= n->after_gp;
-    if (need_gp) {
-      unsigned long long target = hm__gp_start();
-      long wait = 20000; /* 20 us, doubling up to 2 ms */
+    /* Unloads that wait for nothing (a released snapshot was the last user) run at once;
+     * retired tables wait for one grace period, started after they were queued. While it
+     * lasts (a caller may sit inside an old version for long), newly queued work that needs
+     * no grace period still runs at once; work that needs one waits for the next round. */
+    count_done(rc, sort_out(batch, &gp_tail));
+    if (gp != NULL) {
+      target = hm__gp_start();
       while (!hm__gp_passed(target)) {
+        hm__defer_node *more = NULL, **more_tail = &more;
         sleep_ns(wait);
         if (wait < 2000000)
           wait *= 2;
+        pthread_mutex_lock(&rc->lock);
+        batch = take_all(rc);
+        pthread_mutex_unlock(&rc->lock);
+        count_done(rc, sort_out(batch, &more_tail));
+        if (more != NULL) {
+          /* Put them back for the next round, ahead of anything queued since. */
+          pthread_mutex_lock(&rc->lock);
+          *more_tail = rc->head;
+          if (rc->head == NULL)
+            rc->tail = more_tail;
+          rc->head = more;
+          pthread_mutex_unlock(&rc->lock);
+        }
       }
+      ran = 0;
+      for (n = gp; n != NULL; n = next) {
+        next = n->next;
+        n->fn(n->arg);
+        ran++;
+      }
+      count_done(rc, ran);
     }
-    for (n = batch; n != NULL; n = next) {
-      next = n->next; /* fn may free the node */
-      n->fn(n->arg);
-      count++;
-    }
-
     pthread_mutex_lock(&rc->lock);
-    rc->done += count;
-    pthread_cond_broadcast(&rc->idle);
   }
   pthread_mutex_unlock(&rc->lock);
   return NULL;

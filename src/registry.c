@@ -3,9 +3,10 @@
  * errors and the allocator. Loading is the loader's job; unloading after a grace period is
  * the reclaimer's; the registry decides what is current and tells them.
  *
- * Locks, always taken in this order: a module's reload_lock, then reg->lock, then
- * reg->err_lock. No lock is held while the host's callback or a module's hook runs, except
- * a module's reload_lock around its own hooks (so hooks of one module never overlap).
+ * Locks, always taken in this order: a module's reload_lock, then its hook_lock, then
+ * reg->lock, then reg->err_lock. No lock is held while the host's callback runs; a module's
+ * hooks run under its hook_lock (and its save/load hooks under its reload_lock too), so
+ * hooks of one module never overlap.
  */
 #include "registry.h"
 
@@ -115,6 +116,8 @@ void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, i
 
 /* ---- Registry -------------------------------------------------------------------------- */
 
+static void module_destroy(hm_registry *reg, hm_module *mod);
+
 static int make_private_dir(hm_registry *reg, const char *root) {
   size_t n;
   if (root == NULL || root[0] == '\0')
@@ -206,6 +209,8 @@ void hm_registry_free(hm_registry *reg) {
     return;
   if (reg->watch_ops != NULL)
     reg->watch_ops->stop(reg);
+  if (reg->watch_reap != NULL)
+    reg->watch_reap(reg);
   /* Retire every current version; the reclaimer unloads them once live calls have left. */
   for (i = 0; i < reg->nmods; i++)
     hm_module_unload(reg->mods[i]);
@@ -213,7 +218,6 @@ void hm_registry_free(hm_registry *reg) {
   hm__reclaimer_free(reg->rc);
   for (i = 0; i < reg->nmods; i++) {
     hm_module *mod = reg->mods[i];
-    size_t k;
     /* Versions still pinned by snapshots the host did not release: unload them anyway,
      * as documented; the registry is going away. */
     while (mod->versions != NULL) {
@@ -221,14 +225,7 @@ void hm_registry_free(hm_registry *reg) {
       mod->versions = v->next;
       hm__unload_version(&reg->a, v);
     }
-    hm__free(&reg->a, mod->cur_table);
-    for (k = 0; k < mod->nsyms; k++)
-      hm__free(&reg->a, mod->syms[k]);
-    hm__free(&reg->a, mod->syms);
-    pthread_mutex_destroy(&mod->reload_lock);
-    hm__free(&reg->a, mod->name);
-    hm__free(&reg->a, mod->path);
-    hm__free(&reg->a, mod);
+    module_destroy(reg, mod);
   }
   hm__free(&reg->a, reg->mods);
   for (i = 0; i < reg->lives.cap; i++) {
@@ -295,7 +292,15 @@ static void version_unload_cb(void *arg) {
     }
   }
   pthread_mutex_unlock(&reg->lock);
-  leaked = hm__unload_version(&reg->a, v);
+  if (v->desc != NULL && v->desc->unload != NULL) {
+    /* Hooks of one module never overlap: this unload hook waits while a reload of the
+     * module is in its save or load hook. Plain modules do not contend for the lock. */
+    pthread_mutex_lock(&mod->hook_lock);
+    leaked = hm__unload_version(&reg->a, v);
+    pthread_mutex_unlock(&mod->hook_lock);
+  } else {
+    leaked = hm__unload_version(&reg->a, v);
+  }
   pthread_mutex_lock(&reg->lock);
   reg->nloaded--;
   reg->stats.unloads++;
@@ -342,6 +347,7 @@ static int module_get_or_create(hm_registry *reg, const char *name, const char *
                                 hm_module **out) {
   hm_module *mod = hm__map_get(&reg->modules, name);
   if (mod != NULL) {
+    mod->loaders++;
     *out = mod;
     return 0;
   }
@@ -368,9 +374,47 @@ static int module_get_or_create(hm_registry *reg, const char *name, const char *
     return HM_ENOMEM;
   }
   pthread_mutex_init(&mod->reload_lock, NULL);
+  pthread_mutex_init(&mod->hook_lock, NULL);
+  mod->loaders = 1;
   reg->mods[reg->nmods++] = mod;
   *out = mod;
   return 0;
+}
+
+static void module_destroy(hm_registry *reg, hm_module *mod) {
+  size_t k;
+  hm__free(&reg->a, mod->cur_table);
+  for (k = 0; k < mod->nsyms; k++)
+    hm__free(&reg->a, mod->syms[k]);
+  hm__free(&reg->a, mod->syms);
+  pthread_mutex_destroy(&mod->reload_lock);
+  pthread_mutex_destroy(&mod->hook_lock);
+  hm__free(&reg->a, mod->name);
+  hm__free(&reg->a, mod->path);
+  hm__free(&reg->a, mod);
+}
+
+/* After a first load failed, take the module out again, so failed loads leave nothing
+ * behind. Only a module that never had a version qualifies: nothing can have kept a pointer
+ * to it (finds, handles and the watcher all skip modules without a current version). */
+static void module_forget_if_unused(hm_registry *reg, hm_module *mod) {
+  size_t i;
+  int forget;
+  pthread_mutex_lock(&reg->lock);
+  forget = --mod->loaders == 0 && mod->cur == NULL && mod->next_num == 1 && mod->nsyms == 0;
+  if (forget) {
+    hm__map_del(&reg->modules, mod->name);
+    for (i = 0; i < reg->nmods; i++) {
+      if (reg->mods[i] == mod) {
+        memmove(&reg->mods[i], &reg->mods[i + 1], (reg->nmods - i - 1) * sizeof *reg->mods);
+        reg->nmods--;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&reg->lock);
+  if (forget)
+    module_destroy(reg, mod);
 }
 
 int hm_module_load(hm_registry *reg, const char *name, const char *path, hm_module **out) {
@@ -393,6 +437,7 @@ int hm_module_load(hm_registry *reg, const char *name, const char *path, hm_modu
     return rc;
   }
   rc = hm__reload(mod, path, 1);
+  module_forget_if_unused(reg, mod);
   if (rc == 0 && out != NULL)
     *out = mod;
   return rc;
@@ -420,13 +465,21 @@ int hm_module_find(hm_registry *reg, const char *name, hm_module **out) {
 /* Reject a new version that was loaded but not published: its load hook did not run or
  * failed, so its unload hook must not run either. */
 static void discard_version(hm_registry *reg, hm__version *v) {
+  hm_module *mod = v->mod;
+  unsigned num = v->num;
   v->desc = NULL;
-  hm__unload_version(&reg->a, v);
+  if (hm__unload_version(&reg->a, v)) {
+    /* A rejected NODELETE object stays mapped all the same: count it, say so. */
+    pthread_mutex_lock(&reg->lock);
+    reg->stats.leaked++;
+    pthread_mutex_unlock(&reg->lock);
+    hm__emit(reg, HM_EVENT_LEAKED, mod, num, 0);
+  }
 }
 
 /* Resolve every live slot's symbol in version v into a new table. Under reg->lock. */
-static int build_table(hm_module *mod, hm__version *v, hm__table **out, char *err,
-                       size_t errlen) {
+static int build_table(hm_module *mod, hm__version *v, const char *path, hm__table **out,
+                       char *err, size_t errlen) {
   hm__table *t = hm__table_new(mod->reg, v, mod->nsyms);
   size_t i;
   if (t == NULL) {
@@ -437,7 +490,7 @@ static int build_table(hm_module *mod, hm__version *v, hm__table **out, char *er
     void *p = dlsym(v->dl, mod->syms[i]);
     if (p == NULL) {
       snprintf(err, errlen, "%s (new version of module %s) lacks symbol %s, used by a live handle",
-               mod->path, mod->name, mod->syms[i]);
+               path, mod->name, mod->syms[i]);
       __atomic_sub_fetch(&v->refs, 1, __ATOMIC_RELAXED);
       hm__free(&mod->reg->a, t);
       return HM_ENOSYM;
@@ -497,7 +550,7 @@ int hm__reload(hm_module *mod, const char *path, int revive) {
   v->num = mod->next_num;
 
   pthread_mutex_lock(&reg->lock);
-  rc = build_table(mod, v, &t, err, sizeof err);
+  rc = build_table(mod, v, pathcopy, &t, err, sizeof err);
   pthread_mutex_unlock(&reg->lock);
   if (rc != 0) {
     discard_version(reg, v);
@@ -505,11 +558,13 @@ int hm__reload(hm_module *mod, const char *path, int revive) {
   }
 
   /* Hand over state: the old version keeps owning it until the new one accepts it. */
+  pthread_mutex_lock(&mod->hook_lock);
   if (old != NULL && old->desc != NULL && old->desc->save != NULL)
     prev = old->desc->save();
   if (v->desc != NULL && v->desc->load != NULL) {
     int hr = v->desc->load(prev);
     if (hr != 0) {
+      pthread_mutex_unlock(&mod->hook_lock);
       rc = HM_EHOOK;
       snprintf(err, sizeof err, "load hook of %s (version %u of %s) failed with %d", pathcopy,
                v->num, mod->name, hr);
@@ -521,6 +576,7 @@ int hm__reload(hm_module *mod, const char *path, int revive) {
     if (old != NULL && prev != NULL)
       old->handed_over = 1;
   }
+  pthread_mutex_unlock(&mod->hook_lock);
 
   /* Publish: one atomic store switches every live handle of the module together. */
   pthread_mutex_lock(&reg->lock);

@@ -29,6 +29,8 @@ struct hm_module {
   char **syms;           /* symbol of each live slot; changed under reload_lock + reg->lock */
   size_t nsyms, capsyms;
   pthread_mutex_t reload_lock; /* serialises reloads, unload and new live slots */
+  pthread_mutex_t hook_lock;   /* around the module's descriptor hooks */
+  unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
   hm_reload_mode mode;         /* watcher: per-module override; under reg->lock */
   int pending;                 /* watcher queued a reload; under reg->lock */
   void *watch;                 /* the watcher's per-module state; owned by watch.c */
@@ -63,9 +65,9 @@ struct hm_registry {
   void *event_userdata;
   hm_reload_mode reload_mode;
   unsigned quiet_ms;
-  hm__map modules; /* name -> hm_module*, never removed */
+  hm__map modules; /* name -> hm_module*; removed only when its first load fails */
   hm__map lives;   /* "module:symbol" -> hm_live*, never removed */
-  hm_module **mods; /* every module, in creation order */
+  hm_module **mods; /* every module, in creation order (same rule as `modules`) */
   size_t nmods, capmods;
   hm__reclaimer *rc;
   unsigned long seq;  /* names the private copies */
@@ -74,6 +76,10 @@ struct hm_registry {
   char errmsg[1024];
   const hm__watch_ops *watch_ops; /* under lock */
   void *watch;                    /* the watcher's state; owned by watch.c */
+  /* A watcher stopped from its own thread, still finishing: joined by watch_reap (set by
+   * watch.c) in hm_registry_free or the next hm_watch_start. Under lock. */
+  void *watch_stopped;
+  void (*watch_reap)(hm_registry *reg);
 };
 
 /* Split "module:symbol" into the module (looked up under reg->lock) and the symbol. */

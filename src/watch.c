@@ -97,7 +97,6 @@ struct hm__watcher {
   int fd; /* the inotify descriptor */
   int stopping;  /* atomic: hm_watch_stop asked the own thread to close everything */
   int closing;   /* handles are being closed; callbacks that still run do nothing */
-  int self_stop; /* stopped from its own thread: that thread frees the watcher */
   unsigned open; /* handles not yet closed */
   unsigned quiet_ms;
   hm__wdir *dirs;
@@ -667,12 +666,27 @@ static void watcher_thread(void *arg) {
   running_here = w;
   uv_run(&w->own_loop, UV_RUN_DEFAULT);
   running_here = NULL;
-  if (w->self_stop) {
-    /* Stopped from an event callback on this thread: nobody waits for it. */
+  /* Stopped from an event callback on this thread: watch_reap joins and frees it, from
+   * hm_registry_free or the next hm_watch_start, so the registry outlives this thread. */
+}
+
+/* Join and free a watcher that was stopped from its own thread. */
+static void watch_reap(hm_registry *reg) {
+  hm__watcher *w;
+  pthread_mutex_lock(&reg->lock);
+  w = reg->watch_stopped;
+  if (w != NULL && running_here == w)
+    w = NULL; /* called from that very thread: leave it for later */
+  if (w != NULL)
+    reg->watch_stopped = NULL;
+  pthread_mutex_unlock(&reg->lock);
+  if (w == NULL)
+    return;
+  uv_thread_join(&w->thread);
+  uv_loop_close(&w->own_loop);
+  {
     hm__allocator a = w->a;
-    uv_loop_close(&w->own_loop);
     hm__free(&a, w);
-    pthread_detach(pthread_self());
   }
 }
 
@@ -777,6 +791,7 @@ static int watch_begin(hm_registry *reg, uv_loop_t *loop) {
 int hm_watch_start(hm_registry *reg) {
   if (reg == NULL)
     return HM_EINVAL;
+  watch_reap(reg);
   return watch_begin(reg, NULL);
 }
 
@@ -787,6 +802,7 @@ int hm_watch_attach(hm_registry *reg, uv_loop_t *loop) {
     hm__set_error(reg, HM_EINVAL, "hm_watch_attach needs a loop");
     return HM_EINVAL;
   }
+  watch_reap(reg);
   return watch_begin(reg, loop);
 }
 
@@ -802,10 +818,16 @@ void hm_watch_stop(hm_registry *reg) {
   if (w == NULL)
     return;
   if (!w->own || running_here == w) {
-    /* On the loop's thread: close now; the close callbacks (or the watcher's own thread,
-     * when uv_run returns) free the rest. */
-    w->self_stop = w->own;
+    /* On the loop's thread: close now. On a host loop the close callbacks free the rest; the
+     * watcher's own thread is joined and freed by watch_reap, since it may still be inside a
+     * reload of this registry when this returns. */
     watcher_close(w);
+    if (w->own) {
+      pthread_mutex_lock(&reg->lock);
+      reg->watch_stopped = w;
+      reg->watch_reap = watch_reap;
+      pthread_mutex_unlock(&reg->lock);
+    }
     return;
   }
   __atomic_store_n(&w->stopping, 1, __ATOMIC_RELEASE);
@@ -838,8 +860,9 @@ int hm_registry_poll(hm_registry *reg) {
   int n = 0;
   if (reg == NULL)
     return HM_EINVAL;
-  /* Modules are never removed from reg->mods, so walking it by index with the lock taken
-   * per step is safe while other threads add modules. */
+  /* Walking reg->mods by index with the lock taken per step is safe while other threads add
+   * modules. The only ones ever removed never had a version (so nothing is pending on them);
+   * a removal may make this pass skip one module, whose reload then waits for the next poll. */
   for (i = 0;; i++) {
     hm_module *mod;
     int due;

@@ -611,6 +611,11 @@ static void *count_alloc(void *ptr, size_t size, void *ud) {
   return ptr;
 }
 
+static int no_retired(void *arg) {
+  hm_stats st;
+  return hm_registry_stats(arg, &st) == 0 && st.retired == 0;
+}
+
 static void test_allocator_hook(void **state) {
   fixture *f = *state;
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
@@ -633,6 +638,23 @@ static void test_allocator_hook(void **state) {
   assert_int_equal(hm_module_reload(mod), 0);
   hm_snapshot_release(s);
   assert_true(__atomic_load_n(&c.calls, __ATOMIC_RELAXED) > 5);
+  /* Failed loads leave nothing behind, however many names they try. */
+  {
+    long before;
+    int i;
+    assert_true(hmt_wait_until(no_retired, reg, 10.0));
+    before = __atomic_load_n(&c.live, __ATOMIC_RELAXED);
+    for (i = 0; i < 50; i++) {
+      char name[32];
+      snprintf(name, sizeof name, "missing%d", i);
+      assert_int_equal(hm_module_load(reg, name, "/nonexistent/m.so", NULL), HM_ENOENT);
+    }
+    assert_int_equal(__atomic_load_n(&c.live, __ATOMIC_RELAXED), before);
+    /* And a name whose first load failed can be loaded later. */
+    assert_int_equal(hm_module_load(reg, "missing7", pbuf, NULL), 0);
+    assert_int_equal(hm_live_get(reg, "missing7:version", &l), 0);
+    assert_int_equal(HM_LIVE_CALL(l, ifn), 2);
+  }
   hm_registry_free(reg);
   assert_int_equal(__atomic_load_n(&c.live, __ATOMIC_RELAXED), 0);
 }

@@ -293,6 +293,60 @@ static void test_blocked_caller_delays_only_its_version(void **state) {
   pthread_mutex_destroy(&g.m);
 }
 
+/* A version whose last user is a snapshot goes when the snapshot is released, even while a
+ * caller sits inside another version (that caller only holds back grace periods). */
+static void test_release_not_held_back_by_blocked_caller(void **state) {
+  hm_registry *reg = hmt_registry(0);
+  hm_module *mod;
+  hm_live *through;
+  hm_snapshot *snap;
+  gate g;
+  blocked_call b;
+  pthread_t th;
+  char v1copy[4096], p1[4096], p2[4096];
+  copy_wait w;
+  (void)state;
+  snprintf(p1, sizeof p1, "%s", hmt_mod("blocker_v1"));
+  snprintf(p2, sizeof p2, "%s", hmt_mod("blocker_v2"));
+  pthread_mutex_init(&g.m, NULL);
+  pthread_cond_init(&g.c, NULL);
+  g.entered = g.open = 0;
+
+  assert_int_equal(hm_module_load(reg, "blk", p1, &mod), 0);
+  only_file(hm_registry_dir(reg), v1copy, sizeof v1copy);
+  assert_int_equal(hm_live_get(reg, "blk:through", &through), 0);
+  assert_int_equal(hm_snapshot_acquire(reg, "blk:version", &snap), 0);
+  /* v1 retired; only the snapshot keeps it. */
+  assert_int_equal(hm_module_reload_from(mod, p2), 0);
+
+  b.through = through;
+  b.g = &g;
+  b.result = 0;
+  assert_int_equal(pthread_create(&th, NULL, blocked_caller, &b), 0);
+  pthread_mutex_lock(&g.m);
+  while (!g.entered)
+    pthread_cond_wait(&g.c, &g.m);
+  pthread_mutex_unlock(&g.m);
+  /* A caller is inside v2 now, and v2 is retired in turn: its grace period cannot end. */
+  assert_int_equal(hm_module_reload_from(mod, p1), 0);
+
+  assert_int_equal(((ifn)hm_snapshot_fn(snap))(), 1);
+  hm_snapshot_release(snap);
+  w.path = v1copy;
+  assert_true(hmt_wait_until(copy_unmapped, &w, 10.0));
+  assert_int_equal(g.open, 0); /* still blocked */
+
+  pthread_mutex_lock(&g.m);
+  g.open = 1;
+  pthread_cond_broadcast(&g.c);
+  pthread_mutex_unlock(&g.m);
+  pthread_join(th, NULL);
+  assert_int_equal(b.result, 2007);
+  hm_registry_free(reg);
+  pthread_cond_destroy(&g.c);
+  pthread_mutex_destroy(&g.m);
+}
+
 /* Live calls nest, on one thread and across handles of several modules. */
 static void test_nested_calls(void **state) {
   hm_registry *reg = hmt_registry(0);
@@ -366,6 +420,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_callers_while_reloading),
       cmocka_unit_test(test_blocked_caller_delays_only_its_version),
+      cmocka_unit_test(test_release_not_held_back_by_blocked_caller),
       cmocka_unit_test(test_nested_calls),
       cmocka_unit_test(test_short_lived_threads),
   };

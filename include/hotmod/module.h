@@ -23,7 +23,9 @@
  *      handed_over is 1 when N+1 accepted N's state (so N must not free it).
  * Calls into N may still be running on other threads during steps 2 to 4: share state
  * between versions only in ways that are safe for that (atomics, locks, or data the new
- * version only reads).
+ * version only reads). The hooks of one module never run at the same time as each other.
+ * Hooks and the module's constructors must not reload, unload or load modules of the same
+ * registry (they run while the registry is in the middle of doing that).
  *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
  */
