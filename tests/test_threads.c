@@ -295,17 +295,46 @@ static void test_blocked_caller_delays_only_its_version(void **state) {
 
 /* A version whose last user is a snapshot goes when the snapshot is released, even while a
  * caller sits inside another version (that caller only holds back grace periods). */
+typedef struct unload_log {
+  int unloaded[16]; /* per version number */
+} unload_log;
+
+static void log_unloads(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
+  unload_log *l = ud;
+  (void)mod;
+  (void)err;
+  if (ev == HM_EVENT_UNLOADED && version < 16)
+    __atomic_store_n(&l->unloaded[version], 1, __ATOMIC_RELEASE);
+}
+
+typedef struct version_wait {
+  unload_log *log;
+  unsigned version;
+} version_wait;
+
+static int version_unloaded(void *arg) {
+  version_wait *w = arg;
+  return __atomic_load_n(&w->log->unloaded[w->version], __ATOMIC_ACQUIRE);
+}
+
 static void test_release_not_held_back_by_blocked_caller(void **state) {
-  hm_registry *reg = hmt_registry(0);
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg;
   hm_module *mod;
   hm_live *through;
   hm_snapshot *snap;
+  unload_log log;
+  version_wait vw;
   gate g;
   blocked_call b;
   pthread_t th;
-  char v1copy[4096], p1[4096], p2[4096];
-  copy_wait w;
+  char p1[4096], p2[4096];
+  int v1_went;
   (void)state;
+  memset(&log, 0, sizeof log);
+  o.on_event = log_unloads;
+  o.event_userdata = &log;
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
   snprintf(p1, sizeof p1, "%s", hmt_mod("blocker_v1"));
   snprintf(p2, sizeof p2, "%s", hmt_mod("blocker_v2"));
   pthread_mutex_init(&g.m, NULL);
@@ -313,11 +342,15 @@ static void test_release_not_held_back_by_blocked_caller(void **state) {
   g.entered = g.open = 0;
 
   assert_int_equal(hm_module_load(reg, "blk", p1, &mod), 0);
-  only_file(hm_registry_dir(reg), v1copy, sizeof v1copy);
   assert_int_equal(hm_live_get(reg, "blk:through", &through), 0);
   assert_int_equal(hm_snapshot_acquire(reg, "blk:version", &snap), 0);
-  /* v1 retired; only the snapshot keeps it. */
-  assert_int_equal(hm_module_reload_from(mod, p2), 0);
+  assert_int_equal(hm_module_reload_from(mod, p2), 0); /* v1 retired; the snapshot keeps it */
+  assert_int_equal(hm_module_reload_from(mod, p1), 0); /* v2 retired, unpinned */
+  /* v2 unloaded means the grace period of v1's table, queued before, is over too: from now
+   * on only the snapshot holds v1. */
+  vw.log = &log;
+  vw.version = 2;
+  assert_true(hmt_wait_until(version_unloaded, &vw, 10.0));
 
   b.through = through;
   b.g = &g;
@@ -327,21 +360,24 @@ static void test_release_not_held_back_by_blocked_caller(void **state) {
   while (!g.entered)
     pthread_cond_wait(&g.c, &g.m);
   pthread_mutex_unlock(&g.m);
-  /* A caller is inside v2 now, and v2 is retired in turn: its grace period cannot end. */
-  assert_int_equal(hm_module_reload_from(mod, p1), 0);
+  /* A caller is inside v3 now, and v3 is retired in turn: its grace period cannot end. */
+  assert_int_equal(hm_module_reload_from(mod, p2), 0);
 
   assert_int_equal(((ifn)hm_snapshot_fn(snap))(), 1);
   hm_snapshot_release(snap);
-  w.path = v1copy;
-  assert_true(hmt_wait_until(copy_unmapped, &w, 10.0));
-  assert_int_equal(g.open, 0); /* still blocked */
+  vw.version = 1;
+  v1_went = hmt_wait_until(version_unloaded, &vw, 10.0);
+  vw.version = 3;
+  assert_false(version_unloaded(&vw)); /* the blocked caller's version is still there */
 
   pthread_mutex_lock(&g.m);
   g.open = 1;
   pthread_cond_broadcast(&g.c);
   pthread_mutex_unlock(&g.m);
   pthread_join(th, NULL);
-  assert_int_equal(b.result, 2007);
+  assert_true(v1_went);
+  assert_int_equal(b.result, 1007);
+  assert_true(hmt_wait_until(version_unloaded, &vw, 10.0));
   hm_registry_free(reg);
   pthread_cond_destroy(&g.c);
   pthread_mutex_destroy(&g.m);
