@@ -204,6 +204,34 @@ static void *blocked_caller(void *arg) {
   return NULL;
 }
 
+static void gate_init(gate *g) {
+  pthread_mutex_init(&g->m, NULL);
+  pthread_cond_init(&g->c, NULL);
+  g->entered = g->open = 0;
+}
+
+/* Start a thread whose live call through `through` blocks at the gate; return once it is
+ * inside the call. */
+static void start_blocked_call(blocked_call *b, pthread_t *th, hm_live *through, gate *g) {
+  b->through = through;
+  b->g = g;
+  b->result = 0;
+  assert_int_equal(pthread_create(th, NULL, blocked_caller, b), 0);
+  pthread_mutex_lock(&g->m);
+  while (!g->entered)
+    pthread_cond_wait(&g->c, &g->m);
+  pthread_mutex_unlock(&g->m);
+}
+
+/* Open the gate and wait for the blocked call to return. */
+static void finish_blocked_call(gate *g, pthread_t th) {
+  pthread_mutex_lock(&g->m);
+  g->open = 1;
+  pthread_cond_broadcast(&g->c);
+  pthread_mutex_unlock(&g->m);
+  pthread_join(th, NULL);
+}
+
 typedef struct copy_wait {
   const char *path;
 } copy_wait;
@@ -242,21 +270,12 @@ static void test_blocked_caller_delays_only_its_version(void **state) {
   (void)state;
   snprintf(p1, sizeof p1, "%s", hmt_mod("blocker_v1"));
   snprintf(p2, sizeof p2, "%s", hmt_mod("blocker_v2"));
-  pthread_mutex_init(&g.m, NULL);
-  pthread_cond_init(&g.c, NULL);
-  g.entered = g.open = 0;
+  gate_init(&g);
 
   assert_int_equal(hm_module_load(reg, "blk", p1, &mod), 0);
   only_file(hm_registry_dir(reg), v1copy, sizeof v1copy);
   assert_int_equal(hm_live_get(reg, "blk:through", &through), 0);
-  b.through = through;
-  b.g = &g;
-  b.result = 0;
-  assert_int_equal(pthread_create(&th, NULL, blocked_caller, &b), 0);
-  pthread_mutex_lock(&g.m);
-  while (!g.entered)
-    pthread_cond_wait(&g.c, &g.m);
-  pthread_mutex_unlock(&g.m);
+  start_blocked_call(&b, &th, through, &g);
 
   /* A caller is inside v1. Reloads and other callers go on regardless. */
   assert_int_equal(hm_module_reload_from(mod, p2), 0);
@@ -276,11 +295,7 @@ static void test_blocked_caller_delays_only_its_version(void **state) {
 
   /* Let the call return through v1's code; then v1 goes without anything else happening. */
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  pthread_mutex_lock(&g.m);
-  g.open = 1;
-  pthread_cond_broadcast(&g.c);
-  pthread_mutex_unlock(&g.m);
-  pthread_join(th, NULL);
+  finish_blocked_call(&g, th);
   assert_int_equal(b.result, 1007);
   w.path = v1copy;
   assert_true(hmt_wait_until(copy_unmapped, &w, 10.0));
@@ -337,9 +352,7 @@ static void test_release_not_held_back_by_blocked_caller(void **state) {
   assert_int_equal(hm_registry_new(&reg, &o), 0);
   snprintf(p1, sizeof p1, "%s", hmt_mod("blocker_v1"));
   snprintf(p2, sizeof p2, "%s", hmt_mod("blocker_v2"));
-  pthread_mutex_init(&g.m, NULL);
-  pthread_cond_init(&g.c, NULL);
-  g.entered = g.open = 0;
+  gate_init(&g);
 
   assert_int_equal(hm_module_load(reg, "blk", p1, &mod), 0);
   assert_int_equal(hm_live_get(reg, "blk:through", &through), 0);
@@ -352,14 +365,7 @@ static void test_release_not_held_back_by_blocked_caller(void **state) {
   vw.version = 2;
   assert_true(hmt_wait_until(version_unloaded, &vw, 10.0));
 
-  b.through = through;
-  b.g = &g;
-  b.result = 0;
-  assert_int_equal(pthread_create(&th, NULL, blocked_caller, &b), 0);
-  pthread_mutex_lock(&g.m);
-  while (!g.entered)
-    pthread_cond_wait(&g.c, &g.m);
-  pthread_mutex_unlock(&g.m);
+  start_blocked_call(&b, &th, through, &g);
   /* A caller is inside v3 now, and v3 is retired in turn: its grace period cannot end. */
   assert_int_equal(hm_module_reload_from(mod, p2), 0);
 
@@ -370,11 +376,7 @@ static void test_release_not_held_back_by_blocked_caller(void **state) {
   vw.version = 3;
   assert_false(version_unloaded(&vw)); /* the blocked caller's version is still there */
 
-  pthread_mutex_lock(&g.m);
-  g.open = 1;
-  pthread_cond_broadcast(&g.c);
-  pthread_mutex_unlock(&g.m);
-  pthread_join(th, NULL);
+  finish_blocked_call(&g, th);
   assert_true(v1_went);
   assert_int_equal(b.result, 1007);
   assert_true(hmt_wait_until(version_unloaded, &vw, 10.0));
