@@ -385,6 +385,78 @@ static void test_release_not_held_back_by_blocked_caller(void **state) {
   pthread_mutex_destroy(&g.m);
 }
 
+/* ---- All live handles of a module move together ------------------------------------- */
+
+typedef struct pair_run {
+  hm_module *mod;
+  hm_live *ver, *bonus;
+  int order, stop;
+  long pairs, mixed;
+} pair_run;
+
+/* Calls two handles back to back. While the module's version number stays N, the tables it
+ * can see are N-1's then N's, in that order, so the first call may be older than the second
+ * but never newer: first == N and second == N-1 means a table mixed the two versions. */
+static void *pair_caller(void *arg) {
+  pair_run *p = arg;
+  long n = 0, mixed = 0;
+  while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+    unsigned v0 = hm_module_version(p->mod), v1;
+    int a, b, first, second;
+    if (p->order == 0) {
+      first = a = HM_LIVE_CALL(p->ver, ifn);
+      second = b = HM_LIVE_CALL(p->bonus, ifn) - 100;
+    } else {
+      first = b = HM_LIVE_CALL(p->bonus, ifn) - 100;
+      second = a = HM_LIVE_CALL(p->ver, ifn);
+    }
+    v1 = hm_module_version(p->mod);
+    n++;
+    /* Version v came from reload v-1 (value_after(v-1)); version 1 is square_v1. */
+    if (v0 == v1 && v0 >= 2 && first == value_after((long)v0 - 1) &&
+        second == value_after((long)v0 - 2))
+      mixed++;
+  }
+  __atomic_add_fetch(&p->pairs, n, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&p->mixed, mixed, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void test_handles_never_mix(void **state) {
+  hm_registry *reg = hmt_registry(0);
+  pair_run p[2];
+  pthread_t th[2];
+  hm_module *mod;
+  hm_live *ver, *bonus;
+  char p1[4096], p2[4096];
+  long k, n = scaled(2000);
+  int i;
+  (void)state;
+  snprintf(p1, sizeof p1, "%s", hmt_mod("square_v1"));
+  snprintf(p2, sizeof p2, "%s", hmt_mod("square_v2"));
+  assert_int_equal(hm_module_load(reg, "sq", p1, &mod), 0);
+  assert_int_equal(hm_live_get(reg, "sq:version", &ver), 0);
+  assert_int_equal(hm_live_get(reg, "sq:bonus", &bonus), 0);
+  for (i = 0; i < 2; i++) {
+    memset(&p[i], 0, sizeof p[i]);
+    p[i].mod = mod;
+    p[i].ver = ver;
+    p[i].bonus = bonus;
+    p[i].order = i;
+    assert_int_equal(pthread_create(&th[i], NULL, pair_caller, &p[i]), 0);
+  }
+  for (k = 1; k <= n; k++)
+    assert_int_equal(hm_module_reload_from(mod, (k % 2) ? p2 : p1), 0);
+  for (i = 0; i < 2; i++) {
+    __atomic_store_n(&p[i].stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th[i], NULL);
+    printf("# order %d: %ld pairs, %ld mixed\n", i, p[i].pairs, p[i].mixed);
+    assert_true(p[i].pairs > 0);
+    assert_int_equal(p[i].mixed, 0);
+  }
+  hm_registry_free(reg);
+}
+
 /* Live calls nest, on one thread and across handles of several modules. */
 static void test_nested_calls(void **state) {
   hm_registry *reg = hmt_registry(0);
@@ -405,6 +477,11 @@ static void test_nested_calls(void **state) {
     hm_live_leave(entry);
     /* Still inside the outer call: a reload must not unmap the version it is using. */
     assert_int_equal(hm_module_reload_from(a, hmt_mod("square_v2")), 0);
+    {
+      /* Give the reclaimer ample time to get it wrong before calling into v1 again. */
+      struct timespec t = {0, 100 * 1000000};
+      nanosleep(&t, NULL);
+    }
     assert_int_equal(outer(), 1);
     hm_live_leave(ver);
   }
@@ -459,6 +536,7 @@ int main(void) {
       cmocka_unit_test(test_callers_while_reloading),
       cmocka_unit_test(test_blocked_caller_delays_only_its_version),
       cmocka_unit_test(test_release_not_held_back_by_blocked_caller),
+      cmocka_unit_test(test_handles_never_mix),
       cmocka_unit_test(test_nested_calls),
       cmocka_unit_test(test_short_lived_threads),
   };

@@ -94,9 +94,12 @@ typedef struct fixture {
   hm_live *live; /* sq:version */
 } fixture;
 
+static unsigned next_quiet_ms; /* 0: the default */
+
 static hm_registry *new_registry(evlog *l, hm_reload_mode mode) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   hm_registry *reg = NULL;
+  o.quiet_ms = next_quiet_ms;
   o.flags = HM_FLAG_QUIET;
   o.on_event = on_event;
   o.event_userdata = l;
@@ -124,6 +127,17 @@ static int setup(void **state) {
 
 static int setup_queued(void **state) {
   *state = fx_new(HM_RELOAD_QUEUED);
+  return 0;
+}
+
+/* A quiet period far longer than any deadline below: only the completion signals
+ * (IN_CLOSE_WRITE, IN_MOVED_TO) can make a build load in time. */
+#define LONG_QUIET_MS 60000
+
+static int setup_long_quiet(void **state) {
+  next_quiet_ms = LONG_QUIET_MS;
+  *state = fx_new(HM_RELOAD_DEFAULT);
+  next_quiet_ms = 0;
   return 0;
 }
 
@@ -359,6 +373,20 @@ static void t_burst_of_builds(void **state) {
   pthread_mutex_unlock(&f->log.mu);
   assert_int_equal(count(&f->log, HM_EVENT_LOADED), loads + n);
   assert_int_equal(hm_module_version(f->mod), before + (unsigned)n);
+}
+
+/* A finished build is taken when its writer closes it or renames it into place, without
+ * waiting for the quiet period (here 60 s, three times the deadline). */
+static void t_completion_without_quiet_period(void **state) {
+  fixture *f = *state;
+  unsigned before;
+  int loads;
+  start_v1_watched(f, &before, &loads);
+  sleep_ms(SETTLE_MS);
+  cp_over(hmt_mod("square_v2"), f->path); /* truncate, write, close */
+  expect_one_new_version(f, before, loads, 2);
+  hmt_install(hmt_mod("square_v3"), f->path); /* write beside, rename over */
+  expect_one_new_version(f, before + 1, loads + 1, 3);
 }
 
 /* ---- What is not a change ------------------------------------------------------------- */
@@ -663,6 +691,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_slow_writer, setup, teardown),
       cmocka_unit_test_setup_teardown(t_compiler_writes_in_place, setup, teardown),
       cmocka_unit_test_setup_teardown(t_burst_of_builds, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_completion_without_quiet_period, setup_long_quiet, teardown),
       cmocka_unit_test_setup_teardown(t_touch_and_identical_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(t_incomplete_file_rejected_after_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(t_queued_waits_for_poll, setup_queued, teardown),
