@@ -90,7 +90,6 @@ struct hm__version {
   long long load_ns; /* CLOCK_REALTIME at load */
   const hm_module_desc *desc;
   int handed_over; /* its successor accepted its state */
-  hm__elf_info elf;
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
 };
@@ -104,8 +103,6 @@ HM__HIDDEN int hm__load_file(const hm__allocator *a, const char *dir, const char
 /* dlclose, check the mapping is gone (returns 1 if it stayed: leaked), delete the copy and
  * free. */
 HM__HIDDEN int hm__unload_version(const hm__allocator *a, hm__version *v);
-/* Read a file's identity (stat + content hash) without loading it. */
-HM__HIDDEN int hm__file_identity(const char *path, hm__file_id *out);
 HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
 HM__HIDDEN long long hm__now_ns(void);
 

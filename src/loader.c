@@ -129,17 +129,6 @@ out:
   return rc;
 }
 
-int hm__file_identity(const char *path, hm__file_id *out) {
-  hm__allocator a = {NULL, NULL};
-  unsigned char *buf;
-  size_t len;
-  char err[8];
-  int rc = read_file(&a, path, HM_FLAG_ALLOW_WRITABLE, &buf, &len, out, err, sizeof err);
-  if (rc == 0)
-    hm__free(&a, buf);
-  return rc;
-}
-
 static int write_copy(const char *path, const char *copy, const unsigned char *buf, size_t len,
                       char *err, size_t errlen) {
   size_t put = 0;
@@ -257,7 +246,6 @@ int hm__load_file(const hm__allocator *a, const char *dir, const char *name,
   v->id = id;
   v->load_ns = hm__now_ns();
   v->desc = desc;
-  v->elf = elf;
   *out = v;
   return 0;
 
