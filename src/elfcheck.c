@@ -204,7 +204,7 @@ static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uin
   int rc = check_table(c, d, addr_tag, size_tag, entsize, name);
   if (rc != 0 || !d->has[addr_tag] || d->val[size_tag] == 0)
     return rc;
-  uint64_t off, avail;
+  uint64_t off = 0, avail = 0;
   map_vaddr(c, d->val[addr_tag], d->val[size_tag], &off, &avail);
   for (uint64_t p = 0; p < d->val[size_tag]; p += entsize) {
     uint64_t info, where;
@@ -233,7 +233,7 @@ static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uin
  * (bits - 1) words that follow the last address. Every word it names is written. */
 static int check_relr(ck *c, const dyninfo *d) {
   const unsigned bits = 8 * sizeof(ElfW(Addr));
-  uint64_t off, avail, where = 0, size = d->has[DT_RELR] ? d->val[DT_RELRSZ] : 0;
+  uint64_t off = 0, avail = 0, where = 0, size = d->has[DT_RELR] ? d->val[DT_RELRSZ] : 0;
   if (size == 0)
     return 0;
   map_vaddr(c, d->val[DT_RELR], size, &off, &avail); /* checked by check_table */

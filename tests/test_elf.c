@@ -56,6 +56,8 @@ static ElfW(Ehdr) ehdr_of(const unsigned char *buf) {
 /* The sample's PT_DYNAMIC, found through the program headers (the sample is known good). */
 static void find_dynamic(size_t *off, size_t *size) {
   ElfW(Ehdr) eh = ehdr_of(sample);
+  /* fail_msg does not return, but the compiler cannot know that at every level. */
+  *off = *size = 0;
   for (unsigned i = 0; i < eh.e_phnum; i++) {
     ElfW(Phdr) ph;
     memcpy(&ph, sample + eh.e_phoff + i * sizeof ph, sizeof ph);
