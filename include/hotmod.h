@@ -11,6 +11,26 @@
  * version on every call. A reload turns the file into the next version in one atomic step,
  * or fails and changes nothing.
  *
+ * Module code and the registry. A module's constructors and destructors run inside dlopen
+ * and dlclose, and its hooks (hotmod/module.h) run while the registry reloads or unloads it;
+ * the dynamic loader's lock, the module's reload lock or the registry's reclaimer thread may
+ * be held by that very thread then. From such code these calls are allowed: hm_module_find,
+ * hm_module_version, hm_module_name, hm_module_path, hm_module_watch_method,
+ * hm_module_set_reload_mode, hm_registry_stats, hm_registry_dir, hm_errmsg, hm_strerror,
+ * hm_snapshot_acquire / _fn / _version / _release, hm_live_get (a handle on another module,
+ * or one that already exists on its own), hm_live_enter / _leave and HM_LIVE_CALL, and
+ * hm_watch_stop (which then does not wait). These fail with HM_EBUSY instead of deadlocking:
+ * hm_module_load, hm_module_reload, hm_module_reload_from, hm_module_unload,
+ * hm_registry_poll, hm_watch_start, hm_watch_attach, and hm_live_get of a new handle on the
+ * module whose code is running. hm_registry_free does nothing there (it prints why).
+ *
+ * fork(). The child may go on using registries made before the fork for what does not
+ * change or reclaim anything: live calls, hm_live_get of existing handles, snapshots
+ * (acquire, call, release) and the getters. Everything else on such a registry returns
+ * HM_EFORKED, and hm_registry_free frees its memory only, leaving the parent's private
+ * directory and files alone. Registries the child makes work fully. Live calls that other
+ * threads of the parent were inside at the fork do not hold up the child's grace periods.
+ *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
  */
 #ifndef HOTMOD_H
@@ -26,7 +46,7 @@ extern "C" {
 /* ---- Versions -------------------------------------------------------------------------- */
 
 #define HM_VERSION_MAJOR 0
-#define HM_VERSION_MINOR 1
+#define HM_VERSION_MINOR 2
 #define HM_VERSION_PATCH 0
 #define HM_VERSION_HEX ((HM_VERSION_MAJOR << 16) | (HM_VERSION_MINOR << 8) | HM_VERSION_PATCH)
 
@@ -45,9 +65,10 @@ HM_EXTERN const char *hm_version_string(void);
 
 /* ---- Errors ---------------------------------------------------------------------------- */
 
-/* Every fallible function returns 0 on success or one of these negative codes. Codes that
- * match an errno value are that value negated, so -errno from a system call can be passed
- * through as it is. XX(name, value, text). */
+/* Every fallible function returns 0 on success or a negative code. Codes that match an errno
+ * value are that value negated, and any other negative errno from a system call is passed
+ * through as it is (e.g. -EROFS, -ENOSPC, -EMFILE): hm_strerror and hm_err_name name those
+ * too. XX(name, value, text). */
 #define HM_ERRNO_MAP(XX)                                                                       \
   XX(EINVAL, -EINVAL, "invalid argument")                                                      \
   XX(ENOMEM, -ENOMEM, "out of memory")                                                         \
@@ -56,9 +77,8 @@ HM_EXTERN const char *hm_version_string(void);
   XX(EEXIST, -EEXIST, "name already taken")                                                    \
   XX(EIO, -EIO, "i/o error")                                                                   \
   XX(EAGAIN, -EAGAIN, "file is still being written, try again")                                \
-  XX(EBUSY, -EBUSY, "resource busy")                                                           \
+  XX(EBUSY, -EBUSY, "not allowed from module code (a constructor, destructor or hook)")       \
   XX(EALREADY, -EALREADY, "already running")                                                   \
-  XX(ENOTSUP, -ENOTSUP, "operation not supported")                                             \
   XX(ENOTELF, -30001, "not an ELF shared object for this machine")                             \
   XX(EBADELF, -30002, "file incomplete or corrupt")                                            \
   XX(EDLOPEN, -30003, "dlopen failed")                                                         \
@@ -66,7 +86,7 @@ HM_EXTERN const char *hm_version_string(void);
   XX(ENOSYM, -30005, "no such symbol")                                                         \
   XX(EHOOK, -30006, "module hook failed")                                                      \
   XX(EABI, -30007, "module built for an incompatible hotmod ABI")                              \
-  XX(EUNCHANGED, -30008, "file unchanged, no new version")
+  XX(EFORKED, -30009, "registry made before fork(): read-only in the child")
 
 typedef enum hm_errno {
 #define HM__ERR_ENUM(name, value, text) HM_##name = (value),
@@ -75,12 +95,21 @@ typedef enum hm_errno {
   HM_ERRNO_MAX_ = -30100
 } hm_errno;
 
-/* Static English text for an error code ("unknown error" for codes not in the table).
- * Never NULL; never freed. Thread-safe. */
+/* Static English text for an error code: the table's, the C library's for other errno
+ * values, "unknown error" otherwise. Never NULL; never freed. Thread-safe. */
 HM_EXTERN const char *hm_strerror(int err);
 
-/* The code's name, e.g. "HM_ENOSYM" ("HM_UNKNOWN" for others). Static; thread-safe. */
+/* The code's name, e.g. "HM_ENOSYM"; for other errno values the C library's ("EROFS");
+ * "HM_UNKNOWN" otherwise. Static; thread-safe. */
 HM_EXTERN const char *hm_err_name(int err);
+
+/* The detail of the last failure of any hotmod call on the calling thread: the path, the
+ * dlerror() text, the missing symbol. Kept per thread, so threads sharing a registry never
+ * see each other's detail, and a failed hm_registry_new has one too. Inside the event
+ * callback it is the detail of a REJECTED event (set just before, on the same thread).
+ * Successful calls leave it as it was. "" when nothing failed yet on this thread. The string
+ * belongs to the thread and is valid until its next failing hotmod call. Thread-safe. */
+HM_EXTERN const char *hm_errmsg(void);
 
 /* ---- Types ----------------------------------------------------------------------------- */
 
@@ -98,15 +127,17 @@ typedef enum hm_event {
   HM_EVENT_REJECTED,   /* a new file was refused; err says why; the old version serves on */
   HM_EVENT_RETIRED,    /* a version stopped being current; it stays mapped while in use */
   HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted */
-  HM_EVENT_LEAKED,     /* dlclose returned but the version stayed mapped (NODELETE and the like) */
-  HM_EVENT_CHANGED     /* the watcher saw the module's file change (issue 4's watcher) */
+  HM_EVENT_LEAKED,     /* a version stays mapped for good: dlclose kept it (NODELETE and the
+                          like), or snapshots still pinned it when its registry was freed */
+  HM_EVENT_CHANGED     /* the watcher found a finished new build of the module's file */
 } hm_event;
 
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
  * API, the registry's reclaimer thread (RETIRED is on the caller's, UNLOADED and LEAKED on the
  * reclaimer's) or the watcher's thread. `mod` is valid for the duration of the call; `version`
- * is the version the event is about; `err` is 0 or the error of a REJECTED event. The
- * callback must not call hm_registry_free; it may call any other function of the registry. */
+ * is the version the event is about; `err` is 0 or the error of a REJECTED event, whose
+ * detail hm_errmsg() gives during the call. The callback must not call hm_registry_free; it
+ * may call any other function of the registry. */
 typedef void (*hm_event_cb)(hm_event ev, hm_module *mod, unsigned version, int err,
                             void *userdata);
 
@@ -121,17 +152,18 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
 /* Reload modes for the file watcher. */
 typedef enum hm_reload_mode {
   HM_RELOAD_DEFAULT = 0,   /* per module: follow the registry; per registry: immediate */
-  HM_RELOAD_IMMEDIATE = 1, /* the watcher reloads as soon as the file is complete */
+  HM_RELOAD_IMMEDIATE = 1, /* the watcher reloads as soon as a build is finished */
   HM_RELOAD_QUEUED = 2     /* the watcher marks the module; hm_registry_poll applies it */
 } hm_reload_mode;
 
-#define HM_REGISTRY_OPTIONS_VERSION 1
+#define HM_REGISTRY_OPTIONS_VERSION 2
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
- * defaults when the struct grows. Strings are copied; nothing here is kept by reference
- * except the callbacks and their userdata. */
+ * defaults when the struct grows; a program built against an older header (an older
+ * `version`) keeps working. Strings are copied; nothing here is kept by reference except the
+ * callbacks and their userdata. */
 typedef struct hm_registry_options {
-  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION */
+  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 and 2 are accepted) */
   unsigned flags;           /* HM_FLAG_... */
   const char *private_root; /* where the private directory is made; NULL: $TMPDIR or /tmp */
   hm_alloc_fn alloc;        /* NULL: the C library's realloc/free */
@@ -139,18 +171,25 @@ typedef struct hm_registry_options {
   hm_event_cb on_event; /* NULL: one line per event on stderr (unless HM_FLAG_QUIET) */
   void *event_userdata;
   hm_reload_mode reload_mode; /* for the watcher; HM_RELOAD_DEFAULT is immediate */
-  unsigned quiet_ms;          /* watcher: quiet period before a file counts as settled; 0: 50 */
+  unsigned quiet_ms; /* watcher, timing fallback only (HM_WATCH_TIMING): how long a file must
+                        hold still before it is read; 0: 50 */
+  /* version 2 */
+  unsigned settle_ms; /* watcher: after a build is finished, wait until nothing has touched
+                         the file for this long before loading it, so post-link steps that
+                         rewrite it (strip, objcopy, patchelf) make one version, not two;
+                         0 (default): load at once */
 } hm_registry_options;
 
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
-  { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0 }
+  { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0 }
 
-/* Counters of a registry, for monitoring and tests. */
+/* Counters of a registry, for monitoring and tests. May grow at the end in later versions;
+ * hm_registry_stats passes the caller's size, so older programs keep working. */
 typedef struct hm_stats {
   unsigned long long loads;    /* versions that became current */
-  unsigned long long rejects;  /* files or hooks refused */
+  unsigned long long rejects;  /* files or hooks refused (REJECTED events) */
   unsigned long long unloads;  /* versions unloaded with their copy removed */
-  unsigned long long leaked;   /* versions that dlclose did not unmap */
+  unsigned long long leaked;   /* versions that stayed mapped for good (LEAKED events) */
   unsigned long long retired;  /* versions retired but not yet unloaded (now) */
   unsigned long long modules;  /* modules with a current version (now) */
 } hm_stats;
@@ -160,44 +199,54 @@ typedef struct hm_stats {
 /* Create a registry: its private directory (mode 0700, made with mkdtemp) and its reclaimer
  * thread. `opts` may be NULL for defaults; it is read during the call only.
  * On success *out is owned by the caller and freed with hm_registry_free.
- * Thread-safe. Errors: HM_EINVAL (out NULL, bad options version), HM_ENOMEM, or the errno of
- * the failed directory creation (HM_EACCES, HM_ENOENT ...). */
+ * Thread-safe. Errors (detail in hm_errmsg): HM_EINVAL (out NULL, options version not
+ * between 1 and HM_REGISTRY_OPTIONS_VERSION, unknown reload mode), HM_ENOMEM, or the errno of
+ * the failed directory creation or thread start (HM_EACCES, HM_ENOENT, -EROFS ...). */
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
 
 /* Stop the watcher, unload every version, delete the private directory and free the
  * registry. Waits for live calls still running to return (any registry's: see
  * hm_live_enter), so it must not be called from inside a live call, nor from the event
- * callback. Every snapshot must have been released before: a snapshot still held becomes
- * invalid. Live handles and module pointers become invalid. NULL is a no-op. Must not run
- * concurrently with other calls on `reg`. A child process after fork() must not use a
- * registry made before the fork (its reclaimer thread did not come along). */
+ * callback; from module code it does nothing (see the top of this file).
+ * Every unload hook runs, including those of versions that snapshots still pin. Snapshots
+ * should be released before; a version one still pins stays mapped (counted in `leaked`,
+ * reported as HM_EVENT_LEAKED and by one warning on stderr unless HM_FLAG_QUIET), its
+ * function stays callable, and hm_snapshot_release later frees only the snapshot (with the
+ * registry's allocator, which must still work). Live handles and module pointers become
+ * invalid. NULL is a no-op. Must not run concurrently with other calls on `reg`, including
+ * the release of its snapshots. */
 HM_EXTERN void hm_registry_free(hm_registry *reg);
 
-/* The detail of the last failure of any call on this registry: the path, the dlerror() text,
- * the missing symbol. Returns a copy owned by the calling thread, valid until this thread
- * calls hm_registry_errmsg again. "" when nothing failed yet; "invalid argument" for NULL.
- * Thread-safe. */
+/* The same string as hm_errmsg(): the calling thread's last failure detail. Kept for
+ * programs that read it through their registry; "invalid argument" for NULL. */
 HM_EXTERN const char *hm_registry_errmsg(const hm_registry *reg);
 
 /* The registry's private directory (borrowed; valid until hm_registry_free). Thread-safe. */
 HM_EXTERN const char *hm_registry_dir(const hm_registry *reg);
 
-/* Fill *out with the registry's counters. Thread-safe. Errors: HM_EINVAL. */
-HM_EXTERN int hm_registry_stats(hm_registry *reg, hm_stats *out);
+/* Fill the first `size` bytes of *out with the registry's counters; call it through
+ * hm_registry_stats, which passes sizeof(hm_stats) as the caller's header defines it.
+ * Thread-safe. Errors: HM_EINVAL (NULL, size 0). */
+HM_EXTERN int hm_registry_stats_get(hm_registry *reg, hm_stats *out, size_t size);
+static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
+  return hm_registry_stats_get(reg, out, sizeof *out);
+}
 
 /* ---- Modules --------------------------------------------------------------------------- */
 
 /* Load the file at `path` as version 1 of a new module called `name` (no ':' allowed).
- * The file is checked (regular, not writable by others, a complete ELF shared object for
- * this machine), copied into the private directory and loaded from the copy with
- * dlopen(RTLD_NOW | RTLD_LOCAL). `name` and `path` are copied. If a module of that name was
- * unloaded with hm_module_unload, it comes back under the same name with its next version
- * number and its live handles work again.
+ * The file is checked (regular, not writable by others, not open for writing by any process,
+ * a complete ELF shared object for this machine), copied into the private directory and
+ * loaded from the copy with dlopen(RTLD_NOW | RTLD_LOCAL). `name` and `path` are copied. If a
+ * module of that name was unloaded with hm_module_unload, it comes back under the same name
+ * with its next version number and its live handles work again.
  * On success, if `out` is not NULL, *out is a borrowed pointer owned by the registry, valid
  * until hm_registry_free. Thread-safe.
  * Errors: HM_EINVAL, HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES,
- * HM_ENOTELF, HM_EBADELF, HM_EAGAIN (the file changed while it was read), HM_EDLOPEN, HM_EABI,
- * HM_EHOOK, HM_EIO, HM_ENOMEM. On error nothing is created. */
+ * HM_ENOTELF (also: not a regular file, such as a FIFO), HM_EBADELF, HM_EAGAIN (a process has
+ * the file open for writing, or it changed while it was read), HM_EDLOPEN, HM_EABI,
+ * HM_EHOOK, HM_EIO, HM_ENOMEM, HM_EBUSY (from module code), HM_EFORKED. On error nothing is
+ * created. */
 HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *path,
                              hm_module **out);
 
@@ -206,24 +255,24 @@ HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *pat
 HM_EXTERN int hm_module_find(hm_registry *reg, const char *name, hm_module **out);
 
 /* Load the file at the module's path now as its next version, and make it current for all
- * of the module's live handles in one atomic step. Every symbol a live handle of the module
- * uses must be in the new version. The old version is retired: it stays mapped while a
- * snapshot pins it or a live call is still inside it, then it is unloaded by the registry.
- * On any error the module, its current version, its state and every handle are unchanged.
- * Thread-safe; reloads of one module are serialised.
+ * of the module's live handles in one atomic step. Every symbol a live handle uses must be
+ * in the new version. The old version is retired: it stays mapped while a snapshot pins it
+ * or a live call is still inside it, then it is unloaded by the registry. An identical file
+ * still becomes a new version. On any error the module, its current version, its state and
+ * every handle are unchanged. Thread-safe; reloads of one module are serialised.
  * Errors: as hm_module_load except HM_EEXIST, plus HM_ENOSYM (a live handle's symbol is
- * missing), HM_ENOMOD (the module was unloaded) and HM_EUNCHANGED is never returned here:
- * an identical file still becomes a new version. */
+ * missing) and HM_ENOMOD (the module was unloaded). */
 HM_EXTERN int hm_module_reload(hm_module *mod);
 
-/* Like hm_module_reload, but load the file at `path`, which becomes the module's path.
- * Thread-safe. Errors: as hm_module_reload. */
+/* Like hm_module_reload, but load the file at `path`, which becomes the module's path if the
+ * reload succeeds (a failed one leaves the path as it was). Thread-safe.
+ * Errors: as hm_module_reload. */
 HM_EXTERN int hm_module_reload_from(hm_module *mod, const char *path);
 
 /* Retire the module's current version and take the name out of use: hm_module_find fails,
  * live handles of the module return NULL from hm_live_enter, snapshots keep working until
  * released. The module pointer stays valid. Thread-safe. Errors: HM_EINVAL, HM_ENOMOD
- * (already unloaded), HM_ENOMEM (nothing changed). */
+ * (already unloaded), HM_ENOMEM (nothing changed), HM_EBUSY, HM_EFORKED. */
 HM_EXTERN int hm_module_unload(hm_module *mod);
 
 /* The current version number: 1 after the first load, +1 per successful reload; 0 for NULL
@@ -242,8 +291,9 @@ HM_EXTERN const char *hm_module_path(const hm_module *mod);
 /* Pin the current version of "module:symbol" and return its function. The snapshot keeps
  * calling exactly that version, across any number of reloads, until it is released: the
  * version stays loaded, callable and unchanged. On success *out is owned by the caller and
- * must be released with hm_snapshot_release before hm_registry_free. Thread-safe.
- * Errors: HM_EINVAL (NULL, no ':' in the name), HM_ENOMOD, HM_ENOSYM, HM_ENOMEM. */
+ * is released with hm_snapshot_release (best before hm_registry_free: see there).
+ * Thread-safe. Errors: HM_EINVAL (NULL, no ':' in the name), HM_ENOMOD, HM_ENOSYM,
+ * HM_ENOMEM. */
 HM_EXTERN int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **out);
 
 /* The pinned version's function: a plain C function pointer, valid until the snapshot is
@@ -254,7 +304,8 @@ HM_EXTERN hm_fn hm_snapshot_fn(const hm_snapshot *snap);
 HM_EXTERN unsigned hm_snapshot_version(const hm_snapshot *snap);
 
 /* Release the snapshot; its version is unloaded once nothing else uses it. NULL is a no-op.
- * Thread-safe; each snapshot is released once. */
+ * Thread-safe; each snapshot is released once. After its registry was freed it frees only
+ * the snapshot. */
 HM_EXTERN void hm_snapshot_release(hm_snapshot *snap);
 
 /* ---- Live handles ---------------------------------------------------------------------- */
@@ -263,43 +314,48 @@ HM_EXTERN void hm_snapshot_release(hm_snapshot *snap);
  * returned for the same name). The symbol must exist in the module's current version, and
  * from then on every new version must export it too or its reload is rejected.
  * *out is owned by the registry and valid until hm_registry_free. Thread-safe.
- * Errors: HM_EINVAL, HM_ENOMOD, HM_ENOSYM, HM_ENOMEM. */
+ * Errors: HM_EINVAL, HM_ENOMOD, HM_ENOSYM (also: a reload of the module is about to publish
+ * a version without the symbol), HM_ENOMEM, HM_EBUSY (a new handle on a module from its own
+ * hook or constructor), HM_EFORKED (a new handle, in a forked child). */
 HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out);
 
 /* hm_live_enter starts a call and returns the current version's function (NULL if the module
- * was unloaded); hm_live_leave ends it. Until the matching leave, the version returned stays
- * mapped, even if a reload replaces it meanwhile. Pairs nest on a thread, and a thread may
- * be inside calls of several handles at once. No locks, no shared writes: the cost is a few
- * thread-local instructions. Any thread may call them; a thread registers itself on its first
- * call and unregisters when it exits. Do not keep the returned pointer after leave.
- * A call may block as long as it likes: reloads and other callers go on. While it lasts, no
- * version retired after it started is unloaded, in any registry of the process (grace
- * periods are process-wide, as in RCU); they all go within milliseconds after it returns.
- * Versions whose last user is a snapshot are unloaded when it is released, regardless.
- * Not async-signal-safe: do not make live calls from a signal handler. */
+ * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,
+ * the version returned stays mapped, even if a reload replaces it meanwhile. Pairs nest on a
+ * thread, and a thread may be inside calls of several handles at once. No locks, no shared
+ * writes: the cost is a few thread-local instructions. Any thread may call them; a thread
+ * registers itself on its first call and unregisters when it exits. Do not keep the returned
+ * pointer after leave. A leave without its enter aborts the program in builds without
+ * NDEBUG. A call may block as long as it likes: reloads and other callers go on. While it
+ * lasts, no version retired after it started is unloaded, in any registry of the process
+ * (grace periods are process-wide, as in RCU); they all go within milliseconds after it
+ * returns. Versions whose last user is a snapshot are unloaded when it is released,
+ * regardless. Every enter needs its leave, also when the call ends by an exception or a
+ * longjmp: use HM_LIVE_CALL, which leaves on unwinding. Not async-signal-safe: do not make
+ * live calls from a signal handler. */
 static inline hm_fn hm_live_enter(hm_live *live);
 static inline void hm_live_leave(hm_live *live);
 
-/* Call a live handle like a C function: HM_LIVE_CALL(live, double (*)(double), 2.0).
- * `live` is evaluated more than once. Needs GCC or Clang. For functions returning void use
- * HM_LIVE_CALL_VOID. It does not check for NULL: if the module may have been unloaded
- * (hm_module_unload), use hm_live_enter and test the pointer. */
+/* Call a live handle like a C function: HM_LIVE_CALL(live, double (*)(double), 2.0), also for
+ * functions returning void. `live` is evaluated once. Needs GCC or Clang. It leaves the call
+ * however the callee ends: normally, or by a C++ exception that the host catches around it
+ * (in C++, and in C compiled with -fexceptions; C compiled without it has no unwind actions,
+ * so a C host must not let exceptions cross its frames: catch them inside the module). It
+ * does not check for NULL: if the module may have been unloaded (hm_module_unload), use
+ * hm_live_enter and test the pointer. */
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
-    __typeof__(((type)0)(__VA_ARGS__)) hm__r_ = ((type)hm_live_enter(live))(__VA_ARGS__);      \
-    hm_live_leave(live);                                                                       \
-    hm__r_;                                                                                    \
+    hm_live *hm__l_ __attribute__((cleanup(hm__live_cleanup))) = (live);                       \
+    ((type)hm_live_enter(hm__l_))(__VA_ARGS__);                                                \
   })
-#define HM_LIVE_CALL_VOID(live, type, ...)                                                     \
-  do {                                                                                         \
-    ((type)hm_live_enter(live))(__VA_ARGS__);                                                  \
-    hm_live_leave(live);                                                                       \
-  } while (0)
+#define HM_LIVE_CALL_VOID HM_LIVE_CALL
 
 /* The live handle's module (borrowed). Thread-safe. */
 HM_EXTERN hm_module *hm_live_module(const hm_live *live);
 
-/* Out-of-line versions of enter/leave, for bindings and compilers without GNU extensions. */
+/* Out-of-line versions of enter/leave, for bindings and compilers without GNU extensions.
+ * hm_live_enter_fn(NULL) returns NULL without entering; hm_live_leave_fn(NULL) does
+ * nothing. */
 HM_EXTERN hm_fn hm_live_enter_fn(hm_live *live);
 HM_EXTERN void hm_live_leave_fn(hm_live *live);
 
@@ -307,35 +363,74 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
 
 /* The watcher follows the file of every loaded module: those loaded before it starts and
  * after. A module unloaded with hm_module_unload stops being watched, and is watched again
- * when it is loaded again; hm_module_reload_from moves the watch to the new path. It watches
- * the directory of each path as the path was given (a relative path is taken against the
- * current directory when the watch is made; for a path that is a symlink, only a change of
- * the link itself is seen), so a build that renames a new file over the old one is seen.
+ * when it is loaded again; hm_module_reload_from moves the watch to the new path. A relative
+ * path is taken against the current directory when the watch is made.
  *
- * A new build is taken once it is complete: at once when its writer closes it or it is
- * renamed into place and it is a complete ELF shared object; failing that, once its size and
- * mtime have not changed for the registry's quiet_ms. A file still being written is never
- * loaded. A file whose bytes equal the current version's is no change (touching it,
- * rewriting the same bytes). A file still incomplete after the quiet period is refused
- * (HM_EVENT_REJECTED; the same bytes are not refused twice) and the current version serves
- * on. A deleted file also leaves the current version serving; the next file to appear at the
- * path is taken. For each change it takes the watcher sends HM_EVENT_CHANGED, then by the
- * module's reload mode either reloads the module at once on the watcher's thread
+ * It watches what the path means: the directory of every symlink met along the path and
+ * the directory of the file it ends at. When a symlink on the way changes (a deploy that
+ * flips `current -> releases/42` with ln -sfn, or a module path that is itself a link and
+ * is replaced), the path is resolved again and the file it now names is a new build; writes
+ * into a directory the path no longer leads to are ignored.
+ *
+ * A new build is taken once its writer is done, as the kernel knows it (and never by
+ * guessing from a quiet period where the kernel can tell):
+ *  - HM_WATCH_LEASE: a read lease cannot be taken while any process has the file open for
+ *    writing or mapped shared-writable (as gold writes). Needs the file's owner (or
+ *    CAP_LEASE) and a filesystem with leases (ext4, xfs, btrfs, tmpfs...). The lease is held
+ *    for microseconds; the kernel's lease-break signal is set to SIGURG or SIGWINCH, one
+ *    that the host does not handle (if it handles both, this method is not used).
+ *  - HM_WATCH_EVENTS: otherwise, inotify's open and close events: a file closed after
+ *    writing with no other open left.
+ *  - HM_WATCH_TIMING: where neither can tell (events were lost, or opens happened before
+ *    the watch), once the file's size, mtime and inode held still for quiet_ms. A file that
+ *    is not complete is then waited for, never refused.
+ * hm_module_watch_method tells which is in force for a module. A finished file that is a
+ * complete ELF shared object whose bytes differ from the current version's is a new build
+ * (identical bytes, a touch, are no change). The watcher sends HM_EVENT_CHANGED for it, then
+ * by the module's reload mode reloads the module at once on the watcher's thread
  * (HM_RELOAD_IMMEDIATE; LOADED or REJECTED follow there) or marks it for hm_registry_poll
- * (HM_RELOAD_QUEUED). */
+ * (HM_RELOAD_QUEUED). The bytes it checked are the bytes it loads.
+ *
+ * HM_EVENT_REJECTED from the watcher always means a finished file was refused: not an ELF
+ * shared object, incomplete although its writer closed it, a missing symbol, a hook that
+ * refused, the wrong ABI. Such a refusal holds for those bytes while the same version is
+ * current; any change of the file is looked at afresh. Failures that a later try may not
+ * meet (out of memory or descriptors, I/O errors, a dependency that dlopen cannot find yet)
+ * are retried after 0.1, 0.2, 0.4, 0.8 and 1.6 s with no event; one that outlasts that is
+ * reported as REJECTED, and tried again at the file's next change. A deleted file leaves the
+ * current version serving; the next file to appear at the path is taken.
+ *
+ * Post-link steps that rewrite a finished output (strip, objcopy, patchelf) make a second
+ * finished file, and so a second version, unless the registry's settle_ms is set: then a
+ * finished build is loaded only once nothing has touched it for settle_ms. */
+
+/* Which of the methods above tells the watcher that a module's file is finished. */
+typedef enum hm_watch_method {
+  HM_WATCH_NONE = 0,   /* the module is not watched (no watcher, unloaded, not yet seen) */
+  HM_WATCH_LEASE = 1,  /* kernel leases: any writer, including shared writable mappings */
+  HM_WATCH_EVENTS = 2, /* inotify open/close accounting */
+  HM_WATCH_TIMING = 3  /* the quiet period: a fallback, see above */
+} hm_watch_method;
+
+/* The method the watcher last went by for the module's file (an hm_watch_method), 0 for NULL.
+ * The environment variable HOTMOD_WATCH_METHOD=events or =timing, read when the watcher
+ * starts, forces a weaker method (for tests and diagnosis). Thread-safe. */
+HM_EXTERN int hm_module_watch_method(const hm_module *mod);
 
 /* Start the watcher on a thread and a libuv loop of the registry's own (to run it on the
  * host's loop instead, see hm_watch_attach in hotmod/uv.h). Thread-safe.
- * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, or a libuv or system error,
- * passed through as the negative errno value it is (e.g. -EMFILE: no inotify instance). */
+ * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, HM_EBUSY (from module code),
+ * HM_EFORKED, or a libuv or system error, passed through as the negative errno value it is
+ * (e.g. -EMFILE: no inotify instance). */
 HM_EXTERN int hm_watch_start(hm_registry *reg);
 
 /* Stop the watcher started by hm_watch_start or hm_watch_attach (hotmod/uv.h), waiting for
  * its thread to finish (a reload under way completes first). Queued reloads stay queued.
  * NULL, or no watcher running: a no-op. Thread-safe, except that a watcher attached to a
  * host loop must be stopped on that loop's thread. From the event callback on the watcher's
- * own thread it does not wait: no reload starts after the call and the thread ends by
- * itself. hm_registry_free calls it. */
+ * own thread, and from module code, it does not wait: no reload starts after the call and
+ * the thread ends by itself (the next hm_watch_start or hm_registry_free joins it).
+ * hm_registry_free calls it. */
 HM_EXTERN void hm_watch_stop(hm_registry *reg);
 
 /* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). It applies to the
@@ -344,10 +439,12 @@ HM_EXTERN void hm_watch_stop(hm_registry *reg);
 HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
 
 /* Apply the reloads the watcher queued for modules in HM_RELOAD_QUEUED mode, each from its
- * file as it is now. Returns how many modules got a new version (>= 0); a queued file that is
- * refused counts as applied-and-rejected (not counted; its REJECTED event is sent). A queued
+ * file as it is now. Returns how many modules got a new version (>= 0). A queued file that
+ * is refused is not counted; its REJECTED event is sent, except for failures a later try may
+ * not meet, which the watcher retries (as in immediate mode) and queues again. A queued
  * change whose file went back to the current version's bytes is dropped. Call it at a safe
- * point of the host. Thread-safe. Errors: HM_EINVAL. */
+ * point of the host. Thread-safe. Errors: HM_EINVAL, HM_EBUSY (from module code),
+ * HM_EFORKED. */
 HM_EXTERN int hm_registry_poll(hm_registry *reg);
 
 /* ---- Internals the inline fast path needs (not API: do not use directly) ---------------- */
@@ -380,6 +477,7 @@ HM_EXTERN extern __thread struct hm__reader hm__self __attribute__((tls_model("i
 HM_EXTERN extern unsigned long long hm__gp_ctr;
 HM_EXTERN extern int hm__reader_fenced;
 HM_EXTERN void hm__reader_enter_slow(unsigned long long g);
+HM_EXTERN void hm__reader_unbalanced(void);
 
 static inline hm_fn hm_live_enter(hm_live *live) {
   struct hm__reader *r = &hm__self;
@@ -408,9 +506,16 @@ static inline void hm_live_leave(hm_live *live) {
   struct hm__reader *r = &hm__self;
   (void)live;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
+#ifndef NDEBUG
+  if (__builtin_expect(r->nest == 0, 0))
+    hm__reader_unbalanced();
+#endif
   if (--r->nest == 0)
     __atomic_store_n(&r->ctr, 0, __ATOMIC_RELEASE);
 }
+
+/* HM_LIVE_CALL's cleanup: runs when the call's scope ends, by return or by unwinding. */
+static inline void hm__live_cleanup(hm_live **live) { hm_live_leave(*live); }
 
 #ifdef __cplusplus
 }

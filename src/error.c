@@ -1,6 +1,8 @@
-/* Error codes: names and texts come from the one table in hotmod.h. */
+/* Error codes: names and texts come from the one table in hotmod.h; errno values outside the
+ * table are named by the C library. Also the library's version. */
 #include "internal.h"
 
+#include <string.h>
 
 const char *hm_strerror(int err) {
   switch (err) {
@@ -12,8 +14,16 @@ const char *hm_strerror(int err) {
   case 0:
     return "success";
   default:
-    return "unknown error";
+    break;
   }
+  /* Any other negative errno passed through from a system call: the C library's text.
+   * strerrordesc_np returns static storage (unlike strerror, never a per-call buffer). */
+  if (err < 0 && err > -4096) {
+    const char *s = strerrordesc_np(-err);
+    if (s != NULL)
+      return s;
+  }
+  return "unknown error";
 }
 
 const char *hm_err_name(int err) {
@@ -26,7 +36,30 @@ const char *hm_err_name(int err) {
   case 0:
     return "HM_OK";
   default:
-    return "HM_UNKNOWN";
+    break;
+  }
+  if (err < 0 && err > -4096) {
+    const char *s = strerrorname_np(-err);
+    if (s != NULL)
+      return s;
+  }
+  return "HM_UNKNOWN";
+}
+
+int hm__err_is_final(int err) {
+  /* What the file's own bytes or permissions decide: the same bytes fail the same way.
+   * Everything else (memory, descriptors, I/O, a dependency that is not there yet) may
+   * succeed on a later try. */
+  switch (err) {
+  case HM_ENOTELF:
+  case HM_EBADELF:
+  case HM_ENOSYM:
+  case HM_EABI:
+  case HM_EHOOK:
+  case HM_EACCES:
+    return 1;
+  default:
+    return 0;
   }
 }
 

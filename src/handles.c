@@ -8,10 +8,15 @@
  * loads the module's current table and returns the slot's entry. A new symbol gets a new
  * slot: the module's table is copied with one more entry and republished, so readers never
  * see a table change under them.
+ *
+ * Neither takes a module's reload lock, and neither holds reg->lock around dlsym (see
+ * table.c). A new slot is resolved optimistically: note the current version (and the one a
+ * reload is about to publish, if any), resolve without the lock, and commit only if neither
+ * changed meanwhile; otherwise start over. So a load hook may take live handles on another
+ * module while that module's own hook takes live handles on this one.
  */
 #include "registry.h"
 
-#include <dlfcn.h>
 #include <string.h>
 
 int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
@@ -32,37 +37,33 @@ int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
   return 0;
 }
 
-/* Look up a loaded module and resolve `sym` in its current version. Under reg->lock. */
-static int resolve_current(hm_registry *reg, const char *modname, const char *sym,
-                           hm_module **modp, hm_fn *fn) {
-  hm_module *mod = hm__map_get(&reg->modules, modname);
-  void *p;
-  if (mod == NULL || mod->cur == NULL) {
-    hm__set_error(reg, HM_ENOMOD, "no module named %s", modname);
-    return HM_ENOMOD;
-  }
-  p = dlsym(mod->cur->dl, sym);
-  if (p == NULL) {
-    hm__set_error(reg, HM_ENOSYM, "module %s (version %u, %s) has no symbol %s", modname,
-                  mod->cur->num, mod->path, sym);
-    return HM_ENOSYM;
-  }
-  memcpy(fn, &p, sizeof p);
-  *modp = mod;
-  return 0;
-}
-
 /* The checks every "module:symbol" entry point starts with (after clearing its *out). */
 static int begin_lookup(hm_registry *reg, const char *qualified, int have_out, char *modname,
                         size_t modlen, const char **sym) {
   if (reg == NULL || !have_out)
-    return HM_EINVAL;
-  if (hm__split_qualified(qualified, modname, modlen, sym) != 0) {
-    hm__set_error(reg, HM_EINVAL, "expected \"module:symbol\", got \"%s\"",
-                  qualified ? qualified : "(null)");
-    return HM_EINVAL;
-  }
+    return hm__fail(HM_EINVAL, "NULL registry or output");
+  if (hm__split_qualified(qualified, modname, modlen, sym) != 0)
+    return hm__fail(HM_EINVAL, "expected \"module:symbol\", got \"%s\"",
+                    qualified ? qualified : "(null)");
   return 0;
+}
+
+/* The module's current version, referenced, or NULL (module unknown or unloaded). Under
+ * reg->lock. */
+static hm__version *current_of(hm_registry *reg, const char *modname, hm_module **modp) {
+  hm_module *mod = hm__map_get(&reg->modules, modname);
+  if (mod == NULL || mod->cur == NULL)
+    return NULL;
+  hm__version_ref(mod->cur);
+  *modp = mod;
+  return mod->cur;
+}
+
+static int missing_symbol(hm_module *mod, const hm__version *v, const char *sym) {
+  /* The module's path is read without its lock: only for the message, and it is replaced
+   * only by a reload_from, which the caller does not race in any test we know of. */
+  return hm__fail(HM_ENOSYM, "module %s (version %u) has no symbol %s", mod->name, v->num,
+                  sym);
 }
 
 /* ---- Snapshots ------------------------------------------------------------------------- */
@@ -70,7 +71,8 @@ static int begin_lookup(hm_registry *reg, const char *qualified, int have_out, c
 int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **out) {
   char modname[256];
   const char *sym;
-  hm_module *mod;
+  hm_module *mod = NULL;
+  hm__version *v;
   hm_snapshot *s;
   hm_fn fn;
   int rc;
@@ -81,43 +83,66 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
     return rc;
   s = hm__malloc(&reg->a, sizeof *s);
   if (s == NULL)
-    return HM_ENOMEM;
+    return hm__fail(HM_ENOMEM, "out of memory acquiring %s", qualified);
   pthread_mutex_lock(&reg->lock);
-  rc = resolve_current(reg, modname, sym, &mod, &fn);
-  if (rc == 0) {
-    s->v = mod->cur;
-    __atomic_add_fetch(&s->v->refs, 1, __ATOMIC_RELAXED);
-  }
+  v = current_of(reg, modname, &mod);
   pthread_mutex_unlock(&reg->lock);
-  if (rc != 0) {
+  if (v == NULL) {
     hm__free(&reg->a, s);
+    return hm__fail(HM_ENOMOD, "no module named %s", modname);
+  }
+  if (hm__resolve(v, sym, &fn) != 0) {
+    rc = missing_symbol(mod, v, sym);
+    hm__free(&reg->a, s);
+    if (reg->forked)
+      __atomic_sub_fetch(&v->refs, 1, __ATOMIC_RELAXED); /* never the last: it is current */
+    else
+      hm__version_unref(reg, v);
     return rc;
   }
+  /* The reference taken above is the snapshot's. */
   s->fn = fn;
+  s->v = v;
+  s->num = v->num;
   s->reg = reg;
+  s->a = reg->a;
   *out = s;
   return 0;
 }
 
 hm_fn hm_snapshot_fn(const hm_snapshot *snap) { return snap ? snap->fn : NULL; }
 
-unsigned hm_snapshot_version(const hm_snapshot *snap) { return snap ? snap->v->num : 0; }
+unsigned hm_snapshot_version(const hm_snapshot *snap) { return snap ? snap->num : 0; }
 
 void hm_snapshot_release(hm_snapshot *snap) {
-  hm_registry *reg;
   hm__version *v;
+  hm__allocator a;
+  hm_registry *reg;
   if (snap == NULL)
     return;
-  reg = snap->reg;
   v = snap->v;
-  hm__free(&reg->a, snap);
+  a = snap->a;
+  reg = snap->reg;
+  hm__free(&a, snap);
+  if (__atomic_load_n(&v->orphan, __ATOMIC_ACQUIRE)) {
+    /* Its registry is gone; the version stays mapped. Its bookkeeping goes with the last
+     * snapshot. */
+    if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0)
+      hm__free(&a, v);
+    return;
+  }
+  if (reg->forked) {
+    /* No reclaimer in a forked child: the version stays until the registry is freed. */
+    __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL);
+    return;
+  }
   hm__version_unref(reg, v);
 }
 
 /* ---- Live handles ---------------------------------------------------------------------- */
 
-/* Add a slot for `sym` to the module and republish its table. Under reload_lock and
- * reg->lock, with `fn` resolved in the current version. */
+/* Add a slot for `sym`, resolved to `fn` in the current version, and republish the table.
+ * Under reg->lock. */
 static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
   hm_registry *reg = mod->reg;
   hm__table *t;
@@ -134,10 +159,7 @@ static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
   t = hm__table_new(reg, mod->cur, mod->nsyms + 1);
   if (copy == NULL || t == NULL) {
     hm__free(&reg->a, copy);
-    if (t != NULL) {
-      __atomic_sub_fetch(&mod->cur->refs, 1, __ATOMIC_RELAXED);
-      hm__free(&reg->a, t);
-    }
+    hm__table_discard(t);
     return HM_ENOMEM;
   }
   memcpy(t->fns, mod->cur_table->fns, mod->nsyms * sizeof(hm_fn));
@@ -148,81 +170,100 @@ static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
   return 0;
 }
 
+/* Make the live handle for a symbol that has none yet. Under reg->lock, with `fn` resolved
+ * in the current version (and in the incoming one, if a reload is about to publish). */
+static int make_live(hm_registry *reg, hm_module *mod, const char *qualified, const char *sym,
+                     hm_fn fn, hm_live **out) {
+  hm_live *live = hm__calloc(&reg->a, 1, sizeof *live);
+  size_t slot;
+  if (live == NULL || (live->qualified = hm__strdup(&reg->a, qualified)) == NULL ||
+      hm__map_put(&reg->lives, &reg->a, live->qualified, live) != 0)
+    goto nomem;
+  if (add_slot(mod, sym, fn, &slot) != 0) {
+    hm__map_del(&reg->lives, live->qualified);
+    goto nomem;
+  }
+  live->head.table = &mod->table;
+  live->head.slot = slot;
+  live->mod = mod;
+  *out = live;
+  return 0;
+nomem:
+  if (live != NULL)
+    hm__free(&reg->a, live->qualified);
+  hm__free(&reg->a, live);
+  return hm__fail(HM_ENOMEM, "out of memory getting %s", qualified);
+}
+
 int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
   char modname[256];
   const char *sym;
-  hm_module *mod;
-  hm_live *live;
-  hm_fn fn;
-  size_t slot;
-  int rc, loaded;
+  int rc;
 
   if (out != NULL)
     *out = NULL;
   rc = begin_lookup(reg, qualified, out != NULL, modname, sizeof modname, &sym);
   if (rc != 0)
     return rc;
+  for (;;) {
+    hm_module *mod = NULL;
+    hm__version *cur, *in = NULL;
+    hm_live *live;
+    hm_fn fn = NULL, fn_in = NULL;
 
-  pthread_mutex_lock(&reg->lock);
-  live = hm__map_get(&reg->lives, qualified);
-  mod = hm__map_get(&reg->modules, modname);
-  /* A module without a current version may be one whose first load is failing right now,
-   * which then removes it: do not keep its pointer past the lock. */
-  loaded = mod != NULL && mod->cur != NULL;
-  pthread_mutex_unlock(&reg->lock);
-  if (live != NULL) {
-    *out = live;
-    return 0;
-  }
-  if (mod == NULL || !loaded) {
-    hm__set_error(reg, HM_ENOMOD, "no module named %s", modname);
-    return HM_ENOMOD;
-  }
+    pthread_mutex_lock(&reg->lock);
+    live = hm__map_get(&reg->lives, qualified);
+    if (live != NULL) {
+      pthread_mutex_unlock(&reg->lock);
+      *out = live;
+      return 0;
+    }
+    cur = current_of(reg, modname, &mod);
+    if (cur != NULL && (in = mod->incoming) != NULL)
+      hm__version_ref(in);
+    pthread_mutex_unlock(&reg->lock);
+    if (cur == NULL)
+      return hm__fail(HM_ENOMOD, "no module named %s", modname);
+    if (mod == hm__module_code_of())
+      rc = hm__fail(HM_EBUSY, "hm_live_get(%s) from %s's own hook or constructor: its table "
+                              "is being replaced by this very thread",
+                    qualified, modname);
+    else if ((rc = hm__check_forked(reg, "hm_live_get (a new live handle)")) != 0)
+      ;
+    else if (hm__resolve(cur, sym, &fn) != 0)
+      rc = missing_symbol(mod, cur, sym);
+    else if (in != NULL && hm__resolve(in, sym, &fn_in) != 0)
+      rc = hm__fail(HM_ENOSYM,
+                    "module %s is being reloaded to a version without symbol %s; try again",
+                    modname, sym);
 
-  /* A new slot changes which symbols every later version must have: take the module's
-   * reload lock so no reload is between resolving and publishing. */
-  pthread_mutex_lock(&mod->reload_lock);
-  pthread_mutex_lock(&reg->lock);
-  live = hm__map_get(&reg->lives, qualified);
-  if (live != NULL)
-    goto done;
-  rc = resolve_current(reg, modname, sym, &mod, &fn);
-  if (rc != 0)
-    goto fail;
-  live = hm__calloc(&reg->a, 1, sizeof *live);
-  if (live == NULL || (live->qualified = hm__strdup(&reg->a, qualified)) == NULL) {
-    rc = HM_ENOMEM;
-    goto fail;
+    pthread_mutex_lock(&reg->lock);
+    if (rc == 0 && hm__map_get(&reg->lives, qualified) == NULL && mod->cur == cur &&
+        mod->incoming == in) {
+      rc = make_live(reg, mod, qualified, sym, fn, out);
+      pthread_mutex_unlock(&reg->lock);
+    } else {
+      int again = rc == 0; /* the module moved on meanwhile: look again */
+      pthread_mutex_unlock(&reg->lock);
+      if (again)
+        rc = 1;
+    }
+    if (in != NULL)
+      hm__version_unref(reg, in);
+    if (reg->forked)
+      __atomic_sub_fetch(&cur->refs, 1, __ATOMIC_RELAXED);
+    else
+      hm__version_unref(reg, cur);
+    if (rc != 1)
+      return rc;
   }
-  rc = add_slot(mod, sym, fn, &slot);
-  if (rc != 0)
-    goto fail;
-  live->head.table = &mod->table;
-  live->head.slot = slot;
-  live->mod = mod;
-  /* The map only grows; if this fails the slot stays, unused, which is harmless. */
-  rc = hm__map_put(&reg->lives, &reg->a, live->qualified, live);
-  if (rc != 0)
-    goto fail;
-done:
-  pthread_mutex_unlock(&reg->lock);
-  pthread_mutex_unlock(&mod->reload_lock);
-  *out = live;
-  return 0;
-fail:
-  pthread_mutex_unlock(&reg->lock);
-  pthread_mutex_unlock(&mod->reload_lock);
-  if (live != NULL) {
-    hm__free(&reg->a, live->qualified);
-    hm__free(&reg->a, live);
-  }
-  if (rc == HM_ENOMEM)
-    hm__set_error(reg, rc, "out of memory getting %s", qualified);
-  return rc;
 }
 
 hm_module *hm_live_module(const hm_live *live) { return live ? live->mod : NULL; }
 
-hm_fn hm_live_enter_fn(hm_live *live) { return hm_live_enter(live); }
+hm_fn hm_live_enter_fn(hm_live *live) { return live != NULL ? hm_live_enter(live) : NULL; }
 
-void hm_live_leave_fn(hm_live *live) { hm_live_leave(live); }
+void hm_live_leave_fn(hm_live *live) {
+  if (live != NULL)
+    hm_live_leave(live);
+}

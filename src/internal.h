@@ -1,4 +1,10 @@
-/* hotmod's private header: the pieces the source files share. Nothing here is API. */
+/* hotmod's private header: the pieces the source files share. Nothing here is API.
+ *
+ * Layers, from the bottom: common.c and error.c (leaves: allocation, errors, the clock),
+ * elfcheck.c and settle.c (pure functions), file.c (reading a module's file), reclaim.c
+ * (grace periods), loader.c (bytes to a loaded version), table.c (what live handles read,
+ * and the lifetime of versions), registry.c and handles.c (the API), queue.c (reload modes
+ * and polling), watch.c with watchpath.c (the libuv watcher, the only libuv user). */
 #ifndef HM_INTERNAL_H
 #define HM_INTERNAL_H
 
@@ -12,7 +18,9 @@
 
 #define HM__HIDDEN __attribute__((visibility("hidden")))
 
-/* ---- Allocation (registry.c) ----------------------------------------------------------- */
+typedef struct hm__version hm__version;
+
+/* ---- Leaf helpers (common.c) ----------------------------------------------------------- */
 
 /* Every allocation goes through the registry's allocator hook. */
 typedef struct hm__allocator {
@@ -25,6 +33,27 @@ HM__HIDDEN void *hm__calloc(const hm__allocator *a, size_t n, size_t size);
 HM__HIDDEN void *hm__realloc(const hm__allocator *a, void *ptr, size_t size);
 HM__HIDDEN void hm__free(const hm__allocator *a, void *ptr);
 HM__HIDDEN char *hm__strdup(const hm__allocator *a, const char *s);
+HM__HIDDEN long long hm__now_ns(void); /* CLOCK_REALTIME */
+
+/* Record the detail of a failure for this thread (hm_errmsg) and return `err`. A NULL fmt
+ * records hm_strerror(err). */
+HM__HIDDEN int hm__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Module code (constructors, destructors, hooks) runs on this thread between enter and
+ * leave; enter returns what leave restores, so they nest. */
+HM__HIDDEN hm_module *hm__module_code_enter(hm_module *mod);
+HM__HIDDEN void hm__module_code_leave(hm_module *prev);
+HM__HIDDEN int hm__in_module_code(void);
+/* The module whose code runs innermost on this thread, or NULL. */
+HM__HIDDEN hm_module *hm__module_code_of(void);
+/* Fail with HM_EBUSY, naming the call that module code may not make. */
+HM__HIDDEN int hm__refuse_in_module_code(const char *what);
+
+/* ---- Errors (error.c) ------------------------------------------------------------------ */
+
+/* 1 for failures the file's own bytes or permissions decide (the same file fails the same
+ * way again); 0 for those a later try may not meet. */
+HM__HIDDEN int hm__err_is_final(int err);
 
 /* ---- ELF check (elfcheck.c): a pure function over bytes -------------------------------- */
 
@@ -41,6 +70,48 @@ typedef struct hm__elf_info {
 HM__HIDDEN int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info,
                              char *why, size_t whylen);
 
+/* ---- A module's file (file.c) ---------------------------------------------------------- */
+
+/* Does any process have the file open for writing (or mapped shared-writable)? */
+typedef enum hm__writer {
+  HM__WRITER_UNKNOWN = 0, /* cannot tell: no lease on this file (owner, filesystem) */
+  HM__WRITER_NONE,
+  HM__WRITER_ACTIVE
+} hm__writer;
+
+typedef struct hm__file_id {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  mode_t mode;
+  long long mtime_ns;
+  uint64_t hash; /* of the content */
+} hm__file_id;
+
+/* A module's file read whole: the loader checks, copies and loads exactly these bytes. */
+typedef struct hm__file {
+  unsigned char *buf;
+  size_t len;
+  hm__file_id id;
+} hm__file;
+
+#define HM__READ_ALLOW_WRITABLE 0x1u /* = HM_FLAG_ALLOW_WRITABLE */
+#define HM__READ_PROBE 0x100u        /* HM_EAGAIN while a writer has the file open */
+
+/* Open the file at `path` without blocking (a FIFO or device is refused, never waited on),
+ * check it is a regular file of at most 1 GiB that others cannot write to (unless allowed),
+ * and read it whole. With HM__READ_PROBE, a file that a writer holds open is HM_EAGAIN
+ * before anything is read; *writer (may be NULL) gets the probe's answer either way.
+ * Errors, with the detail recorded (hm__fail): HM_ENOENT and other errno values, HM_ENOTELF
+ * (not a regular file, too large), HM_EACCES (writable by others), HM_EAGAIN (being written,
+ * or changed while read), HM_EIO, HM_ENOMEM. On error *out is left empty. */
+HM__HIDDEN int hm__file_read(const hm__allocator *a, const char *path, unsigned flags,
+                             hm__file *out, hm__writer *writer);
+HM__HIDDEN void hm__file_release(const hm__allocator *a, hm__file *f);
+/* The lease probe alone, on an open descriptor (read-only). Never leaves a lease behind. */
+HM__HIDDEN hm__writer hm__writer_probe(int fd);
+HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
+
 /* ---- Reclamation (reclaim.c) ----------------------------------------------------------- */
 
 /* Start a grace period after publishing new pointers: returns the target that
@@ -55,6 +126,9 @@ typedef void (*hm__defer_fn)(void *arg);
 HM__HIDDEN int hm__reclaimer_new(hm__reclaimer **out, const hm__allocator *a);
 /* Runs every deferred callback (waiting for their grace periods), then frees. */
 HM__HIDDEN void hm__reclaimer_free(hm__reclaimer *rc);
+/* After fork(), in the child: the reclaimer's thread did not come along. Frees its memory
+ * without touching its lock or running what was queued. */
+HM__HIDDEN void hm__reclaimer_forget(hm__reclaimer *rc);
 /* Run fn(arg) on the reclaimer thread, after a grace period when `after_gp` is non-zero.
  * Never fails: the caller provides the node storage (`node` must live until fn runs). */
 typedef struct hm__defer_node {
@@ -67,50 +141,120 @@ HM__HIDDEN void hm__defer(hm__reclaimer *rc, hm__defer_node *node, hm__defer_fn 
                           int after_gp);
 /* Block until every callback deferred so far has run. */
 HM__HIDDEN void hm__reclaimer_drain(hm__reclaimer *rc);
+/* Lock / unlock the process-wide reader list around fork() (registry.c's handlers call
+ * these, so that one prepare handler orders every lock). */
+HM__HIDDEN void hm__readers_prefork(void);
+HM__HIDDEN void hm__readers_postfork(int child);
 
 /* ---- Loader (loader.c) ----------------------------------------------------------------- */
-
-typedef struct hm__version hm__version;
-
-typedef struct hm__file_id {
-  dev_t dev;
-  ino_t ino;
-  off_t size;
-  long long mtime_ns;
-  uint64_t hash; /* of the content */
-} hm__file_id;
 
 struct hm__version {
   hm_module *mod;
   unsigned num;
-  int refs; /* atomic: the table that publishes it, each snapshot */
+  int refs; /* atomic: the module's "current" reference, each table, snapshot and lookup */
   void *dl;
   char *copy_path;
   hm__file_id id;
   long long load_ns; /* CLOCK_REALTIME at load */
   const hm_module_desc *desc;
-  int handed_over; /* its successor accepted its state */
+  int handed_over;  /* its successor accepted its state */
+  int published;    /* it became current once; unpublished ones are discarded quietly */
+  int hook_done;    /* its unload hook has run (hm_registry_free runs it for pinned ones) */
+  int orphan;       /* atomic: its registry was freed while snapshots pinned it */
+  hm__allocator a;  /* a copy, so an orphan can free itself after the registry is gone */
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
 };
 
-/* Read, check, copy and dlopen the file at `path`. On success *out is a new version with one
- * reference, not yet published. On error the message is in err[errlen] and nothing is left
- * behind. `seq` makes the copy's name unique within the private directory. */
-HM__HIDDEN int hm__load_file(const hm__allocator *a, const char *dir, const char *name,
-                             unsigned long seq, const char *path, unsigned flags,
-                             hm__version **out, char *err, size_t errlen);
-/* dlclose, check the mapping is gone (returns 1 if it stayed: leaked), delete the copy and
- * free. */
-HM__HIDDEN int hm__unload_version(const hm__allocator *a, hm__version *v);
-HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
-HM__HIDDEN long long hm__now_ns(void);
+/* Check `f`'s bytes, write them to a private copy in `dir` (named after `name` and `seq`)
+ * and dlopen it (the module's constructors run here). On success *out is a new version with
+ * one reference, not yet published. On error the detail is recorded and nothing is left
+ * behind. `path` is the source, for messages. */
+HM__HIDDEN int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
+                              unsigned long seq, const char *path, const hm__file *f,
+                              hm__version **out);
+/* Run the unload hook unless told not to, dlclose, check the mapping is gone (returns 1 if
+ * it stayed: leaked), delete the copy and free. */
+HM__HIDDEN int hm__unload_version(hm__version *v, int run_hook);
+/* dlsym without any lock of ours held (the loader takes its own). HM_ENOSYM if missing. */
+HM__HIDDEN int hm__resolve(const hm__version *v, const char *sym, hm_fn *out);
 
-/* ---- Registry internals the watcher uses (registry.c) ---------------------------------- */
+/* ---- Settle policy (settle.c): a pure function, see the file's comment ----------------- */
 
-HM__HIDDEN void hm__set_error(hm_registry *reg, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-HM__HIDDEN void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version,
-                         int err);
+/* What inotify said about the file since the last decision. */
+enum {
+  HM__EV_DONE = 0x1u,          /* closed after writing, or renamed into place */
+  HM__EV_CHANGE = 0x2u,        /* created, modified, attributes changed */
+  HM__EV_OPEN = 0x4u,          /* opened, in any mode */
+  HM__EV_CLOSED = 0x8u,        /* closed after writing (counts with OPEN) */
+  HM__EV_CLOSE_NOWRITE = 0x10u, /* closed without writing (our own reads make these) */
+  HM__EV_NEW = 0x20u,          /* a new inode has the name: open counts start over */
+  HM__EV_LOST = 0x40u,         /* events may have been missed (new watch, queue overflow) */
+  HM__EV_GONE = 0x80u          /* deleted or moved away */
+};
+
+typedef enum hm__method { /* matches hm_watch_method */
+  HM__BY_LEASE = 1,
+  HM__BY_EVENTS = 2,
+  HM__BY_TIMING = 3
+} hm__method;
+
+typedef enum hm__settle_why {
+  HM__WHY_EVENTS, /* inotify reported something */
+  HM__WHY_QUIET,  /* the quiet period ran out */
+  HM__WHY_RETRY,  /* a retry after a transient failure is due */
+  HM__WHY_SETTLE  /* the settle delay ran out */
+} hm__settle_why;
+
+typedef enum hm__settle_do {
+  HM__DO_WAIT,   /* nothing now: the next event will tell */
+  HM__DO_QUIET,  /* note the file's size and mtime, decide again after the quiet period */
+  HM__DO_READ,   /* read the file and check it (then hm__settle_checked) */
+  HM__DO_SETTLE, /* complete: read it again after the settle delay */
+  HM__DO_SAME,   /* the bytes are what already serves */
+  HM__DO_LOAD,   /* a finished new build: reload the module (then hm__settle_result) */
+  HM__DO_REFUSE, /* a finished file that is bad: report it, once */
+  HM__DO_RETRY,  /* a transient failure: try again after the delay hm__settle_result gives */
+  HM__DO_REPORT  /* a transient failure outlasted its retries: report it, wait for a change */
+} hm__settle_do;
+
+typedef struct hm__settle {
+  unsigned seen;   /* HM__EV_* since the last decision */
+  hm__method forced; /* 0, or the method the host forced (HOTMOD_WATCH_METHOD) */
+  hm__method method; /* what the last decision went by */
+  int opens;       /* events: opens not yet closed of the file now at the path */
+  int counted;     /* events: every one of those opens was seen */
+  int finished;    /* the last decision knew the writer was done (lease or events) */
+  int have_final;  /* final_key was refused for good while final_cur was current */
+  uint64_t final_key;
+  unsigned final_cur;
+  uint64_t retry_key; /* the bytes whose transient failures are being retried */
+  unsigned retries;
+  int settle_pending; /* settle_key is complete and waits out the settle delay */
+  uint64_t settle_key;
+} hm__settle;
+
+/* What reading and checking the file found. */
+typedef struct hm__settle_file {
+  int read_rc;         /* hm__file_read's result */
+  int complete;        /* it passed the ELF check */
+  int same_as_current; /* its content hash equals the current version's */
+  uint64_t key;        /* content and permission bits: what a refusal is about */
+  unsigned cur;        /* the module's current version number */
+} hm__settle_file;
+
+HM__HIDDEN void hm__settle_init(hm__settle *s, hm__method forced);
+HM__HIDDEN void hm__settle_note(hm__settle *s, unsigned ev);
+/* What to do after events (or a timer). `writer` is the lease probe's answer now; `stable`
+ * (for HM__WHY_QUIET) says the size, mtime and inode held still over the quiet period. */
+HM__HIDDEN hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why,
+                                           hm__writer writer, int stable);
+/* What to do with the file as read. `settle_due`: this read follows the settle delay. */
+HM__HIDDEN hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file *f,
+                                            int settle_due, unsigned settle_ms);
+/* After a reload (or a read) failed with rc, or succeeded (0): WAIT, QUIET, RETRY (after
+ * *retry_ms) or REPORT. */
+HM__HIDDEN hm__settle_do hm__settle_result(hm__settle *s, int rc, uint64_t key, unsigned cur,
+                                           unsigned *retry_ms);
 
 #endif /* HM_INTERNAL_H */

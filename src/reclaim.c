@@ -97,6 +97,11 @@ static void reader_register(struct hm__reader *r) {
   (void)pthread_setspecific(exit_key, r);
 }
 
+void hm__reader_unbalanced(void) {
+  fputs("hotmod: hm_live_leave without a matching hm_live_enter on this thread\n", stderr);
+  abort();
+}
+
 void hm__reader_enter_slow(unsigned long long g) {
   struct hm__reader *r = &hm__self;
   if (r->mode == 0)
@@ -106,16 +111,72 @@ void hm__reader_enter_slow(unsigned long long g) {
   __atomic_store_n(&r->ctr, g, __ATOMIC_SEQ_CST);
 }
 
+static void sleep_ns(long ns) {
+  struct timespec ts = {0, ns};
+  nanosleep(&ts, NULL);
+}
+
+/* Make every reader's earlier stores visible before we read the reader list. Once
+ * registered, MEMBARRIER_CMD_PRIVATE_EXPEDITED does not fail; should it ever (a seccomp
+ * filter added later, a kernel change), register again, then fall back to the global
+ * command, which needs no registration; never spin on it. If nothing works the readers are
+ * switched to fenced stores, and one slow round of the global-free fallback is waited out. */
+static void writer_barrier(void) {
+  if (!use_membarrier)
+    return;
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
+    return;
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0 &&
+      syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
+    return;
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0) == 0)
+    return;
+  {
+    struct hm__reader *r;
+    static int warned;
+    if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+      fputs("hotmod: membarrier() stopped working; live calls use fenced stores from now on\n",
+            stderr);
+    /* From here on every reader fences its own store; readers already inside a call keep
+     * the grace period open until they leave, which the reader list shows. */
+    __atomic_store_n(&hm__reader_fenced, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&readers_lock);
+    for (r = readers; r != NULL; r = r->next)
+      __atomic_store_n(&r->mode, 2, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&readers_lock);
+    use_membarrier = 0;
+    /* Stores that readers made before the switch without a fence are drained from their
+     * store buffers long before this sleep ends. */
+    sleep_ns(1000000);
+  }
+}
+
 unsigned long long hm__gp_start(void) {
   unsigned long long target;
   pthread_once(&init_once, init);
   target = __atomic_add_fetch(&hm__gp_ctr, 1, __ATOMIC_SEQ_CST);
-  if (use_membarrier) {
-    /* Cannot fail once registered; retry on EINTR-like surprises rather than be unsafe. */
-    while (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0)
-      sched_yield();
-  }
+  writer_barrier();
   return target;
+}
+
+/* ---- fork() ---------------------------------------------------------------------------- */
+
+void hm__readers_prefork(void) { pthread_mutex_lock(&readers_lock); }
+
+void hm__readers_postfork(int child) {
+  if (child) {
+    /* Only the forking thread came along. The others' readers are in memory the child does
+     * not own (glibc reuses dead threads' stacks, and their TLS with them): forget them, or
+     * a grace period would wait forever for a call that will never return. This thread keeps
+     * its reader, and its nesting, if it was inside a live call when it forked. */
+    struct hm__reader *self = &hm__self;
+    readers = NULL;
+    if (self->mode != 0) {
+      self->next = self->prev = NULL;
+      readers = self;
+    }
+  }
+  pthread_mutex_unlock(&readers_lock);
 }
 
 int hm__gp_passed(unsigned long long target) {
@@ -145,10 +206,6 @@ struct hm__reclaimer {
   pthread_t thread;
 };
 
-static void sleep_ns(long ns) {
-  struct timespec ts = {0, ns};
-  nanosleep(&ts, NULL);
-}
 
 /* Take everything queued (under rc->lock). */
 static hm__defer_node *take_all(hm__reclaimer *rc) {
@@ -283,6 +340,15 @@ void hm__reclaimer_drain(hm__reclaimer *rc) {
   while (rc->done < rc->queued)
     pthread_cond_wait(&rc->idle, &rc->lock);
   pthread_mutex_unlock(&rc->lock);
+}
+
+void hm__reclaimer_forget(hm__reclaimer *rc) {
+  hm__allocator a;
+  if (rc == NULL)
+    return;
+  /* Its thread is the parent's; its lock may be held by it. Only the memory is ours. */
+  a = rc->a;
+  hm__free(&a, rc);
 }
 
 void hm__reclaimer_free(hm__reclaimer *rc) {

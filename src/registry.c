@@ -1,88 +1,27 @@
 /*
- * The registry: modules by name, their versions, the tables live handles read, events,
- * errors and the allocator. Loading is the loader's job; unloading after a grace period is
- * the reclaimer's; the registry decides what is current and tells them.
+ * The registry: modules by name, their versions, reloads, events, and what happens to all
+ * of them at hm_registry_free and after fork(). Reading files is file.c's job, loading the
+ * loader's, the tables live handles read are table.c's, and unloading after a grace period
+ * is the reclaimer's; the registry decides what is current and tells them.
  *
  * Locks, always taken in this order: a module's reload_lock, then its hook_lock, then
- * reg->lock, then reg->err_lock. No lock is held while the host's callback runs; a module's
- * hooks run under its hook_lock (and its save/load hooks under its reload_lock too), so
- * hooks of one module never overlap.
+ * reg->lock. reg->lock is never held while module code or the dynamic loader runs (dlopen,
+ * dlsym, dlclose), nor while the host's callback runs; it guards only memory. A module's
+ * hooks run under its hook_lock (and its save/load hooks under its reload_lock too), so hooks
+ * of one module never overlap.
  */
 #include "registry.h"
 
 #include "hotmod/module.h"
 
 #include <dirent.h>
-#include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* ---- Allocation ------------------------------------------------------------------------ */
-
-void *hm__realloc(const hm__allocator *a, void *ptr, size_t size) {
-  if (a->fn != NULL)
-    return a->fn(ptr, size, a->userdata);
-  if (size == 0) {
-    free(ptr);
-    return NULL;
-  }
-  return realloc(ptr, size);
-}
-
-void *hm__malloc(const hm__allocator *a, size_t size) {
-  return hm__realloc(a, NULL, size ? size : 1);
-}
-
-void *hm__calloc(const hm__allocator *a, size_t n, size_t size) {
-  void *p;
-  if (size != 0 && n > (size_t)-1 / size)
-    return NULL;
-  p = hm__malloc(a, n * size);
-  if (p != NULL)
-    memset(p, 0, n * size);
-  return p;
-}
-
-void hm__free(const hm__allocator *a, void *ptr) {
-  if (ptr != NULL)
-    hm__realloc(a, ptr, 0);
-}
-
-char *hm__strdup(const hm__allocator *a, const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = hm__malloc(a, n);
-  if (p != NULL)
-    memcpy(p, s, n);
-  return p;
-}
-
-/* ---- Errors and events ----------------------------------------------------------------- */
-
-void hm__set_error(hm_registry *reg, int err, const char *fmt, ...) {
-  va_list ap;
-  pthread_mutex_lock(&reg->err_lock);
-  if (fmt != NULL) {
-    va_start(ap, fmt);
-    vsnprintf(reg->errmsg, sizeof reg->errmsg, fmt, ap);
-    va_end(ap);
-  } else {
-    snprintf(reg->errmsg, sizeof reg->errmsg, "%s", hm_strerror(err));
-  }
-  pthread_mutex_unlock(&reg->err_lock);
-}
-
-const char *hm_registry_errmsg(const hm_registry *reg) {
-  static __thread char copy[sizeof reg->errmsg];
-  hm_registry *r = (hm_registry *)reg; /* the lock is not part of the logical state */
-  if (reg == NULL)
-    return hm_strerror(HM_EINVAL);
-  pthread_mutex_lock(&r->err_lock);
-  memcpy(copy, r->errmsg, sizeof copy);
-  pthread_mutex_unlock(&r->err_lock);
-  return copy;
-}
+/* ---- Events ---------------------------------------------------------------------------- */
 
 static const char *event_name(hm_event ev) {
   switch (ev) {
@@ -108,10 +47,81 @@ void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, i
   } else if (!(reg->flags & HM_FLAG_QUIET)) {
     if (err != 0)
       fprintf(stderr, "hotmod: %s v%u %s: %s (%s)\n", mod->name, version, event_name(ev),
-              hm_strerror(err), hm_registry_errmsg(reg));
+              hm_strerror(err), hm_errmsg());
     else
       fprintf(stderr, "hotmod: %s v%u %s\n", mod->name, version, event_name(ev));
   }
+}
+
+void hm__watch_poke(hm_registry *reg) {
+  /* Atomic: hm_watch_start may install the hooks meanwhile. */
+  const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+  if (ops != NULL)
+    ops->changed(reg);
+}
+
+int hm__check_forked(hm_registry *reg, const char *what) {
+  if (!reg->forked)
+    return 0;
+  return hm__fail(HM_EFORKED,
+                  "%s: this registry was made before fork(); in the child its versions stay "
+                  "callable but nothing may change (make a new registry in the child)",
+                  what);
+}
+
+/* ---- Every registry of the process, for fork() ---------------------------------------- */
+
+/* The prepare handler takes every registry's lock (and the reader list's), so the child
+ * starts with each of them in a known state; reg->lock is only ever held briefly, never
+ * around module code. The child then marks the registries it inherited: their reclaimer and
+ * watcher threads did not come along, so they may not change or reclaim anything. */
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static hm_registry *all_regs;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void prefork(void) {
+  hm_registry *r;
+  pthread_mutex_lock(&all_lock);
+  for (r = all_regs; r != NULL; r = r->all_next)
+    pthread_mutex_lock(&r->lock);
+  hm__readers_prefork();
+}
+
+static void postfork(int child) {
+  hm_registry *r;
+  hm__readers_postfork(child);
+  for (r = all_regs; r != NULL; r = r->all_next) {
+    if (child)
+      r->forked = 1;
+    pthread_mutex_unlock(&r->lock);
+  }
+  pthread_mutex_unlock(&all_lock);
+}
+
+static void postfork_parent(void) { postfork(0); }
+static void postfork_child(void) { postfork(1); }
+
+static void install_atfork(void) { pthread_atfork(prefork, postfork_parent, postfork_child); }
+
+static void all_add(hm_registry *reg) {
+  pthread_once(&atfork_once, install_atfork);
+  pthread_mutex_lock(&all_lock);
+  reg->all_next = all_regs;
+  if (all_regs != NULL)
+    all_regs->all_prev = reg;
+  all_regs = reg;
+  pthread_mutex_unlock(&all_lock);
+}
+
+static void all_remove(hm_registry *reg) {
+  pthread_mutex_lock(&all_lock);
+  if (reg->all_prev != NULL)
+    reg->all_prev->all_next = reg->all_next;
+  else
+    all_regs = reg->all_next;
+  if (reg->all_next != NULL)
+    reg->all_next->all_prev = reg->all_prev;
+  pthread_mutex_unlock(&all_lock);
 }
 
 /* ---- Registry -------------------------------------------------------------------------- */
@@ -127,11 +137,12 @@ static int make_private_dir(hm_registry *reg, const char *root) {
   n = strlen(root) + sizeof "/hotmod-XXXXXX";
   reg->dir = hm__malloc(&reg->a, n);
   if (reg->dir == NULL)
-    return HM_ENOMEM;
+    return hm__fail(HM_ENOMEM, "out of memory creating the registry");
   snprintf(reg->dir, n, "%s/hotmod-XXXXXX", root);
   /* mkdtemp creates it with mode 0700: only this user can put code into it. */
   if (mkdtemp(reg->dir) == NULL) {
-    int rc = -errno;
+    int rc = hm__fail(-errno, "cannot create the private directory in %s: %s", root,
+                      strerror(errno));
     hm__free(&reg->a, reg->dir);
     reg->dir = NULL;
     return rc;
@@ -139,35 +150,50 @@ static int make_private_dir(hm_registry *reg, const char *root) {
   return 0;
 }
 
-int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
+/* The options as the caller's header version laid them out: every version from 1 to the
+ * current one is accepted, and fields newer than the caller's keep their defaults. */
+static int read_options(const hm_registry_options *in, hm_registry_options *o) {
+  static const size_t size_of[] = {0, offsetof(hm_registry_options, settle_ms),
+                                   sizeof(hm_registry_options)};
   hm_registry_options def = HM_REGISTRY_OPTIONS_INIT;
+  *o = def;
+  if (in == NULL)
+    return 0;
+  if (in->version < 1 || in->version > HM_REGISTRY_OPTIONS_VERSION)
+    return hm__fail(HM_EINVAL, "hm_registry_options version %u; this hotmod knows 1 to %d",
+                    in->version, HM_REGISTRY_OPTIONS_VERSION);
+  memcpy(o, in, size_of[in->version]);
+  if (o->reload_mode != HM_RELOAD_DEFAULT && o->reload_mode != HM_RELOAD_IMMEDIATE &&
+      o->reload_mode != HM_RELOAD_QUEUED)
+    return hm__fail(HM_EINVAL, "unknown reload mode %d", (int)o->reload_mode);
+  return 0;
+}
+
+int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
+  hm_registry_options o;
   hm__allocator a;
   hm_registry *reg;
   int rc;
 
   if (out == NULL)
-    return HM_EINVAL;
+    return hm__fail(HM_EINVAL, "hm_registry_new: out is NULL");
   *out = NULL;
-  if (opts == NULL)
-    opts = &def;
-  if (opts->version != HM_REGISTRY_OPTIONS_VERSION)
-    return HM_EINVAL;
-  if (opts->reload_mode != HM_RELOAD_DEFAULT && opts->reload_mode != HM_RELOAD_IMMEDIATE &&
-      opts->reload_mode != HM_RELOAD_QUEUED)
-    return HM_EINVAL;
-  a.fn = opts->alloc;
-  a.userdata = opts->alloc_userdata;
+  rc = read_options(opts, &o);
+  if (rc != 0)
+    return rc;
+  a.fn = o.alloc;
+  a.userdata = o.alloc_userdata;
   reg = hm__calloc(&a, 1, sizeof *reg);
   if (reg == NULL)
-    return HM_ENOMEM;
+    return hm__fail(HM_ENOMEM, "out of memory creating the registry");
   reg->a = a;
-  reg->flags = opts->flags;
-  reg->on_event = opts->on_event;
-  reg->event_userdata = opts->event_userdata;
-  reg->reload_mode =
-      opts->reload_mode == HM_RELOAD_DEFAULT ? HM_RELOAD_IMMEDIATE : opts->reload_mode;
-  reg->quiet_ms = opts->quiet_ms ? opts->quiet_ms : 50;
-  rc = make_private_dir(reg, opts->private_root);
+  reg->flags = o.flags;
+  reg->on_event = o.on_event;
+  reg->event_userdata = o.event_userdata;
+  reg->reload_mode = o.reload_mode == HM_RELOAD_DEFAULT ? HM_RELOAD_IMMEDIATE : o.reload_mode;
+  reg->quiet_ms = o.quiet_ms ? o.quiet_ms : 50;
+  reg->settle_ms = o.settle_ms;
+  rc = make_private_dir(reg, o.private_root);
   if (rc != 0) {
     hm__free(&a, reg);
     return rc;
@@ -177,10 +203,10 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
     rmdir(reg->dir);
     hm__free(&a, reg->dir);
     hm__free(&a, reg);
-    return rc;
+    return hm__fail(rc, "cannot start the reclaimer thread: %s", hm_strerror(rc));
   }
   pthread_mutex_init(&reg->lock, NULL);
-  pthread_mutex_init(&reg->err_lock, NULL);
+  all_add(reg);
   *out = reg;
   return 0;
 }
@@ -189,7 +215,7 @@ static void remove_dir(const char *dir) {
   DIR *d = opendir(dir);
   struct dirent *e;
   if (d != NULL) {
-    /* Only copies that were still pinned at free time can be left here. */
+    /* Only copies of versions that were still pinned at free time can be left here. */
     while ((e = readdir(d)) != NULL) {
       char p[4096];
       if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
@@ -202,31 +228,77 @@ static void remove_dir(const char *dir) {
   rmdir(dir);
 }
 
-void hm_registry_free(hm_registry *reg) {
+/* Run the unload hook of one version that snapshots still pin, if any has not run. Returns
+ * 1 if it ran one. Hooks may release snapshots, of this module or others. */
+static int run_one_pinned_hook(hm_registry *reg) {
   size_t i;
-  hm__allocator a;
-  if (reg == NULL)
-    return;
-  if (reg->watch_ops != NULL)
-    reg->watch_ops->stop(reg);
-  if (reg->watch_reap != NULL)
-    reg->watch_reap(reg);
-  /* Retire every current version; the reclaimer unloads them once live calls have left. */
-  for (i = 0; i < reg->nmods; i++)
-    hm_module_unload(reg->mods[i]);
-  hm__reclaimer_drain(reg->rc);
-  hm__reclaimer_free(reg->rc);
-  for (i = 0; i < reg->nmods; i++) {
-    hm_module *mod = reg->mods[i];
-    /* Versions still pinned by snapshots the host did not release: unload them anyway,
-     * as documented; the registry is going away. */
-    while (mod->versions != NULL) {
-      hm__version *v = mod->versions;
-      mod->versions = v->next;
-      hm__unload_version(&reg->a, v);
+  hm__version *v = NULL;
+  hm_module *mod = NULL, *prev;
+  pthread_mutex_lock(&reg->lock);
+  for (i = 0; i < reg->nmods && v == NULL; i++) {
+    hm__version *x;
+    for (x = reg->mods[i]->versions; x != NULL; x = x->next) {
+      if (!x->hook_done && x->desc != NULL && x->desc->unload != NULL) {
+        v = x;
+        mod = reg->mods[i];
+        hm__version_ref(v); /* its hook may release the snapshot that pins it */
+        break;
+      }
     }
-    module_destroy(reg, mod);
   }
+  pthread_mutex_unlock(&reg->lock);
+  if (v == NULL)
+    return 0;
+  v->hook_done = 1;
+  pthread_mutex_lock(&mod->hook_lock);
+  prev = hm__module_code_enter(mod);
+  v->desc->unload(v->handed_over);
+  hm__module_code_leave(prev);
+  pthread_mutex_unlock(&mod->hook_lock);
+  hm__version_unref(reg, v);
+  return 1;
+}
+
+/* Versions that snapshots still pin when the registry goes: they stay mapped, so the
+ * snapshots' functions stay callable, and are counted as leaked. Each frees its own
+ * bookkeeping when its last snapshot is released. Their copies are deleted (a mapping does
+ * not need its file). Returns how many. */
+static size_t orphan_pinned(hm_module *mod, int forked) {
+  size_t n = 0;
+  while (mod->versions != NULL) {
+    hm__version *v = mod->versions;
+    int refs = __atomic_load_n(&v->refs, __ATOMIC_ACQUIRE);
+    mod->versions = v->next;
+    if (forked) {
+      /* The child's own references to its current version and table are gone with it. */
+      refs -= v == mod->cur;
+      refs -= mod->cur_table != NULL && mod->cur_table->v == v;
+      __atomic_store_n(&v->refs, refs, __ATOMIC_RELEASE);
+    }
+    if (refs <= 0) {
+      hm__allocator a = v->a;
+      if (!forked)
+        unlink(v->copy_path);
+      hm__free(&a, v->copy_path);
+      hm__free(&a, v); /* forked: its mapping is the parent's business */
+      continue;
+    }
+    if (!forked)
+      unlink(v->copy_path);
+    hm__free(&v->a, v->copy_path);
+    v->copy_path = NULL;
+    v->mod = NULL;
+    __atomic_store_n(&v->orphan, 1, __ATOMIC_RELEASE);
+    n++;
+  }
+  return n;
+}
+
+static void free_memory(hm_registry *reg) {
+  size_t i;
+  hm__allocator a = reg->a;
+  for (i = 0; i < reg->nmods; i++)
+    module_destroy(reg, reg->mods[i]);
   hm__free(&reg->a, reg->mods);
   for (i = 0; i < reg->lives.cap; i++) {
     hm_live *l = reg->lives.slots[i].val;
@@ -237,99 +309,88 @@ void hm_registry_free(hm_registry *reg) {
   }
   hm__map_free(&reg->lives, &reg->a);
   hm__map_free(&reg->modules, &reg->a);
-  remove_dir(reg->dir);
   hm__free(&reg->a, reg->dir);
-  pthread_mutex_destroy(&reg->err_lock);
   pthread_mutex_destroy(&reg->lock);
-  a = reg->a;
   hm__free(&a, reg);
+}
+
+/* In a child after fork(): free memory only. The threads, the private directory and its
+ * files are the parent's; mapped versions stay mapped. */
+static void free_forked(hm_registry *reg) {
+  size_t i, pinned = 0;
+  hm__reclaimer_forget(reg->rc);
+  for (i = 0; i < reg->nmods; i++)
+    pinned += orphan_pinned(reg->mods[i], 1);
+  (void)pinned;
+  free_memory(reg);
+}
+
+void hm_registry_free(hm_registry *reg) {
+  size_t i, pinned = 0;
+  if (reg == NULL)
+    return;
+  if (hm__in_module_code()) {
+    /* It would wait for the reclaimer or the loader that runs this very code. */
+    hm__refuse_in_module_code("hm_registry_free");
+    fprintf(stderr, "hotmod: %s\n", hm_errmsg());
+    return;
+  }
+  all_remove(reg);
+  if (reg->forked) {
+    free_forked(reg);
+    return;
+  }
+  {
+    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+    if (ops != NULL)
+      ops->stop(reg);
+  }
+  if (reg->watch_reap != NULL)
+    reg->watch_reap(reg);
+  /* Retire every current version; the reclaimer unloads them once live calls have left. */
+  for (i = 0; i < reg->nmods; i++)
+    if (reg->mods[i]->cur != NULL)
+      hm_module_unload(reg->mods[i]);
+  hm__reclaimer_drain(reg->rc);
+  /* Versions that snapshots pin still get their unload hooks, which may release snapshots
+   * of other modules and so let those versions go normally. */
+  while (run_one_pinned_hook(reg))
+    hm__reclaimer_drain(reg->rc);
+  hm__reclaimer_free(reg->rc);
+  for (i = 0; i < reg->nmods; i++) {
+    hm_module *mod = reg->mods[i];
+    hm__version *v;
+    for (v = mod->versions; v != NULL; v = v->next)
+      hm__emit(reg, HM_EVENT_LEAKED, mod, v->num, 0);
+    pinned += orphan_pinned(mod, 0);
+  }
+  if (pinned != 0 && !(reg->flags & HM_FLAG_QUIET))
+    fprintf(stderr,
+            "hotmod: hm_registry_free: %zu version(s) still pinned by snapshots stay mapped "
+            "(leaked); release snapshots before freeing their registry\n",
+            pinned);
+  remove_dir(reg->dir);
+  free_memory(reg);
 }
 
 const char *hm_registry_dir(const hm_registry *reg) { return reg ? reg->dir : NULL; }
 
-int hm_registry_stats(hm_registry *reg, hm_stats *out) {
+int hm_registry_stats_get(hm_registry *reg, hm_stats *out, size_t size) {
+  hm_stats st;
   size_t i;
   unsigned long long current = 0;
-  if (reg == NULL || out == NULL)
-    return HM_EINVAL;
+  if (reg == NULL || out == NULL || size == 0)
+    return hm__fail(HM_EINVAL, "hm_registry_stats: NULL registry or output");
   pthread_mutex_lock(&reg->lock);
-  *out = reg->stats;
+  st = reg->stats;
   for (i = 0; i < reg->nmods; i++)
     current += reg->mods[i]->cur != NULL;
-  out->modules = current;
-  out->retired = reg->nloaded - current;
+  st.modules = current;
+  st.retired = reg->nloaded - current;
   pthread_mutex_unlock(&reg->lock);
+  /* A caller built against an older header has a smaller hm_stats: fill what it has. */
+  memcpy(out, &st, size < sizeof st ? size : sizeof st);
   return 0;
-}
-
-/* ---- Tables and versions --------------------------------------------------------------- */
-
-hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n) {
-  hm__table *t = hm__calloc(&reg->a, 1, sizeof *t + (n ? n : 1) * sizeof(hm_fn));
-  if (t == NULL)
-    return NULL;
-  t->reg = reg;
-  t->v = v;
-  t->n = n;
-  if (v != NULL)
-    __atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED);
-  return t;
-}
-
-static void version_unload_cb(void *arg) {
-  hm__version *v = arg;
-  hm_module *mod = v->mod;
-  hm_registry *reg = mod->reg;
-  hm__version **pp;
-  unsigned num = v->num;
-  int leaked;
-
-  pthread_mutex_lock(&reg->lock);
-  for (pp = &mod->versions; *pp != NULL; pp = &(*pp)->next) {
-    if (*pp == v) {
-      *pp = v->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&reg->lock);
-  if (v->desc != NULL && v->desc->unload != NULL) {
-    /* Hooks of one module never overlap: this unload hook waits while a reload of the
-     * module is in its save or load hook. Plain modules do not contend for the lock. */
-    pthread_mutex_lock(&mod->hook_lock);
-    leaked = hm__unload_version(&reg->a, v);
-    pthread_mutex_unlock(&mod->hook_lock);
-  } else {
-    leaked = hm__unload_version(&reg->a, v);
-  }
-  pthread_mutex_lock(&reg->lock);
-  reg->nloaded--;
-  reg->stats.unloads++;
-  if (leaked)
-    reg->stats.leaked++;
-  pthread_mutex_unlock(&reg->lock);
-  hm__emit(reg, leaked ? HM_EVENT_LEAKED : HM_EVENT_UNLOADED, mod, num, 0);
-}
-
-void hm__version_unref(hm_registry *reg, hm__version *v) {
-  if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0)
-    hm__defer(reg->rc, &v->unload_node, version_unload_cb, v, 0);
-}
-
-static void table_free_cb(void *arg) {
-  hm__table *t = arg;
-  hm_registry *reg = t->reg;
-  hm__version *v = t->v;
-  hm__free(&reg->a, t);
-  if (v != NULL)
-    hm__version_unref(reg, v);
-}
-
-void hm__publish(hm_module *mod, hm__table *t) {
-  hm__table *old = mod->cur_table;
-  mod->cur_table = t;
-  __atomic_store_n(&mod->table, t->fns, __ATOMIC_SEQ_CST);
-  if (old != NULL)
-    hm__defer(mod->reg->rc, &old->node, table_free_cb, old, 1);
 }
 
 /* ---- Modules --------------------------------------------------------------------------- */
@@ -387,8 +448,11 @@ static void module_destroy(hm_registry *reg, hm_module *mod) {
   for (k = 0; k < mod->nsyms; k++)
     hm__free(&reg->a, mod->syms[k]);
   hm__free(&reg->a, mod->syms);
-  pthread_mutex_destroy(&mod->reload_lock);
-  pthread_mutex_destroy(&mod->hook_lock);
+  if (!reg->forked) {
+    /* In a forked child they may be held by threads that did not come along. */
+    pthread_mutex_destroy(&mod->reload_lock);
+    pthread_mutex_destroy(&mod->hook_lock);
+  }
   hm__free(&reg->a, mod->name);
   hm__free(&reg->a, mod->path);
   hm__free(&reg->a, mod);
@@ -423,20 +487,20 @@ int hm_module_load(hm_registry *reg, const char *name, const char *path, hm_modu
   if (out != NULL)
     *out = NULL;
   if (reg == NULL)
-    return HM_EINVAL;
-  if (!valid_name(name) || path == NULL || path[0] == '\0') {
-    hm__set_error(reg, HM_EINVAL, "module name must be 1-255 characters without ':', and the "
-                                  "path non-empty");
-    return HM_EINVAL;
-  }
+    return hm__fail(HM_EINVAL, "hm_module_load: NULL registry");
+  if (!valid_name(name) || path == NULL || path[0] == '\0')
+    return hm__fail(HM_EINVAL, "module name must be 1-255 characters without ':', and the "
+                               "path non-empty");
+  if (hm__in_module_code())
+    return hm__refuse_in_module_code("hm_module_load");
+  if ((rc = hm__check_forked(reg, "hm_module_load")) != 0)
+    return rc;
   pthread_mutex_lock(&reg->lock);
   rc = module_get_or_create(reg, name, path, &mod);
   pthread_mutex_unlock(&reg->lock);
-  if (rc != 0) {
-    hm__set_error(reg, rc, "out of memory creating module %s", name);
-    return rc;
-  }
-  rc = hm__reload(mod, path, 1);
+  if (rc != 0)
+    return hm__fail(rc, "out of memory creating module %s", name);
+  rc = hm__reload(mod, path, NULL, HM__RELOAD_REVIVE);
   module_forget_if_unused(reg, mod);
   if (rc == 0 && out != NULL)
     *out = mod;
@@ -448,194 +512,236 @@ int hm_module_find(hm_registry *reg, const char *name, hm_module **out) {
   if (out != NULL)
     *out = NULL;
   if (reg == NULL || name == NULL || out == NULL)
-    return HM_EINVAL;
+    return hm__fail(HM_EINVAL, "hm_module_find: NULL argument");
   pthread_mutex_lock(&reg->lock);
   mod = hm__map_get(&reg->modules, name);
   if (mod != NULL && mod->cur == NULL)
     mod = NULL;
   pthread_mutex_unlock(&reg->lock);
-  if (mod == NULL) {
-    hm__set_error(reg, HM_ENOMOD, "no module named %s", name);
-    return HM_ENOMOD;
-  }
+  if (mod == NULL)
+    return hm__fail(HM_ENOMOD, "no module named %s", name);
   *out = mod;
   return 0;
 }
 
-/* Reject a new version that was loaded but not published: its load hook did not run or
- * failed, so its unload hook must not run either. */
-static void discard_version(hm_registry *reg, hm__version *v) {
-  hm_module *mod = v->mod;
-  unsigned num = v->num;
-  v->desc = NULL;
-  if (hm__unload_version(&reg->a, v)) {
-    /* A rejected NODELETE object stays mapped all the same: count it, say so. */
-    pthread_mutex_lock(&reg->lock);
-    reg->stats.leaked++;
-    pthread_mutex_unlock(&reg->lock);
-    hm__emit(reg, HM_EVENT_LEAKED, mod, num, 0);
+/* ---- Reloading, step by step ----------------------------------------------------------- */
+
+typedef struct reload_job {
+  hm_module *mod;
+  hm_registry *reg;
+  unsigned flags;
+  int new_path;      /* the path differs from the module's (a load, or reload_from) */
+  char *path;        /* owned: where this version comes from */
+  unsigned long seq; /* names the private copy */
+  hm__version *old;  /* the current version, kept current (and alive) by reload_lock */
+  unsigned oldnum;
+  hm__version *v;    /* the new version, until published */
+  hm__table *t;      /* its table, until published */
+} reload_job;
+
+/* Under the module's reload_lock: is the module in the state the caller expects? */
+static int job_begin(reload_job *j, const char *path) {
+  hm_module *mod = j->mod;
+  hm_registry *reg = j->reg;
+  int rc = 0;
+  pthread_mutex_lock(&reg->lock);
+  j->old = mod->cur;
+  j->oldnum = mod->cur != NULL ? mod->cur->num : 0;
+  if ((j->flags & HM__RELOAD_REVIVE) && j->old != NULL) {
+    rc = hm__fail(HM_EEXIST, "a module named %s is already loaded", mod->name);
+  } else if (!(j->flags & HM__RELOAD_REVIVE) && j->old == NULL) {
+    rc = hm__fail(HM_ENOMOD, "module %s is not loaded", mod->name);
+  } else {
+    j->path = hm__strdup(&reg->a, path != NULL ? path : mod->path);
+    if (j->path == NULL)
+      rc = hm__fail(HM_ENOMEM, "out of memory");
+    j->new_path = j->old == NULL || path != NULL;
+    j->seq = ++reg->seq;
   }
+  pthread_mutex_unlock(&reg->lock);
+  return rc;
 }
 
-/* Resolve every live slot's symbol in version v into a new table. Under reg->lock. */
-static int build_table(hm_module *mod, hm__version *v, const char *path, hm__table **out,
-                       char *err, size_t errlen) {
-  hm__table *t = hm__table_new(mod->reg, v, mod->nsyms);
-  size_t i;
-  if (t == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return HM_ENOMEM;
+/* Read (unless the watcher did), check, copy and dlopen. The module's constructors run. */
+static int job_load(reload_job *j, const hm__file *given) {
+  hm_registry *reg = j->reg;
+  hm__file own;
+  hm_module *prev;
+  int rc;
+  if (given == NULL) {
+    rc = hm__file_read(&reg->a, j->path, (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE,
+                       &own, NULL);
+    if (rc != 0)
+      return rc;
   }
-  for (i = 0; i < mod->nsyms; i++) {
-    void *p = dlsym(v->dl, mod->syms[i]);
-    if (p == NULL) {
-      snprintf(err, errlen, "%s (new version of module %s) lacks symbol %s, used by a live handle",
-               path, mod->name, mod->syms[i]);
-      __atomic_sub_fetch(&v->refs, 1, __ATOMIC_RELAXED);
-      hm__free(&mod->reg->a, t);
-      return HM_ENOSYM;
-    }
-    /* POSIX guarantees that dlsym's object pointer converts to a function pointer. */
-    memcpy(&t->fns[i], &p, sizeof p);
+  prev = hm__module_code_enter(j->mod);
+  rc = hm__load_bytes(&reg->a, reg->dir, j->mod->name, j->seq, j->path,
+                      given != NULL ? given : &own, &j->v);
+  hm__module_code_leave(prev);
+  if (given == NULL)
+    hm__file_release(&reg->a, &own);
+  if (rc == 0) {
+    j->v->mod = j->mod;
+    j->v->num = j->mod->next_num;
   }
-  *out = t;
+  return rc;
+}
+
+/* Resolve every live slot in the new version, before any hook runs, so a missing symbol
+ * rejects it while nothing has changed. From here until publishing, hm_live_get makes sure
+ * a slot it adds resolves in the new version too. */
+static int job_resolve(reload_job *j) {
+  hm_registry *reg = j->reg;
+  int rc;
+  j->t = hm__table_new(reg, j->v, 0);
+  if (j->t == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory loading %s", j->path);
+  pthread_mutex_lock(&reg->lock);
+  j->mod->incoming = j->v;
+  pthread_mutex_unlock(&reg->lock);
+  rc = hm__table_fill(j->mod, &j->t, j->path);
+  if (rc == 0)
+    pthread_mutex_unlock(&reg->lock);
+  return rc;
+}
+
+/* Hand over state: the old version keeps owning it until the new one accepts it. */
+static int job_handover(reload_job *j) {
+  hm_module *mod = j->mod, *prev;
+  hm__version *old = j->old, *v = j->v;
+  void *state = NULL;
+  int hr = 0;
+  if ((old == NULL || old->desc == NULL || old->desc->save == NULL) &&
+      (v->desc == NULL || v->desc->load == NULL))
+    return 0; /* plain modules: no hook, no lock */
+  pthread_mutex_lock(&mod->hook_lock);
+  prev = hm__module_code_enter(mod);
+  if (old != NULL && old->desc != NULL && old->desc->save != NULL)
+    state = old->desc->save();
+  if (v->desc != NULL && v->desc->load != NULL) {
+    hr = v->desc->load(state);
+    if (hr == 0 && old != NULL && state != NULL)
+      old->handed_over = 1;
+  }
+  hm__module_code_leave(prev);
+  pthread_mutex_unlock(&mod->hook_lock);
+  if (hr != 0) {
+    /* Its load hook failed, so its unload hook must not run. */
+    v->desc = NULL;
+    return hm__fail(HM_EHOOK, "load hook of %s (version %u of %s) failed with %d", j->path,
+                    v->num, mod->name, hr);
+  }
   return 0;
 }
 
-int hm__reload(hm_module *mod, const char *path, int revive) {
-  hm_registry *reg = mod->reg;
-  hm__version *v = NULL, *old;
-  hm__table *t = NULL;
-  char err[1024];
-  char *pathcopy = NULL;
-  unsigned long seq = 0;
-  unsigned oldnum = 0, newnum;
-  void *prev = NULL;
-  int rc = 0, have_old;
-
-  err[0] = '\0';
-  pthread_mutex_lock(&mod->reload_lock);
-  pthread_mutex_lock(&reg->lock);
-  have_old = mod->cur != NULL;
-  if (revive && have_old) {
-    rc = HM_EEXIST;
-    snprintf(err, sizeof err, "a module named %s is already loaded", mod->name);
-  } else if (!revive && !have_old) {
-    rc = HM_ENOMOD;
-    snprintf(err, sizeof err, "module %s is not loaded", mod->name);
-  } else {
-    pathcopy = hm__strdup(&reg->a, path != NULL ? path : mod->path);
-    if (pathcopy == NULL) {
-      rc = HM_ENOMEM;
-      snprintf(err, sizeof err, "out of memory");
-    }
-    seq = ++reg->seq;
-  }
-  old = mod->cur;
-  oldnum = old != NULL ? old->num : 0;
-  pthread_mutex_unlock(&reg->lock);
-  if (rc != 0) {
-    pthread_mutex_unlock(&mod->reload_lock);
-    hm__set_error(reg, rc, "%s", err);
-    return rc;
-  }
-
-  /* The slow part (read, check, copy, dlopen) runs without the registry lock, so finds,
-   * acquires and other modules' reloads go on meanwhile. */
-  rc = hm__load_file(&reg->a, reg->dir, mod->name, seq, pathcopy, reg->flags, &v, err,
-                     sizeof err);
+/* Publish: one atomic store switches every live handle of the module together. */
+static int job_publish(reload_job *j) {
+  hm_module *mod = j->mod;
+  hm_registry *reg = j->reg;
+  hm__version *v = j->v;
+  /* Slots added since job_resolve were checked against v by hm_live_get; resolve them. */
+  int rc = hm__table_fill(mod, &j->t, j->path);
   if (rc != 0)
-    goto rejected;
-  v->mod = mod;
-  v->num = mod->next_num;
-
-  pthread_mutex_lock(&reg->lock);
-  rc = build_table(mod, v, pathcopy, &t, err, sizeof err);
-  pthread_mutex_unlock(&reg->lock);
-  if (rc != 0) {
-    discard_version(reg, v);
-    goto rejected;
-  }
-
-  /* Hand over state: the old version keeps owning it until the new one accepts it. */
-  pthread_mutex_lock(&mod->hook_lock);
-  if (old != NULL && old->desc != NULL && old->desc->save != NULL)
-    prev = old->desc->save();
-  if (v->desc != NULL && v->desc->load != NULL) {
-    int hr = v->desc->load(prev);
-    if (hr != 0) {
-      pthread_mutex_unlock(&mod->hook_lock);
-      rc = HM_EHOOK;
-      snprintf(err, sizeof err, "load hook of %s (version %u of %s) failed with %d", pathcopy,
-               v->num, mod->name, hr);
-      __atomic_sub_fetch(&v->refs, 1, __ATOMIC_RELAXED);
-      hm__free(&reg->a, t);
-      discard_version(reg, v);
-      goto rejected;
-    }
-    if (old != NULL && prev != NULL)
-      old->handed_over = 1;
-  }
-  pthread_mutex_unlock(&mod->hook_lock);
-
-  /* Publish: one atomic store switches every live handle of the module together. */
-  pthread_mutex_lock(&reg->lock);
+    return rc;
+  mod->incoming = NULL;
   mod->next_num++;
-  hm__free(&reg->a, mod->path);
-  mod->path = pathcopy;
-  pathcopy = NULL;
+  if (j->new_path) {
+    hm__free(&reg->a, mod->path);
+    mod->path = j->path;
+    j->path = NULL;
+  }
+  v->published = 1;
   v->next = mod->versions;
   mod->versions = v;
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
-  /* v may be retired and unloaded by another thread as soon as the locks are released. */
-  newnum = v->num;
-  hm__publish(mod, t);
+  hm__publish(mod, j->t);
   reg->nloaded++;
   reg->stats.loads++;
   /* The loader's reference on v becomes its "current" reference. */
   pthread_mutex_unlock(&reg->lock);
-  pthread_mutex_unlock(&mod->reload_lock);
-  {
-    /* Atomic: hm_watch_start may install the hooks meanwhile. A new path (a load, or
-     * hm_module_reload_from) must be watched too. */
-    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
-    if (ops != NULL && (!have_old || path != NULL))
-      ops->module_added(reg, mod);
-  }
-  hm__emit(reg, HM_EVENT_LOADED, mod, newnum, 0);
-  if (old != NULL) {
-    hm__emit(reg, HM_EVENT_RETIRED, mod, oldnum, 0);
-    /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
-    hm__version_unref(reg, old);
-  }
   return 0;
+}
 
-rejected:
+/* Nothing changed: take back what the reload made, and report it. */
+static int job_reject(reload_job *j, int rc) {
+  hm_registry *reg = j->reg;
+  int report = !(j->flags & HM__RELOAD_WATCHER) || hm__err_is_final(rc);
   pthread_mutex_lock(&reg->lock);
-  reg->stats.rejects++;
+  if (j->mod->incoming == j->v)
+    j->mod->incoming = NULL;
+  if (report)
+    reg->stats.rejects++;
   pthread_mutex_unlock(&reg->lock);
-  pthread_mutex_unlock(&mod->reload_lock);
-  hm__set_error(reg, rc, "%s", err);
-  hm__free(&reg->a, pathcopy);
-  hm__emit(reg, HM_EVENT_REJECTED, mod, oldnum, rc);
+  hm__table_discard(j->t);
+  if (j->v != NULL)
+    hm__version_discard(reg, j->v);
+  hm__free(&reg->a, j->path);
+  if (report)
+    hm__emit(reg, HM_EVENT_REJECTED, j->mod, j->oldnum, rc);
   return rc;
 }
 
-int hm_module_reload(hm_module *mod) {
+int hm__reload(hm_module *mod, const char *path, const hm__file *file, unsigned flags) {
+  reload_job j;
+  unsigned num;
+  int rc;
+  memset(&j, 0, sizeof j);
+  j.mod = mod;
+  j.reg = mod->reg;
+  j.flags = flags;
+  pthread_mutex_lock(&mod->reload_lock);
+  rc = job_begin(&j, path);
+  if (rc != 0) {
+    pthread_mutex_unlock(&mod->reload_lock);
+    return rc;
+  }
+  rc = job_load(&j, file);
+  if (rc == 0)
+    rc = job_resolve(&j);
+  if (rc == 0)
+    rc = job_handover(&j);
+  if (rc == 0)
+    rc = job_publish(&j);
+  if (rc != 0) {
+    pthread_mutex_unlock(&mod->reload_lock);
+    return job_reject(&j, rc);
+  }
+  /* Once the lock is released another thread may retire and unload the new version. */
+  num = j.v->num;
+  pthread_mutex_unlock(&mod->reload_lock);
+  hm__free(&j.reg->a, j.path); /* NULL when it became the module's path */
+  if (j.new_path)
+    hm__watch_poke(j.reg); /* a new path (a load, or hm_module_reload_from) is watched too */
+  hm__emit(j.reg, HM_EVENT_LOADED, mod, num, 0);
+  if (j.old != NULL) {
+    hm__emit(j.reg, HM_EVENT_RETIRED, mod, j.oldnum, 0);
+    /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
+    hm__version_unref(j.reg, j.old);
+  }
+  return 0;
+}
+
+static int reload_checks(hm_module *mod, const char *what) {
   if (mod == NULL)
-    return HM_EINVAL;
-  return hm__reload(mod, NULL, 0);
+    return hm__fail(HM_EINVAL, "%s: NULL module", what);
+  if (hm__in_module_code())
+    return hm__refuse_in_module_code(what);
+  return hm__check_forked(mod->reg, what);
+}
+
+int hm_module_reload(hm_module *mod) {
+  int rc = reload_checks(mod, "hm_module_reload");
+  return rc != 0 ? rc : hm__reload(mod, NULL, NULL, 0);
 }
 
 int hm_module_reload_from(hm_module *mod, const char *path) {
-  if (mod == NULL)
-    return HM_EINVAL;
-  if (path == NULL || path[0] == '\0') {
-    hm__set_error(mod->reg, HM_EINVAL, "empty path");
-    return HM_EINVAL;
-  }
-  return hm__reload(mod, path, 0);
+  int rc = reload_checks(mod, "hm_module_reload_from");
+  if (rc != 0)
+    return rc;
+  if (path == NULL || path[0] == '\0')
+    return hm__fail(HM_EINVAL, "hm_module_reload_from: empty path");
+  return hm__reload(mod, path, NULL, 0);
 }
 
 int hm_module_unload(hm_module *mod) {
@@ -643,8 +749,9 @@ int hm_module_unload(hm_module *mod) {
   hm__table *t;
   hm__version *old;
   unsigned oldnum;
-  if (mod == NULL)
-    return HM_EINVAL;
+  int rc = reload_checks(mod, "hm_module_unload");
+  if (rc != 0)
+    return rc;
   reg = mod->reg;
   pthread_mutex_lock(&mod->reload_lock);
   pthread_mutex_lock(&reg->lock);
@@ -652,16 +759,14 @@ int hm_module_unload(hm_module *mod) {
   if (old == NULL) {
     pthread_mutex_unlock(&reg->lock);
     pthread_mutex_unlock(&mod->reload_lock);
-    hm__set_error(reg, HM_ENOMOD, "module %s is not loaded", mod->name);
-    return HM_ENOMOD;
+    return hm__fail(HM_ENOMOD, "module %s is not loaded", mod->name);
   }
   /* Live handles of an unloaded module read a table of NULLs. */
   t = hm__table_new(reg, NULL, mod->nsyms);
   if (t == NULL) {
     pthread_mutex_unlock(&reg->lock);
     pthread_mutex_unlock(&mod->reload_lock);
-    hm__set_error(reg, HM_ENOMEM, "out of memory unloading %s", mod->name);
-    return HM_ENOMEM;
+    return hm__fail(HM_ENOMEM, "out of memory unloading %s", mod->name);
   }
   oldnum = old->num;
   mod->cur = NULL;
@@ -669,11 +774,7 @@ int hm_module_unload(hm_module *mod) {
   hm__publish(mod, t);
   pthread_mutex_unlock(&reg->lock);
   pthread_mutex_unlock(&mod->reload_lock);
-  {
-    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
-    if (ops != NULL)
-      ops->module_removed(reg, mod);
-  }
+  hm__watch_poke(reg);
   hm__emit(reg, HM_EVENT_RETIRED, mod, oldnum, 0);
   hm__version_unref(reg, old);
   return 0;
@@ -686,3 +787,7 @@ unsigned hm_module_version(const hm_module *mod) {
 const char *hm_module_name(const hm_module *mod) { return mod ? mod->name : NULL; }
 
 const char *hm_module_path(const hm_module *mod) { return mod ? mod->path : NULL; }
+
+int hm_module_watch_method(const hm_module *mod) {
+  return mod ? __atomic_load_n(&mod->watch_method, __ATOMIC_ACQUIRE) : 0;
+}

@@ -1,4 +1,5 @@
-/* The registry's own structures, shared by registry.c, handles.c and watch.c. */
+/* The registry's own structures, shared by registry.c, table.c, handles.c, queue.c and the
+ * watcher. */
 #ifndef HM_REGISTRY_H
 #define HM_REGISTRY_H
 
@@ -6,12 +7,12 @@
 #include "map.h"
 
 /* What the live handles of a module see: the current version's function for each symbol a
- * live handle uses, in slot order. Replaced whole (never changed in place) and freed after a
- * grace period, so a reader that loaded it can finish with it. */
+ * live handle uses, in slot order. Replaced whole (never changed in place once published)
+ * and freed after a grace period, so a reader that loaded it can finish with it. */
 typedef struct hm__table {
   hm_registry *reg;
   hm__version *v; /* holds one reference; NULL for an unloaded module (all fns NULL) */
-  size_t n;
+  size_t n, cap;
   hm__defer_node node;
   hm_fn fns[];
 } hm__table;
@@ -23,17 +24,22 @@ struct hm_module {
   hm_fn *table;          /* atomic: &cur_table->fns[0]; what hm_live_enter loads */
   hm__table *cur_table;  /* under reg->lock */
   hm__version *cur;      /* current version, NULL when unloaded; under reg->lock */
+  /* A reload between resolving its live slots and publishing: a live slot added meanwhile
+   * must resolve in this version too (hm_live_get checks). Under reg->lock. */
+  hm__version *incoming;
   unsigned cur_num;      /* atomic copy of cur->num (0 when unloaded) */
   unsigned next_num;     /* under reload_lock */
   hm__version *versions; /* versions still loaded, newest first; under reg->lock */
-  char **syms;           /* symbol of each live slot; changed under reload_lock + reg->lock */
+  char **syms;           /* symbol of each live slot; grows under reg->lock, never shrinks */
   size_t nsyms, capsyms;
-  pthread_mutex_t reload_lock; /* serialises reloads, unload and new live slots */
+  pthread_mutex_t reload_lock; /* serialises reloads and unloads of the module */
   pthread_mutex_t hook_lock;   /* around the module's descriptor hooks */
   unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
   hm_reload_mode mode;         /* watcher: per-module override; under reg->lock */
-  int pending;                 /* watcher queued a reload; under reg->lock */
-  void *watch;                 /* the watcher's per-module state; owned by watch.c */
+  int pending;                 /* the watcher queued a reload; under reg->lock */
+  int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
+  int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
+  void *watch;                 /* the watcher's per-module state; owned by the watcher */
 };
 
 struct hm_live {
@@ -45,26 +51,28 @@ struct hm_live {
 struct hm_snapshot {
   hm_fn fn;
   hm__version *v;
-  hm_registry *reg;
+  unsigned num;
+  hm_registry *reg; /* not used once the registry is freed (v->orphan) */
+  hm__allocator a;  /* a copy: a snapshot released after hm_registry_free frees with it */
 };
 
-/* Hooks a watcher installs so the registry can tell it about modules without knowing libuv. */
+/* Hooks a watcher installs so the registry can tell it about modules without knowing libuv.
+ * Each may be called from any thread with no lock held; each only wakes the watcher. */
 typedef struct hm__watch_ops {
-  void (*module_added)(hm_registry *reg, hm_module *mod);
-  void (*module_removed)(hm_registry *reg, hm_module *mod);
+  void (*changed)(hm_registry *reg); /* modules, paths or queued results changed */
   void (*stop)(hm_registry *reg);
 } hm__watch_ops;
 
 struct hm_registry {
   hm__allocator a;
-  pthread_mutex_t lock; /* modules, tables, versions, stats */
-  pthread_mutex_t err_lock;
+  pthread_mutex_t lock; /* modules, tables, versions, stats, the watcher pointers */
   char *dir;
   unsigned flags;
   hm_event_cb on_event;
   void *event_userdata;
   hm_reload_mode reload_mode;
-  unsigned quiet_ms;
+  unsigned quiet_ms;  /* watcher: the timing fallback's quiet period */
+  unsigned settle_ms; /* watcher: delay after a finished build, 0 = none */
   hm__map modules; /* name -> hm_module*; removed only when its first load fails */
   hm__map lives;   /* "module:symbol" -> hm_live*, never removed */
   hm_module **mods; /* every module, in creation order (same rule as `modules`) */
@@ -73,26 +81,56 @@ struct hm_registry {
   unsigned long seq;  /* names the private copies */
   hm_stats stats;     /* loads, rejects, unloads, leaked */
   unsigned long long nloaded; /* versions mapped now */
-  char errmsg[1024];
-  const hm__watch_ops *watch_ops; /* under lock */
-  void *watch;                    /* the watcher's state; owned by watch.c */
-  /* A watcher stopped from its own thread, still finishing: joined by watch_reap (set by
-   * watch.c) in hm_registry_free or the next hm_watch_start. Under lock. */
+  int forked; /* made before a fork() and this is the child: nothing may change or reclaim */
+  hm_registry *all_next, *all_prev; /* every registry of the process (fork handling) */
+  const hm__watch_ops *watch_ops; /* atomic */
+  void *watch;                    /* the running watcher; owned by the watcher */
+  /* Watchers stopped without being joined (from their own thread, or from module code):
+   * watch_reap joins them, from hm_registry_free or the next start. Under lock. */
   void *watch_stopped;
   void (*watch_reap)(hm_registry *reg);
 };
 
-/* Split "module:symbol" into the module (looked up under reg->lock) and the symbol. */
-HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
-                                   const char **sym);
+/* ---- Tables and versions (table.c) ----------------------------------------------------- */
+
+/* A new table for version `v` (one more reference to it) with n slots, all NULL. */
+HM__HIDDEN hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n);
+HM__HIDDEN void hm__table_discard(hm__table *t);
+/* Resolve every live slot of the module in t->v, growing t as live handles are added
+ * meanwhile. dlsym runs without reg->lock (a module constructor may be waiting for it while
+ * holding the loader's lock). On success returns 0 with reg->lock HELD and t complete for the
+ * slots the module has now, so the caller can publish it under the same lock. On failure
+ * (HM_ENOSYM, HM_ENOMEM, detail recorded) returns with reg->lock not held; *tp stays valid. */
+HM__HIDDEN int hm__table_fill(hm_module *mod, hm__table **tp, const char *path);
 /* Publish `t` as the module's table, retiring the old one. Under reg->lock. */
 HM__HIDDEN void hm__publish(hm_module *mod, hm__table *t);
-/* A new table for version `v` (one more reference to it) with n slots. Under reg->lock. */
-HM__HIDDEN hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n);
-/* Drop a reference to a version; the last one schedules its unload. */
+HM__HIDDEN void hm__version_ref(hm__version *v);
+/* Drop a reference to a version; the last one schedules its unload (or, for a version that
+ * was never published, discards it). */
 HM__HIDDEN void hm__version_unref(hm_registry *reg, hm__version *v);
-/* Reload from `path` (NULL: the module's path). `revive`: the module must be unloaded (a
- * load by name); otherwise it must be loaded. */
-HM__HIDDEN int hm__reload(hm_module *mod, const char *path, int revive);
+/* Drop the loader's reference to a version that will not be published: it is unloaded now,
+ * without its unload hook, unless a lookup still holds it (then by the last unref). */
+HM__HIDDEN void hm__version_discard(hm_registry *reg, hm__version *v);
+
+/* ---- Registry (registry.c) ------------------------------------------------------------- */
+
+HM__HIDDEN void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version,
+                         int err);
+/* Split "module:symbol" into the module name and the symbol. */
+HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
+                                   const char **sym);
+
+#define HM__RELOAD_REVIVE 0x1u  /* a load by name: the module must be unloaded now */
+#define HM__RELOAD_WATCHER 0x2u /* on the watcher's behalf: transient failures are not
+                                   reported (the watcher retries them) */
+/* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
+ * checked), else from `path` (NULL: the module's path). Reports REJECTED itself, except for
+ * transient failures with HM__RELOAD_WATCHER. */
+HM__HIDDEN int hm__reload(hm_module *mod, const char *path, const hm__file *file,
+                          unsigned flags);
+/* Tell the watcher, if one runs, that modules or their paths changed. No lock held. */
+HM__HIDDEN void hm__watch_poke(hm_registry *reg);
+/* HM_EFORKED (detail recorded) for a registry made before fork(), in the child. */
+HM__HIDDEN int hm__check_forked(hm_registry *reg, const char *what);
 
 #endif

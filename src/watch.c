@@ -1,85 +1,84 @@
 /*
- * The file watcher: decides when a module's file holds a new, complete build, and then
- * reloads the module or queues the reload. It is the only part of the core that knows
- * libuv; the registry reaches it through the hm__watch_ops hooks.
+ * The file watcher's inotify and libuv layer: it watches the directories that matter for each
+ * module's path, folds inotify events into each module's settle state, asks the kernel about
+ * writers, reads the file, and carries out what the settle policy (settle.c) decides: wait,
+ * load (or queue), refuse, or retry. It is the only part of the core that knows libuv; the
+ * registry reaches it through the hm__watch_ops hooks.
  *
- * One inotify descriptor per watcher, driven by a uv_poll_t, with one watch per directory
- * that holds a module's file. Not uv_fs_event: it does not report close-after-write, which
- * is the one signal that says a writer is done, and a watch on the file itself goes silent
- * once a build renames a new file over it. Events are matched to modules by file name.
- *
- * When is a file complete?
- *  - On IN_CLOSE_WRITE (a writer closed it) or IN_MOVED_TO (a file was renamed onto it),
- *    read it at once: if it passes the ELF check it is complete, and it loads without
- *    waiting, which is what keeps the latency within a millisecond.
- *  - Any other sign of life (create, modify, attrib, a queue overflow, a new watch) starts
- *    the module's quiet timer instead. When quiet_ms pass with no event and the same size
- *    and mtime, the file is read; a complete file is handled as above, an incomplete one is
- *    refused (HM_EVENT_REJECTED) and the current version serves on. Before the quiet period
- *    an incomplete file is "not ready", never an error, so a writer that pauses half-way is
- *    refused at worst, never loaded.
- * Inode numbers are reused at once, so "is this new?" is answered by the content hash: a
- * file whose bytes equal the current version's is no change (a touch, an identical rewrite).
+ * One inotify descriptor per watcher, driven by a uv_poll_t, with one watch per directory.
+ * Not uv_fs_event: it reports neither close-after-write nor opens, which are what say a
+ * writer is done, and a watch on the file itself goes silent once a build renames a new file
+ * over it. Events are matched to modules by directory and name, and all events of one read
+ * are folded before any decision, so a create, open, write and close that arrive together
+ * are seen together.
  *
  * Threads: everything below runs on the loop's thread, except the hooks and the public
  * functions at the end. The hooks only wake the loop (uv_async_send); the loop then compares
  * the registry's modules with what it watches and fixes the difference. So a hook never
  * allocates, never blocks, and may come from any thread, including the loop's own.
  *
- * Lifetime: reg->watch points to the watcher while it runs, under reg->lock. Stopping
- * clears it first, so a hook that comes later finds no watcher; then every handle is closed,
- * and the memory goes in the close callbacks (on the registry's own loop, before
- * hm_watch_stop returns; on a host's loop, when the host next runs it).
+ * Lifetime: reg->watch points to the watcher while it runs, under reg->lock; it is set only
+ * once the watcher's thread exists. Stopping clears it first, so a hook that comes later finds
+ * no watcher; then every handle is closed, and the memory goes in the close callbacks (on the
+ * registry's own loop, before the thread ends; on a host's loop, when the host next runs it).
  */
 #include "registry.h"
+#include "watch.h"
 
 #include "hotmod/uv.h"
 
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Larger files are not read (the loader refuses them too). */
-#define HM__WATCH_MAX_SIZE ((off_t)1 << 30)
 /* How often a directory that went away is looked for again. */
 #define HM__WATCH_RETRY_MS 250
 
-/* What we ask inotify for, on each directory. Completion signals first; the rest only
- * starts quiet timers or notes a deletion. IN_ONLYDIR: a path that is not a directory is
- * not watched by accident. */
+/* What we ask inotify for, on each directory: completion (close after write, renamed into
+ * place), opens and read-only closes (the open count, where leases are not available),
+ * changes, and the directory's own fate. IN_ONLYDIR: a path that is not a directory is not
+ * watched by accident. */
 #define HM__WATCH_MASK                                                                         \
   (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |              \
-   IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+   IN_MOVED_FROM | IN_OPEN | IN_CLOSE_NOWRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
 typedef struct hm__watcher hm__watcher;
 
-/* A watched directory, shared by the modules whose files are in it. */
+/* A watched directory, shared by the points in it. */
 typedef struct hm__wdir {
   struct hm__wdir *next;
   char *path;
-  int wd; /* -1: the directory went away; the retry timer looks for it */
+  int wd; /* -1: the directory is not there; the retry timer looks for it */
   size_t refs;
 } hm__wdir;
 
+typedef struct hm__wpoint {
+  hm__wdir *dir;
+  char *name;
+  int link;
+} hm__wpoint;
+
 /* One watched module (mod->watch). */
 typedef struct hm__wmod {
-  uv_timer_t timer; /* the quiet period */
+  uv_timer_t timer; /* the quiet period, a retry or the settle delay: timer_why */
+  hm__settle_why timer_why;
   hm__watcher *w;
   hm_module *mod;
   struct hm__wmod *next;
-  hm__wdir *dir;
-  char *path;       /* the module's path when the watch was made */
-  const char *base; /* its file name, inside path */
-  int have_st;      /* size/mtime/ino recorded at the last sign of life */
+  char *path;         /* the module's path when the watch was made */
+  hm__wpoint *pts;    /* symlinks on the way, then the file itself (the last) */
+  size_t npts;
+  hm__settle st;
+  int dirty;  /* events were folded into st since the last decision */
+  int relink; /* a symlink on the way changed: follow the path again */
+  int have_st; /* the file's size, mtime and inode when the quiet period began */
   off_t size;
   long long mtime_ns;
   ino_t ino;
-  int have_failed; /* failed_key: the file that was refused; not retried until it changes */
-  uint64_t failed_key;
   int have_queued; /* queued_hash: the bytes a queued reload is waiting for */
   uint64_t queued_hash;
 } hm__wmod;
@@ -94,23 +93,23 @@ struct hm__watcher {
   uv_async_t async;
   uv_poll_t poll;
   uv_timer_t retry;
-  int fd; /* the inotify descriptor */
-  int stopping;  /* atomic: hm_watch_stop asked the own thread to close everything */
+  int fd;        /* the inotify descriptor */
+  int stopping;  /* atomic: stop asked the own thread to close everything */
   int closing;   /* handles are being closed; callbacks that still run do nothing */
   unsigned open; /* handles not yet closed */
-  unsigned quiet_ms;
+  unsigned quiet_ms, settle_ms;
+  hm__method forced; /* HOTMOD_WATCH_METHOD */
   hm__wdir *dirs;
   hm__wmod *mods;
+  hm__watcher *next_stopped; /* on reg->watch_stopped */
 };
 
 /* The watcher whose thread this is, so hm_watch_stop called from an event callback on the
  * watcher's own thread does not wait for itself. */
 static __thread hm__watcher *running_here;
 
-static void watch_check(hm__watcher *w, hm__wmod *wm, int completion);
-static void quiet_restart(hm__wmod *wm);
-static void on_quiet(uv_timer_t *t);
-static void on_retry(uv_timer_t *t);
+static void decide(hm__wmod *wm, hm__settle_why why);
+static void after_failure(hm__wmod *wm, int rc, uint64_t key, unsigned cur);
 
 /* ---- Closing --------------------------------------------------------------------------- */
 
@@ -126,7 +125,7 @@ static void watcher_closed(hm__watcher *w) {
     close(w->fd);
     w->fd = -1;
   }
-  /* On its own loop, uv_run returns now and whoever stopped it frees the rest. */
+  /* On its own loop, uv_run returns now and whoever joins the thread frees the rest. */
   if (!w->own) {
     hm__allocator a = w->a;
     hm__free(&a, w);
@@ -139,9 +138,12 @@ static void handle_closed(uv_handle_t *h) {
     watcher_closed(w);
 }
 
+static void free_points(hm__watcher *w, hm__wmod *wm);
+
 static void wmod_closed(uv_handle_t *h) {
   hm__wmod *wm = h->data;
   hm__watcher *w = wm->w;
+  free_points(w, wm);
   hm__free(&w->a, wm->path);
   hm__free(&w->a, wm);
   if (--w->open == 0)
@@ -158,6 +160,7 @@ static void watcher_close(hm__watcher *w) {
   w->closing = 1;
   for (wm = w->mods; wm != NULL; wm = wm->next) {
     wm->mod->watch = NULL;
+    __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);
     uv_close((uv_handle_t *)&wm->timer, wmod_closed);
   }
   w->mods = NULL;
@@ -168,42 +171,28 @@ static void watcher_close(hm__watcher *w) {
 
 /* ---- Directories ----------------------------------------------------------------------- */
 
+static void on_retry(uv_timer_t *t);
+
 static void retry_start(hm__watcher *w) {
   if (!uv_is_active((uv_handle_t *)&w->retry))
     uv_timer_start(&w->retry, on_retry, HM__WATCH_RETRY_MS, HM__WATCH_RETRY_MS);
 }
 
-/* The directory of `path` (an allocated copy): "." for a bare name, "/" for the root. */
-static char *dir_of(const hm__allocator *a, const char *path) {
-  const char *slash = strrchr(path, '/');
-  size_t n;
-  char *d;
-  if (slash == NULL)
-    return hm__strdup(a, ".");
-  n = slash == path ? 1 : (size_t)(slash - path);
-  d = hm__malloc(a, n + 1);
-  if (d != NULL) {
-    memcpy(d, path, n);
-    d[n] = '\0';
-  }
-  return d;
-}
-
-/* Find or make the entry for directory `path` (taken over) and add a reference. */
-static hm__wdir *dir_ref(hm__watcher *w, char *path) {
+/* Find or make the entry for directory `path` (copied) and add a reference. */
+static hm__wdir *dir_ref(hm__watcher *w, const char *path) {
   hm__wdir *d;
   int wd = inotify_add_watch(w->fd, path, HM__WATCH_MASK);
   /* Two spellings of one directory get one watch descriptor: match on that, not the text.
    * A directory we cannot watch now (not there yet) is matched by its text and retried. */
   for (d = w->dirs; d != NULL; d = d->next) {
     if (wd >= 0 ? d->wd == wd : (d->wd < 0 && strcmp(d->path, path) == 0)) {
-      hm__free(&w->a, path);
       d->refs++;
       return d;
     }
   }
   d = hm__calloc(&w->a, 1, sizeof *d);
-  if (d == NULL) {
+  if (d == NULL || (d->path = hm__strdup(&w->a, path)) == NULL) {
+    hm__free(&w->a, d);
     if (wd >= 0) {
       int shared = 0;
       hm__wdir *o;
@@ -212,10 +201,8 @@ static hm__wdir *dir_ref(hm__watcher *w, char *path) {
       if (!shared)
         inotify_rm_watch(w->fd, wd);
     }
-    hm__free(&w->a, path);
     return NULL;
   }
-  d->path = path;
   d->wd = wd;
   d->refs = 1;
   d->next = w->dirs;
@@ -244,8 +231,8 @@ static void dir_unref(hm__watcher *w, hm__wdir *d) {
   hm__free(&w->a, d);
 }
 
-/* The directory with watch descriptor `wd` is gone (deleted, moved, unmounted): its modules'
- * files can only come back at the same path in a new directory, so look for that. */
+/* The directory with watch descriptor `wd` is gone (deleted, moved, unmounted): its files
+ * can only come back in a new directory at the same path, so look for that. */
 static void dir_lost(hm__watcher *w, int wd) {
   hm__wdir *d;
   for (d = w->dirs; d != NULL; d = d->next) {
@@ -256,7 +243,13 @@ static void dir_lost(hm__watcher *w, int wd) {
   }
 }
 
-/* ---- Modules --------------------------------------------------------------------------- */
+static int uses_dir(const hm__wmod *wm, const hm__wdir *d) {
+  size_t i;
+  for (i = 0; i < wm->npts; i++)
+    if (wm->pts[i].dir == d)
+      return 1;
+  return 0;
+}
 
 static void on_retry(uv_timer_t *t) {
   hm__watcher *w = t->data;
@@ -271,14 +264,68 @@ static void on_retry(uv_timer_t *t) {
       dead = 1;
       continue;
     }
-    /* Whatever happened while nobody looked is found by reading the files. */
-    for (wm = w->mods; wm != NULL; wm = wm->next)
-      if (wm->dir == d)
-        quiet_restart(wm);
+    /* Whatever happened while nobody looked is found by looking now; a symlink may have
+     * come back too, so follow the path again. */
+    for (wm = w->mods; wm != NULL; wm = wm->next) {
+      if (uses_dir(wm, d)) {
+        wm->relink = 1;
+        hm__settle_note(&wm->st, HM__EV_LOST);
+        wm->dirty = 1;
+      }
+    }
   }
   if (!dead)
     uv_timer_stop(&w->retry);
+  for (hm__wmod *wm = w->mods; wm != NULL && !w->closing; wm = wm->next) {
+    if (wm->dirty) {
+      wm->dirty = 0;
+      decide(wm, HM__WHY_EVENTS);
+    }
+  }
 }
+
+/* ---- Points: where a module's path leads ----------------------------------------------- */
+
+static void free_points(hm__watcher *w, hm__wmod *wm) {
+  size_t i;
+  for (i = 0; i < wm->npts; i++) {
+    if (wm->pts[i].dir != NULL)
+      dir_unref(w, wm->pts[i].dir);
+    hm__free(&w->a, wm->pts[i].name);
+  }
+  hm__free(&w->a, wm->pts);
+  wm->pts = NULL;
+  wm->npts = 0;
+}
+
+/* Follow the module's path and watch every directory it leads through. On failure (memory)
+ * the module keeps its old points, or none, until the next change wakes the loop. */
+static void set_points(hm__watcher *w, hm__wmod *wm) {
+  hm__wpath p;
+  hm__wpoint *pts;
+  size_t i;
+  if (hm__wpath_resolve(&w->a, wm->path, &p) != 0)
+    return;
+  pts = hm__calloc(&w->a, p.n, sizeof *pts);
+  if (pts == NULL) {
+    hm__wpath_free(&w->a, &p);
+    return;
+  }
+  for (i = 0; i < p.n; i++) {
+    pts[i].dir = dir_ref(w, p.pts[i].dir);
+    pts[i].name = p.pts[i].name;
+    pts[i].link = p.pts[i].link;
+    p.pts[i].name = NULL;
+  }
+  /* The new directories are referenced before the old ones are let go, so a directory both
+   * use keeps its inotify watch (and its pending events). */
+  free_points(w, wm);
+  wm->pts = pts;
+  wm->npts = p.n;
+  hm__wpath_free(&w->a, &p);
+}
+
+/* ---- Modules --------------------------------------------------------------------------- */
 
 static void unwatch(hm__watcher *w, hm__wmod *wm) {
   hm__wmod **pp;
@@ -289,7 +336,7 @@ static void unwatch(hm__watcher *w, hm__wmod *wm) {
     }
   }
   wm->mod->watch = NULL;
-  dir_unref(w, wm->dir);
+  __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);
   uv_close((uv_handle_t *)&wm->timer, wmod_closed);
 }
 
@@ -297,149 +344,120 @@ static void unwatch(hm__watcher *w, hm__wmod *wm) {
  * unwatched until the next hook wakes the loop. */
 static void watch_mod(hm__watcher *w, hm_module *mod, char *path) {
   hm__wmod *wm = hm__calloc(&w->a, 1, sizeof *wm);
-  char *dir = dir_of(&w->a, path);
-  if (wm == NULL || dir == NULL) {
-    hm__free(&w->a, dir);
-    hm__free(&w->a, wm);
-    hm__free(&w->a, path);
-    return;
-  }
-  wm->dir = dir_ref(w, dir); /* takes dir over */
-  if (wm->dir == NULL) {
-    hm__free(&w->a, wm);
+  if (wm == NULL) {
     hm__free(&w->a, path);
     return;
   }
   wm->w = w;
   wm->mod = mod;
   wm->path = path;
-  wm->base = strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path;
+  hm__settle_init(&wm->st, w->forced);
+  set_points(w, wm);
   uv_timer_init(w->loop, &wm->timer);
   wm->timer.data = wm;
   w->open++;
   wm->next = w->mods;
   w->mods = wm;
   mod->watch = wm;
-  /* The file may have changed between the module's load and this watch: a quiet check
-   * reads it once and compares it with the current version. */
-  quiet_restart(wm);
+  /* The file may have changed between the module's load and this watch: look at it now. */
+  hm__settle_note(&wm->st, HM__EV_LOST);
+  decide(wm, HM__WHY_EVENTS);
 }
 
-/* Make the set of watched modules match the registry's loaded modules and their paths. */
+/* What reconcile found for one module, taken in one pass under the lock. */
+typedef struct watch_todo {
+  hm_module *mod;
+  char *path;  /* watch it at this path (after unwatching, if it was watched elsewhere) */
+  int unwatch; /* no longer loaded, or moved */
+  int poll_rc; /* a queued reload failed with this transient error */
+} watch_todo;
+
+/* Make the set of watched modules match the registry's loaded modules and their paths, and
+ * pick up queued reloads that failed. The list is read in one pass under the lock: a failed
+ * first load removes its module and shifts the list, so an index kept across lock sections
+ * could skip a module. Only loaded modules are acted on, and those are never freed before
+ * the registry. */
 static void reconcile(hm__watcher *w) {
   hm_registry *reg = w->reg;
-  size_t i;
-  for (i = 0;; i++) {
-    hm_module *mod;
-    hm__wmod *wm;
-    int loaded, moved;
-    char *path = NULL;
-    pthread_mutex_lock(&reg->lock);
-    if (i >= reg->nmods) {
-      pthread_mutex_unlock(&reg->lock);
-      break;
-    }
-    mod = reg->mods[i];
-    wm = mod->watch;
-    loaded = mod->cur != NULL;
-    moved = loaded && wm != NULL && strcmp(wm->path, mod->path) != 0;
+  watch_todo *todo;
+  size_t i, n = 0, cap;
+  pthread_mutex_lock(&reg->lock);
+  cap = reg->nmods;
+  todo = cap ? hm__calloc(&w->a, cap, sizeof *todo) : NULL;
+  for (i = 0; todo != NULL && i < reg->nmods; i++) {
+    hm_module *mod = reg->mods[i];
+    hm__wmod *wm = mod->watch;
+    int loaded = mod->cur != NULL;
+    int moved = loaded && wm != NULL && strcmp(wm->path, mod->path) != 0;
+    watch_todo t = {mod, NULL, wm != NULL && (!loaded || moved), 0};
     if (loaded && (wm == NULL || moved))
-      path = hm__strdup(&w->a, mod->path);
-    pthread_mutex_unlock(&reg->lock);
-    if (wm != NULL && (!loaded || moved))
-      unwatch(w, wm);
-    if (path != NULL)
-      watch_mod(w, mod, path);
+      t.path = hm__strdup(&w->a, mod->path);
+    if (loaded && mod->poll_rc != 0) {
+      t.poll_rc = mod->poll_rc;
+      mod->poll_rc = 0;
+    }
+    if (t.path != NULL || t.unwatch || t.poll_rc != 0)
+      todo[n++] = t;
   }
+  pthread_mutex_unlock(&reg->lock);
+  for (i = 0; i < n && !w->closing; i++) {
+    hm__wmod *wm = todo[i].mod->watch;
+    if (wm != NULL && todo[i].unwatch)
+      unwatch(w, wm);
+    if (todo[i].path != NULL) {
+      watch_mod(w, todo[i].mod, todo[i].path);
+      todo[i].path = NULL;
+    }
+    wm = todo[i].mod->watch;
+    if (wm != NULL && todo[i].poll_rc != 0) {
+      /* As if the watcher had tried it: the retry schedule brings it back to the queue. */
+      wm->have_queued = 0;
+      after_failure(wm, todo[i].poll_rc, wm->queued_hash, hm_module_version(wm->mod));
+    }
+  }
+  for (i = 0; i < n; i++)
+    hm__free(&w->a, todo[i].path);
+  hm__free(&w->a, todo);
 }
 
 /* ---- Deciding ------------------------------------------------------------------------- */
 
-static void record_stat(hm__wmod *wm) {
+static const char *file_path(const hm__wmod *wm) { return wm->path; }
+
+/* The lease probe on the file as the path names it now. */
+static hm__writer probe_now(const hm__wmod *wm) {
+  int fd = open(file_path(wm), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   struct stat st;
-  wm->have_st = stat(wm->path, &st) == 0;
-  if (wm->have_st) {
-    wm->size = st.st_size;
-    wm->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
-    wm->ino = st.st_ino;
-  }
-}
-
-/* A sign of life: note the file's size and mtime and (re)start the quiet period. */
-static void quiet_restart(hm__wmod *wm) {
-  record_stat(wm);
-  uv_timer_start(&wm->timer, on_quiet, wm->w->quiet_ms, 0);
-}
-
-static void on_quiet(uv_timer_t *t) {
-  hm__wmod *wm = t->data;
-  struct stat st;
-  long long mtime;
-  if (wm->w->closing)
-    return;
-  if (stat(wm->path, &st) != 0) {
-    /* Gone: the current version serves on; a new file will announce itself. */
-    wm->have_st = 0;
-    return;
-  }
-  mtime = (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
-  if (!wm->have_st || st.st_size != wm->size || mtime != wm->mtime_ns || st.st_ino != wm->ino) {
-    /* Still changing without telling inotify (writes through a mapping): wait again. */
-    quiet_restart(wm);
-    return;
-  }
-  watch_check(wm->w, wm, 0);
-}
-
-/* Read the file whole, and its mode. HM_EAGAIN if it changed while being read. */
-static int read_whole(hm__watcher *w, const char *path, unsigned char **out, size_t *outlen,
-                      mode_t *mode) {
-  struct stat st, st2;
-  unsigned char *buf;
-  size_t len, got = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY), rc = 0;
+  hm__writer wr = HM__WRITER_UNKNOWN;
   if (fd < 0)
-    return -errno;
-  if (fstat(fd, &st) != 0) {
-    rc = -errno;
-    close(fd);
-    return rc;
-  }
-  if (!S_ISREG(st.st_mode) || st.st_size > HM__WATCH_MAX_SIZE) {
-    close(fd);
-    return HM_ENOTELF;
-  }
-  len = (size_t)st.st_size;
-  buf = hm__malloc(&w->a, len);
-  if (buf == NULL) {
-    close(fd);
-    return HM_ENOMEM;
-  }
-  while (got < len) {
-    ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
-  if (got != len || fstat(fd, &st2) != 0 || st2.st_size != st.st_size ||
-      st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
-    rc = HM_EAGAIN;
+    return wr;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    wr = hm__writer_probe(fd);
   close(fd);
-  if (rc != 0) {
-    hm__free(&w->a, buf);
-    return rc;
-  }
-  *out = buf;
-  *outlen = len;
-  *mode = st.st_mode;
-  return 0;
+  return wr;
 }
 
-static hm_reload_mode mode_of(hm_module *mod) {
-  /* Under reg->lock. */
-  return mod->mode != HM_RELOAD_DEFAULT ? mod->mode : mod->reg->reload_mode;
+static int stat_now(const hm__wmod *wm, off_t *size, long long *mtime, ino_t *ino) {
+  struct stat st;
+  if (stat(file_path(wm), &st) != 0)
+    return 0;
+  *size = st.st_size;
+  *mtime = (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+  *ino = st.st_ino;
+  return 1;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void timer_start(hm__wmod *wm, hm__settle_why why, unsigned ms) {
+  wm->timer_why = why;
+  uv_timer_start(&wm->timer, on_timer, ms, 0);
+}
+
+/* Start (or restart) the quiet period: note the file's size, mtime and inode now. */
+static void quiet_start(hm__wmod *wm) {
+  wm->have_st = stat_now(wm, &wm->size, &wm->mtime_ns, &wm->ino);
+  timer_start(wm, HM__WHY_QUIET, wm->w->quiet_ms);
 }
 
 /* What a refusal is about: the bytes and the permission bits (the loader refuses a file
@@ -448,15 +466,10 @@ static uint64_t failure_key(uint64_t hash, mode_t mode) {
   return hash ^ ((uint64_t)(mode & 07777) * 0x9e3779b97f4a7c15ull);
 }
 
-/* A settled file that never became complete: refuse it, as a failed reload would, once per
- * distinct file (`key`). */
-static void reject(hm__watcher *w, hm__wmod *wm, uint64_t key, int err, const char *why) {
-  hm_registry *reg = w->reg;
+/* Report a finished file as refused, with the detail already recorded on this thread. */
+static void report(hm__wmod *wm, int err) {
+  hm_registry *reg = wm->w->reg;
   unsigned num;
-  if (wm->have_failed && wm->failed_key == key)
-    return;
-  wm->have_failed = 1;
-  wm->failed_key = key;
   pthread_mutex_lock(&reg->lock);
   if (wm->mod->cur == NULL) {
     pthread_mutex_unlock(&reg->lock);
@@ -465,18 +478,38 @@ static void reject(hm__watcher *w, hm__wmod *wm, uint64_t key, int err, const ch
   num = wm->mod->cur->num;
   reg->stats.rejects++;
   pthread_mutex_unlock(&reg->lock);
-  hm__set_error(reg, err, "%s stayed incomplete for %u ms: %s", wm->path, w->quiet_ms,
-                why[0] ? why : hm_strerror(err));
   hm__emit(reg, HM_EVENT_REJECTED, wm->mod, num, err);
 }
 
-/* A complete file with content hash h. Reload or queue it unless it is what already
- * serves, what is already queued, or what was already refused. */
-static void settled(hm__watcher *w, hm__wmod *wm, uint64_t h, uint64_t key) {
+static hm_reload_mode mode_of(hm_module *mod) {
+  /* Under reg->lock. */
+  return mod->mode != HM_RELOAD_DEFAULT ? mod->mode : mod->reg->reload_mode;
+}
+
+/* Apply hm__settle_result's answer to a failure (or success, rc 0). */
+static void after_failure(hm__wmod *wm, int rc, uint64_t key, unsigned cur) {
+  unsigned ms;
+  switch (hm__settle_result(&wm->st, rc, key, cur, &ms)) {
+  case HM__DO_RETRY:
+    timer_start(wm, HM__WHY_RETRY, ms);
+    break;
+  case HM__DO_REPORT:
+    report(wm, rc);
+    break;
+  case HM__DO_QUIET:
+    quiet_start(wm);
+    break;
+  default:
+    break;
+  }
+}
+
+/* A finished new build: reload it at once, or queue it for hm_registry_poll. */
+static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
+  hm__watcher *w = wm->w;
   hm_registry *reg = w->reg;
   hm_module *mod = wm->mod;
   hm_reload_mode mode;
-  unsigned num;
   int rc;
 
   pthread_mutex_lock(&reg->lock);
@@ -484,105 +517,165 @@ static void settled(hm__watcher *w, hm__wmod *wm, uint64_t h, uint64_t key) {
     pthread_mutex_unlock(&reg->lock);
     return;
   }
-  if (h == mod->cur->id.hash) {
-    /* Back to what serves: a reload queued for other bytes has nothing left to do. */
-    mod->pending = 0;
-    pthread_mutex_unlock(&reg->lock);
-    return;
-  }
-  if (wm->have_failed && wm->failed_key == key) {
-    pthread_mutex_unlock(&reg->lock);
-    return;
-  }
   mode = mode_of(mod);
   if (mode == HM_RELOAD_QUEUED) {
-    if (mod->pending && wm->have_queued && wm->queued_hash == h) {
+    if (mod->pending && wm->have_queued && wm->queued_hash == f->id.hash) {
       pthread_mutex_unlock(&reg->lock);
-      return;
+      return; /* already queued */
     }
     mod->pending = 1;
     wm->have_queued = 1;
-    wm->queued_hash = h;
+    wm->queued_hash = f->id.hash;
   }
-  num = mod->cur->num;
   pthread_mutex_unlock(&reg->lock);
 
-  hm__emit(reg, HM_EVENT_CHANGED, mod, num, 0);
+  hm__emit(reg, HM_EVENT_CHANGED, mod, cur, 0);
   if (mode == HM_RELOAD_QUEUED || w->closing)
     return;
-  rc = hm__reload(mod, NULL, 0);
-  /* A file that was complete and still failed (a missing symbol, a hook, dlopen) fails the
-   * same way until its bytes change. One that changed under the loader is being rewritten:
-   * its writer's close will bring it back, and the quiet timer covers a writer that never
-   * closes. */
-  if (rc == 0) {
-    wm->have_failed = 0;
-  } else if (rc == HM_EAGAIN || rc == HM_EBADELF || rc == HM_ENOENT) {
-    if (!w->closing)
-      quiet_restart(wm);
-  } else if (rc != HM_ENOMOD) {
-    wm->have_failed = 1;
-    wm->failed_key = key;
-  }
+  rc = hm__reload(mod, NULL, f, HM__RELOAD_WATCHER);
+  after_failure(wm, rc, key, cur);
 }
 
-/* Look at the file now. `completion`: a writer just closed it or it was renamed into place;
- * otherwise its quiet period has passed. */
-static void watch_check(hm__watcher *w, hm__wmod *wm, int completion) {
-  unsigned char *buf = NULL;
-  size_t len = 0;
+/* Read the file and act on what the policy makes of it. */
+static void check(hm__wmod *wm, int settle_due) {
+  hm__watcher *w = wm->w;
+  hm_registry *reg = w->reg;
+  hm__settle_file sf;
+  hm__file f;
   char why[200];
-  uint64_t h;
-  mode_t fmode = 0;
-  int rc = read_whole(w, wm->path, &buf, &len, &fmode);
+  int elf_rc = 0;
 
-  if (rc == -ENOENT || rc == -ENOTDIR) {
+  memset(&sf, 0, sizeof sf);
+  sf.read_rc = hm__file_read(&w->a, file_path(wm),
+                             (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE, &f, NULL);
+  if (sf.read_rc == 0) {
+    why[0] = '\0';
+    elf_rc = hm__elf_check(f.buf, f.len, NULL, why, sizeof why);
+    sf.complete = elf_rc == 0;
+    sf.key = failure_key(f.id.hash, f.id.mode);
+  } else {
+    sf.key = (uint64_t)(int64_t)sf.read_rc * 0x9e3779b97f4a7c15ull;
+  }
+  pthread_mutex_lock(&reg->lock);
+  if (wm->mod->cur == NULL) {
+    pthread_mutex_unlock(&reg->lock);
+    hm__file_release(&w->a, &f);
+    return;
+  }
+  sf.cur = wm->mod->cur->num;
+  sf.same_as_current = sf.read_rc == 0 && f.id.hash == wm->mod->cur->id.hash;
+  if (sf.same_as_current)
+    wm->mod->pending = 0; /* back to what serves: a queued reload has nothing left to do */
+  pthread_mutex_unlock(&reg->lock);
+
+  switch (hm__settle_checked(&wm->st, &sf, settle_due, w->settle_ms)) {
+  case HM__DO_QUIET:
+    quiet_start(wm);
+    break;
+  case HM__DO_RETRY:
+    after_failure(wm, sf.read_rc, sf.key, sf.cur);
+    break;
+  case HM__DO_REFUSE:
+    if (sf.read_rc == 0)
+      hm__fail(elf_rc, "%s: %s (its writer is done)", file_path(wm),
+               why[0] ? why : hm_strerror(elf_rc));
+    report(wm, sf.read_rc != 0 ? sf.read_rc : elf_rc);
+    break;
+  case HM__DO_SETTLE:
+    timer_start(wm, HM__WHY_SETTLE, w->settle_ms);
+    break;
+  case HM__DO_LOAD:
     uv_timer_stop(&wm->timer);
-    return;
+    take(wm, &f, sf.key, sf.cur);
+    break;
+  default:
+    break;
   }
-  if (rc == HM_EAGAIN || rc == HM_ENOMEM || (rc != 0 && completion)) {
-    quiet_restart(wm);
-    return;
-  }
-  if (rc != 0) {
-    /* Unreadable after the quiet period: the loader would refuse it the same way. The
-     * error code stands in for the unknown bytes. */
-    reject(w, wm, (uint64_t)(int64_t)rc, rc, "cannot read it");
-    return;
-  }
-  why[0] = '\0';
-  rc = hm__elf_check(buf, len, NULL, why, sizeof why);
-  h = hm__hash_bytes(buf, len);
-  hm__free(&w->a, buf);
-  if (rc != 0) {
-    if (completion) {
-      /* Closed, but not complete: a writer that closes between parts, or a broken build.
-       * Give it the quiet period before calling it broken. */
-      quiet_restart(wm);
-      return;
-    }
-    reject(w, wm, failure_key(h, fmode), rc, why);
-    return;
-  }
-  uv_timer_stop(&wm->timer);
-  settled(w, wm, h, failure_key(h, fmode));
+  hm__file_release(&w->a, &f);
 }
 
-/* One inotify event about `wm`'s file. */
-static void file_event(hm__watcher *w, hm__wmod *wm, uint32_t mask) {
-  if (mask & (IN_DELETE | IN_MOVED_FROM)) {
-    /* The source went away: the current version serves on until a new file appears. */
-    uv_timer_stop(&wm->timer);
-    wm->have_st = 0;
-  } else if (mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
-    watch_check(w, wm, 1);
-  } else {
-    quiet_restart(wm);
+/* Decide what to do about a module's file after events (or a timer). */
+static void decide(hm__wmod *wm, hm__settle_why why) {
+  hm__writer writer;
+  int stable = 0;
+  hm__settle_do act;
+  if (wm->w->closing)
+    return;
+  if (wm->relink) {
+    /* A symlink on the way changed: the path names another file now, a new build. */
+    wm->relink = 0;
+    set_points(wm->w, wm);
+    hm__settle_note(&wm->st, HM__EV_DONE | HM__EV_NEW);
+  }
+  writer = probe_now(wm);
+  if (why == HM__WHY_QUIET) {
+    off_t size;
+    long long mtime;
+    ino_t ino;
+    stable = wm->have_st && stat_now(wm, &size, &mtime, &ino) && size == wm->size &&
+             mtime == wm->mtime_ns && ino == wm->ino;
+  }
+  act = hm__settle_decide(&wm->st, why, writer, stable);
+  __atomic_store_n(&wm->mod->watch_method, (int)wm->st.method, __ATOMIC_RELEASE);
+  if (act == HM__DO_QUIET)
+    quiet_start(wm);
+  else if (act == HM__DO_READ)
+    check(wm, why == HM__WHY_SETTLE);
+}
+
+static void on_timer(uv_timer_t *t) {
+  hm__wmod *wm = t->data;
+  if (wm->w->closing)
+    return;
+  decide(wm, wm->timer_why);
+}
+
+/* ---- Events ---------------------------------------------------------------------------- */
+
+/* What an inotify event on a module's file means to the settle policy. */
+static unsigned event_bits(uint32_t mask) {
+  unsigned ev = 0;
+  if (mask & IN_CLOSE_WRITE)
+    ev |= HM__EV_DONE | HM__EV_CLOSED;
+  if (mask & IN_MOVED_TO)
+    ev |= HM__EV_DONE | HM__EV_NEW;
+  if (mask & IN_CREATE)
+    ev |= HM__EV_CHANGE | HM__EV_NEW;
+  if (mask & (IN_MODIFY | IN_ATTRIB))
+    ev |= HM__EV_CHANGE;
+  if (mask & IN_OPEN)
+    ev |= HM__EV_OPEN;
+  if (mask & IN_CLOSE_NOWRITE)
+    ev |= HM__EV_CLOSE_NOWRITE;
+  if (mask & (IN_DELETE | IN_MOVED_FROM))
+    ev |= HM__EV_GONE;
+  return ev;
+}
+
+/* Fold one named event into every module with a point at that directory and name. */
+static void fold(hm__watcher *w, const struct inotify_event *ev) {
+  hm__wmod *wm;
+  for (wm = w->mods; wm != NULL; wm = wm->next) {
+    size_t i;
+    for (i = 0; i < wm->npts; i++) {
+      const hm__wpoint *p = &wm->pts[i];
+      if (p->dir == NULL || p->dir->wd != ev->wd || strcmp(p->name, ev->name) != 0)
+        continue;
+      if (p->link) {
+        /* Reading a link makes no event; anything else means it may point elsewhere now. */
+        if (ev->mask & ~(uint32_t)(IN_OPEN | IN_CLOSE_NOWRITE))
+          wm->relink = 1;
+      } else {
+        hm__settle_note(&wm->st, event_bits(ev->mask));
+      }
+      wm->dirty = 1;
+    }
   }
 }
 
 static void on_inotify(uv_poll_t *p, int status, int events) {
   hm__watcher *w = p->data;
+  hm__wmod *wm;
   /* Aligned for struct inotify_event; room for many events per read. */
   union {
     struct inotify_event ev;
@@ -597,15 +690,17 @@ static void on_inotify(uv_poll_t *p, int status, int events) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
-      return;
+      break;
     for (at = u.buf; at < u.buf + n;) {
       struct inotify_event *ev = (struct inotify_event *)(void *)at;
       at += sizeof *ev + ev->len;
       if (ev->mask & IN_Q_OVERFLOW) {
-        /* Events were lost: any file may have changed. Read them all once they are quiet. */
-        hm__wmod *wm;
-        for (wm = w->mods; wm != NULL; wm = wm->next)
-          quiet_restart(wm);
+        /* Events were lost: any file may have changed, any open count is wrong. */
+        for (wm = w->mods; wm != NULL; wm = wm->next) {
+          hm__settle_note(&wm->st, HM__EV_LOST);
+          wm->relink = 1;
+          wm->dirty = 1;
+        }
         continue;
       }
       if (ev->mask & (IN_IGNORED | IN_MOVE_SELF)) {
@@ -614,20 +709,15 @@ static void on_inotify(uv_poll_t *p, int status, int events) {
         dir_lost(w, ev->wd);
         continue;
       }
-      if (ev->len == 0)
-        continue;
-      {
-        hm__wmod *wm, *next;
-        for (wm = w->mods; wm != NULL; wm = next) {
-          next = wm->next;
-          if (wm->dir->wd != ev->wd || strcmp(wm->base, ev->name) != 0)
-            continue;
-          file_event(w, wm, ev->mask);
-          /* The host's event callback may have stopped us (on a host loop). */
-          if (w->closing)
-            return;
-        }
-      }
+      if (ev->len != 0)
+        fold(w, ev);
+    }
+  }
+  /* Decide once per module, with everything this wake-up brought. */
+  for (wm = w->mods; wm != NULL && !w->closing; wm = wm->next) {
+    if (wm->dirty) {
+      wm->dirty = 0;
+      decide(wm, HM__WHY_EVENTS);
     }
   }
 }
@@ -644,9 +734,8 @@ static void on_async(uv_async_t *a) {
 
 /* ---- Hooks the registry calls (any thread, no lock held) ------------------------------- */
 
-static void hook_poke(hm_registry *reg, hm_module *mod) {
+static void hook_changed(hm_registry *reg) {
   hm__watcher *w;
-  (void)mod;
   /* Under reg->lock, so hm_watch_stop cannot close the async handle meanwhile. */
   pthread_mutex_lock(&reg->lock);
   w = reg->watch;
@@ -657,7 +746,7 @@ static void hook_poke(hm_registry *reg, hm_module *mod) {
 
 static void hook_stop(hm_registry *reg) { hm_watch_stop(reg); }
 
-static const hm__watch_ops watch_ops = {hook_poke, hook_poke, hook_stop};
+static const hm__watch_ops watch_ops = {hook_changed, hook_stop};
 
 /* ---- Starting and stopping ------------------------------------------------------------- */
 
@@ -666,27 +755,37 @@ static void watcher_thread(void *arg) {
   running_here = w;
   uv_run(&w->own_loop, UV_RUN_DEFAULT);
   running_here = NULL;
-  /* Stopped from an event callback on this thread: watch_reap joins and frees it, from
-   * hm_registry_free or the next hm_watch_start, so the registry outlives this thread. */
 }
 
-/* Join and free a watcher that was stopped from its own thread. */
-static void watch_reap(hm_registry *reg) {
-  hm__watcher *w;
-  pthread_mutex_lock(&reg->lock);
-  w = reg->watch_stopped;
-  if (w != NULL && running_here == w)
-    w = NULL; /* called from that very thread: leave it for later */
-  if (w != NULL)
-    reg->watch_stopped = NULL;
-  pthread_mutex_unlock(&reg->lock);
-  if (w == NULL)
-    return;
+static void watcher_join_free(hm__watcher *w) {
+  hm__allocator a = w->a;
   uv_thread_join(&w->thread);
   uv_loop_close(&w->own_loop);
-  {
-    hm__allocator a = w->a;
-    hm__free(&a, w);
+  hm__free(&a, w);
+}
+
+/* Join and free the watchers that were stopped without waiting, except this thread's own
+ * (stopped from its event callback: it is still running, so it waits for later). */
+static void watch_reap(hm_registry *reg) {
+  hm__watcher *w, *keep = NULL, *next;
+  pthread_mutex_lock(&reg->lock);
+  w = reg->watch_stopped;
+  reg->watch_stopped = NULL;
+  pthread_mutex_unlock(&reg->lock);
+  for (; w != NULL; w = next) {
+    next = w->next_stopped;
+    if (w == running_here) {
+      w->next_stopped = keep;
+      keep = w;
+    } else {
+      watcher_join_free(w);
+    }
+  }
+  if (keep != NULL) {
+    pthread_mutex_lock(&reg->lock);
+    keep->next_stopped = reg->watch_stopped;
+    reg->watch_stopped = keep;
+    pthread_mutex_unlock(&reg->lock);
   }
 }
 
@@ -701,38 +800,39 @@ static void watcher_discard(hm__watcher *w) {
   /* On a host loop the close callbacks free it. */
 }
 
-static int watch_begin(hm_registry *reg, uv_loop_t *loop) {
-  hm__watcher *w;
-  int rc;
+static hm__method forced_method(void) {
+  const char *e = getenv("HOTMOD_WATCH_METHOD");
+  if (e == NULL)
+    return (hm__method)0;
+  if (strcmp(e, "events") == 0)
+    return HM__BY_EVENTS;
+  if (strcmp(e, "timing") == 0)
+    return HM__BY_TIMING;
+  return (hm__method)0;
+}
 
-  pthread_mutex_lock(&reg->lock);
-  rc = reg->watch != NULL ? HM_EALREADY : 0;
-  pthread_mutex_unlock(&reg->lock);
-  if (rc != 0) {
-    hm__set_error(reg, rc, "a watcher already runs for this registry");
-    return rc;
-  }
-  w = hm__calloc(&reg->a, 1, sizeof *w);
-  if (w == NULL) {
-    hm__set_error(reg, HM_ENOMEM, "out of memory starting the watcher");
-    return HM_ENOMEM;
-  }
+/* Make the watcher's handles on `loop` (NULL: its own). */
+static int watcher_make(hm_registry *reg, uv_loop_t *loop, hm__watcher **out) {
+  hm__watcher *w = hm__calloc(&reg->a, 1, sizeof *w);
+  int rc;
+  if (w == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory starting the watcher");
   w->reg = reg;
   w->a = reg->a;
   w->quiet_ms = reg->quiet_ms;
+  w->settle_ms = reg->settle_ms;
+  w->forced = forced_method();
   w->fd = -1;
   if (loop == NULL) {
     rc = uv_loop_init(&w->own_loop);
     if (rc != 0) {
       hm__free(&w->a, w);
-      hm__set_error(reg, rc, "uv_loop_init: %s", uv_strerror(rc));
-      return rc;
+      return hm__fail(rc, "uv_loop_init: %s", uv_strerror(rc));
     }
     w->own = 1;
     loop = &w->own_loop;
   }
   w->loop = loop;
-
   /* Handles in an order where each failure has only the earlier ones to undo. */
   w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   rc = w->fd < 0 ? -errno : uv_async_init(loop, &w->async, on_async);
@@ -742,8 +842,7 @@ static int watch_begin(hm_registry *reg, uv_loop_t *loop) {
     if (w->own)
       uv_loop_close(&w->own_loop);
     hm__free(&w->a, w);
-    hm__set_error(reg, rc, "cannot start the watcher: %s", uv_strerror(rc));
-    return rc;
+    return hm__fail(rc, "cannot start the watcher: %s", hm_strerror(rc));
   }
   w->async.data = w;
   w->open = 1;
@@ -752,8 +851,7 @@ static int watch_begin(hm_registry *reg, uv_loop_t *loop) {
     w->closing = 1;
     uv_close((uv_handle_t *)&w->async, handle_closed);
     watcher_discard(w);
-    hm__set_error(reg, rc, "cannot poll the inotify descriptor: %s", uv_strerror(rc));
-    return rc;
+    return hm__fail(rc, "cannot poll the inotify descriptor: %s", uv_strerror(rc));
   }
   w->poll.data = w;
   w->open++;
@@ -761,122 +859,100 @@ static int watch_begin(hm_registry *reg, uv_loop_t *loop) {
   w->retry.data = w;
   w->open++;
   rc = uv_poll_start(&w->poll, UV_READABLE, on_inotify);
+  if (rc == 0 && w->own)
+    rc = uv_thread_create(&w->thread, watcher_thread, w);
+  if (rc != 0) {
+    watcher_close(w);
+    watcher_discard(w);
+    return hm__fail(rc, "cannot start the watcher: %s", hm_strerror(rc));
+  }
+  *out = w;
+  return 0;
+}
 
+static int watch_begin(hm_registry *reg, uv_loop_t *loop) {
+  hm__watcher *w = NULL;
+  int rc;
+  if (hm__in_module_code())
+    return hm__refuse_in_module_code(loop ? "hm_watch_attach" : "hm_watch_start");
+  if ((rc = hm__check_forked(reg, loop ? "hm_watch_attach" : "hm_watch_start")) != 0)
+    return rc;
+  watch_reap(reg);
   pthread_mutex_lock(&reg->lock);
-  if (rc == 0 && reg->watch != NULL)
+  rc = reg->watch != NULL ? HM_EALREADY : 0;
+  pthread_mutex_unlock(&reg->lock);
+  if (rc != 0)
+    return hm__fail(rc, "a watcher already runs for this registry");
+  rc = watcher_make(reg, loop, &w);
+  if (rc != 0)
+    return rc;
+  /* Published only now that its thread exists, so a concurrent hm_watch_stop that finds it
+   * has a thread to join. */
+  pthread_mutex_lock(&reg->lock);
+  if (reg->watch != NULL) {
     rc = HM_EALREADY; /* another thread won the race */
-  if (rc == 0) {
+  } else {
     reg->watch = w;
+    reg->watch_reap = watch_reap;
     __atomic_store_n(&reg->watch_ops, &watch_ops, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&reg->lock);
   if (rc == 0) {
     /* The first wake-up watches the modules already loaded. */
     uv_async_send(&w->async);
-    if (w->own)
-      rc = uv_thread_create(&w->thread, watcher_thread, w);
-    if (rc == 0)
-      return 0;
-    pthread_mutex_lock(&reg->lock);
-    reg->watch = NULL;
-    __atomic_store_n(&reg->watch_ops, NULL, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&reg->lock);
+    return 0;
   }
-  watcher_close(w);
-  watcher_discard(w);
-  hm__set_error(reg, rc, "cannot start the watcher: %s", hm_strerror(rc));
-  return rc;
+  if (w->own) {
+    __atomic_store_n(&w->stopping, 1, __ATOMIC_RELEASE);
+    uv_async_send(&w->async);
+    watcher_join_free(w);
+  } else {
+    watcher_close(w);
+  }
+  return hm__fail(rc, "a watcher already runs for this registry");
 }
 
 int hm_watch_start(hm_registry *reg) {
   if (reg == NULL)
-    return HM_EINVAL;
-  watch_reap(reg);
+    return hm__fail(HM_EINVAL, "hm_watch_start: NULL registry");
   return watch_begin(reg, NULL);
 }
 
 int hm_watch_attach(hm_registry *reg, uv_loop_t *loop) {
   if (reg == NULL)
-    return HM_EINVAL;
-  if (loop == NULL) {
-    hm__set_error(reg, HM_EINVAL, "hm_watch_attach needs a loop");
-    return HM_EINVAL;
-  }
-  watch_reap(reg);
+    return hm__fail(HM_EINVAL, "hm_watch_attach: NULL registry");
+  if (loop == NULL)
+    return hm__fail(HM_EINVAL, "hm_watch_attach needs a loop");
   return watch_begin(reg, loop);
 }
 
 void hm_watch_stop(hm_registry *reg) {
   hm__watcher *w;
-  if (reg == NULL)
+  int wait;
+  if (reg == NULL || reg->forked)
     return;
   pthread_mutex_lock(&reg->lock);
   w = reg->watch;
   reg->watch = NULL;
   __atomic_store_n(&reg->watch_ops, NULL, __ATOMIC_RELEASE);
+  /* Waiting would deadlock on the watcher's own thread, and from module code (the watcher
+   * may be waiting for the loader's lock or a reload lock this thread holds). Such a stop is
+   * recorded here, in the same locked section, so no hm_registry_free can miss the join. */
+  wait = w != NULL && w->own && running_here != w && !hm__in_module_code();
+  if (w != NULL && w->own && !wait) {
+    w->next_stopped = reg->watch_stopped;
+    reg->watch_stopped = w;
+  }
   pthread_mutex_unlock(&reg->lock);
   if (w == NULL)
     return;
   if (!w->own || running_here == w) {
-    /* On the loop's thread: close now. On a host loop the close callbacks free the rest; the
-     * watcher's own thread is joined and freed by watch_reap, since it may still be inside a
-     * reload of this registry when this returns. */
+    /* On the loop's thread: close now. On a host loop the close callbacks free the rest. */
     watcher_close(w);
-    if (w->own) {
-      pthread_mutex_lock(&reg->lock);
-      reg->watch_stopped = w;
-      reg->watch_reap = watch_reap;
-      pthread_mutex_unlock(&reg->lock);
-    }
     return;
   }
   __atomic_store_n(&w->stopping, 1, __ATOMIC_RELEASE);
   uv_async_send(&w->async);
-  uv_thread_join(&w->thread);
-  uv_loop_close(&w->own_loop);
-  {
-    hm__allocator a = w->a;
-    hm__free(&a, w);
-  }
-}
-
-/* ---- Modes and queued reloads ---------------------------------------------------------- */
-
-int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode) {
-  if (mod == NULL)
-    return HM_EINVAL;
-  if (mode != HM_RELOAD_DEFAULT && mode != HM_RELOAD_IMMEDIATE && mode != HM_RELOAD_QUEUED) {
-    hm__set_error(mod->reg, HM_EINVAL, "unknown reload mode %d", (int)mode);
-    return HM_EINVAL;
-  }
-  pthread_mutex_lock(&mod->reg->lock);
-  mod->mode = mode;
-  pthread_mutex_unlock(&mod->reg->lock);
-  return 0;
-}
-
-int hm_registry_poll(hm_registry *reg) {
-  size_t i;
-  int n = 0;
-  if (reg == NULL)
-    return HM_EINVAL;
-  /* Walking reg->mods by index with the lock taken per step is safe while other threads add
-   * modules. The only ones ever removed never had a version (so nothing is pending on them);
-   * a removal may make this pass skip one module, whose reload then waits for the next poll. */
-  for (i = 0;; i++) {
-    hm_module *mod;
-    int due;
-    pthread_mutex_lock(&reg->lock);
-    if (i >= reg->nmods) {
-      pthread_mutex_unlock(&reg->lock);
-      break;
-    }
-    mod = reg->mods[i];
-    due = mod->pending && mod->cur != NULL;
-    mod->pending = 0;
-    pthread_mutex_unlock(&reg->lock);
-    if (due && hm__reload(mod, NULL, 0) == 0 && n < INT_MAX)
-      n++;
-  }
-  return n;
+  if (wait)
+    watcher_join_free(w);
 }

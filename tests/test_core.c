@@ -570,10 +570,10 @@ static void test_bad_arguments(void **state) {
 }
 
 static void test_error_table(void **state) {
-  static const int codes[] = {HM_EINVAL,  HM_ENOMEM, HM_ENOENT, HM_EACCES,  HM_EEXIST,
-                              HM_EIO,     HM_EAGAIN, HM_EBUSY,  HM_EALREADY, HM_ENOTSUP,
+  static const int codes[] = {HM_EINVAL,  HM_ENOMEM,  HM_ENOENT,  HM_EACCES, HM_EEXIST,
+                              HM_EIO,     HM_EAGAIN,  HM_EBUSY,   HM_EALREADY,
                               HM_ENOTELF, HM_EBADELF, HM_EDLOPEN, HM_ENOMOD, HM_ENOSYM,
-                              HM_EHOOK,   HM_EABI,   HM_EUNCHANGED};
+                              HM_EHOOK,   HM_EABI,    HM_EFORKED};
   size_t i, j;
   (void)state;
   for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -586,6 +586,12 @@ static void test_error_table(void **state) {
   assert_int_equal(HM_ENOENT, -ENOENT);
   assert_string_equal(hm_err_name(HM_ENOSYM), "HM_ENOSYM");
   assert_string_equal(hm_strerror(12345), "unknown error");
+  assert_string_equal(hm_err_name(12345), "HM_UNKNOWN");
+  /* errno values outside the table are passed through and named by the C library. */
+  assert_string_equal(hm_strerror(-EROFS), strerror(EROFS));
+  assert_string_equal(hm_strerror(-ENOTDIR), strerror(ENOTDIR));
+  assert_string_equal(hm_strerror(-ENAMETOOLONG), strerror(ENAMETOOLONG));
+  assert_string_equal(hm_err_name(-EROFS), "EROFS");
   assert_int_equal(hm_version(), HM_VERSION_HEX);
   assert_non_null(hm_version_string());
 }

@@ -24,13 +24,16 @@
  * Calls into N may still be running on other threads during steps 2 to 4: share state
  * between versions only in ways that are safe for that (atomics, locks, or data the new
  * version only reads). The hooks of one module never run at the same time as each other.
- * Hooks and the module's constructors must not reload, unload or load modules of the same
- * registry (they run while the registry is in the middle of doing that).
+ * Hooks, constructors and destructors run while the registry is in the middle of loading or
+ * unloading the module, possibly under the dynamic loader's lock: hotmod.h lists what they
+ * may call; loading, reloading or unloading modules fails there with HM_EBUSY.
  *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
  */
 #ifndef HOTMOD_MODULE_H
 #define HOTMOD_MODULE_H
+
+#include <stddef.h> /* NULL, for HM_MODULE_DESCRIBE(NULL, ...) */
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,73 @@
+/*
+ * Reload modes and queued reloads: what the watcher does with a finished build, decided per
+ * module, and hm_registry_poll, which applies queued reloads at the host's safe point. No
+ * libuv here: the watcher marks a module `pending`; polling reloads it.
+ */
+#include "registry.h"
+
+#include <limits.h>
+
+int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode) {
+  if (mod == NULL)
+    return hm__fail(HM_EINVAL, "hm_module_set_reload_mode: NULL module");
+  if (mode != HM_RELOAD_DEFAULT && mode != HM_RELOAD_IMMEDIATE && mode != HM_RELOAD_QUEUED)
+    return hm__fail(HM_EINVAL, "unknown reload mode %d", (int)mode);
+  pthread_mutex_lock(&mod->reg->lock);
+  mod->mode = mode;
+  pthread_mutex_unlock(&mod->reg->lock);
+  return 0;
+}
+
+/* The modules with a queued reload, taken off the queue, into a new array (*n of them).
+ * Taken in one pass under the lock: the module list may shift while a failed first load
+ * removes its module, and a walk by index across several lock sections could skip one. */
+static hm_module **take_pending(hm_registry *reg, size_t *n) {
+  hm_module **due = NULL;
+  size_t i, k = 0;
+  pthread_mutex_lock(&reg->lock);
+  for (i = 0; i < reg->nmods; i++)
+    k += reg->mods[i]->pending && reg->mods[i]->cur != NULL;
+  if (k != 0 && (due = hm__malloc(&reg->a, k * sizeof *due)) != NULL) {
+    k = 0;
+    for (i = 0; i < reg->nmods; i++) {
+      hm_module *mod = reg->mods[i];
+      if (mod->pending && mod->cur != NULL)
+        due[k++] = mod; /* loaded modules are never freed before the registry */
+      mod->pending = 0;
+    }
+  }
+  pthread_mutex_unlock(&reg->lock);
+  *n = due != NULL ? k : 0;
+  return due;
+}
+
+int hm_registry_poll(hm_registry *reg) {
+  hm_module **due;
+  size_t i, n;
+  int applied = 0, retry = 0;
+  if (reg == NULL)
+    return hm__fail(HM_EINVAL, "hm_registry_poll: NULL registry");
+  if (hm__in_module_code())
+    return hm__refuse_in_module_code("hm_registry_poll");
+  if (reg->forked)
+    return hm__check_forked(reg, "hm_registry_poll");
+  due = take_pending(reg, &n);
+  for (i = 0; i < n; i++) {
+    /* As the watcher would: a transient failure is not reported yet; the watcher retries
+     * it on its schedule and queues it again. */
+    int rc = hm__reload(due[i], NULL, NULL, HM__RELOAD_WATCHER);
+    if (rc == 0) {
+      if (applied < INT_MAX)
+        applied++;
+    } else if (!hm__err_is_final(rc)) {
+      pthread_mutex_lock(&reg->lock);
+      due[i]->poll_rc = rc;
+      pthread_mutex_unlock(&reg->lock);
+      retry = 1;
+    }
+  }
+  hm__free(&reg->a, due);
+  if (retry)
+    hm__watch_poke(reg);
+  return applied;
+}

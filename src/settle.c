@@ -1,0 +1,187 @@
+/*
+ * The watcher's settle policy: from what inotify reported about a module's file and what the
+ * kernel says about its writers, decide whether the file is a finished build to load, one to
+ * refuse, or one to wait for. A pure function of its inputs (no I/O, no clock, no libuv), so
+ * the tests drive it through whole build sequences without a filesystem.
+ *
+ * "Finished" comes from facts the kernel knows, in this order of preference:
+ *  1. Lease: a read lease cannot be taken while any process has the file open for writing
+ *     or mapped shared-writable (gold writes through such a mapping). The watcher probes
+ *     before each decision; ACTIVE means a writer is at work, and its close (IN_CLOSE_WRITE)
+ *     will bring the file back here. Needs the file's owner (or CAP_LEASE) and a filesystem
+ *     with leases.
+ *  2. Events: without leases, inotify's IN_OPEN and IN_CLOSE_* give the number of opens of
+ *     the file now at the path; a close-after-write with no other open left is a finished
+ *     file. Opens made before the watch began are not seen: a close that was never opened
+ *     makes the count untrustworthy until a new file takes the name.
+ *  3. Timing: where neither can tell (the count is untrustworthy, events were lost, or the
+ *     host forced it), the file is read once its size, mtime and inode stayed the same for
+ *     the quiet period. In this mode a file that is not complete is waited for, never
+ *     refused: a quiet period proves nothing about a writer.
+ *
+ * A finished file that is complete and differs from what serves is loaded (after the settle
+ * delay, when one is set, so post-link steps such as strip can finish first). A finished file
+ * that is not complete is refused once. Load failures are sorted by hm__err_is_final: the
+ * file's own content fails the same way every time, so it is refused for the pair (these
+ * bytes, this current version); anything else is retried on a backoff schedule and reported
+ * only once it has outlasted it.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+/* The retry schedule for transient failures: 100 ms, doubling, HM__SETTLE_RETRIES times
+ * (0.1 + 0.2 + 0.4 + 0.8 + 1.6 = 3.1 s in all); then the failure is reported and the file
+ * waits for its next change, which starts the schedule again. */
+#define HM__SETTLE_RETRY_MS 100u
+#define HM__SETTLE_RETRIES 5u
+
+void hm__settle_init(hm__settle *s, hm__method forced) {
+  memset(s, 0, sizeof *s);
+  s->forced = forced;
+  s->method = forced ? forced : HM__BY_LEASE;
+  s->counted = 1;
+}
+
+void hm__settle_note(hm__settle *s, unsigned ev) {
+  s->seen |= ev;
+  if (ev & (HM__EV_NEW | HM__EV_GONE)) {
+    /* Another inode has the name now (created, renamed into place, or none): every open of
+     * the next file there is ahead of us. */
+    s->opens = 0;
+    s->counted = 1;
+  }
+  if (ev & HM__EV_LOST)
+    s->counted = 0;
+  if (ev & HM__EV_OPEN)
+    s->opens++;
+  if (ev & (HM__EV_CLOSED | HM__EV_CLOSE_NOWRITE)) {
+    if (s->opens > 0)
+      s->opens--;
+    else
+      s->counted = 0; /* closed, never seen open: opened before we looked */
+  }
+}
+
+/* Anything but opens and read-only closes (our own reads make those) is a sign of change. */
+static int changed(unsigned seen) {
+  return (seen & ~(unsigned)(HM__EV_OPEN | HM__EV_CLOSE_NOWRITE)) != 0;
+}
+
+hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer writer,
+                                int stable) {
+  unsigned seen = s->seen;
+  int lease_known;
+
+  if (why == HM__WHY_EVENTS)
+    s->seen = 0;
+  if (why == HM__WHY_RETRY || why == HM__WHY_SETTLE)
+    return HM__DO_READ; /* s->finished holds from the decision that started the timer */
+  if (why == HM__WHY_EVENTS && !changed(seen))
+    return HM__DO_WAIT;
+  if (why == HM__WHY_EVENTS)
+    s->retries = 0; /* a change: a failure that outlasted its retries is tried afresh */
+  if (why == HM__WHY_EVENTS && (seen & HM__EV_GONE) && !(seen & (HM__EV_DONE | HM__EV_NEW)))
+    return HM__DO_WAIT; /* deleted or moved away: the current version serves on */
+
+  lease_known = writer != HM__WRITER_UNKNOWN && s->forced != HM__BY_EVENTS &&
+                s->forced != HM__BY_TIMING;
+  if (lease_known) {
+    s->method = HM__BY_LEASE;
+    if (writer == HM__WRITER_ACTIVE)
+      return HM__DO_WAIT; /* its close brings the file back here */
+    s->finished = 1;
+    return HM__DO_READ;
+  }
+
+  if (s->forced != HM__BY_TIMING) {
+    if (why == HM__WHY_EVENTS && (seen & HM__EV_DONE)) {
+      if (s->counted && s->opens == 0) {
+        s->method = HM__BY_EVENTS;
+        s->finished = 1;
+        return HM__DO_READ;
+      }
+    } else if (why == HM__WHY_EVENTS && s->counted && !(seen & HM__EV_LOST)) {
+      s->method = HM__BY_EVENTS;
+      if (s->opens > 0)
+        return HM__DO_WAIT; /* a writer (or reader) is at work; its close will tell */
+      /* Changed with nothing open (a touch, chmod, link, truncate): look at it, but without
+       * the certainty that a writer is done, so an incomplete file is waited for. */
+      s->finished = 0;
+      return HM__DO_READ;
+    }
+  }
+
+  /* Timing: wait until the file holds still for the quiet period. */
+  s->method = HM__BY_TIMING;
+  if (why != HM__WHY_QUIET || !stable)
+    return HM__DO_QUIET;
+  s->finished = 0;
+  return HM__DO_READ;
+}
+
+hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file *f, int settle_due,
+                                 unsigned settle_ms) {
+  if (f->read_rc == HM_ENOENT || f->read_rc == -ENOTDIR)
+    return HM__DO_WAIT; /* gone again: the next file to appear announces itself */
+  if (f->read_rc == HM_EAGAIN) {
+    /* A writer has it open, or it changed while being read: the writer's close comes. */
+    return s->method == HM__BY_TIMING ? HM__DO_QUIET : HM__DO_WAIT;
+  }
+  if (f->read_rc != 0 && !hm__err_is_final(f->read_rc))
+    return HM__DO_RETRY; /* memory, descriptors, I/O: hm__settle_result schedules it */
+  if (f->read_rc == 0 && f->same_as_current) {
+    s->settle_pending = 0;
+    return HM__DO_SAME;
+  }
+  if (s->have_final && s->final_key == f->key && s->final_cur == f->cur)
+    return HM__DO_WAIT; /* refused already, and nothing it depends on changed */
+  /* Not a regular file, writable by others, too large: refused whoever writes it. An
+   * incomplete ELF file is refused only once its writer is known to be done. */
+  if (f->read_rc != 0 || (!f->complete && s->finished)) {
+    s->have_final = 1;
+    s->final_key = f->key;
+    s->final_cur = f->cur;
+    return HM__DO_REFUSE;
+  }
+  if (!f->complete)
+    return HM__DO_WAIT; /* not finished: its next change brings it back */
+  if (settle_ms != 0 && !(settle_due && s->settle_pending && s->settle_key == f->key)) {
+    /* Complete: give post-link steps settle_ms in which nothing touches it. */
+    s->settle_pending = 1;
+    s->settle_key = f->key;
+    return HM__DO_SETTLE;
+  }
+  s->settle_pending = 0;
+  return HM__DO_LOAD;
+}
+
+hm__settle_do hm__settle_result(hm__settle *s, int rc, uint64_t key, unsigned cur,
+                                unsigned *retry_ms) {
+  *retry_ms = 0;
+  if (rc == 0) {
+    s->retries = 0;
+    s->have_final = 0;
+    return HM__DO_WAIT;
+  }
+  if (rc == HM_EAGAIN || rc == HM_ENOENT || rc == HM_ENOMOD)
+    return s->method == HM__BY_TIMING ? HM__DO_QUIET : HM__DO_WAIT;
+  if (hm__err_is_final(rc)) {
+    /* The reload that refused it has reported it. */
+    s->have_final = 1;
+    s->final_key = key;
+    s->final_cur = cur;
+    s->retries = 0;
+    return HM__DO_WAIT;
+  }
+  if (s->retry_key != key) {
+    s->retry_key = key;
+    s->retries = 0;
+  }
+  if (s->retries < HM__SETTLE_RETRIES) {
+    *retry_ms = HM__SETTLE_RETRY_MS << s->retries;
+    s->retries++;
+    return HM__DO_RETRY;
+  }
+  return HM__DO_REPORT;
+}

@@ -1,0 +1,161 @@
+/*
+ * The function tables live handles read, their publication, and the lifetime of versions.
+ *
+ * A module's table holds the current version's function for each live slot. It is replaced
+ * whole, by one atomic store, so every live handle of the module moves to the new version at
+ * once; the old table is freed after a grace period. A version stays loaded while anything
+ * references it: being current, a table (live calls may still run in it), a snapshot, or a
+ * lookup in progress. The last reference schedules its unload on the reclaimer thread.
+ *
+ * Symbols are resolved with no registry lock held. A module's constructor runs inside
+ * dlopen, under the dynamic loader's own lock, and may call back into hotmod (hm_module_find,
+ * hm_live_get); dlsym takes the loader's lock too. Holding reg->lock around dlsym would let
+ * one thread wait for the loader's lock while holding ours, and a constructor on another
+ * thread wait for ours while holding the loader's.
+ */
+#include "registry.h"
+
+#include <string.h>
+
+hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n) {
+  hm__table *t = hm__calloc(&reg->a, 1, sizeof *t + (n ? n : 1) * sizeof(hm_fn));
+  if (t == NULL)
+    return NULL;
+  t->reg = reg;
+  t->v = v;
+  t->n = n;
+  t->cap = n ? n : 1;
+  if (v != NULL)
+    hm__version_ref(v);
+  return t;
+}
+
+void hm__table_discard(hm__table *t) {
+  if (t == NULL)
+    return;
+  if (t->v != NULL)
+    __atomic_sub_fetch(&t->v->refs, 1, __ATOMIC_RELAXED); /* never the last: caller holds one */
+  hm__free(&t->reg->a, t);
+}
+
+int hm__table_fill(hm_module *mod, hm__table **tp, const char *path) {
+  hm_registry *reg = mod->reg;
+  hm__table *t = *tp;
+  size_t i;
+  pthread_mutex_lock(&reg->lock);
+  for (;;) {
+    size_t n = mod->nsyms;
+    if (t->n == n)
+      return 0; /* complete, with reg->lock held */
+    if (n > t->cap) {
+      size_t cap = n * 2;
+      hm__table *g = hm__realloc(&reg->a, t, sizeof *t + cap * sizeof(hm_fn));
+      if (g == NULL) {
+        pthread_mutex_unlock(&reg->lock);
+        return hm__fail(HM_ENOMEM, "out of memory resolving the live handles of %s",
+                        mod->name);
+      }
+      *tp = t = g;
+      t->cap = cap;
+    }
+    for (i = t->n; i < n; i++) {
+      /* Slot names never move or go once added; the array holding them may. */
+      const char *sym = mod->syms[i];
+      int rc;
+      pthread_mutex_unlock(&reg->lock);
+      rc = hm__resolve(t->v, sym, &t->fns[i]);
+      if (rc != 0)
+        return hm__fail(rc, "%s (new version of module %s) lacks symbol %s, used by a live "
+                            "handle",
+                        path, mod->name, sym);
+      pthread_mutex_lock(&reg->lock);
+    }
+    t->n = n;
+  }
+}
+
+static void table_free_cb(void *arg) {
+  hm__table *t = arg;
+  hm_registry *reg = t->reg;
+  hm__version *v = t->v;
+  hm__free(&reg->a, t);
+  if (v != NULL)
+    hm__version_unref(reg, v);
+}
+
+void hm__publish(hm_module *mod, hm__table *t) {
+  hm__table *old = mod->cur_table;
+  mod->cur_table = t;
+  __atomic_store_n(&mod->table, t->fns, __ATOMIC_SEQ_CST);
+  if (old != NULL)
+    hm__defer(mod->reg->rc, &old->node, table_free_cb, old, 1);
+}
+
+void hm__version_ref(hm__version *v) { __atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED); }
+
+/* On the reclaimer thread: the version's last reference is gone. */
+static void version_unload_cb(void *arg) {
+  hm__version *v = arg;
+  hm_module *mod = v->mod, *prev;
+  hm_registry *reg = mod->reg;
+  hm__version **pp;
+  unsigned num = v->num;
+  int leaked, published = v->published, hooked = published && v->desc != NULL;
+
+  pthread_mutex_lock(&reg->lock);
+  for (pp = &mod->versions; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == v) {
+      *pp = v->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&reg->lock);
+  /* Hooks of one module never overlap: this unload hook waits while a reload of the module
+   * is in its save or load hook. Plain modules do not contend for the lock. The module's
+   * destructors run in dlclose, as module code too. */
+  if (hooked)
+    pthread_mutex_lock(&mod->hook_lock);
+  prev = hm__module_code_enter(mod);
+  leaked = hm__unload_version(v, published);
+  hm__module_code_leave(prev);
+  if (hooked)
+    pthread_mutex_unlock(&mod->hook_lock);
+  pthread_mutex_lock(&reg->lock);
+  if (published) {
+    reg->nloaded--;
+    reg->stats.unloads++;
+  }
+  if (leaked)
+    reg->stats.leaked++;
+  pthread_mutex_unlock(&reg->lock);
+  if (published || leaked)
+    hm__emit(reg, leaked ? HM_EVENT_LEAKED : HM_EVENT_UNLOADED, mod, num, 0);
+}
+
+void hm__version_unref(hm_registry *reg, hm__version *v) {
+  if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    hm__defer(reg->rc, &v->unload_node, version_unload_cb, v, 0);
+}
+
+void hm__version_discard(hm_registry *reg, hm__version *v) {
+  hm_module *mod = v->mod, *prev;
+  unsigned num = v->num;
+  int leaked;
+  if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0) {
+    /* A lookup still holds it (hm_live_get resolving in an incoming version); its unref
+     * schedules the unload. */
+    return;
+  }
+  /* Unloaded here, so a failed reload leaves nothing behind by the time it returns. Its load
+   * hook did not run or failed, so its unload hook must not run either. */
+  prev = hm__module_code_enter(mod);
+  leaked = hm__unload_version(v, 0);
+  hm__module_code_leave(prev);
+  if (leaked) {
+    /* A rejected NODELETE object stays mapped all the same: count it, say so. */
+    pthread_mutex_lock(&reg->lock);
+    reg->stats.leaked++;
+    pthread_mutex_unlock(&reg->lock);
+    hm__emit(reg, HM_EVENT_LEAKED, mod, num, 0);
+  }
+}

@@ -1,0 +1,362 @@
+/* Module code calling hotmod: constructors, destructors and hooks run while the registry is
+ * loading or unloading their module, sometimes under the dynamic loader's lock. The calls the
+ * header allows there work; the others fail with HM_EBUSY. None of them deadlocks, against
+ * itself or against other threads (I7).
+ *
+ * The module (tests/modules/reentrant.c) calls the hmt_in_* functions below, which this
+ * program exports (-rdynamic). A watchdog turns a deadlock into a failure instead of a hang. */
+#include "util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int (*ifn)(void);
+
+/* ---- What module code does, set per test ---------------------------------------------- */
+
+typedef enum action {
+  DO_NOTHING,
+  DO_FIND_LOOP,     /* constructor: hm_module_find many times */
+  DO_FORBIDDEN,     /* hooks and constructor: try every forbidden call, record the codes */
+  DO_ALLOWED,       /* load hook: the allowed calls on another module */
+  DO_CROSS_LIVE_GET /* load hook: meet the other module's hook, then hm_live_get on it */
+} action;
+
+static hm_registry *g_reg;
+static action g_ctor, g_load, g_unload;
+static int g_codes[16];
+static int g_ncodes;
+static int g_allowed_rc = 99;
+static hm_snapshot *g_release_in_unload; /* released by the unload hook */
+static int g_arrived;                     /* atomic: hooks at the meeting point */
+static int g_cross_rc[2] = {99, 99};
+
+static void record(int rc) {
+  int n = __atomic_load_n(&g_ncodes, __ATOMIC_RELAXED);
+  if (n < 16) {
+    g_codes[n] = rc;
+    __atomic_store_n(&g_ncodes, n + 1, __ATOMIC_RELEASE);
+  }
+}
+
+static void try_forbidden(void) {
+  hm_module *m = NULL;
+  hm_live *l = NULL;
+  __atomic_store_n(&g_ncodes, 0, __ATOMIC_RELEASE);
+  record(hm_module_load(g_reg, "other2", hmt_mod("square_v1"), NULL));
+  if (hm_module_find(g_reg, "sq", &m) == 0) {
+    record(hm_module_reload(m));
+    record(hm_module_reload_from(m, hmt_mod("square_v2")));
+    record(hm_module_unload(m));
+  }
+  record(hm_registry_poll(g_reg));
+  record(hm_watch_start(g_reg));
+  /* A new live handle on the module whose code is running. */
+  if (hm_module_find(g_reg, "re", &m) == 0)
+    record(hm_live_get(g_reg, "re:version", &l));
+}
+
+static void meet_then_live_get(int version) {
+  /* Versions 1-2 are module A, 3-4 module B; each takes a new handle on the other while
+   * the other's hook runs too. Before the fix each waited for the other's reload lock. */
+  int me = version <= 2 ? 0 : 1;
+  hm_live *l = NULL;
+  struct timespec ms = {0, 1000000};
+  int i;
+  __atomic_add_fetch(&g_arrived, 1, __ATOMIC_SEQ_CST);
+  for (i = 0; i < 3000 && __atomic_load_n(&g_arrived, __ATOMIC_SEQ_CST) < 2; i++)
+    nanosleep(&ms, NULL);
+  g_cross_rc[me] = hm_live_get(g_reg, me == 0 ? "b:version" : "a:version", &l);
+}
+
+void hmt_in_constructor(int version);
+void hmt_in_destructor(int version);
+int hmt_in_load_hook(int version);
+void hmt_in_unload_hook(int version);
+
+void hmt_in_constructor(int version) {
+  (void)version;
+  if (g_ctor == DO_FIND_LOOP) {
+    hm_module *m;
+    for (int i = 0; i < 2000; i++)
+      (void)hm_module_find(g_reg, "sq", &m);
+  } else if (g_ctor == DO_FORBIDDEN) {
+    try_forbidden();
+  }
+}
+
+void hmt_in_destructor(int version) { (void)version; }
+
+int hmt_in_load_hook(int version) {
+  if (g_load == DO_FORBIDDEN) {
+    try_forbidden();
+  } else if (g_load == DO_ALLOWED) {
+    hm_live *l = NULL;
+    hm_snapshot *s = NULL;
+    hm_stats st;
+    hm_module *m = NULL;
+    int rc = hm_live_get(g_reg, "sq:bonus", &l);
+    if (rc == 0)
+      rc = hm_snapshot_acquire(g_reg, "sq:version", &s);
+    if (rc == 0)
+      rc = HM_LIVE_CALL(l, ifn) == 101 && ((ifn)hm_snapshot_fn(s))() == 1 ? 0 : -1;
+    hm_snapshot_release(s);
+    if (rc == 0)
+      rc = hm_registry_stats(g_reg, &st);
+    if (rc == 0)
+      rc = hm_module_find(g_reg, "sq", &m);
+    g_allowed_rc = rc;
+  } else if (g_load == DO_CROSS_LIVE_GET) {
+    meet_then_live_get(version);
+  }
+  return 0;
+}
+
+void hmt_in_unload_hook(int version) {
+  (void)version;
+  if (g_unload == DO_FORBIDDEN) {
+    try_forbidden();
+    hm_registry_free(g_reg); /* does nothing from here */
+  }
+  if (g_release_in_unload != NULL) {
+    hm_snapshot_release(g_release_in_unload);
+    g_release_in_unload = NULL;
+  }
+}
+
+/* ---- Watchdog: a deadlock fails the run instead of hanging it -------------------------- */
+
+static int g_done;
+
+static void *watchdog(void *arg) {
+  int seconds = *(int *)arg, i;
+  for (i = 0; i < seconds * 10; i++) {
+    struct timespec t = {0, 100000000};
+    if (__atomic_load_n(&g_done, __ATOMIC_SEQ_CST))
+      return NULL;
+    nanosleep(&t, NULL);
+  }
+  fprintf(stderr, "test_module_code: no progress for %d s: deadlock\n", seconds);
+  _exit(1);
+}
+
+static pthread_t g_dog;
+static int g_dog_seconds = 120;
+
+static int setup(void **state) {
+  char *dir = hmt_tmpdir();
+  g_reg = hmt_registry(0);
+  g_ctor = g_load = g_unload = DO_NOTHING;
+  __atomic_store_n(&g_ncodes, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_done, 0, __ATOMIC_SEQ_CST);
+  assert_int_equal(pthread_create(&g_dog, NULL, watchdog, &g_dog_seconds), 0);
+  *state = dir;
+  return 0;
+}
+
+static int teardown(void **state) {
+  char *dir = *state;
+  g_ctor = g_load = g_unload = DO_NOTHING;
+  hm_registry_free(g_reg);
+  g_reg = NULL;
+  __atomic_store_n(&g_done, 1, __ATOMIC_SEQ_CST);
+  pthread_join(g_dog, NULL);
+  hmt_rm_rf(dir);
+  free(dir);
+  return 0;
+}
+
+static void install_load(const char *dir, const char *name, const char *file) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.so", dir, name);
+  hmt_install(hmt_mod(file), path);
+  assert_int_equal(hm_module_load(g_reg, name, path, NULL), 0);
+}
+
+static void reload_from(const char *name, const char *file) {
+  hm_module *m;
+  assert_int_equal(hm_module_find(g_reg, name, &m), 0);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod(file)), 0);
+}
+
+/* ---- Tests ---------------------------------------------------------------------------- */
+
+typedef struct hammer {
+  int stop;
+  long rounds;
+  int errors;
+} hammer;
+
+static void *acquire_loop(void *arg) {
+  hammer *h = arg;
+  while (!__atomic_load_n(&h->stop, __ATOMIC_SEQ_CST)) {
+    hm_snapshot *s = NULL;
+    if (hm_snapshot_acquire(g_reg, "sq:version", &s) != 0)
+      h->errors++;
+    hm_snapshot_release(s);
+    h->rounds++;
+  }
+  return NULL;
+}
+
+/* A constructor that looks modules up while another thread acquires snapshots: the acquire
+ * used to hold the registry lock around dlsym, which waits for the loader's lock, which the
+ * constructor's dlopen holds while it waits for the registry lock. */
+static void t_constructor_vs_acquire(void **state) {
+  const char *dir = *state;
+  hammer h = {0, 0, 0};
+  pthread_t t;
+  int i;
+  install_load(dir, "sq", "square_v1");
+  g_ctor = DO_FIND_LOOP;
+  assert_int_equal(pthread_create(&t, NULL, acquire_loop, &h), 0);
+  install_load(dir, "re", "reentrant_v1");
+  for (i = 0; i < 30; i++)
+    reload_from("re", i % 2 ? "reentrant_v1" : "reentrant_v2");
+  __atomic_store_n(&h.stop, 1, __ATOMIC_SEQ_CST);
+  pthread_join(t, NULL);
+  assert_int_equal(h.errors, 0);
+  assert_true(h.rounds > 0);
+}
+
+/* Every forbidden call fails with HM_EBUSY from a constructor, a load hook and an unload
+ * hook, and hm_registry_free from a hook does nothing. */
+static void check_all_busy(void) {
+  int i, n = __atomic_load_n(&g_ncodes, __ATOMIC_ACQUIRE);
+  assert_int_equal(n, 7);
+  for (i = 0; i < n; i++)
+    if (g_codes[i] != HM_EBUSY)
+      fail_msg("forbidden call %d from module code returned %s, not HM_EBUSY", i,
+               hm_err_name(g_codes[i]));
+}
+
+static void t_forbidden_calls_are_busy(void **state) {
+  const char *dir = *state;
+  hm_module *re;
+  install_load(dir, "sq", "square_v1");
+  install_load(dir, "re", "reentrant_v1");
+  assert_int_equal(hm_module_find(g_reg, "re", &re), 0);
+
+  g_ctor = DO_FORBIDDEN;
+  reload_from("re", "reentrant_v2");
+  check_all_busy();
+  g_ctor = DO_NOTHING;
+
+  g_load = DO_FORBIDDEN;
+  reload_from("re", "reentrant_v1");
+  check_all_busy();
+  g_load = DO_NOTHING;
+
+  /* The unload hook runs on the reclaimer thread once the retired version goes. */
+  g_unload = DO_FORBIDDEN;
+  __atomic_store_n(&g_ncodes, 0, __ATOMIC_RELEASE);
+  reload_from("re", "reentrant_v2");
+  {
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 20000 && __atomic_load_n(&g_ncodes, __ATOMIC_SEQ_CST) < 7; i++)
+      nanosleep(&ms, NULL);
+  }
+  check_all_busy();
+  g_unload = DO_NOTHING;
+  /* Nothing changed: the registry and the modules serve on. */
+  assert_int_equal(hm_module_version(re), 4);
+  {
+    hm_module *sq;
+    assert_int_equal(hm_module_find(g_reg, "sq", &sq), 0);
+    assert_int_equal(hm_module_version(sq), 1);
+  }
+}
+
+static void t_allowed_calls_work(void **state) {
+  const char *dir = *state;
+  install_load(dir, "sq", "square_v1");
+  install_load(dir, "re", "reentrant_v1");
+  g_load = DO_ALLOWED;
+  reload_from("re", "reentrant_v2");
+  assert_int_equal(g_allowed_rc, 0);
+}
+
+/* Two modules whose load hooks each take a new live handle on the other, at the same time.
+ * Each used to hold its own reload lock and wait for the other's. */
+typedef struct reload_arg {
+  const char *name;
+  const char *file;
+  int rc;
+} reload_arg;
+
+static void *reload_thread(void *arg) {
+  reload_arg *r = arg;
+  hm_module *m;
+  r->rc = hm_module_find(g_reg, r->name, &m);
+  if (r->rc == 0)
+    r->rc = hm_module_reload_from(m, hmt_mod(r->file));
+  return NULL;
+}
+
+static void t_cross_hooks_live_get(void **state) {
+  const char *dir = *state;
+  int round;
+  for (round = 0; round < 5; round++) {
+    reload_arg ra = {"a", "reentrant_v2", 99}, rb = {"b", "reentrant_v4", 99};
+    pthread_t ta, tb;
+    if (round > 0) {
+      /* A fresh registry, so the handles are new again. */
+      hm_registry_free(g_reg);
+      g_reg = hmt_registry(0);
+    }
+    g_load = DO_NOTHING;
+    install_load(dir, "a", "reentrant_v1");
+    install_load(dir, "b", "reentrant_v3");
+    __atomic_store_n(&g_arrived, 0, __ATOMIC_SEQ_CST);
+    g_cross_rc[0] = g_cross_rc[1] = 99;
+    g_load = DO_CROSS_LIVE_GET;
+    assert_int_equal(pthread_create(&ta, NULL, reload_thread, &ra), 0);
+    assert_int_equal(pthread_create(&tb, NULL, reload_thread, &rb), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    g_load = DO_NOTHING;
+    assert_int_equal(ra.rc, 0);
+    assert_int_equal(rb.rc, 0);
+    /* Each got its handle: the other module's current version, or (if that one was about to
+     * publish a version without the symbol) a clear refusal. Both versions have it. */
+    assert_int_equal(g_cross_rc[0], 0);
+    assert_int_equal(g_cross_rc[1], 0);
+  }
+}
+
+/* An unload hook releases a snapshot of another module: allowed, and that version goes. */
+static void t_unload_hook_releases_snapshot(void **state) {
+  const char *dir = *state;
+  hm_stats st;
+  install_load(dir, "sq", "square_v1");
+  install_load(dir, "re", "reentrant_v1");
+  assert_int_equal(hm_snapshot_acquire(g_reg, "sq:version", &g_release_in_unload), 0);
+  reload_from("sq", "square_v2"); /* v1 of sq stays: the snapshot pins it */
+  reload_from("re", "reentrant_v2"); /* re v1's unload hook releases it */
+  {
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 20000; i++) {
+      assert_int_equal(hm_registry_stats(g_reg, &st), 0);
+      if (st.retired == 0)
+        break;
+      nanosleep(&ms, NULL);
+    }
+  }
+  assert_null(g_release_in_unload);
+  assert_int_equal(st.retired, 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(t_constructor_vs_acquire, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_forbidden_calls_are_busy, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_allowed_calls_work, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_cross_hooks_live_get, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_unload_hook_releases_snapshot, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
