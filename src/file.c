@@ -82,56 +82,52 @@ static int same_stat(const struct stat *a, const struct stat *b) {
          a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-/* Open and look at the file; returns the descriptor or a negative code. */
-static int open_checked(const char *path, unsigned flags, struct stat *st) {
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY), rc;
+int hm__file_open(const char *path) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
-    rc = -errno;
+    int rc = -errno;
     return hm__fail(rc, "cannot open %s: %s", path, strerror(-rc));
   }
-  if (fstat(fd, st) != 0) {
-    rc = hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
-  } else if (!S_ISREG(st->st_mode)) {
-    rc = hm__fail(HM_ENOTELF, "%s is not a regular file", path);
-  } else if ((st->st_mode & S_IWOTH) && !(flags & HM__READ_ALLOW_WRITABLE)) {
-    rc = hm__fail(HM_EACCES, "%s is writable by other users; refusing to load it", path);
-  } else if (st->st_size > HM__MAX_MODULE_SIZE) {
-    rc = hm__fail(HM_ENOTELF, "%s is too large (%lld bytes)", path, (long long)st->st_size);
-  } else {
-    return fd;
-  }
-  close(fd);
-  return rc;
+  return fd;
 }
 
-int hm__file_read(const hm__allocator *a, const char *path, unsigned flags, hm__file *out,
-                  hm__writer *writer) {
+/* Look at the open file: what the loader accepts. */
+static int check_stat(int fd, const char *path, unsigned flags, struct stat *st) {
+  if (fstat(fd, st) != 0)
+    return hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
+  if (!S_ISREG(st->st_mode))
+    return hm__fail(HM_ENOTELF, "%s is not a regular file", path);
+  if ((st->st_mode & S_IWOTH) && !(flags & HM__READ_ALLOW_WRITABLE))
+    return hm__fail(HM_EACCES, "%s is writable by other users; refusing to load it", path);
+  if (st->st_size > HM__MAX_MODULE_SIZE)
+    return hm__fail(HM_ENOTELF, "%s is too large (%lld bytes)", path, (long long)st->st_size);
+  return 0;
+}
+
+int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned flags,
+                     hm__file *out, hm__writer *writer) {
   struct stat st, st2;
   unsigned char *buf = NULL;
   size_t len, got = 0;
   hm__writer w;
-  int fd, rc = 0;
+  int rc;
 
   memset(out, 0, sizeof *out);
   if (writer != NULL)
     *writer = HM__WRITER_UNKNOWN;
-  fd = open_checked(path, flags, &st);
-  if (fd < 0)
-    return fd;
+  rc = check_stat(fd, path, flags, &st);
+  if (rc != 0)
+    return rc;
   w = hm__writer_probe(fd);
   if (writer != NULL)
     *writer = w;
-  if (w == HM__WRITER_ACTIVE && (flags & HM__READ_PROBE)) {
-    rc = hm__fail(HM_EAGAIN, "%s is still being written (a process has it open for writing)",
-                  path);
-    goto out;
-  }
+  if (w == HM__WRITER_ACTIVE && (flags & HM__READ_PROBE))
+    return hm__fail(HM_EAGAIN, "%s is still being written (a process has it open for writing)",
+                    path);
   len = (size_t)st.st_size;
   buf = hm__malloc(a, len ? len : 1);
-  if (buf == NULL) {
-    rc = hm__fail(HM_ENOMEM, "out of memory reading %s (%zu bytes)", path, len);
-    goto out;
-  }
+  if (buf == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory reading %s (%zu bytes)", path, len);
   while (got < len) {
     ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
     if (n < 0 && errno == EINTR)
@@ -160,6 +156,18 @@ int hm__file_read(const hm__allocator *a, const char *path, unsigned flags, hm__
   buf = NULL;
 out:
   hm__free(a, buf);
+  return rc;
+}
+
+int hm__file_read(const hm__allocator *a, const char *path, unsigned flags, hm__file *out,
+                  hm__writer *writer) {
+  int fd = hm__file_open(path), rc;
+  memset(out, 0, sizeof *out);
+  if (writer != NULL)
+    *writer = HM__WRITER_UNKNOWN;
+  if (fd < 0)
+    return fd;
+  rc = hm__file_read_fd(a, fd, path, flags, out, writer);
   close(fd);
   return rc;
 }

@@ -107,6 +107,12 @@ typedef struct hm__file {
  * or changed while read), HM_EIO, HM_ENOMEM. On error *out is left empty. */
 HM__HIDDEN int hm__file_read(const hm__allocator *a, const char *path, unsigned flags,
                              hm__file *out, hm__writer *writer);
+/* The same in two steps, for the watcher, which probes before it decides to read: open
+ * (read-only, non-blocking; the detail recorded on failure) and read from that descriptor
+ * (the caller closes it). */
+HM__HIDDEN int hm__file_open(const char *path);
+HM__HIDDEN int hm__file_read_fd(const hm__allocator *a, int fd, const char *path,
+                                unsigned flags, hm__file *out, hm__writer *writer);
 HM__HIDDEN void hm__file_release(const hm__allocator *a, hm__file *f);
 /* The lease probe alone, on an open descriptor (read-only). Never leaves a lease behind. */
 HM__HIDDEN hm__writer hm__writer_probe(int fd);
@@ -189,8 +195,9 @@ enum {
   HM__EV_CLOSED = 0x8u,        /* closed after writing (counts with OPEN) */
   HM__EV_CLOSE_NOWRITE = 0x10u, /* closed without writing (our own reads make these) */
   HM__EV_NEW = 0x20u,          /* a new inode has the name: open counts start over */
-  HM__EV_LOST = 0x40u,         /* events may have been missed (new watch, queue overflow) */
-  HM__EV_GONE = 0x80u          /* deleted or moved away */
+  HM__EV_LOST = 0x40u,         /* events were missed (queue overflow, a directory came back) */
+  HM__EV_GONE = 0x80u,         /* deleted or moved away */
+  HM__EV_START = 0x100u        /* the watch began: the file may have changed since its load */
 };
 
 typedef enum hm__method { /* matches hm_watch_method */
@@ -203,7 +210,8 @@ typedef enum hm__settle_why {
   HM__WHY_EVENTS, /* inotify reported something */
   HM__WHY_QUIET,  /* the quiet period ran out */
   HM__WHY_RETRY,  /* a retry after a transient failure is due */
-  HM__WHY_SETTLE  /* the settle delay ran out */
+  HM__WHY_SETTLE, /* the settle delay ran out */
+  HM__WHY_RECHECK /* time to ask about the writer again */
 } hm__settle_why;
 
 typedef enum hm__settle_do {
@@ -215,7 +223,8 @@ typedef enum hm__settle_do {
   HM__DO_LOAD,   /* a finished new build: reload the module (then hm__settle_result) */
   HM__DO_REFUSE, /* a finished file that is bad: report it, once */
   HM__DO_RETRY,  /* a transient failure: try again after the delay hm__settle_result gives */
-  HM__DO_REPORT  /* a transient failure outlasted its retries: report it, wait for a change */
+  HM__DO_REPORT,  /* a transient failure outlasted its retries: report it, wait for a change */
+  HM__DO_RECHECK  /* ask about the writer again after recheck_ms */
 } hm__settle_do;
 
 typedef struct hm__settle {
@@ -232,6 +241,11 @@ typedef struct hm__settle {
   unsigned retries;
   int settle_pending; /* settle_key is complete and waits out the settle delay */
   uint64_t settle_key;
+  int done_pending;  /* events: a writer finished, but other opens were still counted */
+  unsigned rechecks; /* lease: probes since a writer's close still found a writer */
+  unsigned recheck_ms;
+  int own_opens;     /* events: the watcher's own opens whose OPEN event is still to come */
+  int own_closes;    /* ... and whose IN_CLOSE_NOWRITE is */
 } hm__settle;
 
 /* What reading and checking the file found. */
@@ -245,6 +259,12 @@ typedef struct hm__settle_file {
 
 HM__HIDDEN void hm__settle_init(hm__settle *s, hm__method forced);
 HM__HIDDEN void hm__settle_note(hm__settle *s, unsigned ev);
+/* The watcher opened the file (read-only): its open and close are not someone else's. */
+HM__HIDDEN void hm__settle_own_open(hm__settle *s);
+/* After events: 1 if they call for a decision (the caller then opens the file to probe it),
+ * 0 if they were only opens and read-only closes (the watcher's own reads among them) with
+ * nothing waiting on them; those are then forgotten. */
+HM__HIDDEN int hm__settle_due(hm__settle *s);
 /* What to do after events (or a timer). `writer` is the lease probe's answer now; `stable`
  * (for HM__WHY_QUIET) says the size, mtime and inode held still over the quiet period. */
 HM__HIDDEN hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why,

@@ -36,11 +36,23 @@
 #define HM__SETTLE_RETRY_MS 100u
 #define HM__SETTLE_RETRIES 5u
 
+/* After a writer's close, the kernel reports IN_CLOSE_WRITE a moment before it stops
+ * counting the file as open for writing (fsnotify_close comes before put_file_access in
+ * __fput), so a probe right after the event may still see the writer. It is asked again
+ * after 1, 2, 4 ... ms, HM__SETTLE_RECHECKS times; a writer that really remains (another
+ * process) sends its own close later. */
+#define HM__SETTLE_RECHECKS 8u
+
 void hm__settle_init(hm__settle *s, hm__method forced) {
   memset(s, 0, sizeof *s);
   s->forced = forced;
   s->method = forced ? forced : HM__BY_LEASE;
   s->counted = 1;
+}
+
+void hm__settle_own_open(hm__settle *s) {
+  s->own_opens++;
+  s->own_closes++;
 }
 
 void hm__settle_note(hm__settle *s, unsigned ev) {
@@ -53,8 +65,23 @@ void hm__settle_note(hm__settle *s, unsigned ev) {
   }
   if (ev & HM__EV_LOST)
     s->counted = 0;
-  if (ev & HM__EV_OPEN)
-    s->opens++;
+  if ((ev & HM__EV_DONE) && s->forced != HM__BY_TIMING)
+    s->done_pending = 1;
+  /* The watcher's own reads open and close the file too: those events are not counted.
+   * Which OPEN event is ours does not matter, only how many are; and all of ours are in
+   * the queue before the watcher reads it again, so a decision never sees half of them. */
+  if (ev & HM__EV_OPEN) {
+    if (s->own_opens > 0)
+      s->own_opens--;
+    else
+      s->opens++;
+  }
+  if (ev & HM__EV_CLOSE_NOWRITE) {
+    if (s->own_closes > 0) {
+      s->own_closes--;
+      ev &= ~(unsigned)HM__EV_CLOSE_NOWRITE;
+    }
+  }
   if (ev & (HM__EV_CLOSED | HM__EV_CLOSE_NOWRITE)) {
     if (s->opens > 0)
       s->opens--;
@@ -68,6 +95,20 @@ static int changed(unsigned seen) {
   return (seen & ~(unsigned)(HM__EV_OPEN | HM__EV_CLOSE_NOWRITE)) != 0;
 }
 
+int hm__settle_due(hm__settle *s) {
+  if (changed(s->seen) || (s->done_pending && s->counted && s->opens == 0))
+    return 1;
+  s->seen = 0; /* only opens and read-only closes: nothing to decide */
+  return 0;
+}
+
+/* Leases answer for the writer whenever the probe could ask. */
+static int lease_unused(const hm__settle *s, hm__writer writer) {
+  return writer == HM__WRITER_UNKNOWN || s->forced == HM__BY_EVENTS ||
+         s->forced == HM__BY_TIMING;
+}
+
+
 hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer writer,
                                 int stable) {
   unsigned seen = s->seen;
@@ -77,36 +118,51 @@ hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer wr
     s->seen = 0;
   if (why == HM__WHY_RETRY || why == HM__WHY_SETTLE)
     return HM__DO_READ; /* s->finished holds from the decision that started the timer */
-  if (why == HM__WHY_EVENTS && !changed(seen))
-    return HM__DO_WAIT;
+  if (why == HM__WHY_EVENTS && !changed(seen) &&
+      !(s->done_pending && s->counted && s->opens == 0))
+    return HM__DO_WAIT; /* only opens and read-only closes, and no finished write waiting */
   if (why == HM__WHY_EVENTS)
     s->retries = 0; /* a change: a failure that outlasted its retries is tried afresh */
   if (why == HM__WHY_EVENTS && (seen & HM__EV_GONE) && !(seen & (HM__EV_DONE | HM__EV_NEW)))
     return HM__DO_WAIT; /* deleted or moved away: the current version serves on */
 
-  lease_known = writer != HM__WRITER_UNKNOWN && s->forced != HM__BY_EVENTS &&
-                s->forced != HM__BY_TIMING;
+  lease_known = !lease_unused(s, writer);
   if (lease_known) {
     s->method = HM__BY_LEASE;
-    if (writer == HM__WRITER_ACTIVE)
+    s->done_pending = 0;
+    if (writer == HM__WRITER_ACTIVE) {
+      if (((why == HM__WHY_EVENTS && (seen & HM__EV_DONE)) || why == HM__WHY_RECHECK) &&
+          s->rechecks < HM__SETTLE_RECHECKS) {
+        s->recheck_ms = 1u << s->rechecks++;
+        return HM__DO_RECHECK;
+      }
+      s->rechecks = 0;
       return HM__DO_WAIT; /* its close brings the file back here */
+    }
+    s->rechecks = 0;
     s->finished = 1;
     return HM__DO_READ;
   }
 
   if (s->forced != HM__BY_TIMING) {
-    if (why == HM__WHY_EVENTS && (seen & HM__EV_DONE)) {
+    if (s->done_pending) {
+      /* A writer finished. Finished for sure once no other open is left. */
       if (s->counted && s->opens == 0) {
+        s->done_pending = 0;
         s->method = HM__BY_EVENTS;
         s->finished = 1;
         return HM__DO_READ;
       }
+      /* Other opens remain (a reader that may never close), or the count is not to be
+       * trusted: fall back on the quiet period, and keep listening for the last close. */
     } else if (why == HM__WHY_EVENTS && s->counted && !(seen & HM__EV_LOST)) {
       s->method = HM__BY_EVENTS;
       if (s->opens > 0)
         return HM__DO_WAIT; /* a writer (or reader) is at work; its close will tell */
-      /* Changed with nothing open (a touch, chmod, link, truncate): look at it, but without
-       * the certainty that a writer is done, so an incomplete file is waited for. */
+      /* Changed with nothing open (a touch, chmod, link, truncate), or the watch just began:
+       * look at it, but without the certainty that a writer is done, so an incomplete file
+       * is waited for. Opens made before the watch began are not known; a writer's close
+       * that was never seen open makes the count untrustworthy (hm__settle_note). */
       s->finished = 0;
       return HM__DO_READ;
     }

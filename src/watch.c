@@ -360,7 +360,7 @@ static void watch_mod(hm__watcher *w, hm_module *mod, char *path) {
   w->mods = wm;
   mod->watch = wm;
   /* The file may have changed between the module's load and this watch: look at it now. */
-  hm__settle_note(&wm->st, HM__EV_LOST);
+  hm__settle_note(&wm->st, HM__EV_START);
   decide(wm, HM__WHY_EVENTS);
 }
 
@@ -423,19 +423,6 @@ static void reconcile(hm__watcher *w) {
 /* ---- Deciding ------------------------------------------------------------------------- */
 
 static const char *file_path(const hm__wmod *wm) { return wm->path; }
-
-/* The lease probe on the file as the path names it now. */
-static hm__writer probe_now(const hm__wmod *wm) {
-  int fd = open(file_path(wm), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  struct stat st;
-  hm__writer wr = HM__WRITER_UNKNOWN;
-  if (fd < 0)
-    return wr;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-    wr = hm__writer_probe(fd);
-  close(fd);
-  return wr;
-}
 
 static int stat_now(const hm__wmod *wm, off_t *size, long long *mtime, ino_t *ino) {
   struct stat st;
@@ -536,8 +523,9 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
   after_failure(wm, rc, key, cur);
 }
 
-/* Read the file and act on what the policy makes of it. */
-static void check(hm__wmod *wm, int settle_due) {
+/* Read the file (open as `fd`, or not there: `fd` is the error) and act on what the policy
+ * makes of it. */
+static void check(hm__wmod *wm, int fd, int settle_due) {
   hm__watcher *w = wm->w;
   hm_registry *reg = w->reg;
   hm__settle_file sf;
@@ -546,8 +534,14 @@ static void check(hm__wmod *wm, int settle_due) {
   int elf_rc = 0;
 
   memset(&sf, 0, sizeof sf);
-  sf.read_rc = hm__file_read(&w->a, file_path(wm),
-                             (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE, &f, NULL);
+  memset(&f, 0, sizeof f);
+  /* Where the lease decided, a writer that came since is waited for; where events or the
+   * quiet period decided, the lease is not asked (it may not be what the host wants). */
+  sf.read_rc = fd < 0 ? fd
+                      : hm__file_read_fd(&w->a, fd, file_path(wm),
+                                         (reg->flags & HM__READ_ALLOW_WRITABLE) |
+                                             (wm->st.method == HM__BY_LEASE ? HM__READ_PROBE : 0),
+                                         &f, NULL);
   if (sf.read_rc == 0) {
     why[0] = '\0';
     elf_rc = hm__elf_check(f.buf, f.len, NULL, why, sizeof why);
@@ -594,20 +588,29 @@ static void check(hm__wmod *wm, int settle_due) {
   hm__file_release(&w->a, &f);
 }
 
-/* Decide what to do about a module's file after events (or a timer). */
+/* Decide what to do about a module's file after events (or a timer). The file is opened
+ * once: the lease probe asks about writers on that descriptor, and a read uses it too. */
 static void decide(hm__wmod *wm, hm__settle_why why) {
-  hm__writer writer;
-  int stable = 0;
+  hm__writer writer = HM__WRITER_UNKNOWN;
+  struct stat st;
+  int stable = 0, fd;
   hm__settle_do act;
   if (wm->w->closing)
     return;
+  if (why == HM__WHY_EVENTS && !wm->relink && !hm__settle_due(&wm->st))
+    return; /* opening the file to look would only make more such events */
   if (wm->relink) {
     /* A symlink on the way changed: the path names another file now, a new build. */
     wm->relink = 0;
     set_points(wm->w, wm);
     hm__settle_note(&wm->st, HM__EV_DONE | HM__EV_NEW);
   }
-  writer = probe_now(wm);
+  fd = hm__file_open(file_path(wm));
+  if (fd >= 0) {
+    hm__settle_own_open(&wm->st);
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+      writer = hm__writer_probe(fd);
+  }
   if (why == HM__WHY_QUIET) {
     off_t size;
     long long mtime;
@@ -619,8 +622,12 @@ static void decide(hm__wmod *wm, hm__settle_why why) {
   __atomic_store_n(&wm->mod->watch_method, (int)wm->st.method, __ATOMIC_RELEASE);
   if (act == HM__DO_QUIET)
     quiet_start(wm);
+  else if (act == HM__DO_RECHECK)
+    timer_start(wm, HM__WHY_RECHECK, wm->st.recheck_ms);
   else if (act == HM__DO_READ)
-    check(wm, why == HM__WHY_SETTLE);
+    check(wm, fd, why == HM__WHY_SETTLE);
+  if (fd >= 0)
+    close(fd);
 }
 
 static void on_timer(uv_timer_t *t) {

@@ -1,0 +1,428 @@
+/* The watcher against real toolchains writing the watched file: ld.bfd (Debian's default,
+ * which truncates the output and reads its inputs for a long time before writing), gold
+ * (which writes through a shared mapping, here with a 5 ms quiet period), lld and mold
+ * (which rename a finished file into place), g++ with a C++ module, and `cmake --build` of a
+ * hotmod_add_module() target with Make and Ninja. Every build ends with exactly one LOADED of
+ * that complete build and no REJECTED. Also: a dependency that appears after the module (a
+ * transient failure, retried), one that never does (reported once its retries run out), and
+ * a post-link strip folded into one version by the settle delay.
+ *
+ * A toolchain that is not installed skips its test, saying so. */
+#include "watchutil.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef HM_TEST_CC
+#define HM_TEST_CC "cc"
+#endif
+#ifndef HM_TEST_CXX
+#define HM_TEST_CXX "c++"
+#endif
+
+/* Builds per toolchain. Each is checked on its own: one LOADED, the right build, no
+ * REJECTED. */
+#define BUILDS 3
+
+static int teardown(void **state) {
+  wt_free(*state);
+  return 0;
+}
+
+static int setup(void **state) {
+  *state = wt_new(HM_RELOAD_DEFAULT, 0, 0);
+  return 0;
+}
+
+static int setup_quiet5(void **state) {
+  *state = wt_new(HM_RELOAD_DEFAULT, 5, 0);
+  return 0;
+}
+
+static int setup_settle(void **state) {
+  *state = wt_new(HM_RELOAD_DEFAULT, 0, 300);
+  return 0;
+}
+
+static void write_text(const char *path, const char *text) {
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs(text, fp);
+  fclose(fp);
+}
+
+static const char *tmp_path(wt *f, const char *name) { return hmt_path(f->tmp, name); }
+
+static void run_or_fail(char *const argv[]) {
+  if (wt_run(argv) != 0)
+    fail_msg("%s failed", argv[0]);
+}
+
+/* ---- A large module: a few megabytes of data beside version() --------------------------- */
+
+#define BLOB_SIZE (4600 * 1024)
+
+/* Compile the blob once (an .incbin, so it costs nothing to compile); each build links it
+ * with a small object that carries the version. Linking megabytes is what makes ld.bfd spend
+ * a long time between truncating its output and writing it. */
+static void make_blob(wt *f) {
+  char asmfile[4200], bin[4200], obj[4200], text[8400];
+  unsigned char *buf = malloc(BLOB_SIZE);
+  uint32_t x = 12345;
+  size_t i;
+  assert_non_null(buf);
+  for (i = 0; i < BLOB_SIZE; i++) {
+    x = x * 1103515245u + 12345u;
+    buf[i] = (unsigned char)(x >> 24);
+  }
+  snprintf(bin, sizeof bin, "%s", tmp_path(f, "blob.bin"));
+  hmt_write(bin, buf, BLOB_SIZE);
+  free(buf);
+  snprintf(asmfile, sizeof asmfile, "%s", tmp_path(f, "blob.S"));
+  snprintf(text, sizeof text,
+           ".section .rodata.hmblob,\"a\"\n.globl hm_blob\n.type hm_blob,@object\n"
+           "hm_blob:\n.incbin \"%s\"\n.size hm_blob,%d\n.section .note.GNU-stack,\"\",@progbits\n",
+           bin, BLOB_SIZE);
+  write_text(asmfile, text);
+  snprintf(obj, sizeof obj, "%s", tmp_path(f, "blob.o"));
+  {
+    char *argv[] = {HM_TEST_CC, "-c", "-fPIC", "-o", obj, asmfile, NULL};
+    run_or_fail(argv);
+  }
+  write_text(tmp_path(f, "big.c"), "extern const unsigned char hm_blob[];\n"
+                                   "int version(void) { return VERSION; }\n"
+                                   "int blob_at(int i) { return hm_blob[i]; }\n");
+}
+
+/* Link build `n` of the large module straight to `out` with -fuse-ld=`ld` (NULL: the
+ * compiler's default). */
+static void link_big(wt *f, const char *ld, int n, const char *out) {
+  char def[32], fuse[32], src[4200], obj[4200];
+  snprintf(def, sizeof def, "-DVERSION=%d", n);
+  snprintf(fuse, sizeof fuse, "-fuse-ld=%s", ld ? ld : "bfd");
+  snprintf(src, sizeof src, "%s", tmp_path(f, "big.c"));
+  snprintf(obj, sizeof obj, "%s", tmp_path(f, "blob.o"));
+  {
+    char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-O1", def, fuse, "-o", (char *)out,
+                    src, obj, NULL};
+    run_or_fail(argv);
+  }
+}
+
+/* Load build 1 from the real toolchain, start the watcher, then BUILDS more builds, each
+ * checked. `build` writes build n to the given path. */
+typedef void (*build_fn)(wt *f, int n, const char *out, void *arg);
+
+static void builds_each_load_once(wt *f, build_fn build, void *arg) {
+  int n;
+  build(f, 1, f->path, arg);
+  assert_int_equal(hm_module_load(f->reg, "sq", f->path, &f->mod), 0);
+  assert_int_equal(hm_live_get(f->reg, "sq:version", &f->live), 0);
+  wt_start(f);
+  for (n = 2; n <= BUILDS + 1; n++) {
+    unsigned before = hm_module_version(f->mod);
+    int loads = wt_count(f, HM_EVENT_LOADED);
+    build(f, n, f->path, arg);
+    wt_expect_one_new(f, before, loads, n);
+    if (wt_count(f, HM_EVENT_REJECTED) != 0) {
+      pthread_mutex_lock(&f->log.mu);
+      fail_msg("build %d: spurious REJECTED (%s)", n, f->log.last_reject);
+    }
+  }
+}
+
+static void big_with(wt *f, int n, const char *out, void *ld) {
+  link_big(f, ld, n, out);
+}
+
+static void need_linker(const char *ld) {
+  if (!wt_have_linker(HM_TEST_CC, ld)) {
+    fprintf(stderr, "    %s cannot link with -fuse-ld=%s: skipped\n", HM_TEST_CC, ld);
+    skip();
+  }
+}
+
+static void t_bfd_large_module(void **state) {
+  wt *f = *state;
+  need_linker("bfd");
+  make_blob(f);
+  builds_each_load_once(f, big_with, "bfd");
+}
+
+/* gold writes through a shared mapping; with a 5 ms quiet period a guess from timing loaded
+ * half-written files. */
+static void t_gold_large_module_quiet5(void **state) {
+  wt *f = *state;
+  need_linker("gold");
+  make_blob(f);
+  builds_each_load_once(f, big_with, "gold");
+}
+
+static void t_lld(void **state) {
+  wt *f = *state;
+  need_linker("lld");
+  make_blob(f);
+  builds_each_load_once(f, big_with, "lld");
+}
+
+static void t_mold(void **state) {
+  wt *f = *state;
+  need_linker("mold");
+  make_blob(f);
+  builds_each_load_once(f, big_with, "mold");
+}
+
+/* ---- C++ ------------------------------------------------------------------------------- */
+
+static void cxx_build(wt *f, int n, const char *out, void *arg) {
+  char def[32], src[4200];
+  (void)arg;
+  snprintf(def, sizeof def, "-DVERSION=%d", n);
+  snprintf(src, sizeof src, "%s", tmp_path(f, "mod.cpp"));
+  {
+    char *argv[] = {HM_TEST_CXX, "-shared", "-fPIC", "-O1", "-fvisibility=hidden",
+                    "-fvisibility-inlines-hidden", def, "-o", (char *)out, src, NULL};
+    run_or_fail(argv);
+  }
+}
+
+static void t_cxx_module(void **state) {
+  wt *f = *state;
+  char probe[] = HM_TEST_CXX;
+  char *argv[] = {probe, "--version", NULL};
+  int devnull = open("/dev/null", O_WRONLY), saved = dup(1), ok;
+  dup2(devnull, 1);
+  ok = wt_run(argv) == 0;
+  dup2(saved, 1);
+  close(saved);
+  close(devnull);
+  if (!ok) {
+    fprintf(stderr, "    no C++ compiler: skipped\n");
+    skip();
+  }
+  write_text(tmp_path(f, "mod.cpp"),
+             "#include <map>\n#include <string>\n#include <vector>\n"
+             "static std::map<std::string, std::vector<int>> table;\n"
+             "extern \"C\" __attribute__((visibility(\"default\"))) int version(void) {\n"
+             "  table[\"v\"].push_back(VERSION);\n"
+             "  return table[\"v\"].back();\n}\n");
+  builds_each_load_once(f, cxx_build, NULL);
+}
+
+/* ---- cmake --build of a hotmod_add_module() target ------------------------------------- */
+
+typedef struct cmake_proj {
+  char src[4200], bin[4200];
+} cmake_proj;
+
+static void cmake_source(cmake_proj *p, int n) {
+  char mod[4300], text[256];
+  snprintf(mod, sizeof mod, "%s/mod.c", p->src);
+  snprintf(text, sizeof text,
+           "#include \"hotmod/module.h\"\nHM_MODULE_EXPORT int version(void) { return %d; }\n",
+           n);
+  write_text(mod, text);
+}
+
+static void cmake_build(wt *f, int n, const char *out, void *arg) {
+  cmake_proj *p = arg;
+  (void)out; /* the project's LIBRARY_OUTPUT_DIRECTORY is the watched directory */
+  (void)f;
+  cmake_source(p, n);
+  {
+    char *argv[] = {"cmake", "--build", p->bin, NULL};
+    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
+    dup2(devnull, 1);
+    rc = wt_run(argv);
+    dup2(saved, 1);
+    close(saved);
+    close(devnull);
+    if (rc != 0)
+      fail_msg("cmake --build %s failed", p->bin);
+  }
+}
+
+static void cmake_project(wt *f, const char *generator) {
+  cmake_proj p;
+  char lists[4300], text[8192];
+  snprintf(p.src, sizeof p.src, "%s", tmp_path(f, "proj"));
+  snprintf(p.bin, sizeof p.bin, "%s", tmp_path(f, "proj-build"));
+  assert_int_equal(mkdir(p.src, 0700), 0);
+  snprintf(lists, sizeof lists, "%s/CMakeLists.txt", p.src);
+  snprintf(text, sizeof text,
+           "cmake_minimum_required(VERSION 3.16)\nproject(m C)\n"
+           "include(%s/cmake/HotmodModule.cmake)\n"
+           "hotmod_add_module(sq mod.c)\n"
+           "target_include_directories(sq PRIVATE %s/include)\n"
+           "set_target_properties(sq PROPERTIES LIBRARY_OUTPUT_DIRECTORY %s)\n",
+           HM_TEST_SRCDIR, HM_TEST_SRCDIR, f->src);
+  write_text(lists, text);
+  cmake_source(&p, 1);
+  {
+    char gen[64];
+    char *argv[] = {"cmake", "-S", p.src, "-B", p.bin, "-G", gen, NULL};
+    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
+    snprintf(gen, sizeof gen, "%s", generator);
+    dup2(devnull, 1);
+    rc = wt_run(argv);
+    dup2(saved, 1);
+    close(saved);
+    close(devnull);
+    if (rc != 0) {
+      fprintf(stderr, "    cmake -G \"%s\" cannot configure: skipped\n", generator);
+      skip();
+    }
+  }
+  builds_each_load_once(f, cmake_build, &p);
+}
+
+static void t_cmake_make(void **state) { cmake_project(*state, "Unix Makefiles"); }
+
+static void t_cmake_ninja(void **state) { cmake_project(*state, "Ninja"); }
+
+/* ---- Dependencies, post-link steps ----------------------------------------------------- */
+
+/* Build a module that needs libhmdep.so, found through its RUNPATH in `rundir`; the library
+ * itself is built into tmp/libbuild. */
+static void build_with_dependency(wt *f, const char *rundir, const char *out) {
+  char libdir[4200], lib[4300], libsrc[4200], modsrc[4200], rpath[4300], ldir[4300];
+  snprintf(libdir, sizeof libdir, "%s", tmp_path(f, "libbuild"));
+  mkdir(libdir, 0700);
+  snprintf(lib, sizeof lib, "%s/libhmdep.so", libdir);
+  snprintf(libsrc, sizeof libsrc, "%s", tmp_path(f, "dep.c"));
+  snprintf(modsrc, sizeof modsrc, "%s", tmp_path(f, "needs.c"));
+  write_text(libsrc, "int hmdep_value(void) { return 40; }\n");
+  write_text(modsrc, "extern int hmdep_value(void);\n"
+                     "int version(void) { return hmdep_value() + 2; }\n");
+  {
+    char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-o", lib, libsrc, NULL};
+    run_or_fail(argv);
+  }
+  snprintf(rpath, sizeof rpath, "-Wl,-rpath,%s", rundir);
+  snprintf(ldir, sizeof ldir, "-L%s", libdir);
+  {
+    char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-o", (char *)out, modsrc, ldir,
+                    "-lhmdep", rpath, NULL};
+    run_or_fail(argv);
+  }
+}
+
+/* The module is finished before the library it needs: dlopen fails, which a later try may
+ * not meet. It is retried quietly, and loads once the library is there, 300 ms later. */
+static void t_dependency_appears_later(void **state) {
+  wt *f = *state;
+  char rundir[4200], built[4300], lib[4300], dest[4300];
+  unsigned before;
+  int loads;
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  before = hm_module_version(f->mod);
+  loads = wt_count(f, HM_EVENT_LOADED);
+  snprintf(rundir, sizeof rundir, "%s", tmp_path(f, "run"));
+  assert_int_equal(mkdir(rundir, 0700), 0);
+  snprintf(built, sizeof built, "%s", tmp_path(f, "needs.so"));
+  build_with_dependency(f, rundir, built);
+  hmt_install(built, f->path);
+  wt_sleep_ms(300);
+  snprintf(lib, sizeof lib, "%s/libhmdep.so", tmp_path(f, "libbuild"));
+  snprintf(dest, sizeof dest, "%s/libhmdep.so", rundir);
+  hmt_install(lib, dest);
+  wt_wait_live(f->live, 42);
+  wt_sync(f);
+  assert_int_equal(hm_module_version(f->mod), before + 1);
+  assert_int_equal(wt_count(f, HM_EVENT_LOADED), loads + 1);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+}
+
+/* A dependency that never comes: after the retries (0.1 + 0.2 + 0.4 + 0.8 + 1.6 s) one
+ * REJECTED, with dlopen's reason; then nothing more until the file changes. */
+static void t_dependency_never_appears(void **state) {
+  wt *f = *state;
+  char rundir[4200], built[4300];
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  snprintf(rundir, sizeof rundir, "%s", tmp_path(f, "run"));
+  assert_int_equal(mkdir(rundir, 0700), 0);
+  snprintf(built, sizeof built, "%s", tmp_path(f, "needs.so"));
+  build_with_dependency(f, rundir, built);
+  hmt_install(built, f->path);
+  wt_wait_count(f, HM_EVENT_REJECTED, 1);
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.last_err, HM_EDLOPEN);
+  assert_non_null(strstr(f->log.last_reject, "libhmdep.so"));
+  pthread_mutex_unlock(&f->log.mu);
+  wt_sleep_ms(500);
+  wt_sync(f);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 1);
+  assert_int_equal(wt_live(f->live), 1);
+}
+
+/* The linker writes the output, then strip rewrites it (a temporary file renamed over): two
+ * finished files. With settle_ms, one version: the stripped one. */
+static void t_strip_after_link_settles(void **state) {
+  wt *f = *state;
+  char src[4200], def[32];
+  unsigned before;
+  int loads;
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  before = hm_module_version(f->mod);
+  loads = wt_count(f, HM_EVENT_LOADED);
+  snprintf(src, sizeof src, "%s", tmp_path(f, "s.c"));
+  write_text(src, "int version(void) { return VERSION; }\n");
+  snprintf(def, sizeof def, "-DVERSION=%d", 9);
+  {
+    char *cc[] = {HM_TEST_CC, "-shared", "-fPIC", "-g", def, "-o", f->path, src, NULL};
+    char *strip[] = {"strip", "--strip-all", f->path, NULL};
+    run_or_fail(cc);
+    run_or_fail(strip);
+  }
+  wt_expect_one_new(f, before, loads, 9);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+  /* The version is the stripped file: its private copy has the same bytes. */
+  {
+    size_t len, clen;
+    unsigned char *want = hmt_read(f->path, &len);
+    char copy[4300];
+    unsigned char *got;
+    int found = 0;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[4096];
+    assert_non_null(maps);
+    while (!found && fgets(line, sizeof line, maps) != NULL) {
+      char *p = strstr(line, hm_registry_dir(f->reg));
+      if (p == NULL || strstr(p, "/sq.") == NULL)
+        continue;
+      p[strcspn(p, "\n")] = '\0';
+      snprintf(copy, sizeof copy, "%s", p);
+      got = hmt_read(copy, &clen);
+      found = clen == len && memcmp(got, want, len) == 0;
+      free(got);
+    }
+    fclose(maps);
+    free(want);
+    assert_true(found);
+  }
+}
+
+#define T(name, s) cmocka_unit_test_setup_teardown(name, s, teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(t_bfd_large_module, setup),
+      T(t_gold_large_module_quiet5, setup_quiet5),
+      T(t_lld, setup),
+      T(t_mold, setup),
+      T(t_cxx_module, setup),
+      T(t_cmake_make, setup),
+      T(t_cmake_ninja, setup),
+      T(t_dependency_appears_later, setup),
+      T(t_dependency_never_appears, setup),
+      T(t_strip_after_link_settles, setup_settle),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
