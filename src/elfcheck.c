@@ -71,6 +71,7 @@ typedef struct ck {
   uint64_t len;
   uint64_t phoff;
   unsigned phnum;
+  uint64_t steps; /* see hm__elf_info.steps */
   char *why;
   size_t whylen;
 } ck;
@@ -116,9 +117,10 @@ static uint32_t get_u32(const ck *c, uint64_t off) {
  * to the end of that segment's file-backed part (>= size). Every PT_LOAD was already checked
  * to lie inside the file, so off + avail <= len. Link-time addresses of an ET_DYN object are
  * relative to its load base, which is exactly what p_vaddr is. */
-static int map_vaddr(const ck *c, uint64_t addr, uint64_t size, uint64_t *off, uint64_t *avail) {
+static int map_vaddr(ck *c, uint64_t addr, uint64_t size, uint64_t *off, uint64_t *avail) {
   for (unsigned i = 0; i < c->phnum; i++) {
     ElfW(Phdr) ph;
+    c->steps++;
     get_phdr(c, i, &ph);
     if (ph.p_type != PT_LOAD || addr < ph.p_vaddr)
       continue;
@@ -135,9 +137,10 @@ static int map_vaddr(const ck *c, uint64_t addr, uint64_t size, uint64_t *off, u
 /* Is [addr, addr+size) inside the memory image of one PT_LOAD (p_memsz: relocations may
  * target .bss)? Relocation targets are written by the loader, so a target outside every
  * segment is a write to a wild address inside dlopen. */
-static int in_image(const ck *c, uint64_t addr, uint64_t size) {
+static int in_image(ck *c, uint64_t addr, uint64_t size) {
   for (unsigned i = 0; i < c->phnum; i++) {
     ElfW(Phdr) ph;
+    c->steps++;
     get_phdr(c, i, &ph);
     if (ph.p_type == PT_LOAD && addr >= ph.p_vaddr && addr - ph.p_vaddr < ph.p_memsz &&
         size <= ph.p_memsz - (addr - ph.p_vaddr))
@@ -208,6 +211,7 @@ static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uin
   map_vaddr(c, d->val[addr_tag], d->val[size_tag], &off, &avail);
   for (uint64_t p = 0; p < d->val[size_tag]; p += entsize) {
     uint64_t info, where;
+    c->steps++;
     if (rela) {
       ElfW(Rela) r;
       memcpy(&r, c->buf + off + p, sizeof r);
@@ -239,6 +243,7 @@ static int check_relr(ck *c, const dyninfo *d) {
   map_vaddr(c, d->val[DT_RELR], size, &off, &avail); /* checked by check_table */
   for (uint64_t p = 0; p < size; p += sizeof(ElfW(Addr))) {
     ElfW(Addr) e;
+    c->steps++;
     memcpy(&e, c->buf + off + p, sizeof e);
     if ((e & 1) == 0) {
       if (!in_image(c, e, sizeof e))
@@ -247,7 +252,7 @@ static int check_relr(ck *c, const dyninfo *d) {
       where = (uint64_t)e + sizeof e;
       continue;
     }
-    for (unsigned i = 1; i < bits; i++)
+    for (unsigned i = 1; i < bits; i++, c->steps++)
       if ((e >> i) & 1) {
         uint64_t at = where + (uint64_t)(i - 1) * sizeof e;
         if (at < where || !in_image(c, at, sizeof e))
@@ -281,6 +286,7 @@ static int check_sysv_hash(ck *c, uint64_t addr, uint64_t *nsyms) {
                 (unsigned long long)nb, (unsigned long long)nc);
   for (uint64_t i = 2; i < words + nc; i++) {
     Elf_Symndx v;
+    c->steps++;
     memcpy(&v, c->buf + off + i * sizeof v, sizeof v);
     if (v >= nc)
       return fail(c, HM_EBADELF, "corrupt: DT_HASH entry %llu is %llu, past %llu symbols",
@@ -313,6 +319,7 @@ static int check_gnu_hash(ck *c, uint64_t addr, uint64_t *nsyms) {
     return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH table (%u buckets) is truncated", nb);
   uint32_t maxb = 0;
   for (uint32_t i = 0; i < nb; i++) {
+    c->steps++;
     uint32_t b = get_u32(c, off + buckets + (uint64_t)i * 4);
     if (b != 0 && b < symoff)
       return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH bucket %u is %u, below symoffset %u", i,
@@ -326,6 +333,7 @@ static int check_gnu_hash(ck *c, uint64_t addr, uint64_t *nsyms) {
   }
   for (uint64_t i = (uint64_t)(maxb - symoff);; i++) {
     uint64_t at = chains + i * 4;
+    c->steps++;
     if (at > avail || avail - at < 4)
       return fail(c, HM_EBADELF, "corrupt: DT_GNU_HASH chain of symbol %u is unterminated",
                   maxb);
@@ -349,6 +357,7 @@ static int check_verneed(ck *c, uint64_t addr, uint64_t strsz, unsigned *budget)
                 (unsigned long long)addr);
   for (uint64_t pos = 0;;) {
     ElfW(Verneed) vn;
+    c->steps++;
     if (!in_range(pos, sizeof vn, avail) || --*budget == 0)
       return fail(c, HM_EBADELF, "corrupt: DT_VERNEED chain runs past its segment");
     memcpy(&vn, c->buf + off + pos, sizeof vn);
@@ -356,6 +365,7 @@ static int check_verneed(ck *c, uint64_t addr, uint64_t strsz, unsigned *budget)
       return fail(c, HM_EBADELF, "corrupt: DT_VERNEED file name is outside the string table");
     for (uint64_t aux = pos + vn.vn_aux;;) {
       ElfW(Vernaux) va;
+      c->steps++;
       if (!in_range(aux, sizeof va, avail) || --*budget == 0)
         return fail(c, HM_EBADELF, "corrupt: DT_VERNEED aux chain runs past its segment");
       memcpy(&va, c->buf + off + aux, sizeof va);
@@ -379,6 +389,7 @@ static int check_verdef(ck *c, uint64_t addr, uint64_t strsz, unsigned *budget) 
   for (uint64_t pos = 0;;) {
     ElfW(Verdef) vd;
     ElfW(Verdaux) va;
+    c->steps++;
     if (!in_range(pos, sizeof vd, avail) || --*budget == 0)
       return fail(c, HM_EBADELF, "corrupt: DT_VERDEF chain runs past its segment");
     memcpy(&vd, c->buf + off + pos, sizeof vd);
@@ -411,6 +422,7 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   int terminated = 0;
   for (uint64_t i = 0; i < n; i++) {
     ElfW(Dyn) e;
+    c->steps++;
     memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
     if (e.d_tag == DT_NULL) {
       terminated = 1;
@@ -444,6 +456,7 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   /* Names the loader reads straight from the string table while mapping. */
   for (uint64_t i = 0; i < count; i++) {
     ElfW(Dyn) e;
+    c->steps++;
     memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
     switch (e.d_tag) {
     case DT_NEEDED:
@@ -489,6 +502,7 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
                 (unsigned long long)d.val[DT_SYMTAB], (unsigned long long)(nsyms ? nsyms : 1));
   for (uint64_t i = 0; i < nsyms; i++) {
     ElfW(Sym) s;
+    c->steps++;
     memcpy(&s, c->buf + symoff + i * sizeof s, sizeof s);
     if (s.st_name >= strsz)
       return fail(c, HM_EBADELF, "corrupt: symbol %llu's name is outside the string table",
@@ -594,6 +608,7 @@ static int check_sections(ck *c, const ElfW(Ehdr) *eh) {
                 (unsigned long long)c->len);
   for (uint64_t i = 0; i < shnum; i++) {
     ElfW(Shdr) s;
+    c->steps++;
     memcpy(&s, c->buf + eh->e_shoff + i * sizeof s, sizeof s);
     if (s.sh_type == SHT_NULL || s.sh_type == SHT_NOBITS)
       continue;
@@ -672,6 +687,7 @@ int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char
   for (int pass = 0; pass < 2; pass++) {
     for (unsigned i = 0; i < c.phnum; i++) {
       ElfW(Phdr) ph;
+      c.steps++;
       get_phdr(&c, i, &ph);
       if (ph.p_type == PT_NULL || (ph.p_type == PT_LOAD) != (pass == 0))
         continue;
@@ -709,6 +725,7 @@ int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char
   for (unsigned i = 0; i < c.phnum; i++) {
     ElfW(Phdr) ph;
     uint64_t o, a;
+    c.steps++;
     get_phdr(&c, i, &ph);
     int via_mapping = ph.p_type == PT_TLS;
 #ifdef PT_GNU_PROPERTY
@@ -725,5 +742,7 @@ int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char
     rc = check_sections(&c, &eh);
   if (rc != 0 && info != NULL)
     memset(info, 0, sizeof *info);
+  if (info != NULL)
+    info->steps = c.steps;
   return rc;
 }

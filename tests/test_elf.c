@@ -123,7 +123,7 @@ static uint32_t rnd(void) {
 static void whole_file_passes(void **state) {
   (void)state;
   char why[256] = "untouched";
-  hm__elf_info info = {-1, -1};
+  hm__elf_info info = {-1, -1, 0};
   int rc = hm__elf_check(sample, sample_len, &info, why, sizeof why);
   if (rc != 0)
     fail_msg("%s rejected: %s", sample_path, why);
