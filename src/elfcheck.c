@@ -404,56 +404,61 @@ static int check_verdef(ck *c, uint64_t addr, uint64_t strsz, unsigned *budget) 
   }
 }
 
-static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
-  uint64_t doff, davail;
+/* Walk the dynamic section the way the loader does and record the entries we care about.
+ * *doff is the file offset of the section as the loader sees it, *count the number of
+ * entries before DT_NULL. */
+static int read_dynamic(ck *c, const ElfW(Phdr) *dynph, dyninfo *d, uint64_t *doff,
+                        uint64_t *count) {
+  uint64_t davail;
   /* The loader reads the dynamic section at load base + p_vaddr, not at p_offset: translate
    * the address, and walk the bytes it will actually see. */
   if (dynph->p_filesz < sizeof(ElfW(Dyn)) ||
-      !map_vaddr(c, dynph->p_vaddr, dynph->p_filesz, &doff, &davail))
+      !map_vaddr(c, dynph->p_vaddr, dynph->p_filesz, doff, &davail))
     return fail(c, HM_EBADELF,
                 "corrupt: PT_DYNAMIC (0x%llx, %llu bytes) is outside the file-backed segments",
                 (unsigned long long)dynph->p_vaddr, (unsigned long long)dynph->p_filesz);
 
   /* glibc walks the entries until DT_NULL with no other bound; require the terminator
    * within p_filesz so the walk stops inside the file. */
-  dyninfo d;
-  memset(&d, 0, sizeof d);
-  uint64_t n = dynph->p_filesz / sizeof(ElfW(Dyn)), count = 0;
-  int terminated = 0;
+  memset(d, 0, sizeof *d);
+  uint64_t n = dynph->p_filesz / sizeof(ElfW(Dyn));
   for (uint64_t i = 0; i < n; i++) {
     ElfW(Dyn) e;
     c->steps++;
-    memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
+    memcpy(&e, c->buf + *doff + i * sizeof e, sizeof e);
     if (e.d_tag == DT_NULL) {
-      terminated = 1;
-      count = i;
-      break;
+      *count = i;
+      return 0;
     }
-    dyn_note(&d, &e);
+    dyn_note(d, &e);
   }
-  if (!terminated)
-    return fail(c, HM_EBADELF, "corrupt: dynamic section has no DT_NULL terminator");
+  return fail(c, HM_EBADELF, "corrupt: dynamic section has no DT_NULL terminator");
+}
 
-  /* Tables every dynamic object has; a zeroed dynamic section (DT_NULL first) lands here. */
-  if (!d.has[DT_STRTAB] || d.val[DT_STRTAB] == 0)
+/* Tables every dynamic object has, and the string table: in the file and ending with NUL,
+ * so that any offset below DT_STRSZ names a terminated string and "offset < strsz" is all
+ * the name checks need. */
+static int check_strtab(ck *c, const dyninfo *d) {
+  /* A zeroed dynamic section (DT_NULL first) lands here. */
+  if (!d->has[DT_STRTAB] || d->val[DT_STRTAB] == 0)
     return fail(c, HM_EBADELF, "corrupt: no DT_STRTAB in the dynamic section");
-  if (!d.has[DT_SYMTAB] || d.val[DT_SYMTAB] == 0)
+  if (!d->has[DT_SYMTAB] || d->val[DT_SYMTAB] == 0)
     return fail(c, HM_EBADELF, "corrupt: no DT_SYMTAB in the dynamic section");
-  if (!d.has[DT_STRSZ] || d.val[DT_STRSZ] == 0)
+  if (!d->has[DT_STRSZ] || d->val[DT_STRSZ] == 0)
     return fail(c, HM_EBADELF, "corrupt: no DT_STRSZ in the dynamic section");
-
-  /* String table: in the file and ending with NUL, so that any offset below DT_STRSZ names
-   * a terminated string and "offset < strsz" is all the name checks below need. */
-  uint64_t stroff, stravail, strsz = d.val[DT_STRSZ];
-  if (!map_vaddr(c, d.val[DT_STRTAB], strsz, &stroff, &stravail))
+  uint64_t stroff, stravail, strsz = d->val[DT_STRSZ];
+  if (!map_vaddr(c, d->val[DT_STRTAB], strsz, &stroff, &stravail))
     return fail(c, HM_EBADELF,
                 "corrupt: string table at 0x%llx (%llu bytes) is outside the file-backed "
                 "segments",
-                (unsigned long long)d.val[DT_STRTAB], (unsigned long long)strsz);
+                (unsigned long long)d->val[DT_STRTAB], (unsigned long long)strsz);
   if (c->buf[stroff + strsz - 1] != 0)
     return fail(c, HM_EBADELF, "corrupt: string table does not end with NUL");
+  return 0;
+}
 
-  /* Names the loader reads straight from the string table while mapping. */
+/* Names the loader reads straight from the string table while mapping. */
+static int check_dyn_names(ck *c, uint64_t doff, uint64_t count, uint64_t strsz) {
   for (uint64_t i = 0; i < count; i++) {
     ElfW(Dyn) e;
     c->steps++;
@@ -476,18 +481,21 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
       break;
     }
   }
+  return 0;
+}
 
-  /* Symbol count, from whichever hash tables exist (glibc follows their indices into the
-   * symbol table). Without either we only know the table has its null entry. */
-  uint64_t nsyms = 0, hs = 0;
+/* Symbol count, from whichever hash tables exist (glibc follows their indices into the
+ * symbol table). Without either we only know the table has its null entry. */
+static int check_symbols(ck *c, const dyninfo *d, uint64_t *nsyms_out) {
+  uint64_t nsyms = 0, hs = 0, strsz = d->val[DT_STRSZ];
   int rc;
-  if (d.has[DT_HASH] && d.val[DT_HASH] != 0) {
-    if ((rc = check_sysv_hash(c, d.val[DT_HASH], &hs)) != 0)
+  if (d->has[DT_HASH] && d->val[DT_HASH] != 0) {
+    if ((rc = check_sysv_hash(c, d->val[DT_HASH], &hs)) != 0)
       return rc;
     nsyms = hs;
   }
-  if (d.has_gnu_hash && d.gnu_hash != 0) {
-    if ((rc = check_gnu_hash(c, d.gnu_hash, &hs)) != 0)
+  if (d->has_gnu_hash && d->gnu_hash != 0) {
+    if ((rc = check_gnu_hash(c, d->gnu_hash, &hs)) != 0)
       return rc;
     if (hs > nsyms)
       nsyms = hs;
@@ -495,11 +503,11 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
 
   uint64_t symoff, symavail, symbytes;
   if (!mul_ok(nsyms ? nsyms : 1, sizeof(ElfW(Sym)), &symbytes) ||
-      !map_vaddr(c, d.val[DT_SYMTAB], symbytes, &symoff, &symavail))
+      !map_vaddr(c, d->val[DT_SYMTAB], symbytes, &symoff, &symavail))
     return fail(c, HM_EBADELF,
                 "corrupt: symbol table at 0x%llx (%llu symbols) is outside the file-backed "
                 "segments",
-                (unsigned long long)d.val[DT_SYMTAB], (unsigned long long)(nsyms ? nsyms : 1));
+                (unsigned long long)d->val[DT_SYMTAB], (unsigned long long)(nsyms ? nsyms : 1));
   for (uint64_t i = 0; i < nsyms; i++) {
     ElfW(Sym) s;
     c->steps++;
@@ -508,62 +516,88 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
       return fail(c, HM_EBADELF, "corrupt: symbol %llu's name is outside the string table",
                   (unsigned long long)i);
   }
-  if (d.has_versym && d.versym != 0 && nsyms != 0) {
+  if (d->has_versym && d->versym != 0 && nsyms != 0) {
     uint64_t o, a;
-    if (!map_vaddr(c, d.versym, nsyms * sizeof(ElfW(Versym)), &o, &a))
+    if (!map_vaddr(c, d->versym, nsyms * sizeof(ElfW(Versym)), &o, &a))
       return fail(c, HM_EBADELF, "corrupt: DT_VERSYM is outside the file-backed segments");
   }
+  *nsyms_out = nsyms;
+  return 0;
+}
 
-  /* Relocations. */
-  if (d.has[DT_RELA] && (!d.has[DT_RELAENT] || d.val[DT_RELAENT] != sizeof(ElfW(Rela))))
+/* Every relocation table the loader processes at dlopen. */
+static int check_all_relocs(ck *c, const dyninfo *d, uint64_t nsyms) {
+  int rc;
+  if (d->has[DT_RELA] && (!d->has[DT_RELAENT] || d->val[DT_RELAENT] != sizeof(ElfW(Rela))))
     return fail(c, HM_EBADELF, "corrupt: DT_RELA without DT_RELAENT == %zu",
                 sizeof(ElfW(Rela)));
-  if (d.has[DT_REL] && (!d.has[DT_RELENT] || d.val[DT_RELENT] != sizeof(ElfW(Rel))))
+  if (d->has[DT_REL] && (!d->has[DT_RELENT] || d->val[DT_RELENT] != sizeof(ElfW(Rel))))
     return fail(c, HM_EBADELF, "corrupt: DT_REL without DT_RELENT == %zu", sizeof(ElfW(Rel)));
-  if ((rc = check_relocs(c, &d, DT_RELA, DT_RELASZ, sizeof(ElfW(Rela)), 1, nsyms, "DT_RELA")) ||
-      (rc = check_relocs(c, &d, DT_REL, DT_RELSZ, sizeof(ElfW(Rel)), 0, nsyms, "DT_REL")))
+  if ((rc = check_relocs(c, d, DT_RELA, DT_RELASZ, sizeof(ElfW(Rela)), 1, nsyms, "DT_RELA")) ||
+      (rc = check_relocs(c, d, DT_REL, DT_RELSZ, sizeof(ElfW(Rel)), 0, nsyms, "DT_REL")))
     return rc;
-  if (d.has[DT_JMPREL]) {
-    if (!d.has[DT_PLTREL] || (d.val[DT_PLTREL] != DT_RELA && d.val[DT_PLTREL] != DT_REL))
+  if (d->has[DT_JMPREL]) {
+    if (!d->has[DT_PLTREL] || (d->val[DT_PLTREL] != DT_RELA && d->val[DT_PLTREL] != DT_REL))
       return fail(c, HM_EBADELF, "corrupt: DT_JMPREL without a valid DT_PLTREL");
-    int rela = d.val[DT_PLTREL] == DT_RELA;
-    if ((rc = check_relocs(c, &d, DT_JMPREL, DT_PLTRELSZ,
+    int rela = d->val[DT_PLTREL] == DT_RELA;
+    if ((rc = check_relocs(c, d, DT_JMPREL, DT_PLTRELSZ,
                            rela ? sizeof(ElfW(Rela)) : sizeof(ElfW(Rel)), rela, nsyms,
                            "DT_JMPREL")))
       return rc;
   }
 #ifdef DT_RELR
-  if (d.has[DT_RELR] && (!d.has[DT_RELRENT] || d.val[DT_RELRENT] != sizeof(ElfW(Addr))))
+  if (d->has[DT_RELR] && (!d->has[DT_RELRENT] || d->val[DT_RELRENT] != sizeof(ElfW(Addr))))
     return fail(c, HM_EBADELF, "corrupt: DT_RELR without DT_RELRENT == %zu",
                 sizeof(ElfW(Addr)));
-  if ((rc = check_table(c, &d, DT_RELR, DT_RELRSZ, sizeof(ElfW(Addr)), "DT_RELR")) ||
-      (rc = check_relr(c, &d)))
+  if ((rc = check_table(c, d, DT_RELR, DT_RELRSZ, sizeof(ElfW(Addr)), "DT_RELR")) ||
+      (rc = check_relr(c, d)))
     return rc;
 #endif
+  return 0;
+}
 
-  /* Constructors and destructors: the arrays are read, their sizes read through a pointer;
-   * DT_INIT / DT_FINI are called, so they must at least point into the file's code. */
-  if ((rc = check_table(c, &d, DT_INIT_ARRAY, DT_INIT_ARRAYSZ, sizeof(ElfW(Addr)),
+/* Constructors and destructors: the arrays are read, their sizes read through a pointer;
+ * DT_INIT / DT_FINI are called, so they must at least point into the file's code. */
+static int check_init_fini(ck *c, const dyninfo *d) {
+  int rc;
+  if ((rc = check_table(c, d, DT_INIT_ARRAY, DT_INIT_ARRAYSZ, sizeof(ElfW(Addr)),
                         "DT_INIT_ARRAY")) ||
-      (rc = check_table(c, &d, DT_FINI_ARRAY, DT_FINI_ARRAYSZ, sizeof(ElfW(Addr)),
+      (rc = check_table(c, d, DT_FINI_ARRAY, DT_FINI_ARRAYSZ, sizeof(ElfW(Addr)),
                         "DT_FINI_ARRAY")) ||
-      (rc = check_table(c, &d, DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ, sizeof(ElfW(Addr)),
+      (rc = check_table(c, d, DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ, sizeof(ElfW(Addr)),
                         "DT_PREINIT_ARRAY")))
     return rc;
   const int fn_tags[] = {DT_INIT, DT_FINI};
   for (size_t i = 0; i < sizeof fn_tags / sizeof fn_tags[0]; i++) {
     uint64_t o, a;
-    if (d.has[fn_tags[i]] && d.val[fn_tags[i]] != 0 && !map_vaddr(c, d.val[fn_tags[i]], 1, &o, &a))
+    if (d->has[fn_tags[i]] && d->val[fn_tags[i]] != 0 &&
+        !map_vaddr(c, d->val[fn_tags[i]], 1, &o, &a))
       return fail(c, HM_EBADELF, "corrupt: %s at 0x%llx is outside the file-backed segments",
                   fn_tags[i] == DT_INIT ? "DT_INIT" : "DT_FINI",
-                  (unsigned long long)d.val[fn_tags[i]]);
+                  (unsigned long long)d->val[fn_tags[i]]);
   }
+  return 0;
+}
 
-  /* Symbol versioning. */
+static int check_versions(ck *c, const dyninfo *d) {
   unsigned budget = HM__WALK_BUDGET;
-  if (d.has_verneed && d.verneed != 0 && (rc = check_verneed(c, d.verneed, strsz, &budget)))
+  uint64_t strsz = d->val[DT_STRSZ];
+  int rc;
+  if (d->has_verneed && d->verneed != 0 && (rc = check_verneed(c, d->verneed, strsz, &budget)))
     return rc;
-  if (d.has_verdef && d.verdef != 0 && (rc = check_verdef(c, d.verdef, strsz, &budget)))
+  if (d->has_verdef && d->verdef != 0 && (rc = check_verdef(c, d->verdef, strsz, &budget)))
+    return rc;
+  return 0;
+}
+
+static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
+  dyninfo d;
+  uint64_t doff = 0, count = 0, nsyms = 0;
+  int rc;
+  if ((rc = read_dynamic(c, dynph, &d, &doff, &count)) || (rc = check_strtab(c, &d)) ||
+      (rc = check_dyn_names(c, doff, count, d.val[DT_STRSZ])) ||
+      (rc = check_symbols(c, &d, &nsyms)) || (rc = check_all_relocs(c, &d, nsyms)) ||
+      (rc = check_init_fini(c, &d)) || (rc = check_versions(c, &d)))
     return rc;
 
 #ifdef DF_1_PIE
@@ -621,6 +655,130 @@ static int check_sections(ck *c, const ElfW(Ehdr) *eh) {
 
 /* ---- Entry point ----------------------------------------------------------------------- */
 
+/* The ELF header: a shared object for this machine, with a program header table inside the
+ * file. */
+static int check_ehdr(ck *c, const ElfW(Ehdr) *eh) {
+  if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0)
+    return fail(c, HM_ENOTELF, "not ELF: no ELF magic");
+  if (eh->e_ident[EI_CLASS] != HM__ELFCLASS)
+    return fail(c, HM_ENOTELF, "not for this machine: ELF class %u, expected %u",
+                eh->e_ident[EI_CLASS], HM__ELFCLASS);
+  if (eh->e_ident[EI_DATA] != HM__ELFDATA)
+    return fail(c, HM_ENOTELF, "not for this machine: byte order %u, expected %u",
+                eh->e_ident[EI_DATA], HM__ELFDATA);
+  if (eh->e_ident[EI_VERSION] != EV_CURRENT || eh->e_version != EV_CURRENT)
+    return fail(c, HM_ENOTELF, "not ELF: version %u, expected %u", eh->e_ident[EI_VERSION],
+                EV_CURRENT);
+  if (eh->e_ident[EI_OSABI] != ELFOSABI_SYSV && eh->e_ident[EI_OSABI] != ELFOSABI_GNU)
+    return fail(c, HM_ENOTELF, "not for this system: OS ABI %u", eh->e_ident[EI_OSABI]);
+#ifdef HM__MACHINE
+  if (eh->e_machine != HM__MACHINE)
+    return fail(c, HM_ENOTELF, "not for this machine: e_machine %u, expected %u",
+                (unsigned)eh->e_machine, (unsigned)HM__MACHINE);
+#endif
+  if (eh->e_type != ET_DYN)
+    return fail(c, HM_ENOTELF, "not a shared object: e_type %u", (unsigned)eh->e_type);
+
+  /* Program headers: the loader's whole view of the file. */
+  if (eh->e_phentsize != sizeof(ElfW(Phdr)))
+    return fail(c, HM_EBADELF, "corrupt: e_phentsize is %u, expected %zu",
+                (unsigned)eh->e_phentsize, sizeof(ElfW(Phdr)));
+  if (eh->e_phnum == 0)
+    return fail(c, HM_EBADELF, "corrupt: no program headers");
+  if (!in_range(eh->e_phoff, (uint64_t)eh->e_phnum * sizeof(ElfW(Phdr)), c->len))
+    return fail(c, HM_EBADELF,
+                "truncated: %u program headers at %llu run past the end (%llu bytes)",
+                (unsigned)eh->e_phnum, (unsigned long long)eh->e_phoff,
+                (unsigned long long)c->len);
+  c->phoff = eh->e_phoff;
+  c->phnum = eh->e_phnum;
+  return 0;
+}
+
+/* Mapping a PT_LOAD past the end of the file gives pages that SIGBUS when touched, and
+ * other segments (PT_TLS's init image, PT_GNU_PROPERTY, notes) are read too: a segment
+ * extending past the end means the file is incomplete. PT_LOADs first, so a cut file is
+ * reported by the segment that matters. */
+static int check_segments(ck *c, ElfW(Phdr) *dynph) {
+  unsigned nload = 0, ndyn = 0;
+  memset(dynph, 0, sizeof *dynph);
+  for (int pass = 0; pass < 2; pass++) {
+    for (unsigned i = 0; i < c->phnum; i++) {
+      ElfW(Phdr) ph;
+      c->steps++;
+      get_phdr(c, i, &ph);
+      if (ph.p_type == PT_NULL || (ph.p_type == PT_LOAD) != (pass == 0))
+        continue;
+      if (!in_range(ph.p_offset, ph.p_filesz, c->len)) {
+        unsigned long long end = (unsigned long long)ph.p_offset + ph.p_filesz;
+        if (end < ph.p_offset)
+          return fail(c, HM_EBADELF, "corrupt: segment %u's offset and size overflow", i);
+        if (pass == 0)
+          return fail(c, HM_EBADELF,
+                      "truncated: PT_LOAD segment %u ends at %llu, file has %llu bytes", i, end,
+                      (unsigned long long)c->len);
+        return fail(c, HM_EBADELF,
+                    "truncated: segment %u (type 0x%x) ends at %llu, file has %llu bytes", i,
+                    (unsigned)ph.p_type, end, (unsigned long long)c->len);
+      }
+      if (ph.p_type == PT_LOAD) {
+        if (ph.p_filesz > ph.p_memsz)
+          return fail(c, HM_EBADELF,
+                      "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu", i,
+                      (unsigned long long)ph.p_filesz, (unsigned long long)ph.p_memsz);
+        nload++;
+      } else if (ph.p_type == PT_DYNAMIC) {
+        *dynph = ph;
+        ndyn++;
+      }
+    }
+  }
+  if (nload == 0)
+    return fail(c, HM_EBADELF, "corrupt: no PT_LOAD segment");
+  if (ndyn != 1)
+    return fail(c, HM_EBADELF, "corrupt: %u PT_DYNAMIC segments, expected 1", ndyn);
+  return 0;
+}
+
+/* Segments read through the mapping rather than the file: their virtual range must be
+ * file-backed as well. */
+static int check_mapped_segments(ck *c) {
+  for (unsigned i = 0; i < c->phnum; i++) {
+    ElfW(Phdr) ph;
+    uint64_t o, a;
+    c->steps++;
+    get_phdr(c, i, &ph);
+    int via_mapping = ph.p_type == PT_TLS;
+#ifdef PT_GNU_PROPERTY
+    via_mapping = via_mapping || ph.p_type == PT_GNU_PROPERTY;
+#endif
+    if (via_mapping && ph.p_filesz != 0 && !map_vaddr(c, ph.p_vaddr, ph.p_filesz, &o, &a))
+      return fail(c, HM_EBADELF, "corrupt: segment %u (type 0x%x) is outside the PT_LOADs", i,
+                  (unsigned)ph.p_type);
+  }
+  return 0;
+}
+
+static int check_file(ck *c, hm__elf_info *info) {
+  /* A short file that starts like ELF is one still being written; anything else is not
+   * ELF at all. */
+  if (c->len < sizeof(ElfW(Ehdr))) {
+    size_t n = c->len < SELFMAG ? (size_t)c->len : SELFMAG;
+    if (memcmp(c->buf, ELFMAG, n) == 0)
+      return fail(c, HM_EBADELF, "truncated: %llu bytes, an ELF header needs %zu",
+                  (unsigned long long)c->len, sizeof(ElfW(Ehdr)));
+    return fail(c, HM_ENOTELF, "not ELF: no ELF magic");
+  }
+  ElfW(Ehdr) eh;
+  ElfW(Phdr) dynph;
+  int rc;
+  memcpy(&eh, c->buf, sizeof eh);
+  if ((rc = check_ehdr(c, &eh)) || (rc = check_segments(c, &dynph)) ||
+      (rc = check_mapped_segments(c)) || (rc = check_dynamic(c, &dynph, info)))
+    return rc;
+  return check_sections(c, &eh);
+}
+
 int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char *why,
                   size_t whylen) {
   ck c = {.buf = buf, .len = len, .why = why, .whylen = whylen};
@@ -630,116 +788,7 @@ int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char
     memset(info, 0, sizeof *info);
   if (buf == NULL || len == 0)
     return fail(&c, HM_EBADELF, "empty file");
-
-  /* A short file that starts like ELF is one still being written; anything else is not
-   * ELF at all. */
-  if (len < sizeof(ElfW(Ehdr))) {
-    size_t n = len < SELFMAG ? len : SELFMAG;
-    if (memcmp(buf, ELFMAG, n) == 0)
-      return fail(&c, HM_EBADELF, "truncated: %zu bytes, an ELF header needs %zu", len,
-                  sizeof(ElfW(Ehdr)));
-    return fail(&c, HM_ENOTELF, "not ELF: no ELF magic");
-  }
-
-  ElfW(Ehdr) eh;
-  memcpy(&eh, buf, sizeof eh);
-  if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
-    return fail(&c, HM_ENOTELF, "not ELF: no ELF magic");
-  if (eh.e_ident[EI_CLASS] != HM__ELFCLASS)
-    return fail(&c, HM_ENOTELF, "not for this machine: ELF class %u, expected %u",
-                eh.e_ident[EI_CLASS], HM__ELFCLASS);
-  if (eh.e_ident[EI_DATA] != HM__ELFDATA)
-    return fail(&c, HM_ENOTELF, "not for this machine: byte order %u, expected %u",
-                eh.e_ident[EI_DATA], HM__ELFDATA);
-  if (eh.e_ident[EI_VERSION] != EV_CURRENT || eh.e_version != EV_CURRENT)
-    return fail(&c, HM_ENOTELF, "not ELF: version %u, expected %u", eh.e_ident[EI_VERSION],
-                EV_CURRENT);
-  if (eh.e_ident[EI_OSABI] != ELFOSABI_SYSV && eh.e_ident[EI_OSABI] != ELFOSABI_GNU)
-    return fail(&c, HM_ENOTELF, "not for this system: OS ABI %u", eh.e_ident[EI_OSABI]);
-#ifdef HM__MACHINE
-  if (eh.e_machine != HM__MACHINE)
-    return fail(&c, HM_ENOTELF, "not for this machine: e_machine %u, expected %u",
-                (unsigned)eh.e_machine, (unsigned)HM__MACHINE);
-#endif
-  if (eh.e_type != ET_DYN)
-    return fail(&c, HM_ENOTELF, "not a shared object: e_type %u", (unsigned)eh.e_type);
-
-  /* Program headers: the loader's whole view of the file. */
-  if (eh.e_phentsize != sizeof(ElfW(Phdr)))
-    return fail(&c, HM_EBADELF, "corrupt: e_phentsize is %u, expected %zu",
-                (unsigned)eh.e_phentsize, sizeof(ElfW(Phdr)));
-  if (eh.e_phnum == 0)
-    return fail(&c, HM_EBADELF, "corrupt: no program headers");
-  if (!in_range(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(ElfW(Phdr)), c.len))
-    return fail(&c, HM_EBADELF,
-                "truncated: %u program headers at %llu run past the end (%zu bytes)",
-                (unsigned)eh.e_phnum, (unsigned long long)eh.e_phoff, len);
-  c.phoff = eh.e_phoff;
-  c.phnum = eh.e_phnum;
-
-  /* Mapping a PT_LOAD past the end of the file gives pages that SIGBUS when touched, and
-   * other segments (PT_TLS's init image, PT_GNU_PROPERTY, notes) are read too: a segment
-   * extending past the end means the file is incomplete. PT_LOADs first, so a cut file is
-   * reported by the segment that matters. */
-  unsigned nload = 0, ndyn = 0;
-  ElfW(Phdr) dynph;
-  memset(&dynph, 0, sizeof dynph);
-  for (int pass = 0; pass < 2; pass++) {
-    for (unsigned i = 0; i < c.phnum; i++) {
-      ElfW(Phdr) ph;
-      c.steps++;
-      get_phdr(&c, i, &ph);
-      if (ph.p_type == PT_NULL || (ph.p_type == PT_LOAD) != (pass == 0))
-        continue;
-      if (!in_range(ph.p_offset, ph.p_filesz, c.len)) {
-        unsigned long long end = (unsigned long long)ph.p_offset + ph.p_filesz;
-        if (end < ph.p_offset)
-          return fail(&c, HM_EBADELF, "corrupt: segment %u's offset and size overflow", i);
-        if (pass == 0)
-          return fail(&c, HM_EBADELF,
-                      "truncated: PT_LOAD segment %u ends at %llu, file has %zu bytes", i, end,
-                      len);
-        return fail(&c, HM_EBADELF,
-                    "truncated: segment %u (type 0x%x) ends at %llu, file has %zu bytes", i,
-                    (unsigned)ph.p_type, end, len);
-      }
-      if (ph.p_type == PT_LOAD) {
-        if (ph.p_filesz > ph.p_memsz)
-          return fail(&c, HM_EBADELF,
-                      "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu", i,
-                      (unsigned long long)ph.p_filesz, (unsigned long long)ph.p_memsz);
-        nload++;
-      } else if (ph.p_type == PT_DYNAMIC) {
-        dynph = ph;
-        ndyn++;
-      }
-    }
-  }
-  if (nload == 0)
-    return fail(&c, HM_EBADELF, "corrupt: no PT_LOAD segment");
-  if (ndyn != 1)
-    return fail(&c, HM_EBADELF, "corrupt: %u PT_DYNAMIC segments, expected 1", ndyn);
-
-  /* Segments read through the mapping rather than the file: their virtual range must be
-   * file-backed as well. */
-  for (unsigned i = 0; i < c.phnum; i++) {
-    ElfW(Phdr) ph;
-    uint64_t o, a;
-    c.steps++;
-    get_phdr(&c, i, &ph);
-    int via_mapping = ph.p_type == PT_TLS;
-#ifdef PT_GNU_PROPERTY
-    via_mapping = via_mapping || ph.p_type == PT_GNU_PROPERTY;
-#endif
-    if (via_mapping && ph.p_filesz != 0 &&
-        !map_vaddr(&c, ph.p_vaddr, ph.p_filesz, &o, &a))
-      return fail(&c, HM_EBADELF, "corrupt: segment %u (type 0x%x) is outside the PT_LOADs", i,
-                  (unsigned)ph.p_type);
-  }
-
-  int rc = check_dynamic(&c, &dynph, info);
-  if (rc == 0)
-    rc = check_sections(&c, &eh);
+  int rc = check_file(&c, info);
   if (rc != 0 && info != NULL)
     memset(info, 0, sizeof *info);
   if (info != NULL)

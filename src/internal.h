@@ -32,9 +32,8 @@ typedef struct hm__elf_info {
   int nodelete;   /* DF_1_NODELETE: dlclose will not unmap it */
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
   /* Work the check did, in steps of bounded cost (one table entry read, one segment
-   * probed). Kept on a failure found in the dynamic section or later, where the other
-   * fields are cleared: the tests bound it by the file size, so that a crafted file cannot
-   * make the check slow. */
+   * probed). Set on failure too, where the other fields are cleared: the tests bound it by
+   * the file size, so that a crafted file cannot make the check slow. */
   uint64_t steps;
 } hm__elf_info;
 
