@@ -13,7 +13,13 @@
  * through a bounds check with overflow-safe arithmetic (offsets and sizes are 64-bit file
  * quantities, compared as `off <= len && size <= len - off`, never as `off + size <= len`),
  * and every structure is copied out with memcpy because the buffer has no alignment
- * guarantee. It is fuzzed; keep it that way. */
+ * guarantee. It is fuzzed; keep it that way.
+ *
+ * It must also take time linear in the file size, whatever the file: the loader reads files
+ * up to 1 GiB, and a crafted one can hold 65,535 program headers and millions of relocations.
+ * So every loop walks one table once, and addresses are looked up in a small sorted array of
+ * the PT_LOAD segments, never by walking the program headers. "Work bound" below says how
+ * much work that is; tests/test_elf.c holds the check to it. */
 #include "internal.h"
 
 #include <elf.h>
@@ -61,16 +67,58 @@
 /* Upper bound on the steps of the version-chain walks. Each step moves forward at least one
  * byte, so a single chain is bounded by the file size, but the inner chains restart for each
  * outer entry; the budget keeps a crafted file from making the check quadratic. Real files
- * have a few dozen entries. */
+ * have a few dozen entries. The budget is also at most one step per 8 bytes of file (see
+ * check_versions), so that the walks stay linear in the file size. */
 #define HM__WALK_BUDGET (1u << 20)
 
+/* Most PT_LOAD segments a file may have. glibc itself sets no limit: it keeps one struct
+ * loadcmd per program header, in a variable-length array on its stack, and maps each
+ * PT_LOAD with its own mmap, so it would take all 65,535. Linkers emit 2 to 5 (GNU ld and
+ * lld with -z separate-code: 4), so a file with more than 256 is crafted, and refusing it
+ * keeps every address lookup at a fixed cost: at most 1 + 9 steps (the last hit, then a
+ * binary search). */
+#define HM__MAX_LOADS 256
+
+/* ---- Work bound ------------------------------------------------------------------------
+ *
+ * The work, counted in ck.steps (one table entry read, one segment probed), is at most 24
+ * steps per byte of file plus a few hundred. Each table walk reads entries that lie in the
+ * file, so it makes at most len / (entry size) iterations; the tables may all overlap the
+ * same bytes, so their costs add up. An address lookup costs at most 10. Per byte of file:
+ *
+ *   DT_RELR       under 20: an address (one lookup) and a bitmap word (one lookup for
+ *                 the range of its set bits; if that range is not inside one segment, one
+ *                 step per set bit and per segment passed, at most 63 + 255, and fewer
+ *                 together since a passed segment needs room between set bits), i.e. at
+ *                 most 11 + 1 + 10 + 286 steps per 16 bytes, or 11 + 1 + 10 + 124 per 8
+ *                 on 32-bit. Further bitmaps after the same address cover new words, so
+ *                 they pass other segments: one address per bitmap is the worst case;
+ *   relocations   2 (4 on 32-bit): 12 steps per entry, and DT_RELA, DT_REL and DT_JMPREL
+ *                 may all cover the same bytes (Rel is 16 bytes, 8 on 32-bit);
+ *   the rest      under 1.5: program headers (2 passes and one lookup each), hash tables
+ *                 (one step per 4-byte word), symbols, dynamic entries, version nodes (the
+ *                 walk budget) and section headers.
+ *
+ * That is 22.3 on 64-bit and 23.7 on 32-bit. Fixed costs (a few dozen lookups of single
+ * addresses) add a few hundred steps. */
+
 /* ---- Context and helpers --------------------------------------------------------------- */
+
+/* A PT_LOAD segment, as addresses: [vaddr, end) in memory, [vaddr, fileend) of it backed by
+ * the file from offset `off`. */
+typedef struct seg {
+  uint64_t vaddr, end, fileend, off;
+} seg;
 
 typedef struct ck {
   const unsigned char *buf;
   uint64_t len;
   uint64_t phoff;
   unsigned phnum;
+  /* The PT_LOADs that have memory, in ascending order (check_segments requires it of the
+   * file) and disjoint; `hit` is the one the last lookup found. */
+  seg load[HM__MAX_LOADS];
+  unsigned nload, hit;
   uint64_t steps; /* see hm__elf_info.steps */
   char *why;
   size_t whylen;
@@ -110,6 +158,29 @@ static uint32_t get_u32(const ck *c, uint64_t off) {
   return v;
 }
 
+/* The segment whose memory holds the byte at addr, if any. Lookups come in runs on one table,
+ * so the last hit is tried first; otherwise a binary search (the segments are sorted and
+ * disjoint, so at most one can hold addr). */
+static const seg *find_seg(ck *c, uint64_t addr) {
+  c->steps++;
+  const seg *s = &c->load[c->hit];
+  if (c->nload > 0 && addr >= s->vaddr && addr < s->end)
+    return s;
+  unsigned lo = 0, hi = c->nload; /* the first segment starting above addr is in [lo, hi] */
+  while (lo < hi) {
+    unsigned mid = lo + (hi - lo) / 2;
+    c->steps++;
+    if (c->load[mid].vaddr <= addr)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == 0 || addr >= c->load[lo - 1].end)
+    return NULL;
+  c->hit = lo - 1;
+  return &c->load[lo - 1];
+}
+
 /* Translate the virtual range [addr, addr+size) to a file offset through the PT_LOAD
  * segments. The range must lie in the file-backed part of one segment (p_filesz, not
  * p_memsz: past p_filesz the loader gives zeros, which is never what a table should hold).
@@ -118,35 +189,20 @@ static uint32_t get_u32(const ck *c, uint64_t off) {
  * to lie inside the file, so off + avail <= len. Link-time addresses of an ET_DYN object are
  * relative to its load base, which is exactly what p_vaddr is. */
 static int map_vaddr(ck *c, uint64_t addr, uint64_t size, uint64_t *off, uint64_t *avail) {
-  for (unsigned i = 0; i < c->phnum; i++) {
-    ElfW(Phdr) ph;
-    c->steps++;
-    get_phdr(c, i, &ph);
-    if (ph.p_type != PT_LOAD || addr < ph.p_vaddr)
-      continue;
-    uint64_t d = addr - ph.p_vaddr;
-    if (d >= ph.p_filesz || size > ph.p_filesz - d)
-      continue;
-    *off = ph.p_offset + d;
-    *avail = ph.p_filesz - d;
-    return 1;
-  }
-  return 0;
+  const seg *s = find_seg(c, addr);
+  if (s == NULL || addr >= s->fileend || size > s->fileend - addr)
+    return 0;
+  *off = s->off + (addr - s->vaddr);
+  *avail = s->fileend - addr;
+  return 1;
 }
 
 /* Is [addr, addr+size) inside the memory image of one PT_LOAD (p_memsz: relocations may
  * target .bss)? Relocation targets are written by the loader, so a target outside every
  * segment is a write to a wild address inside dlopen. */
 static int in_image(ck *c, uint64_t addr, uint64_t size) {
-  for (unsigned i = 0; i < c->phnum; i++) {
-    ElfW(Phdr) ph;
-    c->steps++;
-    get_phdr(c, i, &ph);
-    if (ph.p_type == PT_LOAD && addr >= ph.p_vaddr && addr - ph.p_vaddr < ph.p_memsz &&
-        size <= ph.p_memsz - (addr - ph.p_vaddr))
-      return 1;
-  }
-  return 0;
+  const seg *s = find_seg(c, addr);
+  return s != NULL && size <= s->end - addr;
 }
 
 /* ---- The dynamic section --------------------------------------------------------------- */
@@ -233,11 +289,50 @@ static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uin
 }
 
 #ifdef DT_RELR
+static int relr_fail(ck *c, uint64_t at) {
+  return fail(c, HM_EBADELF, "corrupt: DT_RELR writes 0x%llx, outside the image",
+              (unsigned long long)at);
+}
+
+/* One bitmap word: bit k of `bits` names the word at where + k * sizeof(Addr). In a real
+ * file all the words a bitmap names lie in one segment, so the range from its lowest to its
+ * highest set bit is checked with one lookup. Otherwise each set bit is checked in turn, in
+ * ascending order, with a cursor that only moves forward through the sorted segments: at
+ * most one step per set bit and one per segment passed. Failures name the lowest word
+ * outside the image, as a walk over every bit would. */
+static int check_relr_bitmap(ck *c, uint64_t bits, uint64_t where) {
+  const uint64_t w = sizeof(ElfW(Addr));
+  if (bits == 0)
+    return 0;
+  uint64_t lo = where + (uint64_t)__builtin_ctzll(bits) * w;
+  uint64_t hi = where + (uint64_t)(63 - __builtin_clzll(bits)) * w;
+  if (lo < where)
+    return relr_fail(c, lo);
+  const seg *s = find_seg(c, lo);
+  if (s != NULL && hi >= lo && w <= s->end - lo && hi - lo <= s->end - lo - w)
+    return 0;
+  unsigned cur = s != NULL ? (unsigned)(s - c->load) : c->nload;
+  for (uint64_t b = bits; b != 0; b &= b - 1) {
+    uint64_t at = where + (uint64_t)__builtin_ctzll(b) * w;
+    c->steps++;
+    if (at < where)
+      return relr_fail(c, at);
+    while (cur < c->nload && c->load[cur].end <= at) {
+      c->steps++;
+      cur++;
+    }
+    if (cur >= c->nload || at < c->load[cur].vaddr || w > c->load[cur].end - at)
+      return relr_fail(c, at);
+  }
+  return 0;
+}
+
 /* DT_RELR: an even entry is the address of a relative relocation, an odd one a bitmap of the
  * (bits - 1) words that follow the last address. Every word it names is written. */
 static int check_relr(ck *c, const dyninfo *d) {
   const unsigned bits = 8 * sizeof(ElfW(Addr));
   uint64_t off = 0, avail = 0, where = 0, size = d->has[DT_RELR] ? d->val[DT_RELRSZ] : 0;
+  int rc;
   if (size == 0)
     return 0;
   map_vaddr(c, d->val[DT_RELR], size, &off, &avail); /* checked by check_table */
@@ -247,18 +342,12 @@ static int check_relr(ck *c, const dyninfo *d) {
     memcpy(&e, c->buf + off + p, sizeof e);
     if ((e & 1) == 0) {
       if (!in_image(c, e, sizeof e))
-        return fail(c, HM_EBADELF, "corrupt: DT_RELR writes 0x%llx, outside the image",
-                    (unsigned long long)e);
+        return relr_fail(c, e);
       where = (uint64_t)e + sizeof e;
       continue;
     }
-    for (unsigned i = 1; i < bits; i++, c->steps++)
-      if ((e >> i) & 1) {
-        uint64_t at = where + (uint64_t)(i - 1) * sizeof e;
-        if (at < where || !in_image(c, at, sizeof e))
-          return fail(c, HM_EBADELF, "corrupt: DT_RELR writes 0x%llx, outside the image",
-                      (unsigned long long)at);
-      }
+    if ((rc = check_relr_bitmap(c, (uint64_t)(e >> 1), where)) != 0)
+      return rc;
     where += (uint64_t)(bits - 1) * sizeof e;
   }
   return 0;
@@ -580,7 +669,11 @@ static int check_init_fini(ck *c, const dyninfo *d) {
 }
 
 static int check_versions(ck *c, const dyninfo *d) {
+  /* In a well-formed file each step visits a distinct entry of at least 16 bytes, so one
+   * step per 8 bytes of file is never reached; it keeps the walks linear in small files. */
   unsigned budget = HM__WALK_BUDGET;
+  if (c->len / 8 + 16 < budget)
+    budget = (unsigned)(c->len / 8 + 16);
   uint64_t strsz = d->val[DT_STRSZ];
   int rc;
   if (d->has_verneed && d->verneed != 0 && (rc = check_verneed(c, d->verneed, strsz, &budget)))
@@ -695,12 +788,49 @@ static int check_ehdr(ck *c, const ElfW(Ehdr) *eh) {
   return 0;
 }
 
+/* Record PT_LOAD number i (the nload-th) in c->load for the address lookups. The gABI
+ * requires PT_LOADs in ascending p_vaddr order, and glibc relies on it: it reserves the
+ * address range from the first segment's start to the last one's end, then maps each
+ * segment at its own address with MAP_FIXED. A segment out of order is mapped outside the
+ * reservation, over whatever the process has there; overlapping segments replace each
+ * other's bytes, so the tables checked in one are not what the loader reads. So the
+ * segments must be ascending, disjoint and not wrap around; that also lets a lookup use a
+ * binary search. */
+static int add_load(ck *c, unsigned i, const ElfW(Phdr) *ph, unsigned nload,
+                    uint64_t *prev_end) {
+  uint64_t vaddr = ph->p_vaddr, memsz = ph->p_memsz;
+  if (ph->p_filesz > ph->p_memsz)
+    return fail(c, HM_EBADELF, "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu",
+                i, (unsigned long long)ph->p_filesz, (unsigned long long)ph->p_memsz);
+  if (nload >= HM__MAX_LOADS)
+    return fail(c, HM_EBADELF, "corrupt: more than %d PT_LOAD segments", HM__MAX_LOADS);
+  if (memsz > (uint64_t)(ElfW(Addr))-1 - vaddr)
+    return fail(c, HM_EBADELF, "corrupt: PT_LOAD segment %u wraps around the address space",
+                i);
+  if (nload > 0 && vaddr < *prev_end)
+    return fail(c, HM_EBADELF,
+                "corrupt: PT_LOAD segment %u (at 0x%llx) overlaps or precedes the one before "
+                "it",
+                i, (unsigned long long)vaddr);
+  *prev_end = vaddr + memsz;
+  if (memsz != 0) { /* an empty segment holds no address */
+    seg *s = &c->load[c->nload++];
+    s->vaddr = vaddr;
+    s->end = vaddr + memsz;
+    s->fileend = vaddr + ph->p_filesz;
+    s->off = ph->p_offset;
+  }
+  return 0;
+}
+
 /* Mapping a PT_LOAD past the end of the file gives pages that SIGBUS when touched, and
  * other segments (PT_TLS's init image, PT_GNU_PROPERTY, notes) are read too: a segment
  * extending past the end means the file is incomplete. PT_LOADs first, so a cut file is
  * reported by the segment that matters. */
 static int check_segments(ck *c, ElfW(Phdr) *dynph) {
   unsigned nload = 0, ndyn = 0;
+  uint64_t prev_end = 0;
+  int rc;
   memset(dynph, 0, sizeof *dynph);
   for (int pass = 0; pass < 2; pass++) {
     for (unsigned i = 0; i < c->phnum; i++) {
@@ -722,10 +852,8 @@ static int check_segments(ck *c, ElfW(Phdr) *dynph) {
                     (unsigned)ph.p_type, end, (unsigned long long)c->len);
       }
       if (ph.p_type == PT_LOAD) {
-        if (ph.p_filesz > ph.p_memsz)
-          return fail(c, HM_EBADELF,
-                      "corrupt: PT_LOAD segment %u has p_filesz %llu > p_memsz %llu", i,
-                      (unsigned long long)ph.p_filesz, (unsigned long long)ph.p_memsz);
+        if ((rc = add_load(c, i, &ph, nload, &prev_end)) != 0)
+          return rc;
         nload++;
       } else if (ph.p_type == PT_DYNAMIC) {
         *dynph = ph;
