@@ -24,6 +24,7 @@
 
 #include <elf.h>
 #include <link.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,6 +114,7 @@ typedef struct seg {
 typedef struct ck {
   const unsigned char *buf;
   uint64_t len;
+  const ElfW(Ehdr) *eh;
   uint64_t phoff;
   unsigned phnum;
   /* The PT_LOADs that have memory, in ascending order (check_segments requires it of the
@@ -215,6 +217,16 @@ typedef struct dyninfo {
   int has_gnu_hash, has_versym, has_verneed, has_verdef, has_flags_1;
 } dyninfo;
 
+/* The symbol table as the relocations see it: symbols [0, count) lie in the file from offset
+ * `off`, and `from` says where the count came from. */
+typedef struct symtab {
+  uint64_t off, count;
+  uint64_t hashed; /* symbols the hash tables reach, 0 without them */
+  uint64_t named;  /* one more than the highest index a relocation names, 0 if none */
+  uint64_t strsz;
+  const char *from;
+} symtab;
+
 static void dyn_note(dyninfo *d, const ElfW(Dyn) *e) {
   uint64_t tag = (uint64_t)e->d_tag, v = (uint64_t)e->d_un.d_val;
   if (tag < DT_NUM) {
@@ -254,12 +266,33 @@ static int check_table(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint
   return 0;
 }
 
+/* The symbol a relocation names must exist, and its name lie in the string table: glibc
+ * indexes the symbol table with the relocation's symbol index, unchecked, then reads the
+ * name to look the symbol up. */
+static int check_reloc_sym(ck *c, symtab *st, uint64_t sym, const char *name, uint64_t entry) {
+  ElfW(Sym) s;
+  c->steps++;
+  if (sym >= st->count)
+    return fail(c, HM_EBADELF, "corrupt: %s entry %llu names symbol %llu of %llu (counted from %s)",
+                name, (unsigned long long)entry, (unsigned long long)sym,
+                (unsigned long long)st->count, st->from);
+  memcpy(&s, c->buf + st->off + sym * sizeof s, sizeof s);
+  if (s.st_name >= st->strsz)
+    return fail(c, HM_EBADELF,
+                "corrupt: %s entry %llu names symbol %llu, whose name is outside the string "
+                "table",
+                name, (unsigned long long)entry, (unsigned long long)sym);
+  if (sym >= st->named)
+    st->named = sym + 1;
+  return 0;
+}
+
 /* The relocation tables must have the entry size the loader asserts (glibc's
  * elf_get_dynamic_info asserts DT_RELAENT == sizeof(Rela) whenever DT_RELA is present, and
- * reads DT_RELAENT through a pointer to do so), lie in the file, and name only symbols that
- * exist when the symbol count is known. */
+ * reads DT_RELAENT through a pointer to do so), lie in the file, write inside the image and
+ * name only symbols that exist. */
 static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint64_t entsize,
-                        int rela, uint64_t nsyms, const char *name) {
+                        int rela, symtab *st, const char *name) {
   int rc = check_table(c, d, addr_tag, size_tag, entsize, name);
   if (rc != 0 || !d->has[addr_tag] || d->val[size_tag] == 0)
     return rc;
@@ -280,10 +313,8 @@ static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uin
     if (!in_image(c, where, sizeof(ElfW(Addr))))
       return fail(c, HM_EBADELF, "corrupt: %s entry %llu writes 0x%llx, outside the image", name,
                   (unsigned long long)(p / entsize), (unsigned long long)where);
-    if (nsyms != 0 && HM__R_SYM(info) >= nsyms)
-      return fail(c, HM_EBADELF, "corrupt: %s entry %llu names symbol %llu of %llu", name,
-                  (unsigned long long)(p / entsize), (unsigned long long)HM__R_SYM(info),
-                  (unsigned long long)nsyms);
+    if ((rc = check_reloc_sym(c, st, HM__R_SYM(info), name, p / entsize)) != 0)
+      return rc;
   }
   return 0;
 }
@@ -574,63 +605,131 @@ static int check_dyn_names(ck *c, uint64_t doff, uint64_t count, uint64_t strsz)
 }
 
 /* Symbol count, from whichever hash tables exist (glibc follows their indices into the
- * symbol table). Without either we only know the table has its null entry. */
-static int check_symbols(ck *c, const dyninfo *d, uint64_t *nsyms_out) {
-  uint64_t nsyms = 0, hs = 0, strsz = d->val[DT_STRSZ];
+ * symbol table); 0 without either. */
+static int hash_count(ck *c, const dyninfo *d, uint64_t *nsyms) {
+  uint64_t hs = 0;
   int rc;
+  *nsyms = 0;
   if (d->has[DT_HASH] && d->val[DT_HASH] != 0) {
     if ((rc = check_sysv_hash(c, d->val[DT_HASH], &hs)) != 0)
       return rc;
-    nsyms = hs;
+    *nsyms = hs;
   }
   if (d->has_gnu_hash && d->gnu_hash != 0) {
     if ((rc = check_gnu_hash(c, d->gnu_hash, &hs)) != 0)
       return rc;
-    if (hs > nsyms)
-      nsyms = hs;
+    if (hs > *nsyms)
+      *nsyms = hs;
   }
+  return 0;
+}
 
-  uint64_t symoff, symavail, symbytes;
-  if (!mul_ok(nsyms ? nsyms : 1, sizeof(ElfW(Sym)), &symbytes) ||
-      !map_vaddr(c, d->val[DT_SYMTAB], symbytes, &symoff, &symavail))
+/* The number of section headers, once the first one is known to be in the file: e_shnum,
+ * or for more than SHN_LORESERVE sections, section 0's sh_size. */
+static uint64_t section_count(const ck *c) {
+  uint64_t shnum = c->eh->e_shnum;
+  if (shnum == 0) {
+    ElfW(Shdr) s0;
+    memcpy(&s0, c->buf + c->eh->e_shoff, sizeof s0);
+    shnum = s0.sh_size;
+  }
+  return shnum;
+}
+
+/* .dynsym's number of symbols, from its section header: a SHT_DYNSYM of whole symbols at
+ * DT_SYMTAB's address. 0 when the section headers are absent, not in the file, or do not
+ * agree with the dynamic section (dlopen never reads them, so they are trusted only then). */
+static uint64_t dynsym_count(ck *c, uint64_t symaddr) {
+  const ElfW(Ehdr) *eh = c->eh;
+  uint64_t shnum, bytes;
+  if (eh->e_shoff == 0 || eh->e_shentsize != sizeof(ElfW(Shdr)) ||
+      !in_range(eh->e_shoff, sizeof(ElfW(Shdr)), c->len))
+    return 0;
+  shnum = section_count(c);
+  if (!mul_ok(shnum, sizeof(ElfW(Shdr)), &bytes) || !in_range(eh->e_shoff, bytes, c->len))
+    return 0;
+  for (uint64_t i = 0; i < shnum; i++) {
+    ElfW(Shdr) s;
+    c->steps++;
+    memcpy(&s, c->buf + eh->e_shoff + i * sizeof s, sizeof s);
+    if (s.sh_type == SHT_DYNSYM && s.sh_addr == symaddr &&
+        s.sh_entsize == sizeof(ElfW(Sym)) && s.sh_size % sizeof(ElfW(Sym)) == 0)
+      return s.sh_size / sizeof(ElfW(Sym));
+  }
+  return 0;
+}
+
+/* How many symbols the relocations may name. The file records the count only in the hash
+ * tables, so they give it when there are any. A file with neither still loads (nothing can
+ * be looked up in it, but its relocations are processed), and then the count is .dynsym's
+ * from its section header, or without one as many whole symbols as the file-backed part of
+ * DT_SYMTAB's segment holds. That last may run past the real table, but every symbol read
+ * stays in the file, and check_reloc_sym checks the name of each one a relocation names. */
+static int check_symbols(ck *c, const dyninfo *d, symtab *st) {
+  uint64_t addr = d->val[DT_SYMTAB], bytes, avail;
+  int rc;
+  memset(st, 0, sizeof *st);
+  st->strsz = d->val[DT_STRSZ];
+  if ((rc = hash_count(c, d, &st->hashed)) != 0)
+    return rc;
+  if ((d->has[DT_HASH] && d->val[DT_HASH] != 0) || (d->has_gnu_hash && d->gnu_hash != 0)) {
+    st->count = st->hashed;
+    st->from = "the hash tables";
+  } else if ((st->count = dynsym_count(c, addr)) != 0) {
+    st->from = "the .dynsym section header";
+  } else {
+    st->from = "the room in its segment";
+    if (map_vaddr(c, addr, sizeof(ElfW(Sym)), &st->off, &avail))
+      st->count = avail / sizeof(ElfW(Sym));
+  }
+  if (st->count == 0)
+    st->count = 1; /* the null symbol, which every table has */
+  if (!mul_ok(st->count, sizeof(ElfW(Sym)), &bytes) ||
+      !map_vaddr(c, addr, bytes, &st->off, &avail))
     return fail(c, HM_EBADELF,
                 "corrupt: symbol table at 0x%llx (%llu symbols) is outside the file-backed "
                 "segments",
-                (unsigned long long)d->val[DT_SYMTAB], (unsigned long long)(nsyms ? nsyms : 1));
-  for (uint64_t i = 0; i < nsyms; i++) {
+                (unsigned long long)addr, (unsigned long long)st->count);
+  /* glibc's lookups by name, from other objects, follow the hash chains to any of these. */
+  for (uint64_t i = 0; i < st->hashed; i++) {
     ElfW(Sym) s;
     c->steps++;
-    memcpy(&s, c->buf + symoff + i * sizeof s, sizeof s);
-    if (s.st_name >= strsz)
+    memcpy(&s, c->buf + st->off + i * sizeof s, sizeof s);
+    if (s.st_name >= st->strsz)
       return fail(c, HM_EBADELF, "corrupt: symbol %llu's name is outside the string table",
                   (unsigned long long)i);
   }
-  if (d->has_versym && d->versym != 0 && nsyms != 0) {
-    uint64_t o, a;
-    if (!map_vaddr(c, d->versym, nsyms * sizeof(ElfW(Versym)), &o, &a))
-      return fail(c, HM_EBADELF, "corrupt: DT_VERSYM is outside the file-backed segments");
-  }
-  *nsyms_out = nsyms;
+  return 0;
+}
+
+/* glibc reads the version index of every symbol a relocation names (version[R_SYM] in
+ * elf_dynamic_do_Rel) and of every symbol a lookup through the hash tables finds. */
+static int check_versym(ck *c, const dyninfo *d, const symtab *st) {
+  uint64_t n = st->hashed > st->named ? st->hashed : st->named, o, a;
+  if (!d->has_versym || d->versym == 0 || n == 0)
+    return 0;
+  if (!map_vaddr(c, d->versym, n * sizeof(ElfW(Versym)), &o, &a))
+    return fail(c, HM_EBADELF, "corrupt: DT_VERSYM is outside the file-backed segments");
   return 0;
 }
 
 /* Every relocation table the loader processes at dlopen. */
-static int check_all_relocs(ck *c, const dyninfo *d, uint64_t nsyms) {
+static int check_all_relocs(ck *c, const dyninfo *d, symtab *st) {
   int rc;
   if (d->has[DT_RELA] && (!d->has[DT_RELAENT] || d->val[DT_RELAENT] != sizeof(ElfW(Rela))))
     return fail(c, HM_EBADELF, "corrupt: DT_RELA without DT_RELAENT == %zu",
                 sizeof(ElfW(Rela)));
   if (d->has[DT_REL] && (!d->has[DT_RELENT] || d->val[DT_RELENT] != sizeof(ElfW(Rel))))
     return fail(c, HM_EBADELF, "corrupt: DT_REL without DT_RELENT == %zu", sizeof(ElfW(Rel)));
-  if ((rc = check_relocs(c, d, DT_RELA, DT_RELASZ, sizeof(ElfW(Rela)), 1, nsyms, "DT_RELA")) ||
-      (rc = check_relocs(c, d, DT_REL, DT_RELSZ, sizeof(ElfW(Rel)), 0, nsyms, "DT_REL")))
+  if ((rc = check_relocs(c, d, DT_RELA, DT_RELASZ, sizeof(ElfW(Rela)), 1, st, "DT_RELA")) ||
+      (rc = check_relocs(c, d, DT_REL, DT_RELSZ, sizeof(ElfW(Rel)), 0, st, "DT_REL")))
     return rc;
   if (d->has[DT_JMPREL]) {
     if (!d->has[DT_PLTREL] || (d->val[DT_PLTREL] != DT_RELA && d->val[DT_PLTREL] != DT_REL))
       return fail(c, HM_EBADELF, "corrupt: DT_JMPREL without a valid DT_PLTREL");
     int rela = d->val[DT_PLTREL] == DT_RELA;
     if ((rc = check_relocs(c, d, DT_JMPREL, DT_PLTRELSZ,
-                           rela ? sizeof(ElfW(Rela)) : sizeof(ElfW(Rel)), rela, nsyms,
+                           rela ? sizeof(ElfW(Rela)) : sizeof(ElfW(Rel)), rela, st,
                            "DT_JMPREL")))
       return rc;
   }
@@ -685,11 +784,13 @@ static int check_versions(ck *c, const dyninfo *d) {
 
 static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   dyninfo d;
-  uint64_t doff = 0, count = 0, nsyms = 0;
+  symtab st;
+  uint64_t doff = 0, count = 0;
   int rc;
   if ((rc = read_dynamic(c, dynph, &d, &doff, &count)) || (rc = check_strtab(c, &d)) ||
       (rc = check_dyn_names(c, doff, count, d.val[DT_STRSZ])) ||
-      (rc = check_symbols(c, &d, &nsyms)) || (rc = check_all_relocs(c, &d, nsyms)) ||
+      (rc = check_symbols(c, &d, &st)) || (rc = check_all_relocs(c, &d, &st)) ||
+      (rc = check_versym(c, &d, &st)) ||
       (rc = check_init_fini(c, &d)) || (rc = check_versions(c, &d)))
     return rc;
 
@@ -719,15 +820,11 @@ static int check_sections(ck *c, const ElfW(Ehdr) *eh) {
   if (eh->e_shentsize != sizeof(ElfW(Shdr)))
     return fail(c, HM_EBADELF, "corrupt: e_shentsize is %u, expected %zu",
                 (unsigned)eh->e_shentsize, sizeof(ElfW(Shdr)));
-  uint64_t shnum = eh->e_shnum, bytes;
+  uint64_t shnum, bytes;
   if (!in_range(eh->e_shoff, sizeof(ElfW(Shdr)), c->len))
     return fail(c, HM_EBADELF, "truncated: section headers start at %llu, file has %llu bytes",
                 (unsigned long long)eh->e_shoff, (unsigned long long)c->len);
-  if (shnum == 0) { /* more than SHN_LORESERVE sections: the count is in section 0's sh_size */
-    ElfW(Shdr) s0;
-    memcpy(&s0, c->buf + eh->e_shoff, sizeof s0);
-    shnum = s0.sh_size;
-  }
+  shnum = section_count(c);
   if (!mul_ok(shnum, sizeof(ElfW(Shdr)), &bytes) || !in_range(eh->e_shoff, bytes, c->len))
     return fail(c, HM_EBADELF,
                 "truncated: %llu section headers at %llu run past the end (%llu bytes)",
@@ -901,6 +998,7 @@ static int check_file(ck *c, hm__elf_info *info) {
   ElfW(Phdr) dynph;
   int rc;
   memcpy(&eh, c->buf, sizeof eh);
+  c->eh = &eh;
   if ((rc = check_ehdr(c, &eh)) || (rc = check_segments(c, &dynph)) ||
       (rc = check_mapped_segments(c)) || (rc = check_dynamic(c, &dynph, info)))
     return rc;

@@ -697,6 +697,174 @@ static void loads_out_of_order_refused(void **state) {
   free(p);
 }
 
+/* ---- Symbol indices without hash tables ------------------------------------------------ */
+
+/* Remove dynamic entry i: the rest, DT_NULL included, moves up one place. */
+static void dyn_remove(unsigned char *buf, long i) {
+  size_t off, size;
+  find_dynamic(&off, &size);
+  size_t n = size / sizeof(ElfW(Dyn)), e = sizeof(ElfW(Dyn));
+  memmove(buf + off + (size_t)i * e, buf + off + (size_t)(i + 1) * e, (n - (size_t)i - 1) * e);
+  memset(buf + off + (n - 1) * e, 0, e);
+}
+
+/* A copy of the sample with neither DT_HASH nor DT_GNU_HASH. glibc loads such a file:
+ * nothing can be looked up in it, but its relocations are processed. */
+static unsigned char *without_hash(void) {
+  unsigned char *p = copy_of(sample, sample_len);
+  long i;
+  while ((i = dyn_find(p, DT_GNU_HASH)) >= 0 || (i = dyn_find(p, DT_HASH)) >= 0)
+    dyn_remove(p, i);
+  return p;
+}
+
+/* File offset of the sample's address addr, through its PT_LOADs. */
+static size_t file_offset(uint64_t addr) {
+  ElfW(Ehdr) eh = ehdr_of(sample);
+  for (unsigned i = 0; i < eh.e_phnum; i++) {
+    ElfW(Phdr) ph;
+    memcpy(&ph, sample + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if (ph.p_type == PT_LOAD && addr >= ph.p_vaddr && addr - ph.p_vaddr < ph.p_filesz)
+      return (size_t)(ph.p_offset + (addr - ph.p_vaddr));
+  }
+  fail_msg("address 0x%llx is not in the sample's file", (unsigned long long)addr);
+  return 0;
+}
+
+/* The first relocation of the sample that names a symbol: its file offset, and whether it
+ * is a Rela. */
+static size_t named_reloc(int *rela) {
+  static const long tables[][3] = {{DT_RELA, DT_RELASZ, 1}, {DT_REL, DT_RELSZ, 0},
+                                   {DT_JMPREL, DT_PLTRELSZ, -1}};
+  for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+    long a = dyn_find(sample, tables[t][0]), s = dyn_find(sample, tables[t][1]);
+    if (a < 0 || s < 0)
+      continue;
+    *rela = (int)tables[t][2];
+    if (*rela < 0)
+      *rela = dyn_get(sample, dyn_find(sample, DT_PLTREL)).d_un.d_val == DT_RELA;
+    size_t ent = *rela ? sizeof(ElfW(Rela)) : sizeof(ElfW(Rel));
+    size_t off = file_offset(dyn_get(sample, a).d_un.d_ptr);
+    for (size_t p = 0; p < dyn_get(sample, s).d_un.d_val; p += ent) {
+      ElfW(Rel) r; /* a Rela starts like a Rel */
+      memcpy(&r, sample + off + p, sizeof r);
+#if __ELF_NATIVE_CLASS == 64
+      if (ELF64_R_SYM(r.r_info) != 0)
+#else
+      if (ELF32_R_SYM(r.r_info) != 0)
+#endif
+        return off + p;
+    }
+  }
+  fail_msg("%s has no relocation that names a symbol", sample_path);
+  return 0;
+}
+
+/* Make the relocation at file offset off name symbol sym, keeping its type. */
+static void set_reloc_sym(unsigned char *buf, size_t off, uint64_t sym) {
+  ElfW(Rel) r;
+  memcpy(&r, buf + off, sizeof r);
+#if __ELF_NATIVE_CLASS == 64
+  r.r_info = ELF64_R_INFO(sym, ELF64_R_TYPE(r.r_info));
+#else
+  r.r_info = ELF32_R_INFO(sym, ELF32_R_TYPE(r.r_info));
+#endif
+  memcpy(buf + off, &r, sizeof r);
+}
+
+static uint64_t reloc_sym(const unsigned char *buf, size_t off) {
+  ElfW(Rel) r;
+  memcpy(&r, buf + off, sizeof r);
+#if __ELF_NATIVE_CLASS == 64
+  return ELF64_R_SYM(r.r_info);
+#else
+  return ELF32_R_SYM(r.r_info);
+#endif
+}
+
+/* .dynsym's entry count, from the sample's section headers. */
+static uint64_t dynsym_entries(void) {
+  ElfW(Ehdr) eh = ehdr_of(sample);
+  for (unsigned i = 0; i < eh.e_shnum; i++) {
+    ElfW(Shdr) s;
+    memcpy(&s, sample + eh.e_shoff + i * sizeof s, sizeof s);
+    if (s.sh_type == SHT_DYNSYM)
+      return s.sh_size / sizeof(ElfW(Sym));
+  }
+  fail_msg("%s has no .dynsym section", sample_path);
+  return 0;
+}
+
+static void drop_section_headers(unsigned char *buf) {
+  ElfW(Ehdr) eh = ehdr_of(buf);
+  eh.e_shoff = 0;
+  eh.e_shnum = 0;
+  eh.e_shstrndx = SHN_UNDEF;
+  memcpy(buf, &eh, sizeof eh);
+}
+
+/* Without hash tables the symbol count used to be unknown (0), and relocation symbol indices
+ * went unchecked: a GLOB_DAT naming symbol 0x100000 passed, and dlopen read far past the
+ * symbol table. The count now comes from .dynsym's section header, or without section
+ * headers from the room in DT_SYMTAB's segment. */
+static void no_hash_huge_symbol_refused(void **state) {
+  (void)state;
+  int rela;
+  size_t at = named_reloc(&rela);
+  unsigned char *p = without_hash();
+  set_reloc_sym(p, at, 0x100000);
+  assert_int_equal(check(p, sample_len, NULL), HM_EBADELF);
+  drop_section_headers(p);
+  assert_int_equal(check(p, sample_len, NULL), HM_EBADELF);
+  free(p);
+}
+
+/* One past .dynsym's last symbol: still inside the segment, so only the section header
+ * tells that it is not a symbol. */
+static void no_hash_symbol_past_dynsym_refused(void **state) {
+  (void)state;
+  int rela;
+  size_t at = named_reloc(&rela);
+  unsigned char *p = without_hash();
+  set_reloc_sym(p, at, dynsym_entries());
+  assert_int_equal(check(p, sample_len, NULL), HM_EBADELF);
+  free(p);
+}
+
+/* The same files with valid indices still pass, with and without section headers. */
+static void no_hash_valid_symbol_passes(void **state) {
+  (void)state;
+  int rela;
+  size_t at = named_reloc(&rela);
+  unsigned char *p = without_hash();
+  assert_int_equal(check(p, sample_len, NULL), 0);
+  set_reloc_sym(p, at, dynsym_entries() - 1); /* the last symbol */
+  assert_int_equal(check(p, sample_len, NULL), 0);
+  drop_section_headers(p);
+  assert_int_equal(check(p, sample_len, NULL), 0);
+  free(p);
+}
+
+/* glibc reads the name of each symbol a relocation names, to look it up. */
+static void no_hash_symbol_name_checked(void **state) {
+  (void)state;
+  int rela;
+  size_t at = named_reloc(&rela);
+  uint64_t sym = reloc_sym(sample, at);
+  long st = dyn_find(sample, DT_SYMTAB), sz = dyn_find(sample, DT_STRSZ);
+  size_t symoff = file_offset(dyn_get(sample, st).d_un.d_ptr) + sym * sizeof(ElfW(Sym));
+  unsigned char *p = without_hash();
+  ElfW(Sym) s;
+  memcpy(&s, p + symoff, sizeof s);
+  s.st_name = (ElfW(Word))dyn_get(sample, sz).d_un.d_val; /* one past the table */
+  memcpy(p + symoff, &s, sizeof s);
+  assert_int_equal(check(p, sample_len, NULL), HM_EBADELF);
+  s.st_name--; /* the table's last byte: its terminating NUL, an empty name */
+  memcpy(p + symoff, &s, sizeof s);
+  assert_int_equal(check(p, sample_len, NULL), 0);
+  free(p);
+}
+
 /* ---- Main ------------------------------------------------------------------------------ */
 
 static int load_sample(void) {
@@ -760,6 +928,10 @@ int main(int argc, char **argv) {
       cmocka_unit_test(tls_headers_are_linear),
       cmocka_unit_test(too_many_loads_refused),
       cmocka_unit_test(loads_out_of_order_refused),
+      cmocka_unit_test(no_hash_huge_symbol_refused),
+      cmocka_unit_test(no_hash_symbol_past_dynsym_refused),
+      cmocka_unit_test(no_hash_valid_symbol_passes),
+      cmocka_unit_test(no_hash_symbol_name_checked),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   free(sample);
