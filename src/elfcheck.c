@@ -74,10 +74,10 @@
 
 /* Most PT_LOAD segments a file may have. glibc itself sets no limit: it keeps one struct
  * loadcmd per program header, in a variable-length array on its stack, and maps each
- * PT_LOAD with its own mmap, so it would take all 65,535. Linkers emit 2 to 5 (GNU ld and
- * lld with -z separate-code: 4), so a file with more than 256 is crafted, and refusing it
- * keeps every address lookup at a fixed cost: at most 1 + 9 steps (the last hit, then a
- * binary search). */
+ * PT_LOAD with its own mmap, so it would take all 65,535. Linkers emit 2 to 5 (4 from GNU
+ * ld's x86-64 default, -z separate-code), so a file with more than 256 is crafted, and
+ * refusing it keeps every address lookup at a fixed cost: at most 1 + 9 steps (the last
+ * hit, then a binary search). */
 #define HM__MAX_LOADS 256
 
 /* ---- Work bound ------------------------------------------------------------------------
@@ -150,7 +150,7 @@ static int mul_ok(uint64_t n, uint64_t size, uint64_t *out) {
 }
 
 static void get_phdr(const ck *c, unsigned i, ElfW(Phdr) *ph) {
-  /* Bounds were checked once for the whole table in hm__elf_check. */
+  /* Bounds were checked once for the whole table in check_ehdr. */
   memcpy(ph, c->buf + c->phoff + (uint64_t)i * sizeof *ph, sizeof *ph);
 }
 
