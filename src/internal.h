@@ -60,13 +60,18 @@ HM__HIDDEN int hm__err_is_final(int err);
 typedef struct hm__elf_info {
   int nodelete;   /* DF_1_NODELETE: dlclose will not unmap it */
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
+  /* Work the check did, in steps of bounded cost (one table entry read, one segment
+   * probed). Set on failure too, where the other fields are cleared: the tests bound it by
+   * the file size, so that a crafted file cannot make the check slow. */
+  uint64_t steps;
 } hm__elf_info;
 
 /* Check that buf[0..len) is a complete ELF shared object (ET_DYN) for the machine this code
  * was built for, such that dlopen can map it without reading past the end of the file.
  * Returns 0, HM_ENOTELF (not ELF, wrong class, byte order, machine or type) or HM_EBADELF
  * (truncated or inconsistent). On error writes a one-line reason into why[whylen]. `info`
- * may be NULL. No I/O, no allocation; safe on any input. */
+ * may be NULL. No I/O, no allocation; safe on any input, and linear in len on any input
+ * (at most 24 steps per byte plus a few hundred: see "Work bound" in elfcheck.c). */
 HM__HIDDEN int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info,
                              char *why, size_t whylen);
 
