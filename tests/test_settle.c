@@ -1,0 +1,248 @@
+/* The watcher's settle policy (src/settle.c) driven without a filesystem: the event and
+ * fact sequences real writers produce, and what the policy must decide for each. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+/* Shorthands. */
+static hm__settle_do ev(hm__settle *s, unsigned bits, hm__writer w) {
+  hm__settle_note(s, bits);
+  return hm__settle_decide(s, HM__WHY_EVENTS, w, 0);
+}
+
+static hm__settle_file file(int complete, int same, uint64_t key, unsigned cur) {
+  hm__settle_file f = {0, complete, same, key, cur};
+  return f;
+}
+
+static hm__settle_do checked(hm__settle *s, hm__settle_file f) {
+  return hm__settle_checked(s, &f, 0, 0);
+}
+
+#define NONE HM__WRITER_NONE
+#define ACTIVE HM__WRITER_ACTIVE
+#define UNKNOWN HM__WRITER_UNKNOWN
+
+/* ld.bfd: delete, create (open for writing), a long quiet stretch, writes, close; the probe
+ * right after the close may still count the writer. Nothing is refused on the way. */
+static void t_lease_bfd(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_START, NONE), HM__DO_READ);
+  assert_int_equal(checked(&s, file(1, 1, 1, 1)), HM__DO_SAME);
+  assert_int_equal(ev(&s, HM__EV_GONE, UNKNOWN), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_CHANGE | HM__EV_NEW | HM__EV_OPEN, ACTIVE), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, ACTIVE), HM__DO_WAIT);
+  /* The close, and the kernel still counting the writer for a moment. */
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, ACTIVE), HM__DO_RECHECK);
+  assert_int_equal(s.recheck_ms, 1u);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_RECHECK, ACTIVE, 0), HM__DO_RECHECK);
+  assert_int_equal(s.recheck_ms, 2u);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_RECHECK, NONE, 0), HM__DO_READ);
+  assert_int_equal(s.method, HM__BY_LEASE);
+  assert_int_equal(checked(&s, file(1, 0, 2, 1)), HM__DO_LOAD);
+  {
+    unsigned ms;
+    assert_int_equal(hm__settle_result(&s, 0, 2, 1, &ms), HM__DO_WAIT);
+  }
+  /* The chmod after the link: same bytes. */
+  assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_READ);
+  assert_int_equal(checked(&s, file(1, 1, 2, 2)), HM__DO_SAME);
+}
+
+/* A writer that really stays (another process): the rechecks stop, and its own close will
+ * come. */
+static void t_lease_recheck_gives_up(void **state) {
+  hm__settle s;
+  int i;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, ACTIVE), HM__DO_RECHECK);
+  for (i = 1; i < 8; i++)
+    assert_int_equal(hm__settle_decide(&s, HM__WHY_RECHECK, ACTIVE, 0), HM__DO_RECHECK);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_RECHECK, ACTIVE, 0), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, NONE), HM__DO_READ);
+}
+
+/* Finished but incomplete: refused once for (bytes, current version); a touch does not
+ * bring it back; another current version does. A writer with the file open is never asked
+ * about incomplete bytes. */
+static void t_refusal_once(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, ACTIVE), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, NONE), HM__DO_READ);
+  assert_int_equal(checked(&s, file(0, 0, 9, 1)), HM__DO_REFUSE);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_READ);
+  assert_int_equal(checked(&s, file(0, 0, 9, 1)), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_READ);
+  assert_int_equal(checked(&s, file(0, 0, 9, 2)), HM__DO_REFUSE);
+}
+
+/* The file cannot be a module whoever writes it: refused, finished or not. */
+static void t_not_regular_refused(void **state) {
+  hm__settle s;
+  hm__settle_file f = {HM_ENOTELF, 0, 0, 5, 1};
+  (void)state;
+  hm__settle_init(&s, HM__BY_TIMING);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, UNKNOWN, 1), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &f, 0, 0), HM__DO_REFUSE);
+}
+
+/* Without leases: gold opens, sizes, maps, writes (no events), unmaps and closes. */
+static void t_events_gold(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_START, UNKNOWN), HM__DO_READ);
+  assert_int_equal(s.method, HM__BY_EVENTS);
+  assert_int_equal(checked(&s, file(1, 1, 1, 1)), HM__DO_SAME);
+  assert_int_equal(ev(&s, HM__EV_OPEN | HM__EV_CHANGE, UNKNOWN), HM__DO_WAIT);
+  assert_int_equal(s.opens, 1);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, UNKNOWN), HM__DO_READ);
+  assert_true(s.finished);
+  /* Incomplete although its writer closed it: refused. */
+  assert_int_equal(checked(&s, file(0, 0, 3, 1)), HM__DO_REFUSE);
+}
+
+/* The watcher's own opens are not counted, and alone call for no decision. */
+static void t_events_own_opens(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  hm__settle_own_open(&s);
+  hm__settle_own_open(&s);
+  hm__settle_note(&s, HM__EV_OPEN);
+  hm__settle_note(&s, HM__EV_OPEN);
+  hm__settle_note(&s, HM__EV_CLOSE_NOWRITE);
+  hm__settle_note(&s, HM__EV_CLOSE_NOWRITE);
+  assert_int_equal(s.opens, 0);
+  assert_true(s.counted);
+  assert_int_equal(hm__settle_due(&s), 0);
+  /* Someone else's open is counted. */
+  hm__settle_note(&s, HM__EV_OPEN);
+  assert_int_equal(s.opens, 1);
+}
+
+/* A reader keeps the file open while a writer finishes: the quiet period stands in, and the
+ * reader's close completes the finished write. */
+static void t_events_reader_outlasts_writer(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  hm__settle_note(&s, HM__EV_OPEN); /* the reader */
+  assert_int_equal(ev(&s, HM__EV_OPEN | HM__EV_CHANGE, UNKNOWN), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, UNKNOWN), HM__DO_QUIET);
+  hm__settle_note(&s, HM__EV_CLOSE_NOWRITE);
+  assert_int_equal(hm__settle_due(&s), 1);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_EVENTS, UNKNOWN, 0), HM__DO_READ);
+  assert_true(s.finished);
+}
+
+/* Events were lost: the count is not trusted until a new file takes the name; the timing
+ * fallback never refuses an incomplete file. */
+static void t_events_lost(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_LOST, UNKNOWN), HM__DO_QUIET);
+  assert_int_equal(s.method, HM__BY_TIMING);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, UNKNOWN), HM__DO_QUIET);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, UNKNOWN, 0), HM__DO_QUIET);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, UNKNOWN, 1), HM__DO_READ);
+  assert_int_equal(checked(&s, file(0, 0, 4, 1)), HM__DO_WAIT);
+  /* A file renamed into place starts a new count. */
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_NEW, UNKNOWN), HM__DO_READ);
+  assert_int_equal(s.method, HM__BY_EVENTS);
+}
+
+/* A close never seen open (opened before the watch) makes the count untrustworthy. */
+static void t_events_close_without_open(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, UNKNOWN), HM__DO_QUIET);
+  assert_false(s.counted);
+}
+
+/* Forced timing: every change restarts the quiet period; nothing is refused for being
+ * incomplete; a finished-looking close proves nothing. */
+static void t_timing(void **state) {
+  hm__settle s;
+  hm__settle_file eagain = {HM_EAGAIN, 0, 0, 0, 1};
+  (void)state;
+  hm__settle_init(&s, HM__BY_TIMING);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_QUIET);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, NONE), HM__DO_QUIET);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, NONE, 1), HM__DO_READ);
+  assert_int_equal(checked(&s, file(0, 0, 8, 1)), HM__DO_WAIT);
+  assert_int_equal(hm__settle_checked(&s, &eagain, 0, 0), HM__DO_QUIET);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, NONE, 1), HM__DO_READ);
+  assert_int_equal(checked(&s, file(1, 0, 8, 1)), HM__DO_LOAD);
+}
+
+/* Transient failures: retried after 0.1, 0.2, 0.4, 0.8, 1.6 s, then reported; a change, or
+ * other bytes, starts over. Final ones are never retried for the same bytes and version. */
+static void t_retry_schedule(void **state) {
+  hm__settle s;
+  unsigned ms, want = 100;
+  int i;
+  (void)state;
+  hm__settle_init(&s, 0);
+  for (i = 0; i < 5; i++, want *= 2) {
+    assert_int_equal(hm__settle_result(&s, HM_EDLOPEN, 7, 1, &ms), HM__DO_RETRY);
+    assert_int_equal(ms, want);
+  }
+  assert_int_equal(hm__settle_result(&s, HM_EDLOPEN, 7, 1, &ms), HM__DO_REPORT);
+  assert_int_equal(hm__settle_result(&s, -EMFILE, 8, 1, &ms), HM__DO_RETRY); /* other bytes */
+  assert_int_equal(ms, 100u);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_READ);
+  assert_int_equal(hm__settle_result(&s, HM_ENOMEM, 8, 1, &ms), HM__DO_RETRY);
+  assert_int_equal(ms, 100u);
+  /* Final: reported by the reload itself; the same bytes are then left alone. */
+  assert_int_equal(hm__settle_result(&s, HM_ENOSYM, 9, 1, &ms), HM__DO_WAIT);
+  assert_int_equal(checked(&s, file(1, 0, 9, 1)), HM__DO_WAIT);
+  assert_int_equal(checked(&s, file(1, 0, 9, 2)), HM__DO_LOAD);
+  /* A file being written, or gone: wait for it. */
+  assert_int_equal(hm__settle_result(&s, HM_EAGAIN, 9, 2, &ms), HM__DO_WAIT);
+  assert_int_equal(hm__settle_result(&s, HM_ENOENT, 9, 2, &ms), HM__DO_WAIT);
+}
+
+/* The settle delay: a complete file waits until it held still; other bytes start over. */
+static void t_settle_delay(void **state) {
+  hm__settle s;
+  hm__settle_file a = {0, 1, 0, 11, 1}, b = {0, 1, 0, 12, 1};
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CLOSED, NONE), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &a, 0, 300), HM__DO_SETTLE);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_NEW, NONE), HM__DO_READ); /* strip */
+  assert_int_equal(hm__settle_checked(&s, &b, 0, 300), HM__DO_SETTLE);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_SETTLE, NONE, 0), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &b, 1, 300), HM__DO_LOAD);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(t_lease_bfd),
+      cmocka_unit_test(t_lease_recheck_gives_up),
+      cmocka_unit_test(t_refusal_once),
+      cmocka_unit_test(t_not_regular_refused),
+      cmocka_unit_test(t_events_gold),
+      cmocka_unit_test(t_events_own_opens),
+      cmocka_unit_test(t_events_reader_outlasts_writer),
+      cmocka_unit_test(t_events_lost),
+      cmocka_unit_test(t_events_close_without_open),
+      cmocka_unit_test(t_timing),
+      cmocka_unit_test(t_retry_schedule),
+      cmocka_unit_test(t_settle_delay),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
