@@ -1,5 +1,5 @@
 /*
- * hm_bench — the figures of issue 3 (see bench/README.md for what each one means).
+ * hm_bench — call, reload, soak and lookup figures (see bench/README.md for what each one means).
  *
  *   hm_bench                      every figure, one `name value` line each on stdout
  *   hm_bench --reload-timing      only the reload.* figures (bench/run uses it to time

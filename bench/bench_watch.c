@@ -1,4 +1,4 @@
-/* Watcher latency (issue 4): the time from the moment a new build of a watched module is
+/* Watcher latency: the time from the moment a new build of a watched module is
  * complete (its rename returned, or its writer's close returned) to the moment a live handle
  * returns the new version, with the watcher on its own thread in immediate mode.
  *

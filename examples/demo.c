@@ -90,8 +90,8 @@ static int slow_write(const char *from, const char *to) {
   return fclose(out);
 }
 
-static int fail(hm_registry *reg, const char *what, int rc) {
-  fprintf(stderr, "demo: %s: %s (%s)\n", what, hm_strerror(rc), hm_registry_errmsg(reg));
+static int fail(const char *what, int rc) {
+  fprintf(stderr, "demo: %s: %s (%s)\n", what, hm_strerror(rc), hm_errmsg());
   return 1;
 }
 
@@ -116,11 +116,11 @@ int main(void) {
   printf("build writes version 1 (my_function(x) = x*x)\n");
   install(DEMO_MODDIR "/mathmod_v1.so", target);
   if ((rc = hm_module_load(reg, "mathmod", target, &mod)) != 0)
-    return fail(reg, "load", rc);
+    return fail("load", rc);
   if ((rc = hm_live_get(reg, "mathmod:my_function", &live)) != 0 ||
       (rc = hm_live_get(reg, "mathmod:call_count", &count)) != 0 ||
       (rc = hm_snapshot_acquire(reg, "mathmod:my_function", &snap)) != 0)
-    return fail(reg, "handles", rc);
+    return fail("handles", rc);
   printf("  live     my_function(2) = %g\n", HM_LIVE_CALL(live, math_fn, 2.0));
   printf("  snapshot my_function(2) = %g   (pins version %u)\n",
          ((math_fn)hm_snapshot_fn(snap))(2.0), hm_snapshot_version(snap));
@@ -129,7 +129,7 @@ int main(void) {
   printf("build writes version 2 (my_function(x) = sqrt(x)); host reloads\n");
   install(DEMO_MODDIR "/mathmod_v2.so", target);
   if ((rc = hm_module_reload(mod)) != 0)
-    return fail(reg, "reload", rc);
+    return fail("reload", rc);
   printf("  module version is now %u\n", hm_module_version(mod));
   printf("  (1) live     my_function(2) = %.6f   -> follows the reload\n",
          HM_LIVE_CALL(live, math_fn, 2.0));
@@ -139,7 +139,7 @@ int main(void) {
          HM_LIVE_CALL(count, count_fn));
   hm_snapshot_release(snap);
   if ((rc = hm_snapshot_acquire(reg, "mathmod:my_function", &snap)) != 0)
-    return fail(reg, "snapshot", rc);
+    return fail("snapshot", rc);
   printf("  a snapshot taken now: my_function(2) = %.6f (version %u)\n\n",
          ((math_fn)hm_snapshot_fn(snap))(2.0), hm_snapshot_version(snap));
   hm_snapshot_release(snap);
@@ -154,14 +154,14 @@ int main(void) {
     }
   }
   rc = hm_module_reload(mod);
-  printf("  reload: %s: %s\n", hm_err_name(rc), hm_registry_errmsg(reg));
+  printf("  reload: %s: %s\n", hm_err_name(rc), hm_errmsg());
   printf("  live my_function(9) = %g (version %u)\n", HM_LIVE_CALL(live, math_fn, 9.0),
          hm_module_version(mod));
 
 
   printf("\nthe watcher takes over (hm_watch_start): builds are picked up with no reload call\n");
   if ((rc = hm_watch_start(reg)) != 0)
-    return fail(reg, "watch", rc);
+    return fail("watch", rc);
   __atomic_store_n(&show_events, 1, __ATOMIC_RELEASE);
   {
     static const char *builds[] = {"mathmod_v1", "mathmod_v2", "mathmod_v1"};
@@ -175,7 +175,7 @@ int main(void) {
       install(from, target);
       took = wait_version(mod, next, t0);
       if (took < 0)
-        return fail(reg, "watcher did not reload", HM_EAGAIN);
+        return fail("watcher did not reload", HM_EAGAIN);
       printf("    live my_function(2) = %g, version %u, %.2f ms after the build began writing\n",
              HM_LIVE_CALL(live, math_fn, 2.0), hm_module_version(mod), took);
     }
@@ -186,7 +186,7 @@ int main(void) {
       slow_write(DEMO_MODDIR "/mathmod_v2.so", target);
       took = wait_version(mod, before + 1, t0);
       if (took < 0)
-        return fail(reg, "watcher did not reload", HM_EAGAIN);
+        return fail("watcher did not reload", HM_EAGAIN);
       printf("    live my_function(2) = %.6f, version %u: the half-written file was never "
              "loaded\n",
              HM_LIVE_CALL(live, math_fn, 2.0), hm_module_version(mod));
