@@ -34,6 +34,7 @@
  * that will stay: hm_registry_new with hm_registry_options, hm_module_load, hm_live_get,
  * hm_live_enter/leave, hm_watch_start, hm_registry_free, hm_strerror, hm_registry_errmsg.
  * Exit status 1 on a setup error; if a torn build crashes it, the driver sees that too. */
+#include "benchutil.h"
 #include "hotmod.h"
 
 #include <errno.h>
@@ -55,17 +56,6 @@ typedef struct host {
   hm_live *verify;
 } host;
 
-static long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-    ;
-}
 
 /* One event line, written whole: the callback runs on the watcher's thread while the main
  * thread may log a mark. `t` is when it happened (CLOCK_MONOTONIC, ns). */
@@ -100,7 +90,7 @@ static int call_live(hm_live *l) {
 static void on_event(hm_event ev, hm_module *mod, unsigned num, int err, void *userdata) {
   host *h = userdata;
   /* The event's time is its callback's start: the self-check below takes milliseconds. */
-  long long t = now_ns();
+  long long t = hmb_now_ns();
   (void)mod;
   switch (ev) {
   case HM_EVENT_LOADED: {
@@ -153,7 +143,7 @@ int main(int argc, char **argv) {
     return usage();
 
   memset(&h, 0, sizeof h);
-  h.t0 = now_ns();
+  h.t0 = hmb_now_ns();
   h.fd = open(events, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (h.fd < 0) {
     perror(events);
@@ -180,7 +170,7 @@ int main(int argc, char **argv) {
   }
   __atomic_store_n(&h.version, lv, __ATOMIC_RELEASE);
   __atomic_store_n(&h.verify, lc, __ATOMIC_RELEASE);
-  logf_(&h, now_ns(), "start %d %d", call_live(lv), call_live(lc));
+  logf_(&h, hmb_now_ns(), "start %d %d", call_live(lv), call_live(lc));
   rc = hm_watch_start(h.reg);
   if (rc != 0) {
     fprintf(stderr, "hm_bench_builds: hm_watch_start failed: %s (%s)\n", hm_strerror(rc),
@@ -188,7 +178,7 @@ int main(int argc, char **argv) {
     hm_registry_free(h.reg);
     return 1;
   }
-  logf_(&h, now_ns(), "watching");
+  logf_(&h, hmb_now_ns(), "watching");
   printf("ready %d\n", call_live(lv));
 
   while (fgets(cmd, sizeof cmd, stdin) != NULL) {
@@ -196,7 +186,7 @@ int main(int argc, char **argv) {
     long deadline;
     cmd[strcspn(cmd, "\n")] = '\0';
     if (sscanf(cmd, "wait %d %ld", &want, &deadline) == 2) {
-      long long t0 = now_ns(), end = t0 + deadline * 1000000ll;
+      long long t0 = hmb_now_ns(), end = t0 + deadline * 1000000ll;
       int got = -1000, ok = 0;
       /* Poll as a host's frame loop would, sleeping between looks so the builds and the
        * watcher keep the machine's two cores. The number alone may come from a torn file
@@ -208,16 +198,16 @@ int main(int argc, char **argv) {
           ok = 1;
           break;
         }
-        if (now_ns() >= end)
+        if (hmb_now_ns() >= end)
           break;
-        sleep_ms(got == want ? 5 : 1);
+        hmb_sleep_ms(got == want ? 5 : 1);
       }
       if (ok)
-        printf("live %d %.3f\n", want, (double)(now_ns() - t0) / 1e6);
+        printf("live %d %.3f\n", want, (double)(hmb_now_ns() - t0) / 1e6);
       else
         printf("timeout %d %d %d\n", want, got, call_live(lc));
     } else if (strncmp(cmd, "mark ", 5) == 0) {
-      logf_(&h, now_ns(), "mark %s", cmd + 5);
+      logf_(&h, hmb_now_ns(), "mark %s", cmd + 5);
       printf("ok\n");
     } else if (strcmp(cmd, "quit") == 0) {
       break;

@@ -7,6 +7,7 @@
  * into place and half a file rewritten in place. Details go to stderr. The goal is
  * p50 <= 1 ms and p99 <= 5 ms; nothing here fails for being slow. Exit status 1 only when
  * the benchmark cannot run (setup error, or a reload that never shows up). */
+#include "benchutil.h"
 #include "hotmod.h"
 
 #include <errno.h>
@@ -28,17 +29,6 @@ typedef int (*ifn)(void);
 /* A reload that takes longer than this is not late, it is lost. */
 #define LOST_NS 5000000000ll
 
-static long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-    ;
-}
 
 static unsigned char *slurp(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
@@ -79,7 +69,7 @@ static int write_all(const char *path, const unsigned char *buf, size_t len,
     put += (size_t)n;
   }
   if (t_closed != NULL)
-    *t_closed = now_ns();
+    *t_closed = hmb_now_ns();
   return close(fd);
 }
 
@@ -115,7 +105,7 @@ static long long publish(const char *path, const char *tmp, const unsigned char 
   if (by_rename) {
     if (write_all(tmp, buf, len, NULL) != 0)
       return -1;
-    t0 = now_ns();
+    t0 = hmb_now_ns();
     if (rename(tmp, path) != 0)
       return -1;
   } else if (write_all(path, buf, len, &t0) != 0) {
@@ -178,9 +168,9 @@ int main(void) {
     /* Poll the live handle as a host's busy loop would. The yield matters on a machine
      * with few cores: without it this loop keeps the core that the woken watcher thread
      * wants, and the figure measures the scheduler's time slice instead of the watcher. */
-    while (live_version(live) != want && now_ns() - t0 < LOST_NS)
+    while (live_version(live) != want && hmb_now_ns() - t0 < LOST_NS)
       sched_yield();
-    t1 = now_ns();
+    t1 = hmb_now_ns();
     if (live_version(live) != want) {
       lost++;
       fprintf(stderr, "bench_watch: reload %d never showed up (%s)\n", i,
@@ -190,7 +180,7 @@ int main(void) {
     if (i >= 0)
       lat[i] = t1 - t0;
     /* Let the retired version be unloaded and the watcher go idle, as between builds. */
-    sleep_ms(i < 0 ? 60 : 3);
+    hmb_sleep_ms(i < 0 ? 60 : 3);
   }
 
   hm_watch_stop(reg);

@@ -70,7 +70,7 @@ static int missing_symbol(hm_module *mod, const hm__version *v, const char *sym)
 
 int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **out) {
   char modname[256];
-  const char *sym;
+  const char *sym = NULL;
   hm_module *mod = NULL;
   hm__version *v;
   hm_snapshot *s;
@@ -197,7 +197,7 @@ nomem:
 
 int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
   char modname[256];
-  const char *sym;
+  const char *sym = NULL;
   int rc;
 
   if (out != NULL)

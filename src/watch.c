@@ -28,6 +28,7 @@
 #include "hotmod/uv.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -608,8 +609,17 @@ static void decide(hm__wmod *wm, hm__settle_why why) {
   fd = hm__file_open(file_path(wm));
   if (fd >= 0) {
     hm__settle_own_open(&wm->st);
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      int i;
       writer = hm__writer_probe(fd);
+      /* Right after a writer's close the kernel may count it for a moment more (see
+       * settle.c): give the closing thread the CPU and ask again a few times before the
+       * policy falls back on timed rechecks. */
+      for (i = 0; i < 8 && writer == HM__WRITER_ACTIVE && (wm->st.seen & HM__EV_DONE); i++) {
+        sched_yield();
+        writer = hm__writer_probe(fd);
+      }
+    }
   }
   if (why == HM__WHY_QUIET) {
     off_t size;

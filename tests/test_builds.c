@@ -146,35 +146,23 @@ static void need_linker(const char *ld) {
   }
 }
 
-static void t_bfd_large_module(void **state) {
+/* The large module, 3 builds linked by `ld`, each one LOADED and no REJECTED. */
+static void large_module_with(void **state, const char *ld) {
   wt *f = *state;
-  need_linker("bfd");
+  need_linker(ld);
   make_blob(f);
-  builds_each_load_once(f, big_with, "bfd");
+  builds_each_load_once(f, big_with, (void *)ld);
 }
+
+static void t_bfd_large_module(void **state) { large_module_with(state, "bfd"); }
 
 /* gold writes through a shared mapping; with a 5 ms quiet period a guess from timing loaded
  * half-written files. */
-static void t_gold_large_module_quiet5(void **state) {
-  wt *f = *state;
-  need_linker("gold");
-  make_blob(f);
-  builds_each_load_once(f, big_with, "gold");
-}
+static void t_gold_large_module_quiet5(void **state) { large_module_with(state, "gold"); }
 
-static void t_lld(void **state) {
-  wt *f = *state;
-  need_linker("lld");
-  make_blob(f);
-  builds_each_load_once(f, big_with, "lld");
-}
+static void t_lld(void **state) { large_module_with(state, "lld"); }
 
-static void t_mold(void **state) {
-  wt *f = *state;
-  need_linker("mold");
-  make_blob(f);
-  builds_each_load_once(f, big_with, "mold");
-}
+static void t_mold(void **state) { large_module_with(state, "mold"); }
 
 /* ---- C++ ------------------------------------------------------------------------------- */
 
