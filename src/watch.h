@@ -2,7 +2,9 @@
 #ifndef HM_WATCH_H
 #define HM_WATCH_H
 
-#include "internal.h"
+#include "registry.h"
+
+#include <uv.h>
 
 /* One place the watcher looks: a name in a directory. A module's path gives one point per
  * symlink met while following it (where the link itself lives), then the file it ends at. */
@@ -22,5 +24,99 @@ typedef struct hm__wpath {
  * HM_EINVAL (the path names no file, e.g. "/" or ending in ".."). */
 HM__HIDDEN int hm__wpath_resolve(const hm__allocator *a, const char *path, hm__wpath *out);
 HM__HIDDEN void hm__wpath_free(const hm__allocator *a, hm__wpath *p);
+
+/* How often a directory that went away is looked for again. */
+#define HM__WATCH_RETRY_MS 250
+
+/* What we ask inotify for, on each directory: completion (close after write, renamed into
+ * place), opens and read-only closes (the open count, where leases are not available),
+ * changes, and the directory's own fate. IN_ONLYDIR: a path that is not a directory is not
+ * watched by accident. */
+#define HM__WATCH_MASK                                                                         \
+  (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |              \
+   IN_MOVED_FROM | IN_OPEN | IN_CLOSE_NOWRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+typedef struct hm__watcher hm__watcher;
+
+/* A watched directory, shared by the points in it. */
+typedef struct hm__wdir {
+  struct hm__wdir *next;
+  char *path;
+  int wd; /* -1: the directory is not there; the retry timer looks for it */
+  size_t refs;
+} hm__wdir;
+
+typedef struct hm__wpoint {
+  hm__wdir *dir;
+  char *name;
+  int link;
+} hm__wpoint;
+
+/* One watched module (mod->watch). */
+typedef struct hm__wmod {
+  uv_timer_t timer; /* the quiet period, a retry or the settle delay: timer_why */
+  hm__settle_why timer_why;
+  hm__watcher *w;
+  hm_module *mod;
+  struct hm__wmod *next;
+  char *path;         /* the module's path when the watch was made */
+  hm__wpoint *pts;    /* symlinks on the way, then the file itself (the last) */
+  size_t npts;
+  hm__settle st;
+  int dirty;  /* events were folded into st since the last decision */
+  int relink; /* a symlink on the way changed: follow the path again */
+  int have_st; /* the file's size, mtime and inode when the quiet period began */
+  off_t size;
+  long long mtime_ns;
+  ino_t ino;
+  int have_queued; /* queued_hash: the bytes a queued reload is waiting for */
+  uint64_t queued_hash;
+} hm__wmod;
+
+struct hm__watcher {
+  hm_registry *reg; /* valid while the watcher runs: stopping comes before the free */
+  hm__allocator a;  /* a copy: close callbacks on a host loop may run after the free */
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int own; /* runs on own_loop, on its own thread */
+  uv_thread_t thread;
+  uv_async_t async;
+  uv_poll_t poll;
+  uv_timer_t retry;
+  int fd;        /* the inotify descriptor */
+  int stopping;  /* atomic: stop asked the own thread to close everything */
+  int closing;   /* handles are being closed; callbacks that still run do nothing */
+  unsigned open; /* handles not yet closed */
+  unsigned quiet_ms, settle_ms;
+  hm__method forced; /* HOTMOD_WATCH_METHOD */
+  hm__wdir *dirs;
+  hm__wmod *mods;
+  hm__watcher *next_stopped; /* on reg->watch_stopped */
+};
+
+
+/* ---- Where to look (watchpath.c) ------------------------------------------------------- */
+
+/* Follow the module's path again and watch every directory it leads through; the old points
+ * are let go after the new ones hold their directories. */
+HM__HIDDEN void hm__watch_set_points(hm__watcher *w, hm__wmod *wm);
+HM__HIDDEN void hm__watch_free_points(hm__watcher *w, hm__wmod *wm);
+/* The directory with this watch descriptor is gone: look for it again on a timer. */
+HM__HIDDEN void hm__watch_dir_lost(hm__watcher *w, int wd);
+HM__HIDDEN void hm__watch_free_dirs(hm__watcher *w);
+HM__HIDDEN void hm__watch_on_retry(uv_timer_t *t); /* the retry timer's callback */
+
+/* ---- Deciding (watch.c) ---------------------------------------------------------------- */
+
+/* Decide what to do about a module's file after events or a timer. */
+HM__HIDDEN void hm__watch_decide(hm__wmod *wm, hm__settle_why why);
+/* Make the watched modules match the registry's, and pick up failed queued reloads. */
+HM__HIDDEN void hm__watch_reconcile(hm__watcher *w);
+HM__HIDDEN void hm__watch_on_inotify(uv_poll_t *p, int status, int events);
+
+/* ---- Running (watchrun.c) -------------------------------------------------------------- */
+
+/* The close callback of a module's timer: frees the module's watch state. */
+HM__HIDDEN void hm__watch_wmod_closed(uv_handle_t *h);
 
 #endif

@@ -1,10 +1,12 @@
 /*
- * What a module's path means on disk: the symlinks met while following it, and the file it
- * ends at. A deploy that flips `current -> releases/42` changes the link in `current`'s
+ * Where the watcher looks: what a module's path means on disk (the symlinks met while
+ * following it, and the file it ends at), and the inotify watches on those directories. A deploy that flips `current -> releases/42` changes the link in `current`'s
  * directory, not anything in releases/41, so the watcher must watch the link's directory (to
  * see the flip) and the final file's directory (to see rebuilds), and nothing else.
  */
 #include "watch.h"
+
+#include <sys/inotify.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -155,4 +157,168 @@ void hm__wpath_free(const hm__allocator *a, hm__wpath *p) {
   hm__free(a, p->pts);
   p->pts = NULL;
   p->n = 0;
+}
+
+/* ---- Directories ----------------------------------------------------------------------- */
+
+static void retry_start(hm__watcher *w) {
+  if (!uv_is_active((uv_handle_t *)&w->retry))
+    uv_timer_start(&w->retry, hm__watch_on_retry, HM__WATCH_RETRY_MS, HM__WATCH_RETRY_MS);
+}
+
+/* Find or make the entry for directory `path` (copied) and add a reference. */
+static hm__wdir *dir_ref(hm__watcher *w, const char *path) {
+  hm__wdir *d;
+  int wd = inotify_add_watch(w->fd, path, HM__WATCH_MASK);
+  /* Two spellings of one directory get one watch descriptor: match on that, not the text.
+   * A directory we cannot watch now (not there yet) is matched by its text and retried. */
+  for (d = w->dirs; d != NULL; d = d->next) {
+    if (wd >= 0 ? d->wd == wd : (d->wd < 0 && strcmp(d->path, path) == 0)) {
+      d->refs++;
+      return d;
+    }
+  }
+  d = hm__calloc(&w->a, 1, sizeof *d);
+  if (d == NULL || (d->path = hm__strdup(&w->a, path)) == NULL) {
+    hm__free(&w->a, d);
+    if (wd >= 0) {
+      int shared = 0;
+      hm__wdir *o;
+      for (o = w->dirs; o != NULL; o = o->next)
+        shared |= o->wd == wd;
+      if (!shared)
+        inotify_rm_watch(w->fd, wd);
+    }
+    return NULL;
+  }
+  d->wd = wd;
+  d->refs = 1;
+  d->next = w->dirs;
+  w->dirs = d;
+  if (wd < 0)
+    retry_start(w);
+  return d;
+}
+
+static void dir_unref(hm__watcher *w, hm__wdir *d) {
+  hm__wdir **pp, *o;
+  int shared = 0;
+  if (--d->refs > 0)
+    return;
+  for (pp = &w->dirs; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == d) {
+      *pp = d->next;
+      break;
+    }
+  }
+  for (o = w->dirs; o != NULL; o = o->next)
+    shared |= d->wd >= 0 && o->wd == d->wd;
+  if (d->wd >= 0 && !shared)
+    inotify_rm_watch(w->fd, d->wd);
+  hm__free(&w->a, d->path);
+  hm__free(&w->a, d);
+}
+
+/* The directory with watch descriptor `wd` is gone (deleted, moved, unmounted): its files
+ * can only come back in a new directory at the same path, so look for that. */
+void hm__watch_dir_lost(hm__watcher *w, int wd) {
+  hm__wdir *d;
+  for (d = w->dirs; d != NULL; d = d->next) {
+    if (d->wd == wd) {
+      d->wd = -1;
+      retry_start(w);
+    }
+  }
+}
+
+static int uses_dir(const hm__wmod *wm, const hm__wdir *d) {
+  size_t i;
+  for (i = 0; i < wm->npts; i++)
+    if (wm->pts[i].dir == d)
+      return 1;
+  return 0;
+}
+
+void hm__watch_on_retry(uv_timer_t *t) {
+  hm__watcher *w = t->data;
+  hm__wdir *d;
+  int dead = 0;
+  for (d = w->dirs; d != NULL; d = d->next) {
+    hm__wmod *wm;
+    if (d->wd >= 0)
+      continue;
+    d->wd = inotify_add_watch(w->fd, d->path, HM__WATCH_MASK);
+    if (d->wd < 0) {
+      dead = 1;
+      continue;
+    }
+    /* Whatever happened while nobody looked is found by looking now; a symlink may have
+     * come back too, so follow the path again. */
+    for (wm = w->mods; wm != NULL; wm = wm->next) {
+      if (uses_dir(wm, d)) {
+        wm->relink = 1;
+        hm__settle_note(&wm->st, HM__EV_LOST);
+        wm->dirty = 1;
+      }
+    }
+  }
+  if (!dead)
+    uv_timer_stop(&w->retry);
+  for (hm__wmod *wm = w->mods; wm != NULL && !w->closing; wm = wm->next) {
+    if (wm->dirty) {
+      wm->dirty = 0;
+      hm__watch_decide(wm, HM__WHY_EVENTS);
+    }
+  }
+}
+
+/* ---- Points: where a module's path leads ----------------------------------------------- */
+
+void hm__watch_free_points(hm__watcher *w, hm__wmod *wm) {
+  size_t i;
+  for (i = 0; i < wm->npts; i++) {
+    if (wm->pts[i].dir != NULL)
+      dir_unref(w, wm->pts[i].dir);
+    hm__free(&w->a, wm->pts[i].name);
+  }
+  hm__free(&w->a, wm->pts);
+  wm->pts = NULL;
+  wm->npts = 0;
+}
+
+/* Follow the module's path and watch every directory it leads through. On failure (memory)
+ * the module keeps its old points, or none, until the next change wakes the loop. */
+void hm__watch_set_points(hm__watcher *w, hm__wmod *wm) {
+  hm__wpath p;
+  hm__wpoint *pts;
+  size_t i;
+  if (hm__wpath_resolve(&w->a, wm->path, &p) != 0)
+    return;
+  pts = hm__calloc(&w->a, p.n, sizeof *pts);
+  if (pts == NULL) {
+    hm__wpath_free(&w->a, &p);
+    return;
+  }
+  for (i = 0; i < p.n; i++) {
+    pts[i].dir = dir_ref(w, p.pts[i].dir);
+    pts[i].name = p.pts[i].name;
+    pts[i].link = p.pts[i].link;
+    p.pts[i].name = NULL;
+  }
+  /* The new directories are referenced before the old ones are let go, so a directory both
+   * use keeps its inotify watch (and its pending events). */
+  hm__watch_free_points(w, wm);
+  wm->pts = pts;
+  wm->npts = p.n;
+  hm__wpath_free(&w->a, &p);
+}
+
+
+void hm__watch_free_dirs(hm__watcher *w) {
+  hm__wdir *d;
+  while ((d = w->dirs) != NULL) {
+    w->dirs = d->next;
+    hm__free(&w->a, d->path);
+    hm__free(&w->a, d);
+  }
 }
