@@ -43,6 +43,11 @@ static int setup_quiet5(void **state) {
   return 0;
 }
 
+static int setup_queued(void **state) {
+  *state = wt_new(HM_RELOAD_QUEUED, 0, 0);
+  return 0;
+}
+
 static int setup_settle(void **state) {
   *state = wt_new(HM_RELOAD_DEFAULT, 0, 300);
   return 0;
@@ -326,6 +331,34 @@ static void t_dependency_appears_later(void **state) {
   assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
 }
 
+/* The same in queued mode: hm_registry_poll meets the missing library, reports nothing, and
+ * the watcher queues the build again once it has waited; a poll after the library appeared
+ * applies it. */
+static int poll_applies(void *arg) {
+  wt *f = arg;
+  return hm_registry_poll(f->reg) == 1;
+}
+
+static void t_queued_dependency_appears_later(void **state) {
+  wt *f = *state;
+  char rundir[4200], built[4300], lib[4300], dest[4300];
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  snprintf(rundir, sizeof rundir, "%s", tmp_path(f, "run"));
+  assert_int_equal(mkdir(rundir, 0700), 0);
+  snprintf(built, sizeof built, "%s", tmp_path(f, "needs.so"));
+  build_with_dependency(f, rundir, built);
+  hmt_install(built, f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  assert_int_equal(hm_registry_poll(f->reg), 0); /* dlopen fails: not yet */
+  snprintf(lib, sizeof lib, "%s/libhmdep.so", tmp_path(f, "libbuild"));
+  snprintf(dest, sizeof dest, "%s/libhmdep.so", rundir);
+  hmt_install(lib, dest);
+  assert_true(hmt_wait_until(poll_applies, f, WT_DEADLINE));
+  assert_int_equal(wt_live(f->live), 42);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+}
+
 /* A dependency that never comes: after the retries (0.1 + 0.2 + 0.4 + 0.8 + 1.6 s) one
  * REJECTED, with dlopen's reason; then nothing more until the file changes. */
 static void t_dependency_never_appears(void **state) {
@@ -409,6 +442,7 @@ int main(void) {
       T(t_cmake_make, setup),
       T(t_cmake_ninja, setup),
       T(t_dependency_appears_later, setup),
+      T(t_queued_dependency_appears_later, setup_queued),
       T(t_dependency_never_appears, setup),
       T(t_strip_after_link_settles, setup_settle),
   };

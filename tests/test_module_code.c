@@ -23,7 +23,8 @@ typedef enum action {
   DO_FIND_LOOP,     /* constructor: hm_module_find many times */
   DO_FORBIDDEN,     /* hooks and constructor: try every forbidden call, record the codes */
   DO_ALLOWED,       /* load hook: the allowed calls on another module */
-  DO_CROSS_LIVE_GET /* load hook: meet the other module's hook, then hm_live_get on it */
+  DO_CROSS_LIVE_GET, /* load hook: meet the other module's hook, then hm_live_get on it */
+  DO_STOP_WATCH      /* load hook: hm_watch_stop, which must not wait from here */
 } action;
 
 static hm_registry *g_reg;
@@ -112,6 +113,8 @@ int hmt_in_load_hook(int version) {
     g_allowed_rc = rc;
   } else if (g_load == DO_CROSS_LIVE_GET) {
     meet_then_live_get(version);
+  } else if (g_load == DO_STOP_WATCH) {
+    hm_watch_stop(g_reg);
   }
   return 0;
 }
@@ -350,6 +353,30 @@ static void t_unload_hook_releases_snapshot(void **state) {
   assert_int_equal(st.retired, 0);
 }
 
+/* hm_watch_stop from a load hook on the watcher's own thread (the watcher reloads) does not
+ * wait for itself; the registry joins the thread later. */
+static int unwatched(void *arg) { return hm_module_watch_method(arg) == HM_WATCH_NONE; }
+static int watched(void *arg) { return hm_module_watch_method(arg) != HM_WATCH_NONE; }
+static int at_v2(void *arg) { return hm_module_version(arg) == 2; }
+
+static void t_watch_stop_from_hook(void **state) {
+  const char *dir = *state;
+  char path[4096];
+  hm_module *re;
+  snprintf(path, sizeof path, "%s/re.so", dir);
+  hmt_install(hmt_mod("reentrant_v1"), path);
+  assert_int_equal(hm_module_load(g_reg, "re", path, &re), 0);
+  assert_int_equal(hm_watch_start(g_reg), 0);
+  assert_true(hmt_wait_until(watched, re, 60.0));
+  g_load = DO_STOP_WATCH;
+  hmt_install(hmt_mod("reentrant_v2"), path);
+  assert_true(hmt_wait_until(at_v2, re, 60.0));
+  assert_true(hmt_wait_until(unwatched, re, 60.0));
+  g_load = DO_NOTHING;
+  /* A watcher can start again; teardown frees with it running. */
+  assert_int_equal(hm_watch_start(g_reg), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_constructor_vs_acquire, setup, teardown),
@@ -357,6 +384,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_allowed_calls_work, setup, teardown),
       cmocka_unit_test_setup_teardown(t_cross_hooks_live_get, setup, teardown),
       cmocka_unit_test_setup_teardown(t_unload_hook_releases_snapshot, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_watch_stop_from_hook, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
