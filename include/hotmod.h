@@ -379,8 +379,9 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  *    CAP_LEASE) and a filesystem with leases (ext4, xfs, btrfs, tmpfs...). The lease is held
  *    for microseconds; the kernel's lease-break signal is set to SIGURG or SIGWINCH, one
  *    that the host does not handle (if it handles both, this method is not used).
- *  - HM_WATCH_EVENTS: otherwise, inotify's open and close events: a file closed after
- *    writing with no other open left.
+ *  - HM_WATCH_EVENTS: otherwise, inotify's events: a file closed after writing (or renamed
+ *    into place) and not written since. A second writer that has the file open but has not
+ *    written yet is not seen this way.
  *  - HM_WATCH_TIMING: where neither can tell (events were lost, or opens happened before
  *    the watch), once the file's size, mtime and inode held still for quiet_ms. A file that
  *    is not complete is then waited for, never refused.
@@ -408,7 +409,7 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
 typedef enum hm_watch_method {
   HM_WATCH_NONE = 0,   /* the module is not watched (no watcher, unloaded, not yet seen) */
   HM_WATCH_LEASE = 1,  /* kernel leases: any writer, including shared writable mappings */
-  HM_WATCH_EVENTS = 2, /* inotify open/close accounting */
+  HM_WATCH_EVENTS = 2, /* inotify: written, then closed after writing */
   HM_WATCH_TIMING = 3  /* the quiet period: a fallback, see above */
 } hm_watch_method;
 

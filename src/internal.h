@@ -194,15 +194,13 @@ HM__HIDDEN int hm__resolve(const hm__version *v, const char *sym, hm_fn *out);
 
 /* What inotify said about the file since the last decision. */
 enum {
-  HM__EV_DONE = 0x1u,          /* closed after writing, or renamed into place */
-  HM__EV_CHANGE = 0x2u,        /* created, modified, attributes changed */
-  HM__EV_OPEN = 0x4u,          /* opened, in any mode */
-  HM__EV_CLOSED = 0x8u,        /* closed after writing (counts with OPEN) */
-  HM__EV_CLOSE_NOWRITE = 0x10u, /* closed without writing (our own reads make these) */
-  HM__EV_NEW = 0x20u,          /* a new inode has the name: open counts start over */
-  HM__EV_LOST = 0x40u,         /* events were missed (queue overflow, a directory came back) */
-  HM__EV_GONE = 0x80u,         /* deleted or moved away */
-  HM__EV_START = 0x100u        /* the watch began: the file may have changed since its load */
+  HM__EV_DONE = 0x1u,   /* closed after writing, or renamed into place */
+  HM__EV_WRITE = 0x2u,  /* written (IN_MODIFY): a writer is at work until its close */
+  HM__EV_CHANGE = 0x4u, /* created, attributes changed: not by itself a writer */
+  HM__EV_NEW = 0x8u,    /* another inode has the name (created, renamed into place) */
+  HM__EV_LOST = 0x10u,  /* events were missed (queue overflow, a directory came back) */
+  HM__EV_GONE = 0x20u,  /* deleted or moved away */
+  HM__EV_START = 0x40u  /* the watch began: the file may have changed since its load */
 };
 
 typedef enum hm__method { /* matches hm_watch_method */
@@ -233,24 +231,21 @@ typedef enum hm__settle_do {
 } hm__settle_do;
 
 typedef struct hm__settle {
-  unsigned seen;   /* HM__EV_* since the last decision */
+  unsigned seen;     /* HM__EV_* since the last decision */
   hm__method forced; /* 0, or the method the host forced (HOTMOD_WATCH_METHOD) */
   hm__method method; /* what the last decision went by */
-  int opens;       /* events: opens not yet closed of the file now at the path */
-  int counted;     /* events: every one of those opens was seen */
-  int finished;    /* the last decision knew the writer was done (lease or events) */
-  int have_final;  /* final_key was refused for good while final_cur was current */
+  int writing;       /* events: written since its last close (a writer is at work) */
+  int lost;          /* events: missed since the last close; only timing can tell */
+  int finished;      /* the last decision knew the writer was done (lease or events) */
+  int have_final;    /* final_key was refused for good while final_cur was current */
   uint64_t final_key;
   unsigned final_cur;
   uint64_t retry_key; /* the bytes whose transient failures are being retried */
   unsigned retries;
   int settle_pending; /* settle_key is complete and waits out the settle delay */
   uint64_t settle_key;
-  int done_pending;  /* events: a writer finished, but other opens were still counted */
   unsigned rechecks; /* lease: probes since a writer's close still found a writer */
   unsigned recheck_ms;
-  int own_opens;     /* events: the watcher's own opens whose OPEN event is still to come */
-  int own_closes;    /* ... and whose IN_CLOSE_NOWRITE is */
 } hm__settle;
 
 /* What reading and checking the file found. */
@@ -263,13 +258,8 @@ typedef struct hm__settle_file {
 } hm__settle_file;
 
 HM__HIDDEN void hm__settle_init(hm__settle *s, hm__method forced);
+/* Fold one event (HM__EV_*) into the state, in the order inotify reported them. */
 HM__HIDDEN void hm__settle_note(hm__settle *s, unsigned ev);
-/* The watcher opened the file (read-only): its open and close are not someone else's. */
-HM__HIDDEN void hm__settle_own_open(hm__settle *s);
-/* After events: 1 if they call for a decision (the caller then opens the file to probe it),
- * 0 if they were only opens and read-only closes (the watcher's own reads among them) with
- * nothing waiting on them; those are then forgotten. */
-HM__HIDDEN int hm__settle_due(hm__settle *s);
 /* What to do after events (or a timer). `writer` is the lease probe's answer now; `stable`
  * (for HM__WHY_QUIET) says the size, mtime and inode held still over the quiet period. */
 HM__HIDDEN hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why,

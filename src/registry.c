@@ -551,11 +551,15 @@ static int job_begin(reload_job *j, const char *path) {
     rc = hm__fail(HM_EEXIST, "a module named %s is already loaded", mod->name);
   } else if (!(j->flags & HM__RELOAD_REVIVE) && j->old == NULL) {
     rc = hm__fail(HM_ENOMOD, "module %s is not loaded", mod->name);
+  } else if ((j->flags & HM__RELOAD_WATCHER) && path != NULL && strcmp(path, mod->path) != 0) {
+    /* The watcher read a path the module has left meanwhile (hm_module_reload_from); it
+     * moves its watch next. */
+    rc = hm__fail(HM_EAGAIN, "module %s moved from %s to %s", mod->name, path, mod->path);
   } else {
     j->path = hm__strdup(&reg->a, path != NULL ? path : mod->path);
     if (j->path == NULL)
       rc = hm__fail(HM_ENOMEM, "out of memory");
-    j->new_path = j->old == NULL || path != NULL;
+    j->new_path = j->old == NULL || (path != NULL && !(j->flags & HM__RELOAD_WATCHER));
     j->seq = ++reg->seq;
   }
   pthread_mutex_unlock(&reg->lock);

@@ -122,7 +122,8 @@ HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t 
 
 #define HM__RELOAD_REVIVE 0x1u  /* a load by name: the module must be unloaded now */
 #define HM__RELOAD_WATCHER 0x2u /* on the watcher's behalf: transient failures are not
-                                   reported (the watcher retries them) */
+                                   reported (the watcher retries them), and `path`, if given,
+                                   must still be the module's path (HM_EAGAIN otherwise) */
 /* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
  * checked), else from `path` (NULL: the module's path). Reports REJECTED itself, except for
  * transient failures with HM__RELOAD_WATCHER. */

@@ -10,14 +10,15 @@
  *     before each decision; ACTIVE means a writer is at work, and its close (IN_CLOSE_WRITE)
  *     will bring the file back here. Needs the file's owner (or CAP_LEASE) and a filesystem
  *     with leases.
- *  2. Events: without leases, inotify's IN_OPEN and IN_CLOSE_* give the number of opens of
- *     the file now at the path; a close-after-write with no other open left is a finished
- *     file. Opens made before the watch began are not seen: a close that was never opened
- *     makes the count untrustworthy until a new file takes the name.
- *  3. Timing: where neither can tell (the count is untrustworthy, events were lost, or the
- *     host forced it), the file is read once its size, mtime and inode stayed the same for
- *     the quiet period. In this mode a file that is not complete is waited for, never
- *     refused: a quiet period proves nothing about a writer.
+ *  2. Events: without leases, inotify's own words: a write (IN_MODIFY) means a writer is at
+ *     work, and its close after writing (IN_CLOSE_WRITE) or a rename into place
+ *     (IN_MOVED_TO) that no later write follows means it is done. Opens are not counted:
+ *     inotify merges identical events that follow each other in its queue, so two opens
+ *     (ours and a writer's, say) can arrive as one, and a count drifts.
+ *  3. Timing: where neither can tell (events were lost, or the host forced it), the file is
+ *     read once its size, mtime and inode stayed the same for the quiet period. In this mode
+ *     a file that is not complete is waited for, never refused: a quiet period proves
+ *     nothing about a writer.
  *
  * A finished file that is complete and differs from what serves is loaded (after the settle
  * delay, when one is set, so post-link steps such as strip can finish first). A finished file
@@ -47,59 +48,19 @@ void hm__settle_init(hm__settle *s, hm__method forced) {
   memset(s, 0, sizeof *s);
   s->forced = forced;
   s->method = forced ? forced : HM__BY_LEASE;
-  s->counted = 1;
-}
-
-void hm__settle_own_open(hm__settle *s) {
-  s->own_opens++;
-  s->own_closes++;
 }
 
 void hm__settle_note(hm__settle *s, unsigned ev) {
   s->seen |= ev;
-  if (ev & (HM__EV_NEW | HM__EV_GONE)) {
-    /* Another inode has the name now (created, renamed into place, or none): every open of
-     * the next file there is ahead of us. */
-    s->opens = 0;
-    s->counted = 1;
-  }
+  /* In order: a write after a close means another writer is at work again. */
+  if (ev & (HM__EV_DONE | HM__EV_NEW | HM__EV_GONE))
+    s->writing = 0;
+  if (ev & HM__EV_WRITE)
+    s->writing = 1;
+  if (ev & HM__EV_DONE)
+    s->lost = 0;
   if (ev & HM__EV_LOST)
-    s->counted = 0;
-  if ((ev & HM__EV_DONE) && s->forced != HM__BY_TIMING)
-    s->done_pending = 1;
-  /* The watcher's own reads open and close the file too: those events are not counted.
-   * Which OPEN event is ours does not matter, only how many are; and all of ours are in
-   * the queue before the watcher reads it again, so a decision never sees half of them. */
-  if (ev & HM__EV_OPEN) {
-    if (s->own_opens > 0)
-      s->own_opens--;
-    else
-      s->opens++;
-  }
-  if (ev & HM__EV_CLOSE_NOWRITE) {
-    if (s->own_closes > 0) {
-      s->own_closes--;
-      ev &= ~(unsigned)HM__EV_CLOSE_NOWRITE;
-    }
-  }
-  if (ev & (HM__EV_CLOSED | HM__EV_CLOSE_NOWRITE)) {
-    if (s->opens > 0)
-      s->opens--;
-    else
-      s->counted = 0; /* closed, never seen open: opened before we looked */
-  }
-}
-
-/* Anything but opens and read-only closes (our own reads make those) is a sign of change. */
-static int changed(unsigned seen) {
-  return (seen & ~(unsigned)(HM__EV_OPEN | HM__EV_CLOSE_NOWRITE)) != 0;
-}
-
-int hm__settle_due(hm__settle *s) {
-  if (changed(s->seen) || (s->done_pending && s->counted && s->opens == 0))
-    return 1;
-  s->seen = 0; /* only opens and read-only closes: nothing to decide */
-  return 0;
+    s->lost = 1;
 }
 
 /* Leases answer for the writer whenever the probe could ask. */
@@ -108,28 +69,23 @@ static int lease_unused(const hm__settle *s, hm__writer writer) {
          s->forced == HM__BY_TIMING;
 }
 
-
 hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer writer,
                                 int stable) {
   unsigned seen = s->seen;
-  int lease_known;
 
-  if (why == HM__WHY_EVENTS)
+  if (why == HM__WHY_EVENTS) {
     s->seen = 0;
+    if (seen == 0)
+      return HM__DO_WAIT;
+    s->retries = 0; /* a change: a failure that outlasted its retries is tried afresh */
+    if ((seen & HM__EV_GONE) && !(seen & (HM__EV_DONE | HM__EV_NEW)))
+      return HM__DO_WAIT; /* deleted or moved away: the current version serves on */
+  }
   if (why == HM__WHY_RETRY || why == HM__WHY_SETTLE)
     return HM__DO_READ; /* s->finished holds from the decision that started the timer */
-  if (why == HM__WHY_EVENTS && !changed(seen) &&
-      !(s->done_pending && s->counted && s->opens == 0))
-    return HM__DO_WAIT; /* only opens and read-only closes, and no finished write waiting */
-  if (why == HM__WHY_EVENTS)
-    s->retries = 0; /* a change: a failure that outlasted its retries is tried afresh */
-  if (why == HM__WHY_EVENTS && (seen & HM__EV_GONE) && !(seen & (HM__EV_DONE | HM__EV_NEW)))
-    return HM__DO_WAIT; /* deleted or moved away: the current version serves on */
 
-  lease_known = !lease_unused(s, writer);
-  if (lease_known) {
+  if (!lease_unused(s, writer)) {
     s->method = HM__BY_LEASE;
-    s->done_pending = 0;
     if (writer == HM__WRITER_ACTIVE) {
       if (((why == HM__WHY_EVENTS && (seen & HM__EV_DONE)) || why == HM__WHY_RECHECK) &&
           s->rechecks < HM__SETTLE_RECHECKS) {
@@ -144,28 +100,15 @@ hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer wr
     return HM__DO_READ;
   }
 
-  if (s->forced != HM__BY_TIMING) {
-    if (s->done_pending) {
-      /* A writer finished. Finished for sure once no other open is left. */
-      if (s->counted && s->opens == 0) {
-        s->done_pending = 0;
-        s->method = HM__BY_EVENTS;
-        s->finished = 1;
-        return HM__DO_READ;
-      }
-      /* Other opens remain (a reader that may never close), or the count is not to be
-       * trusted: fall back on the quiet period, and keep listening for the last close. */
-    } else if (why == HM__WHY_EVENTS && s->counted && !(seen & HM__EV_LOST)) {
-      s->method = HM__BY_EVENTS;
-      if (s->opens > 0)
-        return HM__DO_WAIT; /* a writer (or reader) is at work; its close will tell */
-      /* Changed with nothing open (a touch, chmod, link, truncate), or the watch just began:
-       * look at it, but without the certainty that a writer is done, so an incomplete file
-       * is waited for. Opens made before the watch began are not known; a writer's close
-       * that was never seen open makes the count untrustworthy (hm__settle_note). */
-      s->finished = 0;
-      return HM__DO_READ;
-    }
+  if (s->forced != HM__BY_TIMING && why == HM__WHY_EVENTS && !s->lost) {
+    s->method = HM__BY_EVENTS;
+    if (s->writing)
+      return HM__DO_WAIT; /* written since its last close: that close will tell */
+    /* Closed after writing (or renamed into place) with no write since: finished. Otherwise
+     * changed without a write (a touch, chmod, link, a new empty file), or the watch just
+     * began: look, but an incomplete file is waited for. */
+    s->finished = (seen & HM__EV_DONE) != 0;
+    return HM__DO_READ;
   }
 
   /* Timing: wait until the file holds still for the quiet period. */

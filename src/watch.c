@@ -6,8 +6,8 @@
  * watchrun.c's. Everything here runs on the watcher loop's thread.
  *
  * One inotify descriptor per watcher, driven by a uv_poll_t, with one watch per directory.
- * Not uv_fs_event: it reports neither close-after-write nor opens, which are what say a
- * writer is done, and a watch on the file itself goes silent once a build renames a new file
+ * Not uv_fs_event: it does not report close-after-write, which is what says a writer is
+ * done, and a watch on the file itself goes silent once a build renames a new file
  * over it. Events are matched to modules by directory and name, and all events of one read
  * are folded before any decision, so a create, open, write and close that arrive together
  * are seen together.
@@ -219,7 +219,7 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
   hm__emit(reg, HM_EVENT_CHANGED, mod, cur, 0);
   if (mode == HM_RELOAD_QUEUED || w->closing)
     return;
-  rc = hm__reload(mod, NULL, f, HM__RELOAD_WATCHER);
+  rc = hm__reload(mod, wm->path, f, HM__RELOAD_WATCHER);
   after_failure(wm, rc, key, cur);
 }
 
@@ -297,8 +297,6 @@ void hm__watch_decide(hm__wmod *wm, hm__settle_why why) {
   hm__settle_do act;
   if (wm->w->closing)
     return;
-  if (why == HM__WHY_EVENTS && !wm->relink && !hm__settle_due(&wm->st))
-    return; /* opening the file to look would only make more such events */
   if (wm->relink) {
     /* A symlink on the way changed: the path names another file now, a new build. */
     wm->relink = 0;
@@ -307,7 +305,6 @@ void hm__watch_decide(hm__wmod *wm, hm__settle_why why) {
   }
   fd = hm__file_open(file_path(wm));
   if (fd >= 0) {
-    hm__settle_own_open(&wm->st);
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
       int i;
       writer = hm__writer_probe(fd);
@@ -351,18 +348,16 @@ static void on_timer(uv_timer_t *t) {
 /* What an inotify event on a module's file means to the settle policy. */
 static unsigned event_bits(uint32_t mask) {
   unsigned ev = 0;
-  if (mask & IN_CLOSE_WRITE)
-    ev |= HM__EV_DONE | HM__EV_CLOSED;
-  if (mask & IN_MOVED_TO)
-    ev |= HM__EV_DONE | HM__EV_NEW;
   if (mask & IN_CREATE)
     ev |= HM__EV_CHANGE | HM__EV_NEW;
-  if (mask & (IN_MODIFY | IN_ATTRIB))
+  if (mask & IN_MODIFY)
+    ev |= HM__EV_WRITE;
+  if (mask & IN_ATTRIB)
     ev |= HM__EV_CHANGE;
-  if (mask & IN_OPEN)
-    ev |= HM__EV_OPEN;
-  if (mask & IN_CLOSE_NOWRITE)
-    ev |= HM__EV_CLOSE_NOWRITE;
+  if (mask & IN_CLOSE_WRITE)
+    ev |= HM__EV_DONE;
+  if (mask & IN_MOVED_TO)
+    ev |= HM__EV_DONE | HM__EV_NEW;
   if (mask & (IN_DELETE | IN_MOVED_FROM))
     ev |= HM__EV_GONE;
   return ev;
@@ -378,9 +373,7 @@ static void fold(hm__watcher *w, const struct inotify_event *ev) {
       if (p->dir == NULL || p->dir->wd != ev->wd || strcmp(p->name, ev->name) != 0)
         continue;
       if (p->link) {
-        /* Reading a link makes no event; anything else means it may point elsewhere now. */
-        if (ev->mask & ~(uint32_t)(IN_OPEN | IN_CLOSE_NOWRITE))
-          wm->relink = 1;
+        wm->relink = 1; /* it may point elsewhere now */
       } else {
         hm__settle_note(&wm->st, event_bits(ev->mask));
       }

@@ -29,12 +29,12 @@ HM__HIDDEN void hm__wpath_free(const hm__allocator *a, hm__wpath *p);
 #define HM__WATCH_RETRY_MS 250
 
 /* What we ask inotify for, on each directory: completion (close after write, renamed into
- * place), opens and read-only closes (the open count, where leases are not available),
- * changes, and the directory's own fate. IN_ONLYDIR: a path that is not a directory is not
- * watched by accident. */
+ * place), writes and other changes, and the directory's own fate. Not opens or read-only
+ * closes: the watcher's own reads would make them. IN_ONLYDIR: a path that is not a
+ * directory is not watched by accident. */
 #define HM__WATCH_MASK                                                                         \
   (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |              \
-   IN_MOVED_FROM | IN_OPEN | IN_CLOSE_NOWRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+   IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
 typedef struct hm__watcher hm__watcher;
 

@@ -6,7 +6,7 @@
  * stops and frees cleanly from any thread (ASan, TSan and valgrind run this file too).
  *
  * CTest runs it three times: with the kernel's leases (the default here), with
- * HOTMOD_WATCH_METHOD=events (inotify open/close accounting) and, for the tests that are
+ * HOTMOD_WATCH_METHOD=events (inotify's writes and closes alone) and, for the tests that are
  * about it, with the timing fallback. Real compilers and linkers are in test_builds.c. */
 #include "watchutil.h"
 
