@@ -39,7 +39,6 @@ struct hm_module {
   int pending;                 /* the watcher queued a reload; under reg->lock */
   int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
-  void *watch;                 /* the watcher's per-module state; owned by the watcher */
 };
 
 struct hm_live {

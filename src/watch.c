@@ -35,7 +35,6 @@ static void unwatch(hm__watcher *w, hm__wmod *wm) {
       break;
     }
   }
-  wm->mod->watch = NULL;
   __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);
   uv_close((uv_handle_t *)&wm->timer, hm__watch_wmod_closed);
 }
@@ -58,7 +57,6 @@ static void watch_mod(hm__watcher *w, hm_module *mod, char *path) {
   w->open++;
   wm->next = w->mods;
   w->mods = wm;
-  mod->watch = wm;
   /* The file may have changed between the module's load and this watch: look at it now. */
   hm__settle_note(&wm->st, HM__EV_START);
   hm__watch_decide(wm, HM__WHY_EVENTS);
@@ -77,6 +75,16 @@ typedef struct watch_todo {
  * first load removes its module and shifts the list, so an index kept across lock sections
  * could skip a module. Only loaded modules are acted on, and those are never freed before
  * the registry. */
+/* The watcher's state for `mod`, or NULL. The list is the watcher's own: no lock. (Not a
+ * pointer in the module: a stopped watcher still closing and its successor would share it.) */
+static hm__wmod *find_wmod(hm__watcher *w, const hm_module *mod) {
+  hm__wmod *wm;
+  for (wm = w->mods; wm != NULL; wm = wm->next)
+    if (wm->mod == mod)
+      return wm;
+  return NULL;
+}
+
 void hm__watch_reconcile(hm__watcher *w) {
   hm_registry *reg = w->reg;
   watch_todo *todo;
@@ -86,7 +94,7 @@ void hm__watch_reconcile(hm__watcher *w) {
   todo = cap ? hm__calloc(&w->a, cap, sizeof *todo) : NULL;
   for (i = 0; todo != NULL && i < reg->nmods; i++) {
     hm_module *mod = reg->mods[i];
-    hm__wmod *wm = mod->watch;
+    hm__wmod *wm = find_wmod(w, mod);
     int loaded = mod->cur != NULL;
     int moved = loaded && wm != NULL && strcmp(wm->path, mod->path) != 0;
     watch_todo t = {mod, NULL, wm != NULL && (!loaded || moved), 0};
@@ -101,14 +109,14 @@ void hm__watch_reconcile(hm__watcher *w) {
   }
   pthread_mutex_unlock(&reg->lock);
   for (i = 0; i < n && !w->closing; i++) {
-    hm__wmod *wm = todo[i].mod->watch;
+    hm__wmod *wm = find_wmod(w, todo[i].mod);
     if (wm != NULL && todo[i].unwatch)
       unwatch(w, wm);
     if (todo[i].path != NULL) {
       watch_mod(w, todo[i].mod, todo[i].path);
       todo[i].path = NULL;
     }
-    wm = todo[i].mod->watch;
+    wm = find_wmod(w, todo[i].mod);
     if (wm != NULL && todo[i].poll_rc != 0) {
       /* As if the watcher had tried it: the retry schedule brings it back to the queue. */
       wm->have_queued = 0;

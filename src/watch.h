@@ -52,7 +52,7 @@ typedef struct hm__wpoint {
   int link;
 } hm__wpoint;
 
-/* One watched module (mod->watch). */
+/* One watched module, on its watcher's list. */
 typedef struct hm__wmod {
   uv_timer_t timer; /* the quiet period, a retry or the settle delay: timer_why */
   hm__settle_why timer_why;

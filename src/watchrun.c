@@ -69,7 +69,6 @@ static void watcher_close(hm__watcher *w) {
     return;
   w->closing = 1;
   for (wm = w->mods; wm != NULL; wm = wm->next) {
-    wm->mod->watch = NULL;
     __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);
     uv_close((uv_handle_t *)&wm->timer, hm__watch_wmod_closed);
   }

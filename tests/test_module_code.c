@@ -28,7 +28,10 @@ typedef enum action {
 } action;
 
 static hm_registry *g_reg;
+/* Set by the test, read by module code on other threads (the watcher, the reclaimer). */
 static action g_ctor, g_load, g_unload;
+#define GET(a) __atomic_load_n(&(a), __ATOMIC_SEQ_CST)
+#define SET(a, v) __atomic_store_n(&(a), (v), __ATOMIC_SEQ_CST)
 static int g_codes[16];
 static int g_ncodes;
 static int g_allowed_rc = 99;
@@ -81,11 +84,11 @@ void hmt_in_unload_hook(int version);
 
 void hmt_in_constructor(int version) {
   (void)version;
-  if (g_ctor == DO_FIND_LOOP) {
+  if (GET(g_ctor) == DO_FIND_LOOP) {
     hm_module *m;
     for (int i = 0; i < 2000; i++)
       (void)hm_module_find(g_reg, "sq", &m);
-  } else if (g_ctor == DO_FORBIDDEN) {
+  } else if (GET(g_ctor) == DO_FORBIDDEN) {
     try_forbidden();
   }
 }
@@ -93,9 +96,9 @@ void hmt_in_constructor(int version) {
 void hmt_in_destructor(int version) { (void)version; }
 
 int hmt_in_load_hook(int version) {
-  if (g_load == DO_FORBIDDEN) {
+  if (GET(g_load) == DO_FORBIDDEN) {
     try_forbidden();
-  } else if (g_load == DO_ALLOWED) {
+  } else if (GET(g_load) == DO_ALLOWED) {
     hm_live *l = NULL;
     hm_snapshot *s = NULL;
     hm_stats st;
@@ -111,9 +114,9 @@ int hmt_in_load_hook(int version) {
     if (rc == 0)
       rc = hm_module_find(g_reg, "sq", &m);
     g_allowed_rc = rc;
-  } else if (g_load == DO_CROSS_LIVE_GET) {
+  } else if (GET(g_load) == DO_CROSS_LIVE_GET) {
     meet_then_live_get(version);
-  } else if (g_load == DO_STOP_WATCH) {
+  } else if (GET(g_load) == DO_STOP_WATCH) {
     hm_watch_stop(g_reg);
   }
   return 0;
@@ -121,13 +124,13 @@ int hmt_in_load_hook(int version) {
 
 void hmt_in_unload_hook(int version) {
   (void)version;
-  if (g_unload == DO_FORBIDDEN) {
+  if (GET(g_unload) == DO_FORBIDDEN) {
     try_forbidden();
     hm_registry_free(g_reg); /* does nothing from here */
   }
-  if (g_release_in_unload != NULL) {
-    hm_snapshot_release(g_release_in_unload);
-    g_release_in_unload = NULL;
+  {
+    hm_snapshot *s = __atomic_exchange_n(&g_release_in_unload, NULL, __ATOMIC_SEQ_CST);
+    hm_snapshot_release(s);
   }
 }
 
@@ -153,7 +156,9 @@ static int g_dog_seconds = 120;
 static int setup(void **state) {
   char *dir = hmt_tmpdir();
   g_reg = hmt_registry(0);
-  g_ctor = g_load = g_unload = DO_NOTHING;
+  SET(g_ctor, DO_NOTHING);
+  SET(g_load, DO_NOTHING);
+  SET(g_unload, DO_NOTHING);
   __atomic_store_n(&g_ncodes, 0, __ATOMIC_RELEASE);
   __atomic_store_n(&g_done, 0, __ATOMIC_SEQ_CST);
   assert_int_equal(pthread_create(&g_dog, NULL, watchdog, &g_dog_seconds), 0);
@@ -163,7 +168,9 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   char *dir = *state;
-  g_ctor = g_load = g_unload = DO_NOTHING;
+  SET(g_ctor, DO_NOTHING);
+  SET(g_load, DO_NOTHING);
+  SET(g_unload, DO_NOTHING);
   hm_registry_free(g_reg);
   g_reg = NULL;
   __atomic_store_n(&g_done, 1, __ATOMIC_SEQ_CST);
@@ -215,7 +222,7 @@ static void t_constructor_vs_acquire(void **state) {
   pthread_t t;
   int i;
   install_load(dir, "sq", "square_v1");
-  g_ctor = DO_FIND_LOOP;
+  SET(g_ctor, DO_FIND_LOOP);
   assert_int_equal(pthread_create(&t, NULL, acquire_loop, &h), 0);
   install_load(dir, "re", "reentrant_v1");
   for (i = 0; i < 30; i++)
@@ -244,18 +251,18 @@ static void t_forbidden_calls_are_busy(void **state) {
   install_load(dir, "re", "reentrant_v1");
   assert_int_equal(hm_module_find(g_reg, "re", &re), 0);
 
-  g_ctor = DO_FORBIDDEN;
+  SET(g_ctor, DO_FORBIDDEN);
   reload_from("re", "reentrant_v2");
   check_all_busy();
-  g_ctor = DO_NOTHING;
+  SET(g_ctor, DO_NOTHING);
 
-  g_load = DO_FORBIDDEN;
+  SET(g_load, DO_FORBIDDEN);
   reload_from("re", "reentrant_v1");
   check_all_busy();
-  g_load = DO_NOTHING;
+  SET(g_load, DO_NOTHING);
 
   /* The unload hook runs on the reclaimer thread once the retired version goes. */
-  g_unload = DO_FORBIDDEN;
+  SET(g_unload, DO_FORBIDDEN);
   __atomic_store_n(&g_ncodes, 0, __ATOMIC_RELEASE);
   reload_from("re", "reentrant_v2");
   {
@@ -264,7 +271,7 @@ static void t_forbidden_calls_are_busy(void **state) {
       nanosleep(&ms, NULL);
   }
   check_all_busy();
-  g_unload = DO_NOTHING;
+  SET(g_unload, DO_NOTHING);
   /* Nothing changed: the registry and the modules serve on. */
   assert_int_equal(hm_module_version(re), 4);
   {
@@ -278,7 +285,7 @@ static void t_allowed_calls_work(void **state) {
   const char *dir = *state;
   install_load(dir, "sq", "square_v1");
   install_load(dir, "re", "reentrant_v1");
-  g_load = DO_ALLOWED;
+  SET(g_load, DO_ALLOWED);
   reload_from("re", "reentrant_v2");
   assert_int_equal(g_allowed_rc, 0);
 }
@@ -311,17 +318,17 @@ static void t_cross_hooks_live_get(void **state) {
       hm_registry_free(g_reg);
       g_reg = hmt_registry(0);
     }
-    g_load = DO_NOTHING;
+    SET(g_load, DO_NOTHING);
     install_load(dir, "a", "reentrant_v1");
     install_load(dir, "b", "reentrant_v3");
     __atomic_store_n(&g_arrived, 0, __ATOMIC_SEQ_CST);
     g_cross_rc[0] = g_cross_rc[1] = 99;
-    g_load = DO_CROSS_LIVE_GET;
+    SET(g_load, DO_CROSS_LIVE_GET);
     assert_int_equal(pthread_create(&ta, NULL, reload_thread, &ra), 0);
     assert_int_equal(pthread_create(&tb, NULL, reload_thread, &rb), 0);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
-    g_load = DO_NOTHING;
+    SET(g_load, DO_NOTHING);
     assert_int_equal(ra.rc, 0);
     assert_int_equal(rb.rc, 0);
     /* Each got its handle: the other module's current version, or (if that one was about to
@@ -337,7 +344,11 @@ static void t_unload_hook_releases_snapshot(void **state) {
   hm_stats st;
   install_load(dir, "sq", "square_v1");
   install_load(dir, "re", "reentrant_v1");
-  assert_int_equal(hm_snapshot_acquire(g_reg, "sq:version", &g_release_in_unload), 0);
+  {
+    hm_snapshot *s = NULL;
+    assert_int_equal(hm_snapshot_acquire(g_reg, "sq:version", &s), 0);
+    __atomic_store_n(&g_release_in_unload, s, __ATOMIC_SEQ_CST);
+  }
   reload_from("sq", "square_v2"); /* v1 of sq stays: the snapshot pins it */
   reload_from("re", "reentrant_v2"); /* re v1's unload hook releases it */
   {
@@ -349,7 +360,7 @@ static void t_unload_hook_releases_snapshot(void **state) {
       nanosleep(&ms, NULL);
     }
   }
-  assert_null(g_release_in_unload);
+  assert_null(__atomic_load_n(&g_release_in_unload, __ATOMIC_SEQ_CST));
   assert_int_equal(st.retired, 0);
 }
 
@@ -368,11 +379,11 @@ static void t_watch_stop_from_hook(void **state) {
   assert_int_equal(hm_module_load(g_reg, "re", path, &re), 0);
   assert_int_equal(hm_watch_start(g_reg), 0);
   assert_true(hmt_wait_until(watched, re, 60.0));
-  g_load = DO_STOP_WATCH;
+  SET(g_load, DO_STOP_WATCH);
   hmt_install(hmt_mod("reentrant_v2"), path);
   assert_true(hmt_wait_until(at_v2, re, 60.0));
   assert_true(hmt_wait_until(unwatched, re, 60.0));
-  g_load = DO_NOTHING;
+  SET(g_load, DO_NOTHING);
   /* A watcher can start again; teardown frees with it running. */
   assert_int_equal(hm_watch_start(g_reg), 0);
 }
