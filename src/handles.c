@@ -171,17 +171,26 @@ static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
 }
 
 /* Make the live handle for a symbol that has none yet. Under reg->lock, with `fn` resolved
- * in the current version (and in the incoming one, if a reload is about to publish). */
+ * in the current version and, if a reload is under way, `fn_in` in the incoming one. */
 static int make_live(hm_registry *reg, hm_module *mod, const char *qualified, const char *sym,
-                     hm_fn fn, hm_live **out) {
+                     hm_fn fn, hm_fn fn_in, hm_live **out) {
   hm_live *live = hm__calloc(&reg->a, 1, sizeof *live);
+  hm__table *in = mod->incoming_table;
+  /* A reload that has resolved every slot it knew of gets the new one from here: it
+   * publishes without resolving again. One still resolving finds the slot by its name. */
+  int append = in != NULL && in->n == mod->nsyms;
   size_t slot;
   if (live == NULL || (live->qualified = hm__strdup(&reg->a, qualified)) == NULL ||
+      (append && hm__table_reserve(mod, mod->nsyms + 1) != 0) ||
       hm__map_put(&reg->lives, &reg->a, live->qualified, live) != 0)
     goto nomem;
   if (add_slot(mod, sym, fn, &slot) != 0) {
     hm__map_del(&reg->lives, live->qualified);
     goto nomem;
+  }
+  if (append) {
+    in = mod->incoming_table; /* it may have moved */
+    in->fns[in->n++] = fn_in;
   }
   live->head.table = &mod->table;
   live->head.slot = slot;
@@ -240,7 +249,7 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
     pthread_mutex_lock(&reg->lock);
     if (rc == 0 && hm__map_get(&reg->lives, qualified) == NULL && mod->cur == cur &&
         mod->incoming == in) {
-      rc = make_live(reg, mod, qualified, sym, fn, out);
+      rc = make_live(reg, mod, qualified, sym, fn, fn_in, out);
       pthread_mutex_unlock(&reg->lock);
     } else {
       int again = rc == 0; /* the module moved on meanwhile: look again */

@@ -536,7 +536,6 @@ typedef struct reload_job {
   hm__version *old;  /* the current version, kept current (and alive) by reload_lock */
   unsigned oldnum;
   hm__version *v;    /* the new version, until published */
-  hm__table *t;      /* its table, until published */
 } reload_job;
 
 /* Under the module's reload_lock: is the module in the state the caller expects? */
@@ -593,17 +592,19 @@ static int job_load(reload_job *j, const hm__file *given) {
 
 /* Resolve every live slot in the new version, before any hook runs, so a missing symbol
  * rejects it while nothing has changed. From here until publishing, hm_live_get makes sure
- * a slot it adds resolves in the new version too. */
+ * a slot it adds resolves in the new version too, and completes the incoming table. */
 static int job_resolve(reload_job *j) {
   hm_registry *reg = j->reg;
+  hm__table *t = hm__table_new(reg, j->v, 0);
   int rc;
-  j->t = hm__table_new(reg, j->v, 0);
-  if (j->t == NULL)
+  if (t == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", j->path);
+  t->n = 0;
   pthread_mutex_lock(&reg->lock);
   j->mod->incoming = j->v;
+  j->mod->incoming_table = t;
   pthread_mutex_unlock(&reg->lock);
-  rc = hm__table_fill(j->mod, &j->t, j->path);
+  rc = hm__table_fill(j->mod, j->path);
   if (rc == 0)
     pthread_mutex_unlock(&reg->lock);
   return rc;
@@ -638,16 +639,18 @@ static int job_handover(reload_job *j) {
   return 0;
 }
 
-/* Publish: one atomic store switches every live handle of the module together. */
-static int job_publish(reload_job *j) {
+/* Publish: one atomic store switches every live handle of the module together. Nothing
+ * here can fail: the incoming table is complete (every slot added since job_resolve was
+ * appended by hm_live_get), and the hooks have run. */
+static void job_publish(reload_job *j) {
   hm_module *mod = j->mod;
   hm_registry *reg = j->reg;
   hm__version *v = j->v;
-  /* Slots added since job_resolve were checked against v by hm_live_get; resolve them. */
-  int rc = hm__table_fill(mod, &j->t, j->path);
-  if (rc != 0)
-    return rc;
+  hm__table *t;
+  pthread_mutex_lock(&reg->lock);
+  t = mod->incoming_table;
   mod->incoming = NULL;
+  mod->incoming_table = NULL;
   mod->next_num++;
   if (j->new_path) {
     hm__free(&reg->a, mod->path);
@@ -659,28 +662,36 @@ static int job_publish(reload_job *j) {
   mod->versions = v;
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
-  hm__publish(mod, j->t);
+  hm__publish(mod, t);
   reg->nloaded++;
   reg->stats.loads++;
   /* The loader's reference on v becomes its "current" reference. */
   pthread_mutex_unlock(&reg->lock);
-  return 0;
 }
 
 /* Nothing changed: take back what the reload made, and report it. */
 static int job_reject(reload_job *j, int rc) {
   hm_registry *reg = j->reg;
+  hm__table *t = NULL;
   int report = !(j->flags & HM__RELOAD_WATCHER) || hm__err_is_final(rc);
+  char detail[1024];
   pthread_mutex_lock(&reg->lock);
-  if (j->mod->incoming == j->v)
+  if (j->v != NULL && j->mod->incoming == j->v) {
+    t = j->mod->incoming_table;
     j->mod->incoming = NULL;
+    j->mod->incoming_table = NULL;
+  }
   if (report)
     reg->stats.rejects++;
   pthread_mutex_unlock(&reg->lock);
-  hm__table_discard(j->t);
+  /* The refused version's destructors run in the discard and may fail calls of their own:
+   * keep the detail of this failure for the event. */
+  snprintf(detail, sizeof detail, "%s", hm_errmsg());
+  hm__table_discard(t);
   if (j->v != NULL)
     hm__version_discard(reg, j->v);
   hm__free(&reg->a, j->path);
+  hm__fail(rc, "%s", detail);
   if (report)
     hm__emit(reg, HM_EVENT_REJECTED, j->mod, j->oldnum, rc);
   return rc;
@@ -706,7 +717,7 @@ int hm__reload(hm_module *mod, const char *path, const hm__file *file, unsigned 
   if (rc == 0)
     rc = job_handover(&j);
   if (rc == 0)
-    rc = job_publish(&j);
+    job_publish(&j);
   if (rc != 0) {
     pthread_mutex_unlock(&mod->reload_lock);
     return job_reject(&j, rc);

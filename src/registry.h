@@ -24,9 +24,13 @@ struct hm_module {
   hm_fn *table;          /* atomic: &cur_table->fns[0]; what hm_live_enter loads */
   hm__table *cur_table;  /* under reg->lock */
   hm__version *cur;      /* current version, NULL when unloaded; under reg->lock */
-  /* A reload between resolving its live slots and publishing: a live slot added meanwhile
-   * must resolve in this version too (hm_live_get checks). Under reg->lock. */
+  /* A reload under way, from the moment it starts resolving live slots until it publishes
+   * or is refused: the new version, and the table it will publish. A live slot added
+   * meanwhile must resolve in the incoming version too, and is appended to incoming_table
+   * by whoever adds it (hm__table_fill or hm_live_get), so publishing never has anything
+   * left to do that could fail after the hooks ran. Under reg->lock. */
   hm__version *incoming;
+  hm__table *incoming_table;
   unsigned cur_num;      /* atomic copy of cur->num (0 when unloaded) */
   unsigned next_num;     /* under reload_lock */
   hm__version *versions; /* versions still loaded, newest first; under reg->lock */
@@ -95,12 +99,14 @@ struct hm_registry {
 /* A new table for version `v` (one more reference to it) with n slots, all NULL. */
 HM__HIDDEN hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n);
 HM__HIDDEN void hm__table_discard(hm__table *t);
-/* Resolve every live slot of the module in t->v, growing t as live handles are added
- * meanwhile. dlsym runs without reg->lock (a module constructor may be waiting for it while
- * holding the loader's lock). On success returns 0 with reg->lock HELD and t complete for the
- * slots the module has now, so the caller can publish it under the same lock. On failure
- * (HM_ENOSYM, HM_ENOMEM, detail recorded) returns with reg->lock not held; *tp stays valid. */
-HM__HIDDEN int hm__table_fill(hm_module *mod, hm__table **tp, const char *path);
+/* Resolve every live slot of the module in mod->incoming_table's version, appending to
+ * that table until it has a function for every slot the module has. dlsym runs without
+ * reg->lock (a module constructor may be waiting for it while holding the loader's lock).
+ * On success returns 0 with reg->lock HELD. On failure (HM_ENOSYM, HM_ENOMEM, detail
+ * recorded) returns with reg->lock not held. */
+HM__HIDDEN int hm__table_fill(hm_module *mod, const char *path);
+/* Make room in mod->incoming_table for n slots (it may move). Under reg->lock. HM_ENOMEM. */
+HM__HIDDEN int hm__table_reserve(hm_module *mod, size_t n);
 /* Publish `t` as the module's table, retiring the old one. Under reg->lock. */
 HM__HIDDEN void hm__publish(hm_module *mod, hm__table *t);
 HM__HIDDEN void hm__version_ref(hm__version *v);

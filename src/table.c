@@ -38,39 +38,52 @@ void hm__table_discard(hm__table *t) {
   hm__free(&t->reg->a, t);
 }
 
-int hm__table_fill(hm_module *mod, hm__table **tp, const char *path) {
+int hm__table_reserve(hm_module *mod, size_t n) {
+  hm__table *t = mod->incoming_table;
+  if (n <= t->cap)
+    return 0;
+  {
+    size_t cap = n < 4 ? 4 : n * 2;
+    hm__table *g = hm__realloc(&mod->reg->a, t, sizeof *t + cap * sizeof(hm_fn));
+    if (g == NULL)
+      return HM_ENOMEM;
+    g->cap = cap;
+    mod->incoming_table = g;
+  }
+  return 0;
+}
+
+int hm__table_fill(hm_module *mod, const char *path) {
   hm_registry *reg = mod->reg;
-  hm__table *t = *tp;
-  size_t i;
   pthread_mutex_lock(&reg->lock);
   for (;;) {
-    size_t n = mod->nsyms;
-    if (t->n == n)
+    hm__table *t = mod->incoming_table;
+    size_t i = t->n;
+    /* Slot names never move or go once added; the array holding them may. */
+    const char *sym;
+    hm__version *v;
+    hm_fn fn;
+    int rc;
+    if (i == mod->nsyms)
       return 0; /* complete, with reg->lock held */
-    if (n > t->cap) {
-      size_t cap = n * 2;
-      hm__table *g = hm__realloc(&reg->a, t, sizeof *t + cap * sizeof(hm_fn));
-      if (g == NULL) {
-        pthread_mutex_unlock(&reg->lock);
-        return hm__fail(HM_ENOMEM, "out of memory resolving the live handles of %s",
-                        mod->name);
-      }
-      *tp = t = g;
-      t->cap = cap;
-    }
-    for (i = t->n; i < n; i++) {
-      /* Slot names never move or go once added; the array holding them may. */
-      const char *sym = mod->syms[i];
-      int rc;
+    if (hm__table_reserve(mod, mod->nsyms) != 0) {
       pthread_mutex_unlock(&reg->lock);
-      rc = hm__resolve(t->v, sym, &t->fns[i]);
-      if (rc != 0)
-        return hm__fail(rc, "%s (new version of module %s) lacks symbol %s, used by a live "
-                            "handle",
-                        path, mod->name, sym);
-      pthread_mutex_lock(&reg->lock);
+      return hm__fail(HM_ENOMEM, "out of memory resolving the live handles of %s", mod->name);
     }
-    t->n = n;
+    v = mod->incoming_table->v; /* the table may have moved; its version does not */
+    sym = mod->syms[i];
+    pthread_mutex_unlock(&reg->lock);
+    rc = hm__resolve(v, sym, &fn);
+    if (rc != 0)
+      return hm__fail(rc, "%s (new version of module %s) lacks symbol %s, used by a live "
+                          "handle",
+                      path, mod->name, sym);
+    pthread_mutex_lock(&reg->lock);
+    /* Only this loop appends while it is behind (hm_live_get appends only to a complete
+     * table), so slot i is still the next one; the table itself may have moved. */
+    t = mod->incoming_table;
+    t->fns[i] = fn;
+    t->n = i + 1;
   }
 }
 

@@ -24,7 +24,9 @@ typedef enum action {
   DO_FORBIDDEN,     /* hooks and constructor: try every forbidden call, record the codes */
   DO_ALLOWED,       /* load hook: the allowed calls on another module */
   DO_CROSS_LIVE_GET, /* load hook: meet the other module's hook, then hm_live_get on it */
-  DO_STOP_WATCH      /* load hook: hm_watch_stop, which must not wait from here */
+  DO_STOP_WATCH,     /* load hook: hm_watch_stop, which must not wait from here */
+  DO_GET_ELSEWHERE   /* load hook: another thread takes a new handle on this module, then
+                        the registry's allocator fails its next reallocation */
 } action;
 
 static hm_registry *g_reg;
@@ -77,6 +79,28 @@ static void meet_then_live_get(int version) {
   g_cross_rc[me] = hm_live_get(g_reg, me == 0 ? "b:version" : "a:version", &l);
 }
 
+/* An allocator that fails the next reallocation when told to. */
+static int g_fail_grow;
+static int g_twice_rc = 99;
+
+static void *failing_alloc(void *p, size_t n, void *ud) {
+  (void)ud;
+  if (n == 0) {
+    free(p);
+    return NULL;
+  }
+  if (p != NULL && __atomic_exchange_n(&g_fail_grow, 0, __ATOMIC_SEQ_CST))
+    return NULL;
+  return realloc(p, n);
+}
+
+static void *get_twice(void *arg) {
+  hm_live *l = NULL;
+  (void)arg;
+  g_twice_rc = hm_live_get(g_reg, "re:twice", &l);
+  return NULL;
+}
+
 void hmt_in_constructor(int version);
 void hmt_in_destructor(int version);
 int hmt_in_load_hook(int version);
@@ -118,6 +142,11 @@ int hmt_in_load_hook(int version) {
     meet_then_live_get(version);
   } else if (GET(g_load) == DO_STOP_WATCH) {
     hm_watch_stop(g_reg);
+  } else if (GET(g_load) == DO_GET_ELSEWHERE) {
+    pthread_t t;
+    pthread_create(&t, NULL, get_twice, NULL);
+    pthread_join(t, NULL);
+    __atomic_store_n(&g_fail_grow, 1, __ATOMIC_SEQ_CST);
   }
   return 0;
 }
@@ -388,6 +417,34 @@ static void t_watch_stop_from_hook(void **state) {
   assert_int_equal(hm_watch_start(g_reg), 0);
 }
 
+/* Once a version's load hook has accepted the old version's state, its reload cannot fail:
+ * a live handle another thread adds meanwhile is completed in the incoming version's table
+ * by that thread. Before, publishing grew the table, and if that allocation failed the
+ * reload was refused after the hook had taken the state (I5 broken, the state leaked). */
+static void t_publish_cannot_fail_after_hooks(void **state) {
+  const char *dir = *state;
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_live *v, *t;
+  hm_module *re;
+  char path[4096];
+  hm_registry_free(g_reg);
+  o.alloc = failing_alloc;
+  o.flags = HM_FLAG_QUIET;
+  assert_int_equal(hm_registry_new(&g_reg, &o), 0);
+  snprintf(path, sizeof path, "%s/re.so", dir);
+  hmt_install(hmt_mod("reentrant_v1"), path);
+  assert_int_equal(hm_module_load(g_reg, "re", path, &re), 0);
+  assert_int_equal(hm_live_get(g_reg, "re:version", &v), 0);
+  SET(g_load, DO_GET_ELSEWHERE);
+  assert_int_equal(hm_module_reload_from(re, hmt_mod("reentrant_v2")), 0);
+  SET(g_load, DO_NOTHING);
+  __atomic_store_n(&g_fail_grow, 0, __ATOMIC_SEQ_CST);
+  assert_int_equal(g_twice_rc, 0);
+  assert_int_equal(hm_live_get(g_reg, "re:twice", &t), 0);
+  assert_int_equal(HM_LIVE_CALL(v, int (*)(void)), 2);
+  assert_int_equal(HM_LIVE_CALL(t, int (*)(void)), 4);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_constructor_vs_acquire, setup, teardown),
@@ -396,6 +453,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_cross_hooks_live_get, setup, teardown),
       cmocka_unit_test_setup_teardown(t_unload_hook_releases_snapshot, setup, teardown),
       cmocka_unit_test_setup_teardown(t_watch_stop_from_hook, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_publish_cannot_fail_after_hooks, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@ extern int hmt_in_load_hook(int version) __attribute__((weak));
 extern void hmt_in_unload_hook(int version) __attribute__((weak));
 
 HM_MODULE_EXPORT int version(void) { return VERSION; }
+HM_MODULE_EXPORT int twice(void) { return 2 * VERSION; }
 
 __attribute__((constructor)) static void made(void) {
   if (hmt_in_constructor)
