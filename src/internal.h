@@ -235,6 +235,7 @@ typedef struct hm__settle {
   hm__method forced; /* 0, or the method the host forced (HOTMOD_WATCH_METHOD) */
   hm__method method; /* what the last decision went by */
   int writing;       /* events: written since its last close (a writer is at work) */
+  int done;          /* events: closed after writing (or renamed into place), nothing since */
   int lost;          /* events: missed since the last close; only timing can tell */
   int finished;      /* the last decision knew the writer was done (lease or events) */
   int have_final;    /* final_key was refused for good while final_cur was current */

@@ -54,8 +54,9 @@ int hm_registry_poll(hm_registry *reg) {
   due = take_pending(reg, &n);
   for (i = 0; i < n; i++) {
     /* As the watcher would: a transient failure is not reported yet; the watcher retries
-     * it on its schedule and queues it again. */
-    int rc = hm__reload(due[i], NULL, NULL, HM__RELOAD_WATCHER);
+     * it on its schedule and queues it again. A file found incomplete now, which the
+     * watcher found complete, is being rewritten: its writer's close queues it again. */
+    int rc = hm__reload(due[i], NULL, NULL, HM__RELOAD_WATCHER | HM__RELOAD_QUEUED);
     if (rc == 0) {
       if (applied < INT_MAX)
         applied++;

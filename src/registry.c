@@ -673,7 +673,8 @@ static void job_publish(reload_job *j) {
 static int job_reject(reload_job *j, int rc) {
   hm_registry *reg = j->reg;
   hm__table *t = NULL;
-  int report = !(j->flags & HM__RELOAD_WATCHER) || hm__err_is_final(rc);
+  int report = !(j->flags & HM__RELOAD_WATCHER) ||
+               (hm__err_is_final(rc) && !((j->flags & HM__RELOAD_QUEUED) && rc == HM_EBADELF));
   char detail[1024];
   pthread_mutex_lock(&reg->lock);
   if (j->v != NULL && j->mod->incoming == j->v) {

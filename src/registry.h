@@ -129,6 +129,9 @@ HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t 
 #define HM__RELOAD_WATCHER 0x2u /* on the watcher's behalf: transient failures are not
                                    reported (the watcher retries them), and `path`, if given,
                                    must still be the module's path (HM_EAGAIN otherwise) */
+#define HM__RELOAD_QUEUED 0x4u  /* with WATCHER: hm_registry_poll reading a file the watcher
+                                   found complete; an incomplete one now is being rewritten,
+                                   not reported (the watcher queues the rewrite) */
 /* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
  * checked), else from `path` (NULL: the module's path). Reports REJECTED itself, except for
  * transient failures with HM__RELOAD_WATCHER. */

@@ -52,13 +52,19 @@ void hm__settle_init(hm__settle *s, hm__method forced) {
 
 void hm__settle_note(hm__settle *s, unsigned ev) {
   s->seen |= ev;
-  /* In order: a write after a close means another writer is at work again. */
-  if (ev & (HM__EV_DONE | HM__EV_NEW | HM__EV_GONE))
+  /* In inotify's order: a write after a close means a writer is at work again, and a new
+   * file after a close is another writer's (ld.bfd deletes and creates its output). */
+  if (ev & HM__EV_DONE) {
+    s->writing = 0;
+    s->done = 1;
+    s->lost = 0;
+  } else if (ev & (HM__EV_WRITE | HM__EV_NEW | HM__EV_GONE)) {
+    s->done = 0;
+  }
+  if (ev & (HM__EV_NEW | HM__EV_GONE))
     s->writing = 0;
   if (ev & HM__EV_WRITE)
     s->writing = 1;
-  if (ev & HM__EV_DONE)
-    s->lost = 0;
   if (ev & HM__EV_LOST)
     s->lost = 1;
 }
@@ -81,8 +87,8 @@ hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer wr
     if ((seen & HM__EV_GONE) && !(seen & (HM__EV_DONE | HM__EV_NEW)))
       return HM__DO_WAIT; /* deleted or moved away: the current version serves on */
   }
-  if (why == HM__WHY_RETRY || why == HM__WHY_SETTLE)
-    return HM__DO_READ; /* s->finished holds from the decision that started the timer */
+  /* Every decision, a timer's too, asks afresh whether a writer is at work: a retry or the
+   * settle delay may end in the middle of the next build. */
 
   if (!lease_unused(s, writer)) {
     s->method = HM__BY_LEASE;
@@ -100,14 +106,15 @@ hm__settle_do hm__settle_decide(hm__settle *s, hm__settle_why why, hm__writer wr
     return HM__DO_READ;
   }
 
-  if (s->forced != HM__BY_TIMING && why == HM__WHY_EVENTS && !s->lost) {
+  if (s->forced != HM__BY_TIMING && why != HM__WHY_QUIET && !s->lost) {
     s->method = HM__BY_EVENTS;
     if (s->writing)
       return HM__DO_WAIT; /* written since its last close: that close will tell */
-    /* Closed after writing (or renamed into place) with no write since: finished. Otherwise
+    /* Closed after writing (or renamed into place) with nothing since: finished. Otherwise
      * changed without a write (a touch, chmod, link, a new empty file), or the watch just
-     * began: look, but an incomplete file is waited for. */
-    s->finished = (seen & HM__EV_DONE) != 0;
+     * began: look, but an incomplete file is waited for and a complete one is taken only
+     * after the quiet period (hm__settle_checked), since a writer may be at work unseen. */
+    s->finished = s->done;
     return HM__DO_READ;
   }
 
@@ -145,6 +152,8 @@ hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file *f, int se
   }
   if (!f->complete)
     return HM__DO_WAIT; /* not finished: its next change brings it back */
+  if (!s->finished && s->method == HM__BY_EVENTS)
+    return HM__DO_QUIET; /* complete, but no close said so: the quiet period decides */
   if (settle_ms != 0 && !(settle_due && s->settle_pending && s->settle_key == f->key)) {
     /* Complete: give post-link steps settle_ms in which nothing touches it. */
     s->settle_pending = 1;

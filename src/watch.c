@@ -108,7 +108,7 @@ void hm__watch_reconcile(hm__watcher *w) {
       todo[n++] = t;
   }
   pthread_mutex_unlock(&reg->lock);
-  for (i = 0; i < n && !w->closing; i++) {
+  for (i = 0; i < n && !hm__watch_winding_down(w); i++) {
     hm__wmod *wm = find_wmod(w, todo[i].mod);
     if (wm != NULL && todo[i].unwatch)
       unwatch(w, wm);
@@ -225,7 +225,7 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
   pthread_mutex_unlock(&reg->lock);
 
   hm__emit(reg, HM_EVENT_CHANGED, mod, cur, 0);
-  if (mode == HM_RELOAD_QUEUED || w->closing)
+  if (mode == HM_RELOAD_QUEUED || hm__watch_winding_down(w))
     return;
   rc = hm__reload(mod, wm->path, f, HM__RELOAD_WATCHER);
   after_failure(wm, rc, key, cur);
@@ -303,7 +303,7 @@ void hm__watch_decide(hm__wmod *wm, hm__settle_why why) {
   struct stat st;
   int stable = 0, fd;
   hm__settle_do act;
-  if (wm->w->closing)
+  if (hm__watch_winding_down(wm->w))
     return;
   if (wm->relink) {
     /* A symlink on the way changed: the path names another file now, a new build. */
@@ -346,7 +346,7 @@ void hm__watch_decide(hm__wmod *wm, hm__settle_why why) {
 
 static void on_timer(uv_timer_t *t) {
   hm__wmod *wm = t->data;
-  if (wm->w->closing)
+  if (hm__watch_winding_down(wm->w))
     return;
   hm__watch_decide(wm, wm->timer_why);
 }
@@ -399,7 +399,7 @@ void hm__watch_on_inotify(uv_poll_t *p, int status, int events) {
     char buf[16384];
   } u;
   (void)events;
-  if (status < 0 || w->closing)
+  if (status < 0 || hm__watch_winding_down(w))
     return;
   for (;;) {
     ssize_t n = read(w->fd, u.buf, sizeof u.buf);
@@ -431,7 +431,7 @@ void hm__watch_on_inotify(uv_poll_t *p, int status, int events) {
     }
   }
   /* Decide once per module, with everything this wake-up brought. */
-  for (wm = w->mods; wm != NULL && !w->closing; wm = wm->next) {
+  for (wm = w->mods; wm != NULL && !hm__watch_winding_down(w); wm = wm->next) {
     if (wm->dirty) {
       wm->dirty = 0;
       hm__watch_decide(wm, HM__WHY_EVENTS);

@@ -84,7 +84,8 @@ struct hm__watcher {
   uv_poll_t poll;
   uv_timer_t retry;
   int fd;        /* the inotify descriptor */
-  int stopping;  /* atomic: stop asked the own thread to close everything */
+  int stopping;  /* atomic: a stop asked the loop's thread to close everything */
+  int detached;  /* atomic: stopped from module code; its close must not touch modules */
   int closing;   /* handles are being closed; callbacks that still run do nothing */
   unsigned open; /* handles not yet closed */
   unsigned quiet_ms, settle_ms;
@@ -94,6 +95,12 @@ struct hm__watcher {
   hm__watcher *next_stopped; /* on reg->watch_stopped */
 };
 
+
+/* No decision, and no reload, once a stop was asked for: from another thread that only
+ * sets `stopping` and wakes the loop, which closes everything on its next turn. */
+static inline int hm__watch_winding_down(hm__watcher *w) {
+  return w->closing || __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE);
+}
 
 /* ---- Where to look (watchpath.c) ------------------------------------------------------- */
 

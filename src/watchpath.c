@@ -264,7 +264,7 @@ void hm__watch_on_retry(uv_timer_t *t) {
   }
   if (!dead)
     uv_timer_stop(&w->retry);
-  for (hm__wmod *wm = w->mods; wm != NULL && !w->closing; wm = wm->next) {
+  for (hm__wmod *wm = w->mods; wm != NULL && !hm__watch_winding_down(w); wm = wm->next) {
     if (wm->dirty) {
       wm->dirty = 0;
       hm__watch_decide(wm, HM__WHY_EVENTS);

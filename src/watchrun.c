@@ -69,7 +69,8 @@ static void watcher_close(hm__watcher *w) {
     return;
   w->closing = 1;
   for (wm = w->mods; wm != NULL; wm = wm->next) {
-    __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);
+    if (!__atomic_load_n(&w->detached, __ATOMIC_ACQUIRE))
+      __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);
     uv_close((uv_handle_t *)&wm->timer, hm__watch_wmod_closed);
   }
   w->mods = NULL;
@@ -302,10 +303,18 @@ void hm_watch_stop(hm_registry *reg) {
     w->next_stopped = reg->watch_stopped;
     reg->watch_stopped = w;
   }
+  if (w != NULL && hm__in_module_code()) {
+    /* The loop closes it on its next turn, perhaps after the registry is gone: it must not
+     * touch the modules then. They say now that they are no longer watched. */
+    size_t i;
+    __atomic_store_n(&w->detached, 1, __ATOMIC_RELEASE);
+    for (i = 0; i < reg->nmods; i++)
+      __atomic_store_n(&reg->mods[i]->watch_method, 0, __ATOMIC_RELEASE);
+  }
   pthread_mutex_unlock(&reg->lock);
   if (w == NULL)
     return;
-  if (!w->own || running_here == w) {
+  if (running_here == w || (!w->own && !hm__in_module_code())) {
     /* On the loop's thread: close now. On a host loop the close callbacks free the rest. */
     watcher_close(w);
     return;

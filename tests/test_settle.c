@@ -126,9 +126,49 @@ static void t_events_write_after_close(void **state) {
   assert_int_equal(hm__settle_decide(&s, HM__WHY_EVENTS, UNKNOWN, 0), HM__DO_WAIT);
   assert_int_equal(ev(&s, HM__EV_DONE, UNKNOWN), HM__DO_READ);
   assert_true(s.finished);
-  /* A touch: looked at, but not as a finished write. */
+  /* A touch after it: nobody wrote since the close, so still finished. */
   assert_int_equal(ev(&s, HM__EV_CHANGE, UNKNOWN), HM__DO_READ);
+  assert_true(s.finished);
+  /* The next build deletes and creates the file, empty, in the same batch as the last
+   * close: the new file is not finished. */
+  hm__settle_note(&s, HM__EV_DONE);
+  hm__settle_note(&s, HM__EV_GONE);
+  hm__settle_note(&s, HM__EV_CHANGE | HM__EV_NEW);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_EVENTS, UNKNOWN, 0), HM__DO_READ);
   assert_false(s.finished);
+  assert_int_equal(checked(&s, file(0, 0, 5, 1)), HM__DO_WAIT);
+}
+
+/* Without leases, a complete file that no close vouched for (at the watch's start, or a new
+ * file with no write seen) waits for the quiet period: a writer may be at work unseen, as
+ * gold's mapping is. */
+static void t_events_unvouched_complete_file(void **state) {
+  hm__settle s;
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_START, UNKNOWN), HM__DO_READ);
+  assert_int_equal(checked(&s, file(1, 0, 6, 1)), HM__DO_QUIET);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, UNKNOWN, 1), HM__DO_READ);
+  assert_int_equal(checked(&s, file(1, 0, 6, 1)), HM__DO_LOAD);
+}
+
+/* A timer (retry, settle delay) that ends while the next build is being written does not
+ * read it as finished: without leases, a write since the close means wait. */
+static void t_timer_meets_next_build(void **state) {
+  hm__settle s;
+  hm__settle_file a = {0, 1, 0, 11, 1};
+  (void)state;
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_DONE, UNKNOWN), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &a, 0, 300), HM__DO_SETTLE);
+  hm__settle_note(&s, HM__EV_WRITE); /* the next build truncates and writes */
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_SETTLE, UNKNOWN, 0), HM__DO_WAIT);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_RETRY, UNKNOWN, 0), HM__DO_WAIT);
+  /* With leases, the probe says so. */
+  hm__settle_init(&s, 0);
+  assert_int_equal(ev(&s, HM__EV_DONE, NONE), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &a, 0, 300), HM__DO_SETTLE);
+  assert_int_equal(hm__settle_decide(&s, HM__WHY_SETTLE, ACTIVE, 0), HM__DO_WAIT);
 }
 
 /* Events were lost: only timing can tell, until the next close after writing; the timing
@@ -212,6 +252,8 @@ int main(void) {
       cmocka_unit_test(t_not_regular_refused),
       cmocka_unit_test(t_events_gold),
       cmocka_unit_test(t_events_write_after_close),
+      cmocka_unit_test(t_events_unvouched_complete_file),
+      cmocka_unit_test(t_timer_meets_next_build),
       cmocka_unit_test(t_events_lost),
       cmocka_unit_test(t_timing),
       cmocka_unit_test(t_retry_schedule),
