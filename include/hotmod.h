@@ -14,7 +14,9 @@
  * Module code and the registry. A module's constructors and destructors run inside dlopen
  * and dlclose, and its hooks (hotmod/module.h) run while the registry reloads or unloads it;
  * the dynamic loader's lock, the module's reload lock or the registry's reclaimer thread may
- * be held by that very thread then. From such code these calls are allowed: hm_module_find,
+ * be held by that very thread then. From such code, on the thread that runs it, these calls
+ * are allowed (a hook that waits for another thread making a forbidden call is not
+ * detected, and can deadlock): hm_module_find,
  * hm_module_version, hm_module_name, hm_module_path, hm_module_watch_method,
  * hm_module_set_reload_mode, hm_registry_stats, hm_registry_dir, hm_errmsg, hm_strerror,
  * hm_snapshot_acquire / _fn / _version / _release, hm_live_get (a handle on another module,
@@ -381,10 +383,12 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  *    that the host does not handle (if it handles both, this method is not used).
  *  - HM_WATCH_EVENTS: otherwise, inotify's events: a file closed after writing (or renamed
  *    into place) and not written since. A second writer that has the file open but has not
- *    written yet is not seen this way.
- *  - HM_WATCH_TIMING: where neither can tell (events were lost, or opens happened before
- *    the watch), once the file's size, mtime and inode held still for quiet_ms. A file that
- *    is not complete is then waited for, never refused.
+ *    written yet is not seen this way. A complete file that no such close vouches for (at
+ *    the watch's start, a file created without a write seen) waits for quiet_ms first.
+ *  - HM_WATCH_TIMING: where neither can tell (events were lost, or the host forced it),
+ *    once the file's size, mtime and inode held still for quiet_ms. A file that is not
+ *    complete is then waited for, never refused; but a write through a shared mapping that
+ *    changes neither size nor mtime (the end of a gold link) cannot be seen this way.
  * hm_module_watch_method tells which is in force for a module. A finished file that is a
  * complete ELF shared object whose bytes differ from the current version's is a new build
  * (identical bytes, a touch, are no change). The watcher sends HM_EVENT_CHANGED for it, then
