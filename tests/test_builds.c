@@ -309,26 +309,38 @@ static void build_with_dependency(wt *f, const char *rundir, const char *out) {
   }
 }
 
-/* The module is finished before the library it needs: dlopen fails, which a later try may
- * not meet. It is retried quietly, and loads once the library is there, 300 ms later. */
-static void t_dependency_appears_later(void **state) {
-  wt *f = *state;
-  char rundir[4200], built[4300], lib[4300], dest[4300];
-  unsigned before;
-  int loads;
+/* Load v1, watch it, then install at the module's path a build that needs libhmdep.so from
+ * tmp/run, which has no such library yet. */
+static void install_needing_dependency(wt *f) {
+  char rundir[4200], built[4300];
   wt_load(f, hmt_mod("square_v1"));
   wt_start(f);
-  before = hm_module_version(f->mod);
-  loads = wt_count(f, HM_EVENT_LOADED);
   snprintf(rundir, sizeof rundir, "%s", tmp_path(f, "run"));
   assert_int_equal(mkdir(rundir, 0700), 0);
   snprintf(built, sizeof built, "%s", tmp_path(f, "needs.so"));
   build_with_dependency(f, rundir, built);
   hmt_install(built, f->path);
-  wt_sleep_ms(300);
+}
+
+/* The library the build needs arrives in tmp/run. */
+static void install_dependency(wt *f) {
+  char lib[4300], dest[4300];
   snprintf(lib, sizeof lib, "%s/libhmdep.so", tmp_path(f, "libbuild"));
-  snprintf(dest, sizeof dest, "%s/libhmdep.so", rundir);
+  snprintf(dest, sizeof dest, "%s/libhmdep.so", tmp_path(f, "run"));
   hmt_install(lib, dest);
+}
+
+/* The module is finished before the library it needs: dlopen fails, which a later try may
+ * not meet. It is retried quietly, and loads once the library is there, 300 ms later. */
+static void t_dependency_appears_later(void **state) {
+  wt *f = *state;
+  unsigned before;
+  int loads;
+  install_needing_dependency(f);
+  before = hm_module_version(f->mod); /* the build cannot load yet */
+  loads = wt_count(f, HM_EVENT_LOADED);
+  wt_sleep_ms(300);
+  install_dependency(f);
   wt_wait_live(f->live, 42);
   wt_sync(f);
   assert_int_equal(hm_module_version(f->mod), before + 1);
@@ -346,19 +358,10 @@ static int poll_applies(void *arg) {
 
 static void t_queued_dependency_appears_later(void **state) {
   wt *f = *state;
-  char rundir[4200], built[4300], lib[4300], dest[4300];
-  wt_load(f, hmt_mod("square_v1"));
-  wt_start(f);
-  snprintf(rundir, sizeof rundir, "%s", tmp_path(f, "run"));
-  assert_int_equal(mkdir(rundir, 0700), 0);
-  snprintf(built, sizeof built, "%s", tmp_path(f, "needs.so"));
-  build_with_dependency(f, rundir, built);
-  hmt_install(built, f->path);
+  install_needing_dependency(f);
   wt_wait_count(f, HM_EVENT_CHANGED, 1);
   assert_int_equal(hm_registry_poll(f->reg), 0); /* dlopen fails: not yet */
-  snprintf(lib, sizeof lib, "%s/libhmdep.so", tmp_path(f, "libbuild"));
-  snprintf(dest, sizeof dest, "%s/libhmdep.so", rundir);
-  hmt_install(lib, dest);
+  install_dependency(f);
   assert_true(hmt_wait_until(poll_applies, f, WT_DEADLINE));
   assert_int_equal(wt_live(f->live), 42);
   assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
@@ -368,14 +371,7 @@ static void t_queued_dependency_appears_later(void **state) {
  * REJECTED, with dlopen's reason; then nothing more until the file changes. */
 static void t_dependency_never_appears(void **state) {
   wt *f = *state;
-  char rundir[4200], built[4300];
-  wt_load(f, hmt_mod("square_v1"));
-  wt_start(f);
-  snprintf(rundir, sizeof rundir, "%s", tmp_path(f, "run"));
-  assert_int_equal(mkdir(rundir, 0700), 0);
-  snprintf(built, sizeof built, "%s", tmp_path(f, "needs.so"));
-  build_with_dependency(f, rundir, built);
-  hmt_install(built, f->path);
+  install_needing_dependency(f);
   wt_wait_count(f, HM_EVENT_REJECTED, 1);
   pthread_mutex_lock(&f->log.mu);
   assert_int_equal(f->log.last_err, HM_EDLOPEN);
