@@ -19,11 +19,11 @@
  * detected, and can deadlock): hm_module_find,
  * hm_module_version, hm_module_name, hm_module_path, hm_module_watch_method,
  * hm_module_set_reload_mode, hm_registry_stats, hm_registry_dir, hm_errmsg, hm_strerror,
- * hm_snapshot_acquire / _fn / _version / _release, hm_live_get (a handle on another module,
- * or one that already exists on its own), hm_live_enter / _leave and HM_LIVE_CALL, and
+ * hm_snapshot_acquire / _typed / _fn / _version / _release, hm_live_get and
+ * hm_live_get_typed (a handle on another module, or one that already exists on its own), hm_live_enter / _leave and HM_LIVE_CALL, and
  * hm_watch_stop (which then does not wait). These fail with HM_EBUSY instead of deadlocking:
  * hm_module_load, hm_module_reload, hm_module_reload_from, hm_module_unload,
- * hm_registry_poll, hm_watch_start, hm_watch_attach, and hm_live_get of a new handle on the
+ * hm_module_rollback, hm_registry_poll, hm_watch_start, hm_watch_attach, and hm_live_get of a new handle on the
  * module whose code is running. hm_registry_free does nothing there (it prints why).
  *
  * fork(). The child may go on using registries made before the fork for what does not
@@ -88,7 +88,9 @@ HM_EXTERN const char *hm_version_string(void);
   XX(ENOSYM, -30005, "no such symbol")                                                         \
   XX(EHOOK, -30006, "module hook failed")                                                      \
   XX(EABI, -30007, "module built for an incompatible hotmod ABI")                              \
-  XX(EFORKED, -30009, "registry made before fork(): read-only in the child")
+  XX(EFORKED, -30009, "registry made before fork(): read-only in the child")                  \
+  XX(ESIG, -30010, "function signature differs or is undeclared")                            \
+  XX(ENOPREV, -30011, "no previous version to roll back to")
 
 typedef enum hm_errno {
 #define HM__ERR_ENUM(name, value, text) HM_##name = (value),
@@ -131,7 +133,9 @@ typedef enum hm_event {
   HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted */
   HM_EVENT_LEAKED,     /* a version stays mapped for good: dlclose kept it (NODELETE and the
                           like), or snapshots still pinned it when its registry was freed */
-  HM_EVENT_CHANGED     /* the watcher found a finished new build of the module's file */
+  HM_EVENT_CHANGED,    /* the watcher found a finished new build of the module's file */
+  HM_EVENT_ROLLED_BACK /* hm_module_rollback made an older build current again (under a new
+                          version number; counted as a load) */
 } hm_event;
 
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
@@ -277,6 +281,21 @@ HM_EXTERN int hm_module_reload_from(hm_module *mod, const char *path);
  * (already unloaded), HM_ENOMEM (nothing changed), HM_EBUSY, HM_EFORKED. */
 HM_EXTERN int hm_module_unload(hm_module *mod);
 
+/* Make the version before the current one current again, with the same state handover as
+ * a reload: the current version's save(), then the older build's load() with rollback = 1
+ * and the current version's state_version, which it may refuse (HM_EHOOK, nothing changes).
+ * The older build is reused as it is while it is still loaded (a snapshot pins it: reused =
+ * 1), and otherwise loaded again from the copy the registry keeps of the version before the
+ * current one (one per module). It becomes current under the next version number and the
+ * host gets HM_EVENT_ROLLED_BACK. Rollback follows the history of current versions and never
+ * returns to the version it replaced: rolling back again goes one further back, which only
+ * works while that build is still loaded. The watcher then takes the bytes at the module's
+ * path (the build rolled back from) as no change until they change. Thread-safe.
+ * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded), HM_ENOPREV (nothing to go back
+ * to), HM_EHOOK, HM_ENOSYM and HM_ESIG (the older build lacks what live handles need now),
+ * HM_EDLOPEN, HM_ENOMEM, HM_EBUSY, HM_EFORKED. */
+HM_EXTERN int hm_module_rollback(hm_module *mod);
+
 /* The current version number: 1 after the first load, +1 per successful reload; 0 for NULL
  * or an unloaded module. Thread-safe. */
 HM_EXTERN unsigned hm_module_version(const hm_module *mod);
@@ -305,6 +324,14 @@ HM_EXTERN hm_fn hm_snapshot_fn(const hm_snapshot *snap);
 /* The pinned version's number (0 for NULL). Thread-safe. */
 HM_EXTERN unsigned hm_snapshot_version(const hm_snapshot *snap);
 
+/* Like hm_snapshot_acquire, and the pinned version must declare `signature` for the symbol
+ * (HM_MODULE_SIGNATURE in hotmod/module.h). Signatures are compared after removing
+ * whitespace, and nothing else is normalised. Checked once, when acquired. Thread-safe.
+ * Errors: as hm_snapshot_acquire, plus HM_ESIG (declared otherwise, or not declared; the
+ * detail names both signatures). */
+HM_EXTERN int hm_snapshot_acquire_typed(hm_registry *reg, const char *qualified,
+                                        const char *signature, hm_snapshot **out);
+
 /* Release the snapshot; its version is unloaded once nothing else uses it. NULL is a no-op.
  * Thread-safe; each snapshot is released once. After its registry was freed it frees only
  * the snapshot. */
@@ -320,6 +347,16 @@ HM_EXTERN void hm_snapshot_release(hm_snapshot *snap);
  * a version without the symbol), HM_ENOMEM, HM_EBUSY (a new handle on a module from its own
  * hook or constructor), HM_EFORKED (a new handle, in a forked child). */
 HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out);
+
+/* Like hm_live_get, for a symbol whose C type is `signature` (e.g. "double(double)"): the
+ * current version must declare that signature for it (HM_MODULE_SIGNATURE), and so must
+ * every later version, rollbacks included, or its reload is refused with HM_ESIG and the
+ * current version serves on. The handle is the same one hm_live_get returns for the name;
+ * once typed it stays typed, and a typed get with another signature fails. Whitespace is
+ * removed before comparing, nothing else is normalised. Thread-safe.
+ * Errors: as hm_live_get, plus HM_ESIG. */
+HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
+                                const char *signature, hm_live **out);
 
 /* hm_live_enter starts a call and returns the current version's function (NULL if the module
  * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,

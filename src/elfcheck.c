@@ -782,6 +782,32 @@ static int check_versions(ck *c, const dyninfo *d) {
   return 0;
 }
 
+/* The module descriptor's first two words (abi, size), read from the file's bytes so a
+ * module built for another ABI is refused before dlopen runs any of its code. They are
+ * plain constants in an initialised object, so the file holds them as they will be. Found
+ * by name among the symbols the hash tables reach (one step per symbol). */
+static void find_descriptor(ck *c, const dyninfo *d, const symtab *st, hm__elf_info *info) {
+  static const char name[] = HM_MODULE_DESC_SYMBOL;
+  uint64_t stroff, stravail;
+  if (info == NULL || !map_vaddr(c, d->val[DT_STRTAB], st->strsz, &stroff, &stravail))
+    return;
+  for (uint64_t i = 1; i < st->hashed; i++) {
+    ElfW(Sym) s;
+    uint64_t off, avail;
+    c->steps++;
+    memcpy(&s, c->buf + st->off + i * sizeof s, sizeof s);
+    if (s.st_shndx == SHN_UNDEF || st->strsz - s.st_name < sizeof name ||
+        memcmp(c->buf + stroff + s.st_name, name, sizeof name) != 0)
+      continue;
+    if (s.st_size >= 2 * sizeof(uint32_t) && map_vaddr(c, s.st_value, 8, &off, &avail)) {
+      info->has_desc = 1;
+      info->desc_abi = get_u32(c, off);
+      info->desc_size = get_u32(c, off + 4);
+    }
+    return;
+  }
+}
+
 static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   dyninfo d;
   symtab st;
@@ -800,6 +826,7 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
     return fail(c, HM_ENOTELF, "not a shared object: a position-independent executable");
 #endif
 
+  find_descriptor(c, &d, &st, info);
   if (info != NULL) {
     info->nodelete = d.has_flags_1 && (d.flags_1 & DF_1_NODELETE) != 0;
     info->static_tls = d.has[DT_FLAGS] && (d.val[DT_FLAGS] & DF_STATIC_TLS) != 0;

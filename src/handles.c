@@ -110,6 +110,28 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
   return 0;
 }
 
+int hm_snapshot_acquire_typed(hm_registry *reg, const char *qualified, const char *signature,
+                              hm_snapshot **out) {
+  char sig[256];
+  const char *colon;
+  int rc;
+  if (out != NULL)
+    *out = NULL;
+  if (signature == NULL)
+    return hm__fail(HM_EINVAL, "hm_snapshot_acquire_typed: NULL signature");
+  rc = hm_snapshot_acquire(reg, qualified, out);
+  if (rc != 0)
+    return rc;
+  hm__sig_norm(signature, sig, sizeof sig);
+  colon = strchr(qualified, ':');
+  rc = hm__sig_check((*out)->v, colon + 1, sig);
+  if (rc != 0) {
+    hm_snapshot_release(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
 hm_fn hm_snapshot_fn(const hm_snapshot *snap) { return snap ? snap->fn : NULL; }
 
 unsigned hm_snapshot_version(const hm_snapshot *snap) { return snap ? snap->num : 0; }
@@ -150,9 +172,15 @@ static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
   if (mod->nsyms == mod->capsyms) {
     size_t ncap = mod->capsyms ? mod->capsyms * 2 : 4;
     char **ns = hm__realloc(&reg->a, mod->syms, ncap * sizeof *ns);
+    char **sg;
     if (ns == NULL)
       return HM_ENOMEM;
     mod->syms = ns;
+    sg = hm__realloc(&reg->a, mod->sigs, ncap * sizeof *sg);
+    if (sg == NULL)
+      return HM_ENOMEM;
+    memset(sg + mod->capsyms, 0, (ncap - mod->capsyms) * sizeof *sg);
+    mod->sigs = sg;
     mod->capsyms = ncap;
   }
   copy = hm__strdup(&reg->a, sym);
@@ -204,7 +232,20 @@ nomem:
   return hm__fail(HM_ENOMEM, "out of memory getting %s", qualified);
 }
 
-int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
+/* The slot of an existing live handle, under reg->lock. */
+static size_t slot_of(const hm_live *live) { return live->head.slot; }
+
+/* Check `sig` (normalised; NULL: untyped) against the current version and the incoming one,
+ * without reg->lock. */
+static int check_typed(hm__version *cur, hm__version *in, const char *sym, const char *sig) {
+  int rc = 0;
+  if (sig != NULL && (rc = hm__sig_check(cur, sym, sig)) == 0 && in != NULL)
+    rc = hm__sig_check(in, sym, sig);
+  return rc;
+}
+
+/* hm_live_get and hm_live_get_typed: `sig` is normalised, or NULL. */
+static int live_get(hm_registry *reg, const char *qualified, const char *sig, hm_live **out) {
   char modname[256];
   const char *sym = NULL;
   int rc;
@@ -219,13 +260,21 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
     hm__version *cur, *in = NULL;
     hm_live *live;
     hm_fn fn = NULL, fn_in = NULL;
+    const char *typed = NULL;
 
     pthread_mutex_lock(&reg->lock);
     live = hm__map_get(&reg->lives, qualified);
-    if (live != NULL) {
+    if (live != NULL)
+      typed = live->mod->sigs[slot_of(live)];
+    if (live != NULL && (sig == NULL || (typed != NULL && strcmp(typed, sig) == 0))) {
       pthread_mutex_unlock(&reg->lock);
       *out = live;
       return 0;
+    }
+    if (live != NULL && typed != NULL) {
+      pthread_mutex_unlock(&reg->lock);
+      return hm__fail(HM_ESIG, "%s is already typed \"%s\", not \"%s\"", qualified, typed,
+                      sig);
     }
     cur = current_of(reg, modname, &mod);
     if (cur != NULL && (in = mod->incoming) != NULL)
@@ -233,23 +282,34 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
     pthread_mutex_unlock(&reg->lock);
     if (cur == NULL)
       return hm__fail(HM_ENOMOD, "no module named %s", modname);
-    if (mod == hm__module_code_of())
+    if (live != NULL) {
+      /* An untyped handle becomes typed once both versions agree. */
+      rc = check_typed(cur, in, sym, sig);
+    } else if (mod == hm__module_code_of()) {
       rc = hm__fail(HM_EBUSY, "hm_live_get(%s) from %s's own hook or constructor: its table "
                               "is being replaced by this very thread",
                     qualified, modname);
-    else if ((rc = hm__check_forked(reg, "hm_live_get (a new live handle)")) != 0)
+    } else if ((rc = hm__check_forked(reg, "hm_live_get (a new live handle)")) != 0) {
       ;
-    else if (hm__resolve(cur, sym, &fn) != 0)
+    } else if (hm__resolve(cur, sym, &fn) != 0) {
       rc = missing_symbol(mod, cur, sym);
-    else if (in != NULL && hm__resolve(in, sym, &fn_in) != 0)
+    } else if (in != NULL && hm__resolve(in, sym, &fn_in) != 0) {
       rc = hm__fail(HM_ENOSYM,
                     "module %s is being reloaded to a version without symbol %s; try again",
                     modname, sym);
+    } else {
+      rc = check_typed(cur, in, sym, sig);
+    }
 
     pthread_mutex_lock(&reg->lock);
-    if (rc == 0 && hm__map_get(&reg->lives, qualified) == NULL && mod->cur == cur &&
-        mod->incoming == in) {
-      rc = make_live(reg, mod, qualified, sym, fn, fn_in, out);
+    if (rc == 0 && hm__map_get(&reg->lives, qualified) == live && mod->cur == cur &&
+        mod->incoming == in && (live == NULL || mod->sigs[slot_of(live)] == NULL)) {
+      if (live == NULL)
+        rc = make_live(reg, mod, qualified, sym, fn, fn_in, &live);
+      if (rc == 0 && sig != NULL && (mod->sigs[slot_of(live)] = hm__strdup(&reg->a, sig)) == NULL)
+        rc = hm__fail(HM_ENOMEM, "out of memory typing %s", qualified);
+      if (rc == 0)
+        *out = live;
       pthread_mutex_unlock(&reg->lock);
     } else {
       int again = rc == 0; /* the module moved on meanwhile: look again */
@@ -266,6 +326,22 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
     if (rc != 1)
       return rc;
   }
+}
+
+int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
+  return live_get(reg, qualified, NULL, out);
+}
+
+int hm_live_get_typed(hm_registry *reg, const char *qualified, const char *signature,
+                      hm_live **out) {
+  char sig[256];
+  if (signature == NULL) {
+    if (out != NULL)
+      *out = NULL;
+    return hm__fail(HM_EINVAL, "hm_live_get_typed: NULL signature");
+  }
+  hm__sig_norm(signature, sig, sizeof sig);
+  return live_get(reg, qualified, sig, out);
 }
 
 hm_module *hm_live_module(const hm_live *live) { return live ? live->mod : NULL; }

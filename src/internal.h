@@ -60,6 +60,8 @@ HM__HIDDEN int hm__err_is_final(int err);
 typedef struct hm__elf_info {
   int nodelete;   /* DF_1_NODELETE: dlclose will not unmap it */
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
+  int has_desc;   /* it exports a module descriptor whose first words are in the file: */
+  unsigned desc_abi, desc_size; /* its abi and size */
   /* Work the check did, in steps of bounded cost (one table entry read, one segment
    * probed). Set on failure too, where the other fields are cleared: the tests bound it by
    * the file size, so that a crafted file cannot make the check slow. */
@@ -172,6 +174,10 @@ struct hm__version {
   int published;    /* it became current once; unpublished ones are discarded quietly */
   int hook_done;    /* its unload hook has run (hm_registry_free runs it for pinned ones) */
   int orphan;       /* atomic: its registry was freed while snapshots pinned it */
+  int copy_kept;    /* atomic: its private copy is the module's rollback copy: not deleted
+                       at unload (the registry deletes it when it is dropped) */
+  unsigned build;   /* which load of the module this is (1, 2 ...): stays the same when a
+                       rollback makes the version current again under a new num */
   hm__allocator a;  /* a copy, so an orphan can free itself after the registry is gone */
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */

@@ -66,6 +66,18 @@ static char *copy_name(const hm__allocator *a, const char *dir, const char *name
   return p;
 }
 
+/* A descriptor this library can use: the same ABI, and at least the fields it knows. */
+static int desc_ok(unsigned abi, unsigned size) {
+  return abi == HM_MODULE_ABI && size >= sizeof(hm_module_desc);
+}
+
+static int abi_refused(const char *path, unsigned abi, unsigned size) {
+  return hm__fail(HM_EABI,
+                  "%s was built for module ABI %u (descriptor size %u); this hotmod needs ABI "
+                  "%d (size %zu): rebuild it against this hotmod/module.h",
+                  path, abi, size, HM_MODULE_ABI, sizeof(hm_module_desc));
+}
+
 int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                    unsigned long seq, const char *path, const hm__file *f,
                    hm__version **out) {
@@ -81,6 +93,9 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   rc = hm__elf_check(f->buf, f->len, &elf, why, sizeof why);
   if (rc != 0)
     return hm__fail(rc, "%s: %s", path, why[0] ? why : hm_strerror(rc));
+  /* Before dlopen runs any of its code (constructors included). */
+  if (elf.has_desc && !desc_ok(elf.desc_abi, elf.desc_size))
+    return abi_refused(path, elf.desc_abi, elf.desc_size);
   copy = copy_name(a, dir, name, seq);
   if (copy == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", path);
@@ -99,11 +114,11 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     rc = hm__fail(HM_EDLOPEN, "dlopen %s failed: %s", path, e ? e : "unknown error");
     goto fail;
   }
+  /* A file whose descriptor the preflight could not find (no hash tables) is checked here,
+   * after its constructors ran. */
   desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
-  if (desc != NULL && (desc->abi != HM_MODULE_ABI || desc->size < sizeof(hm_module_desc))) {
-    rc = hm__fail(HM_EABI,
-                  "%s was built for module ABI %u (size %u); this hotmod needs ABI %d", path,
-                  desc->abi, desc->size, HM_MODULE_ABI);
+  if (desc != NULL && !desc_ok(desc->abi, desc->size)) {
+    rc = abi_refused(path, desc->abi, desc->size);
     goto fail;
   }
   v = hm__calloc(a, 1, sizeof *v);
@@ -157,7 +172,8 @@ int hm__unload_version(hm__version *v, int run_hook) {
     v->dl = NULL;
   }
   if (v->copy_path != NULL) {
-    unlink(v->copy_path);
+    if (!__atomic_load_n(&v->copy_kept, __ATOMIC_ACQUIRE))
+      unlink(v->copy_path);
     hm__free(&a, v->copy_path);
   }
   hm__free(&a, v);

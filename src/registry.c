@@ -37,6 +37,8 @@ static const char *event_name(hm_event ev) {
     return "leaked (still mapped after dlclose)";
   case HM_EVENT_CHANGED:
     return "changed on disk";
+  case HM_EVENT_ROLLED_BACK:
+    return "rolled back (an older build is current again)";
   }
   return "?";
 }
@@ -445,9 +447,16 @@ static int module_get_or_create(hm_registry *reg, const char *name, const char *
 static void module_destroy(hm_registry *reg, hm_module *mod) {
   size_t k;
   hm__free(&reg->a, mod->cur_table);
-  for (k = 0; k < mod->nsyms; k++)
+  for (k = 0; k < mod->nsyms; k++) {
     hm__free(&reg->a, mod->syms[k]);
+    hm__free(&reg->a, mod->sigs[k]);
+  }
   hm__free(&reg->a, mod->syms);
+  hm__free(&reg->a, mod->sigs);
+  hm__free(&reg->a, mod->hist);
+  if (mod->kept_path != NULL && !reg->forked)
+    unlink(mod->kept_path);
+  hm__free(&reg->a, mod->kept_path);
   if (!reg->forked) {
     /* In a forked child they may be held by threads that did not come along. */
     pthread_mutex_destroy(&mod->reload_lock);
@@ -536,6 +545,8 @@ typedef struct reload_job {
   hm__version *old;  /* the current version, kept current (and alive) by reload_lock */
   unsigned oldnum;
   hm__version *v;    /* the new version, until published */
+  int reused;        /* rollback: v is an older version still loaded, not a new load */
+  unsigned target;   /* rollback: the build it goes back to (the top of the history) */
 } reload_job;
 
 /* Under the module's reload_lock: is the module in the state the caller expects? */
@@ -550,6 +561,10 @@ static int job_begin(reload_job *j, const char *path) {
     rc = hm__fail(HM_EEXIST, "a module named %s is already loaded", mod->name);
   } else if (!(j->flags & HM__RELOAD_REVIVE) && j->old == NULL) {
     rc = hm__fail(HM_ENOMOD, "module %s is not loaded", mod->name);
+  } else if ((j->flags & HM__RELOAD_ROLLBACK) &&
+             (mod->nhist == 0 || mod->hist[mod->nhist - 1] != j->target)) {
+    rc = hm__fail(HM_EAGAIN, "module %s was reloaded while its rollback was prepared; try again",
+                  mod->name);
   } else if ((j->flags & HM__RELOAD_WATCHER) && path != NULL && strcmp(path, mod->path) != 0) {
     /* The watcher read a path the module has left meanwhile (hm_module_reload_from); it
      * moves its watch next. */
@@ -565,12 +580,15 @@ static int job_begin(reload_job *j, const char *path) {
   return rc;
 }
 
-/* Read (unless the watcher did), check, copy and dlopen. The module's constructors run. */
+/* Read (unless the watcher did), check, copy and dlopen. The module's constructors run. A
+ * rollback that reuses a loaded version has nothing to load. */
 static int job_load(reload_job *j, const hm__file *given) {
   hm_registry *reg = j->reg;
   hm__file own;
   hm_module *prev;
   int rc;
+  if (j->reused)
+    return 0;
   if (given == NULL) {
     rc = hm__file_read(&reg->a, j->path, (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE,
                        &own, NULL);
@@ -586,6 +604,7 @@ static int job_load(reload_job *j, const hm__file *given) {
   if (rc == 0) {
     j->v->mod = j->mod;
     j->v->num = j->mod->next_num;
+    j->v->build = ++j->mod->builds;
   }
   return rc;
 }
@@ -610,33 +629,138 @@ static int job_resolve(reload_job *j) {
   return rc;
 }
 
-/* Hand over state: the old version keeps owning it until the new one accepts it. */
+/* Typed live handles: the new version must declare the same signatures. A slot typed from
+ * here on is checked against the incoming version by hm_live_get_typed itself. */
+static int job_check_signatures(reload_job *j) {
+  hm_registry *reg = j->reg;
+  hm_module *mod = j->mod;
+  size_t i;
+  for (i = 0;; i++) {
+    const char *sym, *sig;
+    int rc;
+    pthread_mutex_lock(&reg->lock);
+    if (i >= mod->nsyms) {
+      pthread_mutex_unlock(&reg->lock);
+      return 0;
+    }
+    sym = mod->syms[i]; /* both set once and never freed before the module */
+    sig = mod->sigs[i];
+    pthread_mutex_unlock(&reg->lock);
+    if (sig != NULL && (rc = hm__sig_check(j->v, sym, sig)) != 0)
+      return rc;
+  }
+}
+
+/* The API as function pointers, for modules that do not link the shared library. */
+static const hm_module_api module_api = {
+    sizeof(hm_module_api), hm_live_get,     hm_live_get_typed, hm_live_enter_fn,
+    hm_live_leave_fn,      hm_snapshot_acquire, hm_snapshot_acquire_typed, hm_snapshot_fn,
+    hm_snapshot_release,   hm_errmsg};
+
+/* Hand over state: the old version keeps owning it unless the new one adopts it. */
 static int job_handover(reload_job *j) {
   hm_module *mod = j->mod, *prev;
   hm__version *old = j->old, *v = j->v;
-  void *state = NULL;
-  int hr = 0;
+  hm_load_ctx ctx;
+  int hr = HM_LOAD_CONVERTED;
   if ((old == NULL || old->desc == NULL || old->desc->save == NULL) &&
       (v->desc == NULL || v->desc->load == NULL))
     return 0; /* plain modules: no hook, no lock */
+  memset(&ctx, 0, sizeof ctx);
+  ctx.size = sizeof ctx;
+  ctx.version = v->num;
+  ctx.rollback = (j->flags & HM__RELOAD_ROLLBACK) != 0;
+  ctx.reused = j->reused;
+  ctx.reg = j->reg;
+  ctx.api = &module_api;
   pthread_mutex_lock(&mod->hook_lock);
   prev = hm__module_code_enter(mod);
-  if (old != NULL && old->desc != NULL && old->desc->save != NULL)
-    state = old->desc->save();
-  if (v->desc != NULL && v->desc->load != NULL) {
-    hr = v->desc->load(state);
-    if (hr == 0 && old != NULL && state != NULL)
-      old->handed_over = 1;
+  if (old != NULL && old->desc != NULL && old->desc->save != NULL) {
+    ctx.prev = old->desc->save();
+    if (ctx.prev != NULL)
+      ctx.prev_state_version = old->desc->state_version;
   }
+  if (v->desc != NULL && v->desc->load != NULL)
+    hr = v->desc->load(&ctx);
   hm__module_code_leave(prev);
   pthread_mutex_unlock(&mod->hook_lock);
-  if (hr != 0) {
-    /* Its load hook failed, so its unload hook must not run. */
+  if (hr != HM_LOAD_ADOPTED && hr != HM_LOAD_CONVERTED) {
+    /* Refused: its unload hook must not run; the old version keeps its state. */
     v->desc = NULL;
-    return hm__fail(HM_EHOOK, "load hook of %s (version %u of %s) failed with %d", j->path,
-                    v->num, mod->name, hr);
+    return hm__fail(HM_EHOOK, "load hook of %s (version %u of %s) %s %d", j->path, v->num,
+                    mod->name, hr < 0 ? "refused it with" : "returned the unknown answer",
+                    hr);
   }
+  v->handed_over = 0; /* it owns what it has now, whatever it handed over before */
+  if (old != NULL)
+    old->handed_over = hr == HM_LOAD_ADOPTED && ctx.prev != NULL;
   return 0;
+}
+
+/* ---- Rollback's memory ----------------------------------------------------------------- */
+
+#define HM__HISTORY_MAX 64
+
+/* Forget the kept copy. Under reg->lock. A version still loaded keeps its file until it is
+ * unloaded (gdb and perf read it); one already unloaded left it here to delete. */
+static void drop_kept(hm_module *mod) {
+  hm__version *v;
+  if (mod->kept_path == NULL)
+    return;
+  for (v = mod->versions; v != NULL; v = v->next)
+    if (v->build == mod->kept_build)
+      break;
+  /* Still on the list means its unload has not begun (the list goes first, under this
+   * lock), so it will see copy_kept cleared and delete its file itself. */
+  if (v != NULL)
+    __atomic_store_n(&v->copy_kept, 0, __ATOMIC_RELEASE);
+  else
+    unlink(mod->kept_path);
+  hm__free(&mod->reg->a, mod->kept_path);
+  mod->kept_path = NULL;
+  mod->kept_build = 0;
+}
+
+/* A reload replaced `old` (NULL on a first load): it joins the history, and its private copy
+ * becomes the one kept for rollback (the one kept before goes). Under reg->lock. */
+static void superseded(hm_module *mod, hm__version *old) {
+  hm_registry *reg = mod->reg;
+  mod->have_rolled_back = 0;
+  drop_kept(mod);
+  if (old == NULL)
+    return;
+  if (mod->nhist == mod->caphist && mod->nhist < HM__HISTORY_MAX) {
+    size_t cap = mod->caphist ? mod->caphist * 2 : 4;
+    unsigned *h = hm__realloc(&reg->a, mod->hist, cap * sizeof *h);
+    if (h != NULL) {
+      mod->hist = h;
+      mod->caphist = cap;
+    }
+  }
+  if (mod->nhist == mod->caphist && mod->nhist > 0) {
+    /* Full (or out of memory): the oldest entry goes. */
+    memmove(mod->hist, mod->hist + 1, (mod->nhist - 1) * sizeof *mod->hist);
+    mod->nhist--;
+  }
+  if (mod->nhist < mod->caphist)
+    mod->hist[mod->nhist++] = old->build;
+  /* Its copy may be gone already (a version that came back by a reused rollback). */
+  if (old->copy_path != NULL && access(old->copy_path, F_OK) == 0 &&
+      (mod->kept_path = hm__strdup(&reg->a, old->copy_path)) != NULL) {
+    mod->kept_build = old->build;
+    __atomic_store_n(&old->copy_kept, 1, __ATOMIC_RELEASE);
+  }
+}
+
+/* A rollback replaced `old` with the last build of the history: that entry goes, `old` does
+ * not join (no redo), and neither copy is kept. The watcher takes old's bytes at the module's
+ * path as no change. Under reg->lock. */
+static void rolled_back(hm_module *mod, hm__version *old) {
+  if (mod->nhist > 0)
+    mod->nhist--;
+  drop_kept(mod);
+  mod->have_rolled_back = 1;
+  mod->rolled_back_hash = old->id.hash;
 }
 
 /* Publish: one atomic store switches every live handle of the module together. Nothing
@@ -651,19 +775,25 @@ static void job_publish(reload_job *j) {
   t = mod->incoming_table;
   mod->incoming = NULL;
   mod->incoming_table = NULL;
-  mod->next_num++;
+  v->num = mod->next_num++;
   if (j->new_path) {
     hm__free(&reg->a, mod->path);
     mod->path = j->path;
     j->path = NULL;
   }
-  v->published = 1;
-  v->next = mod->versions;
-  mod->versions = v;
+  if (j->flags & HM__RELOAD_ROLLBACK)
+    rolled_back(mod, j->old);
+  else
+    superseded(mod, j->old);
+  if (!j->reused) {
+    v->published = 1;
+    v->next = mod->versions;
+    mod->versions = v;
+    reg->nloaded++;
+  }
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
   hm__publish(mod, t);
-  reg->nloaded++;
   reg->stats.loads++;
   /* The loader's reference on v becomes its "current" reference. */
   pthread_mutex_unlock(&reg->lock);
@@ -689,7 +819,9 @@ static int job_reject(reload_job *j, int rc) {
    * keep the detail of this failure for the event. */
   snprintf(detail, sizeof detail, "%s", hm_errmsg());
   hm__table_discard(t);
-  if (j->v != NULL)
+  if (j->v != NULL && j->reused)
+    hm__version_unref(reg, j->v); /* still loaded for whoever pins it */
+  else if (j->v != NULL)
     hm__version_discard(reg, j->v);
   hm__free(&reg->a, j->path);
   hm__fail(rc, "%s", detail);
@@ -698,23 +830,36 @@ static int job_reject(reload_job *j, int rc) {
   return rc;
 }
 
+static int reload_job_run(reload_job *j, const char *path, const hm__file *file);
+
 int hm__reload(hm_module *mod, const char *path, const hm__file *file, unsigned flags) {
   reload_job j;
-  unsigned num;
-  int rc;
   memset(&j, 0, sizeof j);
   j.mod = mod;
   j.reg = mod->reg;
   j.flags = flags;
+  return reload_job_run(&j, path, file);
+}
+
+/* Run a reload job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */
+static int reload_job_run(reload_job *jp, const char *path, const hm__file *file) {
+  reload_job j = *jp;
+  hm_module *mod = j.mod;
+  unsigned num;
+  int rc;
   pthread_mutex_lock(&mod->reload_lock);
   rc = job_begin(&j, path);
   if (rc != 0) {
     pthread_mutex_unlock(&mod->reload_lock);
+    if (j.reused)
+      hm__version_unref(j.reg, j.v);
     return rc;
   }
   rc = job_load(&j, file);
   if (rc == 0)
     rc = job_resolve(&j);
+  if (rc == 0)
+    rc = job_check_signatures(&j);
   if (rc == 0)
     rc = job_handover(&j);
   if (rc == 0)
@@ -729,7 +874,8 @@ int hm__reload(hm_module *mod, const char *path, const hm__file *file, unsigned 
   hm__free(&j.reg->a, j.path); /* NULL when it became the module's path */
   if (j.new_path)
     hm__watch_poke(j.reg); /* a new path (a load, or hm_module_reload_from) is watched too */
-  hm__emit(j.reg, HM_EVENT_LOADED, mod, num, 0);
+  hm__emit(j.reg, (j.flags & HM__RELOAD_ROLLBACK) ? HM_EVENT_ROLLED_BACK : HM_EVENT_LOADED,
+           mod, num, 0);
   if (j.old != NULL) {
     hm__emit(j.reg, HM_EVENT_RETIRED, mod, j.oldnum, 0);
     /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
@@ -760,6 +906,79 @@ int hm_module_reload_from(hm_module *mod, const char *path) {
   return hm__reload(mod, path, NULL, 0);
 }
 
+/* The build to go back to, under reg->lock: a loaded version of it (referenced), else the
+ * kept copy's path (copied), else HM_ENOPREV. */
+static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
+  hm_registry *reg = mod->reg;
+  unsigned want;
+  hm__version *v;
+  *reuse = NULL;
+  *kept = NULL;
+  if (mod->cur == NULL)
+    return hm__fail(HM_ENOMOD, "module %s is not loaded", mod->name);
+  if (mod->nhist == 0)
+    return hm__fail(HM_ENOPREV, "module %s has no earlier version to roll back to",
+                    mod->name);
+  want = mod->hist[mod->nhist - 1];
+  for (v = mod->versions; v != NULL; v = v->next) {
+    int refs = __atomic_load_n(&v->refs, __ATOMIC_ACQUIRE);
+    /* Only while something still holds it: a version whose last reference went is being
+     * unloaded already. */
+    while (v->build == want && refs > 0) {
+      if (__atomic_compare_exchange_n(&v->refs, &refs, refs + 1, 0, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_ACQUIRE)) {
+        *reuse = v;
+        return 0;
+      }
+    }
+  }
+  if (mod->kept_path != NULL && mod->kept_build == want) {
+    *kept = hm__strdup(&reg->a, mod->kept_path);
+    return *kept != NULL ? 0 : hm__fail(HM_ENOMEM, "out of memory rolling back %s", mod->name);
+  }
+  return hm__fail(HM_ENOPREV,
+                  "module %s: the build to roll back to is no longer loaded and its copy was "
+                  "not kept (only the version before the current one is)",
+                  mod->name);
+}
+
+int hm_module_rollback(hm_module *mod) {
+  hm_registry *reg;
+  reload_job j;
+  hm__file f;
+  char *kept = NULL;
+  int rc = reload_checks(mod, "hm_module_rollback");
+  if (rc != 0)
+    return rc;
+  reg = mod->reg;
+  memset(&j, 0, sizeof j);
+  memset(&f, 0, sizeof f);
+  j.mod = mod;
+  j.reg = reg;
+  j.flags = HM__RELOAD_ROLLBACK;
+  /* The reload lock is taken again by the job; holding it here would deadlock, and the
+   * target is re-checked there through the history under the registry lock. */
+  pthread_mutex_lock(&reg->lock);
+  rc = rollback_target(mod, &j.v, &kept);
+  if (rc == 0)
+    j.target = mod->hist[mod->nhist - 1];
+  pthread_mutex_unlock(&reg->lock);
+  if (rc != 0)
+    return rc;
+  if (j.v != NULL) {
+    j.reused = 1;
+    return reload_job_run(&j, NULL, NULL);
+  }
+  /* Loaded again from the kept copy, under a fresh private name (the kept path may still
+   * name a mapped object, which dlopen would hand back). */
+  rc = hm__file_read(&reg->a, kept, HM__READ_ALLOW_WRITABLE, &f, NULL);
+  hm__free(&reg->a, kept);
+  if (rc == 0)
+    rc = reload_job_run(&j, NULL, &f);
+  hm__file_release(&reg->a, &f);
+  return rc;
+}
+
 int hm_module_unload(hm_module *mod) {
   hm_registry *reg;
   hm__table *t;
@@ -786,6 +1005,10 @@ int hm_module_unload(hm_module *mod) {
   }
   oldnum = old->num;
   mod->cur = NULL;
+  /* Nothing to roll back to once the module is gone; a load by name starts afresh. */
+  drop_kept(mod);
+  mod->nhist = 0;
+  mod->have_rolled_back = 0;
   __atomic_store_n(&mod->cur_num, 0, __ATOMIC_RELEASE);
   hm__publish(mod, t);
   pthread_mutex_unlock(&reg->lock);

@@ -35,6 +35,8 @@ struct hm_module {
   unsigned next_num;     /* under reload_lock */
   hm__version *versions; /* versions still loaded, newest first; under reg->lock */
   char **syms;           /* symbol of each live slot; grows under reg->lock, never shrinks */
+  char **sigs;           /* its signature (whitespace removed) once a typed handle asked for
+                            one, else NULL; set once, under reg->lock */
   size_t nsyms, capsyms;
   pthread_mutex_t reload_lock; /* serialises reloads and unloads of the module */
   pthread_mutex_t hook_lock;   /* around the module's descriptor hooks */
@@ -43,6 +45,16 @@ struct hm_module {
   int pending;                 /* the watcher queued a reload; under reg->lock */
   int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
+  /* Rollback (all under reg->lock): the builds that were current before this one, oldest
+   * first (hm__version.build); the private copy of the last of them, kept; and after a
+   * rollback, the bytes it rolled back from, which the watcher takes as no change. */
+  unsigned builds; /* loads so far (under reload_lock) */
+  unsigned *hist;
+  size_t nhist, caphist;
+  char *kept_path;
+  unsigned kept_build;
+  int have_rolled_back;
+  uint64_t rolled_back_hash;
 };
 
 struct hm_live {
@@ -105,6 +117,11 @@ HM__HIDDEN void hm__table_discard(hm__table *t);
  * On success returns 0 with reg->lock HELD. On failure (HM_ENOSYM, HM_ENOMEM, detail
  * recorded) returns with reg->lock not held. */
 HM__HIDDEN int hm__table_fill(hm_module *mod, const char *path);
+/* `in` without whitespace, into out[n]: how signatures are compared. */
+HM__HIDDEN void hm__sig_norm(const char *in, char *out, size_t n);
+/* Does version v declare `want` (normalised) as the signature of `sym`? 0, or HM_ESIG with
+ * the detail recorded. dlsym: no lock of ours held. */
+HM__HIDDEN int hm__sig_check(const hm__version *v, const char *sym, const char *want);
 /* Make room in mod->incoming_table for n slots (it may move). Under reg->lock. HM_ENOMEM. */
 HM__HIDDEN int hm__table_reserve(hm_module *mod, size_t n);
 /* Publish `t` as the module's table, retiring the old one. Under reg->lock. */
@@ -129,6 +146,7 @@ HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t 
 #define HM__RELOAD_WATCHER 0x2u /* on the watcher's behalf: transient failures are not
                                    reported (the watcher retries them), and `path`, if given,
                                    must still be the module's path (HM_EAGAIN otherwise) */
+#define HM__RELOAD_ROLLBACK 0x8u /* hm_module_rollback: an older build comes back */
 #define HM__RELOAD_QUEUED 0x4u  /* with WATCHER: hm_registry_poll reading a file the watcher
                                    found complete; an incomplete one now is being rewritten,
                                    not reported (the watcher queues the rewrite) */

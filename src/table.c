@@ -15,6 +15,9 @@
  */
 #include "registry.h"
 
+#include <dlfcn.h>
+
+#include <stdio.h>
 #include <string.h>
 
 hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n) {
@@ -36,6 +39,31 @@ void hm__table_discard(hm__table *t) {
   if (t->v != NULL)
     __atomic_sub_fetch(&t->v->refs, 1, __ATOMIC_RELAXED); /* never the last: caller holds one */
   hm__free(&t->reg->a, t);
+}
+
+void hm__sig_norm(const char *in, char *out, size_t n) {
+  size_t k = 0;
+  for (; *in != '\0' && k + 1 < n; in++)
+    if (*in != ' ' && *in != '\t' && *in != '\n' && *in != '\r' && *in != '\v' && *in != '\f')
+      out[k++] = *in;
+  out[k] = '\0';
+}
+
+int hm__sig_check(const hm__version *v, const char *sym, const char *want) {
+  char name[300], have[256];
+  void *p;
+  snprintf(name, sizeof name, "%s%s", HM_MODULE_SIGNATURE_PREFIX, sym);
+  p = dlsym(v->dl, name);
+  if (p == NULL)
+    return hm__fail(HM_ESIG,
+                    "%s (version %u of module %s) declares no signature for %s; expected "
+                    "\"%s\" (HM_MODULE_SIGNATURE)",
+                    v->copy_path, v->num, v->mod->name, sym, want);
+  hm__sig_norm((const char *)p, have, sizeof have);
+  if (strcmp(have, want) != 0)
+    return hm__fail(HM_ESIG, "version %u of module %s declares %s as \"%s\", expected \"%s\"",
+                    v->num, v->mod->name, sym, have, want);
+  return 0;
 }
 
 int hm__table_reserve(hm_module *mod, size_t n) {

@@ -265,7 +265,10 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
     return;
   }
   sf.cur = wm->mod->cur->num;
-  sf.same_as_current = sf.read_rc == 0 && f.id.hash == wm->mod->cur->id.hash;
+  /* After a rollback, the build it rolled back from is no change either, until it changes. */
+  sf.same_as_current = sf.read_rc == 0 && (f.id.hash == wm->mod->cur->id.hash ||
+                                           (wm->mod->have_rolled_back &&
+                                            f.id.hash == wm->mod->rolled_back_hash));
   if (sf.same_as_current)
     wm->mod->pending = 0; /* back to what serves: a queued reload has nothing left to do */
   pthread_mutex_unlock(&reg->lock);

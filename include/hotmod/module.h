@@ -1,46 +1,83 @@
 /*
  * hotmod/module.h — the module author's side: a descriptor that declares the ABI the module
- * was built for and hooks that hand state from one version of the module to the next.
+ * was built for and hooks that hand state from one version of the module to the next, and
+ * declarations of the C types of exported functions.
  *
  * A module without a descriptor is a plain module: each version starts with fresh globals,
- * as a reloaded Python module does. A module with one opts in to keeping its state:
+ * as a reloaded Python module does. A module with one opts in to keeping its state, and may
+ * change the state's layout between versions (state_version) and convert it:
  *
+ *   struct counter { int count; };
  *   static struct counter *state;
  *   static void *save(void) { return state; }
- *   static int load(void *prev) { state = prev ? prev : calloc(1, sizeof *state);
- *                                 return state ? 0 : -1; }
+ *   static int load(const hm_load_ctx *ctx) {
+ *     if (ctx->prev != NULL && ctx->prev_state_version == 1) {
+ *       state = ctx->prev;               // the same layout: take it as it is
+ *       return HM_LOAD_ADOPTED;
+ *     }
+ *     state = calloc(1, sizeof *state);  // nothing handed over (or a layout we do not know)
+ *     return state ? HM_LOAD_CONVERTED : -1;
+ *   }
  *   static void unload(int handed_over) { if (!handed_over) free(state); }
- *   HM_MODULE_DESCRIBE(save, load, unload);
+ *   HM_MODULE_DESCRIBE(1, save, load, unload);
  *
  * Order of events for a reload from version N to N+1:
- *   1. N+1 is loaded (dlopen) beside N, which keeps serving.
+ *   1. N+1 is loaded (dlopen; its constructors run) beside N, which keeps serving. Before
+ *      any of its code runs, its descriptor's `abi` and `size` are read from the file: a
+ *      module built for another HM_MODULE_ABI is refused with HM_EABI.
  *   2. N's save() is called; it returns the state to hand over (or NULL). N keeps owning it.
- *   3. N+1's load(prev) is called with that pointer (NULL on a first load, or when N has no
- *      descriptor). A non-zero return rejects N+1: it is unloaded, N stays current, and its
- *      state is as it was, so load() must not change *prev before it knows it succeeds.
+ *   3. N+1's load(ctx) is called with that pointer in ctx->prev and N's state_version in
+ *      ctx->prev_state_version (NULL and 0 on a first load, or when N has no descriptor).
  *   4. N+1 becomes current. Later, once no call and no snapshot uses N any more, N's
- *      unload(handed_over) runs on the registry's reclaimer thread just before dlclose;
- *      handed_over is 1 when N+1 accepted N's state (so N must not free it).
+ *      unload(handed_over) runs on the registry's reclaimer thread just before dlclose.
+ *
+ * Who owns the handed-over state. load() answers one of three ways. HM_LOAD_ADOPTED: N+1
+ * took ctx->prev as it is and owns it now; N's unload gets handed_over = 1 and must not free
+ * it. HM_LOAD_CONVERTED: N+1 built state of its own from ctx->prev (or from nothing), which
+ * it must leave untouched; N still owns ctx->prev and frees it in its unload (handed_over =
+ * 0), after its last call. A negative value refuses N+1: it is unloaded without its unload
+ * hook, N stays current and keeps owning its state, so load() must not change ctx->prev
+ * before it knows it accepts. When a rollback reuses a version that is still loaded
+ * (ctx->reused), its globals still hold what it had when it was retired; whatever it handed
+ * over then belongs to the versions after it, which may have freed it: take ctx->prev (or
+ * start afresh) and never free the stale pointer.
+ *
  * Calls into N may still be running on other threads during steps 2 to 4: share state
  * between versions only in ways that are safe for that (atomics, locks, or data the new
  * version only reads). The hooks of one module never run at the same time as each other.
- * Hooks, constructors and destructors run while the registry is in the middle of loading or
- * unloading the module, possibly under the dynamic loader's lock: hotmod.h lists what they
- * may call; loading, reloading or unloading modules fails there with HM_EBUSY.
+ * save and load run on the thread that applies the reload: the caller of hm_module_reload
+ * or hm_module_rollback, the watcher's thread in immediate mode, the host's thread in
+ * hm_registry_poll. Hooks, constructors and destructors run while the registry is in the
+ * middle of loading or unloading the module, possibly under the dynamic loader's lock:
+ * hotmod.h lists what they may call; loading, reloading or unloading modules fails there
+ * with HM_EBUSY.
+ *
+ * Calling other modules. A module may hold live handles and snapshots of other modules'
+ * symbols: take them in load() through ctx->reg (or be handed them by the host) and release
+ * snapshots in unload(). Two ways to make the calls:
+ *   - the public API directly (hm_live_get, HM_LIVE_CALL ...): the module links the shared
+ *     libhotmod (hotmod_add_module(... USES_HOTMOD)), and the host must link the shared
+ *     library too, so both use one copy of it;
+ *   - ctx->api, a table of the same functions passed by the library that loaded the module,
+ *     which works whatever the host links (also a static libhotmod) and never touches the
+ *     library's thread-local state from module code: the calls are out of line.
  *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
  */
 #ifndef HOTMOD_MODULE_H
 #define HOTMOD_MODULE_H
 
-#include <stddef.h> /* NULL, for HM_MODULE_DESCRIBE(NULL, ...) */
+#include <stddef.h> /* NULL, for HM_MODULE_DESCRIBE(..., NULL, ...) */
+
+#include "hotmod.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Bumped when the layout or meaning of hm_module_desc changes incompatibly. */
-#define HM_MODULE_ABI 1
+/* Bumped when the layout or meaning of hm_module_desc changes incompatibly. 2: load() takes
+ * an hm_load_ctx and answers ADOPTED or CONVERTED; state_version. */
+#define HM_MODULE_ABI 2
 
 /* The name under which the descriptor is exported. */
 #define HM_MODULE_DESC_SYMBOL "hm_module_descriptor"
@@ -52,18 +89,64 @@ extern "C" {
 #define HM_MODULE_EXPORT
 #endif
 
+/* What load() returns when it accepts the version (negative values refuse it). */
+#define HM_LOAD_ADOPTED 0   /* took ctx->prev as it is: it is this version's now */
+#define HM_LOAD_CONVERTED 1 /* made its own state; ctx->prev stays the previous version's */
+
+/* The API a module may call, as function pointers of the library that loaded it. Fields are
+ * only ever added at the end; `size` says how many this library has. */
+typedef struct hm_module_api {
+  unsigned size; /* sizeof(hm_module_api) in the library */
+  int (*live_get)(hm_registry *reg, const char *qualified, hm_live **out);
+  int (*live_get_typed)(hm_registry *reg, const char *qualified, const char *signature,
+                        hm_live **out);
+  hm_fn (*live_enter)(hm_live *live); /* hm_live_enter_fn */
+  void (*live_leave)(hm_live *live);  /* hm_live_leave_fn */
+  int (*snapshot_acquire)(hm_registry *reg, const char *qualified, hm_snapshot **out);
+  int (*snapshot_acquire_typed)(hm_registry *reg, const char *qualified,
+                                const char *signature, hm_snapshot **out);
+  hm_fn (*snapshot_fn)(const hm_snapshot *snap);
+  void (*snapshot_release)(hm_snapshot *snap);
+  const char *(*errmsg)(void);
+} hm_module_api;
+
+/* What load() is told. Valid during the call only. */
+typedef struct hm_load_ctx {
+  unsigned size;               /* sizeof(hm_load_ctx) in the library that calls the hook */
+  void *prev;                  /* what the outgoing version's save() returned; NULL on a first
+                                  load, or when it handed over nothing */
+  unsigned prev_state_version; /* the outgoing version's state_version; 0 when prev is NULL */
+  unsigned version;            /* the module version number being loaded (1, 2, ...) */
+  int rollback;                /* 1: hm_module_rollback is bringing an older build back */
+  int reused;                  /* 1: that older build is still loaded: its globals hold what it
+                                  had when it was retired */
+  hm_registry *reg;            /* the registry: handles on other modules may be taken here */
+  const hm_module_api *api;    /* the API as function pointers (see above) */
+} hm_load_ctx;
+
 typedef struct hm_module_desc {
-  unsigned abi;  /* HM_MODULE_ABI of the header the module was built with */
-  unsigned size; /* sizeof(hm_module_desc) at build time */
-  void *(*save)(void);           /* may be NULL: nothing to hand over */
-  int (*load)(void *prev);       /* may be NULL; 0 accepts this version, non-zero rejects it */
-  void (*unload)(int handed_over); /* may be NULL */
+  unsigned abi;           /* HM_MODULE_ABI of the header the module was built with */
+  unsigned size;          /* sizeof(hm_module_desc) at build time */
+  unsigned state_version; /* the layout of the state this build saves and loads; 0: none */
+  void *(*save)(void);                 /* may be NULL: nothing to hand over */
+  int (*load)(const hm_load_ctx *ctx); /* may be NULL (as ADOPTED with no state) */
+  void (*unload)(int handed_over);     /* may be NULL */
 } hm_module_desc;
 
-/* Export this module's descriptor. Each argument may be NULL. */
-#define HM_MODULE_DESCRIBE(save_fn, load_fn, unload_fn)                                        \
+/* Export this module's descriptor. Each function may be NULL. */
+#define HM_MODULE_DESCRIBE(state_version, save_fn, load_fn, unload_fn)                         \
   HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
-      HM_MODULE_ABI, sizeof(hm_module_desc), (save_fn), (load_fn), (unload_fn)}
+      HM_MODULE_ABI, sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),           \
+      (unload_fn)}
+
+/* Declare the C type of an exported function, for hosts that take typed handles
+ * (hm_live_get_typed): HM_MODULE_SIGNATURE(my_function, "double(double)"). Works with or
+ * without a descriptor. The string is compared with the host's after removing whitespace,
+ * and nothing else: spell types the same way on both sides ("unsigned int" is not
+ * "unsigned"). */
+#define HM_MODULE_SIGNATURE_PREFIX "hm_signature_"
+#define HM_MODULE_SIGNATURE(symbol, signature)                                                 \
+  HM_MODULE_EXPORT const char hm_signature_##symbol[] = signature
 
 #ifdef __cplusplus
 }

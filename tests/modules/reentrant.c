@@ -22,9 +22,9 @@ __attribute__((destructor)) static void gone(void) {
     hmt_in_destructor(VERSION);
 }
 
-static int load(void *prev) {
-  (void)prev;
-  return hmt_in_load_hook ? hmt_in_load_hook(VERSION) : 0;
+static int load(const hm_load_ctx *ctx) {
+  (void)ctx;
+  return hmt_in_load_hook ? hmt_in_load_hook(VERSION) : HM_LOAD_CONVERTED;
 }
 
 static void unload(int handed_over) {
@@ -33,4 +33,4 @@ static void unload(int handed_over) {
     hmt_in_unload_hook(VERSION);
 }
 
-HM_MODULE_DESCRIBE(NULL, load, unload);
+HM_MODULE_DESCRIBE(0, NULL, load, unload);

@@ -1,5 +1,6 @@
 /* Test module with a descriptor: hands its counter to the next version. -DFAIL_LOAD makes the
- * load hook refuse; -DBAD_ABI declares a wrong ABI. */
+ * load hook refuse; -DBAD_ABI declares a wrong ABI. The host may read what the last load hook
+ * was told through last_ctx_*(). */
 #include "hotmod/module.h"
 
 #include <stdlib.h>
@@ -10,30 +11,34 @@ struct state {
 };
 
 static struct state *st;
+static int ctx_rollback = -1, ctx_reused = -1, ctx_prev_sv = -1;
 
 HM_MODULE_EXPORT int bump(void) { return ++st->count; }
 HM_MODULE_EXPORT int generations(void) { return st->generations; }
 HM_MODULE_EXPORT int version(void) { return VERSION; }
-
-/* Freed-state counter the host can read to check the unload hook's decision. */
-HM_MODULE_EXPORT int freed_by_unload;
+HM_MODULE_EXPORT int last_ctx_rollback(void) { return ctx_rollback; }
+HM_MODULE_EXPORT int last_ctx_reused(void) { return ctx_reused; }
+HM_MODULE_EXPORT int last_ctx_prev_state_version(void) { return ctx_prev_sv; }
 
 static void *save(void) { return st; }
 
-static int load(void *prev) {
+static int load(const hm_load_ctx *ctx) {
+  ctx_rollback = ctx->rollback;
+  ctx_reused = ctx->reused;
+  ctx_prev_sv = (int)ctx->prev_state_version;
 #ifdef FAIL_LOAD
-  (void)prev;
   return -7;
 #else
-  if (prev != NULL) {
-    st = prev;
-  } else {
-    st = calloc(1, sizeof *st);
-    if (st == NULL)
-      return -1;
+  if (ctx->prev != NULL) {
+    st = ctx->prev;
+    st->generations++;
+    return HM_LOAD_ADOPTED;
   }
-  st->generations++;
-  return 0;
+  st = calloc(1, sizeof *st);
+  if (st == NULL)
+    return -1;
+  st->generations = 1;
+  return HM_LOAD_CONVERTED;
 #endif
 }
 
@@ -43,9 +48,8 @@ static void unload(int handed_over) {
 }
 
 #ifdef BAD_ABI
-HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {HM_MODULE_ABI + 41,
-                                                              sizeof(hm_module_desc), save,
-                                                              load, unload};
+HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {
+    HM_MODULE_ABI + 41, sizeof(hm_module_desc), 1, save, load, unload};
 #else
-HM_MODULE_DESCRIBE(save, load, unload);
+HM_MODULE_DESCRIBE(1, save, load, unload);
 #endif
