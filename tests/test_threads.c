@@ -13,20 +13,6 @@ typedef int (*ifn)(void);
 typedef int (*host_cb)(void *);
 typedef int (*through_fn)(host_cb, void *);
 
-/* Fewer iterations under valgrind or when asked (HOTMOD_TEST_SCALE=0.1). ThreadSanitizer
- * rescans every loaded object on each dlopen, and the cost grows with the run, so its build
- * does a few hundred reloads instead of thousands. */
-static long scaled(long n) {
-  const char *s = getenv("HOTMOD_TEST_SCALE");
-#ifdef HM__TSAN
-  double f = s ? atof(s) : 0.15;
-#else
-  double f = s ? atof(s) : 1.0;
-#endif
-  long v = (long)((double)n * (f > 0 ? f : 1.0));
-  return v > 10 ? v : 10;
-}
-
 /* ---- Callers and a reloader ------------------------------------------------------------ */
 
 typedef struct stress {
@@ -120,7 +106,7 @@ static void *churner(void *arg) {
 static void test_callers_while_reloading(void **state) {
   stress s;
   pthread_t th[5];
-  long k, n = scaled(3000);
+  long k, n = hmt_scaled(3000);
   int i;
   const char *v1, *v2;
   char p1[4096], p2[4096];
@@ -429,7 +415,7 @@ static void test_handles_never_mix(void **state) {
   hm_module *mod;
   hm_live *ver, *bonus;
   char p1[4096], p2[4096];
-  long k, n = scaled(2000);
+  long k, n = hmt_scaled(2000);
   int i;
   (void)state;
   snprintf(p1, sizeof p1, "%s", hmt_mod("square_v1"));
@@ -503,7 +489,7 @@ static void test_short_lived_threads(void **state) {
   hm_registry *reg = hmt_registry(0);
   hm_module *mod;
   hm_live *ver;
-  long i, n = scaled(300);
+  long i, n = hmt_scaled(300);
   (void)state;
   assert_int_equal(hm_module_load(reg, "sq", hmt_mod("square_v1"), &mod), 0);
   assert_int_equal(hm_live_get(reg, "sq:version", &ver), 0);

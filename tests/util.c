@@ -141,6 +141,17 @@ int hmt_wait_until(int (*pred)(void *), void *arg, double seconds) {
   }
 }
 
+long hmt_scaled(long n) {
+  const char *s = getenv("HOTMOD_TEST_SCALE");
+#ifdef HM__TSAN
+  double f = s ? atof(s) : 0.15;
+#else
+  double f = s ? atof(s) : 1.0;
+#endif
+  long v = (long)((double)n * (f > 0 ? f : 1.0));
+  return v > 10 ? v : 10;
+}
+
 hm_registry *hmt_registry(unsigned flags) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   hm_registry *reg = NULL;

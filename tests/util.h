@@ -35,6 +35,10 @@ int hmt_fd_count(void);
 long hmt_rss_kib(void);
 /* Poll pred(arg) every millisecond until it is true or `seconds` pass; returns its value. */
 int hmt_wait_until(int (*pred)(void *), void *arg, double seconds);
+/* n, scaled down under valgrind or when asked (HOTMOD_TEST_SCALE=0.1), and by default under
+ * ThreadSanitizer, which rescans every loaded object on each dlopen (its cost grows with the
+ * run): a few hundred reloads there instead of thousands. At least 10. */
+long hmt_scaled(long n);
 /* A registry with quiet logging and the given private root (NULL: default). */
 hm_registry *hmt_registry(unsigned flags);
 

@@ -1,5 +1,5 @@
 /* Test module with a descriptor: hands its counter to the next version. -DFAIL_LOAD makes the
- * load hook refuse; -DBAD_ABI declares a wrong ABI. The host may read what the last load hook
+ * load hook refuse; -DREFUSE_ROLLBACK refuses to come back by a rollback; -DBAD_ABI declares a wrong ABI. The host may read what the last load hook
  * was told through last_ctx_*(). */
 #include "hotmod/module.h"
 
@@ -29,6 +29,10 @@ static int load(const hm_load_ctx *ctx) {
 #ifdef FAIL_LOAD
   return -7;
 #else
+#ifdef REFUSE_ROLLBACK
+  if (ctx->rollback)
+    return -8;
+#endif
   if (ctx->prev != NULL) {
     st = ctx->prev;
     st->generations++;

@@ -1,0 +1,213 @@
+/* hm_module_rollback: the previous build comes back with the current state, from the copy the
+ * registry keeps or, while a snapshot keeps it loaded, as it is; nothing older than that; a
+ * refusal changes nothing; no redo. */
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*ifn)(void);
+
+typedef struct fx {
+  hm_registry *reg;
+  int rolled_back, loaded; /* events */
+} fx;
+
+static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
+  fx *f = ud;
+  (void)mod;
+  (void)version;
+  (void)err;
+  if (ev == HM_EVENT_ROLLED_BACK)
+    f->rolled_back++;
+  if (ev == HM_EVENT_LOADED)
+    f->loaded++;
+}
+
+static int setup(void **state) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  fx *f = calloc(1, sizeof *f);
+  o.flags = HM_FLAG_QUIET;
+  o.on_event = on_event;
+  o.event_userdata = f;
+  assert_int_equal(hm_registry_new(&f->reg, &o), 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fx *f = *state;
+  hm_registry_free(f->reg);
+  free(f);
+  return 0;
+}
+
+static int call(hm_registry *reg, const char *q) {
+  hm_live *l;
+  assert_int_equal(hm_live_get(reg, q, &l), 0);
+  return HM_LIVE_CALL(l, ifn);
+}
+
+/* Distinct copies of this registry that /proc/self/maps shows. */
+static int mapped_copies(hm_registry *reg) {
+  FILE *fp = fopen("/proc/self/maps", "r");
+  char line[4096], seen[8][512];
+  int n = 0, i;
+  assert_non_null(fp);
+  while (fgets(line, sizeof line, fp) != NULL) {
+    char *p = strstr(line, hm_registry_dir(reg));
+    if (p == NULL)
+      continue;
+    p[strcspn(p, "\n")] = '\0';
+    for (i = 0; i < n && strcmp(seen[i], p) != 0; i++)
+      ;
+    if (i == n && n < 8)
+      snprintf(seen[n++], sizeof seen[0], "%s", p);
+  }
+  fclose(fp);
+  return n;
+}
+
+static int no_retired(void *arg) {
+  hm_stats st;
+  return hm_registry_stats(arg, &st) == 0 && st.retired == 0;
+}
+
+/* v1 -> v2 -> rollback: v1's code runs, with the state v2 handed back, and its hook saw
+ * rollback = 1 and v2's state version; then nothing older is left. */
+static void t_rollback_from_kept_copy(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v1"), &m), 0);
+  assert_int_equal(call(f->reg, "st:bump"), 1);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_int_equal(call(f->reg, "st:bump"), 2);
+  assert_true(hmt_wait_until(no_retired, f->reg, 10.0)); /* v1 is unloaded: only its copy is */
+  assert_int_equal(hmt_count_files(hm_registry_dir(f->reg)), 2);
+
+  assert_int_equal(hm_module_rollback(m), 0);
+  assert_int_equal(f->rolled_back, 1);
+  assert_int_equal(hm_module_version(m), 3); /* a new number for the older build */
+  assert_int_equal(call(f->reg, "st:version"), 1);
+  assert_int_equal(call(f->reg, "st:bump"), 3); /* the state v2 handed back */
+  assert_int_equal(call(f->reg, "st:generations"), 3);
+  assert_int_equal(call(f->reg, "st:last_ctx_rollback"), 1);
+  assert_int_equal(call(f->reg, "st:last_ctx_reused"), 0);
+  assert_int_equal(call(f->reg, "st:last_ctx_prev_state_version"), 1);
+  /* No redo, and nothing older than v1. */
+  assert_int_equal(hm_module_rollback(m), HM_ENOPREV);
+  assert_int_equal(hm_module_version(m), 3);
+  assert_true(hmt_wait_until(no_retired, f->reg, 10.0));
+  assert_int_equal(hmt_count_files(hm_registry_dir(f->reg)), 1); /* no copy kept */
+}
+
+/* A snapshot keeps v1 loaded: the rollback reuses that mapping (no second copy), the hook
+ * sees reused = 1, and the snapshot keeps the number it was taken with. */
+static void t_rollback_reuses_pinned_version(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  hm_snapshot *s;
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v1"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "st:version", &s), 0);
+  assert_int_equal(call(f->reg, "st:bump"), 1);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_int_equal(call(f->reg, "st:bump"), 2);
+  assert_int_equal(hm_module_rollback(m), 0);
+  assert_int_equal(call(f->reg, "st:version"), 1);
+  assert_int_equal(call(f->reg, "st:last_ctx_reused"), 1);
+  assert_int_equal(call(f->reg, "st:bump"), 3);
+  assert_int_equal(hm_snapshot_version(s), 1);
+  assert_int_equal(hm_module_version(m), 3);
+  assert_true(hmt_wait_until(no_retired, f->reg, 10.0));
+  assert_int_equal(mapped_copies(f->reg), 1); /* v1's one mapping, current again */
+  hm_snapshot_release(s);
+  assert_int_equal(call(f->reg, "st:bump"), 4);
+}
+
+/* Rolling back again goes one further back only while that build is still loaded. */
+static void t_rollback_twice(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  hm_snapshot *s1;
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v1"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "st:version", &s1), 0);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v3")), 0);
+  assert_int_equal(hm_module_rollback(m), 0); /* to v2, from the kept copy */
+  assert_int_equal(call(f->reg, "st:version"), 2);
+  assert_int_equal(hm_module_rollback(m), 0); /* to v1, which the snapshot keeps loaded */
+  assert_int_equal(call(f->reg, "st:version"), 1);
+  assert_int_equal(hm_module_rollback(m), HM_ENOPREV);
+  assert_int_equal(f->rolled_back, 2);
+  hm_snapshot_release(s1);
+}
+
+/* Nothing to go back to, an unloaded module, a build that refuses to come back: nothing
+ * changes. */
+static void t_rollback_refusals(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  hm_stats st;
+  assert_int_equal(hm_module_rollback(NULL), HM_EINVAL);
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v4_norollback"), &m), 0);
+  assert_int_equal(hm_module_rollback(m), HM_ENOPREV);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_int_equal(call(f->reg, "st:bump"), 1);
+  assert_int_equal(call(f->reg, "st:bump"), 2);
+  /* Build 4 refuses to be rolled back to: v2 serves on, with its state. */
+  assert_int_equal(hm_module_rollback(m), HM_EHOOK);
+  assert_int_equal(hm_module_version(m), 2);
+  assert_int_equal(call(f->reg, "st:version"), 2);
+  assert_int_equal(call(f->reg, "st:bump"), 3);
+  assert_int_equal(call(f->reg, "st:generations"), 2);
+  assert_int_equal(f->rolled_back, 0);
+  assert_int_equal(hm_registry_stats(f->reg, &st), 0);
+  assert_int_equal(st.rejects, 1);
+  /* An unloaded module has nothing to roll back. */
+  assert_int_equal(hm_module_unload(m), 0);
+  assert_int_equal(hm_module_rollback(m), HM_ENOMOD);
+}
+
+/* After a rollback, the bytes at the module's path (the build rolled back from) are no
+ * change to the watcher: a touch does not undo the rollback; a new build does load. */
+static int version_is(void *arg) {
+  void **a = arg;
+  return hm_module_version(a[0]) == (unsigned)(size_t)a[1];
+}
+
+static void t_watcher_respects_rollback(void **state) {
+  fx *f = *state;
+  char *dir = hmt_tmpdir(), path[4096];
+  hm_module *m;
+  void *arg[2];
+  snprintf(path, sizeof path, "%s/st.so", dir);
+  hmt_install(hmt_mod("stateful_v1"), path);
+  assert_int_equal(hm_module_load(f->reg, "st", path, &m), 0);
+  hmt_install(hmt_mod("stateful_v2"), path);
+  assert_int_equal(hm_module_reload(m), 0);
+  assert_int_equal(hm_watch_start(f->reg), 0);
+  assert_int_equal(hm_module_rollback(m), 0);
+  assert_int_equal(call(f->reg, "st:version"), 1);
+  /* v2's bytes are still at the path: touched and rewritten, they stay refused. */
+  hmt_install(hmt_mod("stateful_v2"), path);
+  hmt_install(hmt_mod("stateful_v3"), path); /* a new build loads */
+  arg[0] = m;
+  arg[1] = (void *)(size_t)4;
+  assert_true(hmt_wait_until(version_is, arg, 30.0));
+  assert_int_equal(call(f->reg, "st:version"), 3);
+  hm_watch_stop(f->reg);
+  hmt_rm_rf(dir);
+  free(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(t_rollback_from_kept_copy, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_reuses_pinned_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_twice, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_refusals, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_watcher_respects_rollback, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
