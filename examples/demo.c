@@ -90,6 +90,40 @@ static int slow_write(const char *from, const char *to) {
   return fclose(out);
 }
 
+typedef int (*record_fn)(int);
+static int fail(const char *what, int rc);
+
+/* State kept across versions and migrated to a new layout, a rollback, a typed handle. */
+static int state_demo(hm_registry *reg) {
+  hm_module *tally;
+  hm_live *record, *largest;
+  int rc, i;
+  printf("a module with a descriptor keeps its state (tally.c: count, then count + largest)\n");
+  if ((rc = hm_module_load(reg, "tally", DEMO_MODDIR "/tally_v1.so", &tally)) != 0 ||
+      (rc = hm_live_get_typed(reg, "tally:record", "int(int)", &record)) != 0 ||
+      (rc = hm_live_get(reg, "tally:largest", &largest)) != 0)
+    return fail("tally", rc);
+  for (i = 1; i <= 3; i++)
+    HM_LIVE_CALL(record, record_fn, i * 10);
+  printf("  version 1: 3 calls recorded, largest() = %d (layout 1 does not keep it)\n",
+         HM_LIVE_CALL(largest, count_fn));
+  if ((rc = hm_module_reload_from(tally, DEMO_MODDIR "/tally_v2.so")) != 0)
+    return fail("tally reload", rc);
+  i = HM_LIVE_CALL(record, record_fn, 7);
+  printf("  version 2 migrated the tally: record(7) -> count %d, largest %d\n", i,
+         HM_LIVE_CALL(largest, count_fn));
+  if ((rc = hm_module_rollback(tally)) != 0)
+    return fail("tally rollback", rc);
+  i = HM_LIVE_CALL(record, record_fn, 1);
+  printf("  hm_module_rollback: version %u is build 1 again, record(1) -> count %d\n",
+         hm_module_version(tally), i);
+  rc = hm_module_reload_from(tally, DEMO_MODDIR "/mathmod_v1.so");
+  i = HM_LIVE_CALL(record, record_fn, 1);
+  printf("  a build without record() is refused: %s; the tally serves on (count %d)\n\n",
+         hm_err_name(rc), i);
+  return 0;
+}
+
 static int fail(const char *what, int rc) {
   fprintf(stderr, "demo: %s: %s (%s)\n", what, hm_strerror(rc), hm_errmsg());
   return 1;
@@ -143,6 +177,9 @@ int main(void) {
   printf("  a snapshot taken now: my_function(2) = %.6f (version %u)\n\n",
          ((math_fn)hm_snapshot_fn(snap))(2.0), hm_snapshot_version(snap));
   hm_snapshot_release(snap);
+
+  if ((rc = state_demo(reg)) != 0)
+    return rc;
 
   printf("build writes a truncated file; the reload is refused and version 2 serves on\n");
   {

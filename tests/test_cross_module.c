@@ -57,6 +57,20 @@ static void t_live_handle_follows_b(void **state) {
   assert_int_equal(HM_LIVE_CALL(entry, ifn), 22);
 }
 
+/* The same with a module that calls the public API itself (linked with the shared library,
+ * which the host links too). */
+static void t_direct_api_module(void **state) {
+  fx *f = *state;
+  hm_module *b;
+  hm_live *entry;
+  assert_int_equal(hm_module_load(f->reg, "b", hmt_mod("xb_v1"), &b), 0);
+  assert_int_equal(hm_module_load(f->reg, "d", hmt_mod("xd_v1"), NULL), 0);
+  assert_int_equal(hm_live_get(f->reg, "d:entry", &entry), 0);
+  assert_int_equal(HM_LIVE_CALL(entry, ifn), 110);
+  assert_int_equal(hm_module_reload_from(b, hmt_mod("xb_v2")), 0);
+  assert_int_equal(HM_LIVE_CALL(entry, ifn), 120);
+}
+
 typedef struct caller {
   hm_live *entry;
   int stop;
@@ -128,6 +142,7 @@ static void t_snapshot_keeps_old_b(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_live_handle_follows_b, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_direct_api_module, setup, teardown),
       cmocka_unit_test_setup_teardown(t_reload_b_under_callers, setup, teardown),
       cmocka_unit_test_setup_teardown(t_snapshot_keeps_old_b, setup, teardown),
   };
