@@ -505,6 +505,8 @@ static void t_modules_loaded_after_start(void **state) {
   assert_int_equal(hm_module_version(m2), 2);
 }
 
+static int unwatched(void *mod) { return hm_module_watch_method(mod) == HM_WATCH_NONE; }
+
 static void t_unload_stops_watch(void **state) {
   wt *f = *state;
   int loads;
@@ -518,7 +520,7 @@ static void t_unload_stops_watch(void **state) {
   hmt_install(hmt_mod("square_v3"), f->path);
   wt_sync(f);
   assert_int_equal(hm_module_version(f->mod), 0);
-  assert_int_equal(hm_module_watch_method(f->mod), HM_WATCH_NONE);
+  assert_true(hmt_wait_until(unwatched, f->mod, WT_DEADLINE));
   assert_int_equal(wt_count(f, HM_EVENT_LOADED), loads);
   assert_int_equal(hm_registry_poll(f->reg), 0);
   /* Loaded again by name, it is watched again. */
