@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int (*ifn)(void);
 typedef int (*addfn)(int);
@@ -129,12 +130,28 @@ static void t_load_context(void **state) {
   assert_int_equal(call_i(rb), 0);
 }
 
+/* A module built for another ABI is refused before dlopen runs any of its code: its
+ * constructor never leaves its mark. */
+static void t_wrong_abi_refused_before_code_runs(void **state) {
+  hm_registry *reg = *state;
+  char *dir = hmt_tmpdir(), mark[4200];
+  snprintf(mark, sizeof mark, "%s/constructor-ran", dir);
+  setenv("HMT_CTOR_MARK", mark, 1);
+  assert_int_equal(hm_module_load(reg, "bad", hmt_mod("stateful_v8_badabi"), NULL), HM_EABI);
+  unsetenv("HMT_CTOR_MARK");
+  assert_non_null(strstr(hm_errmsg(), "ABI"));
+  assert_int_equal(access(mark, F_OK), -1);
+  hmt_rm_rf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_counter_kept_or_reset, setup, teardown),
       cmocka_unit_test_setup_teardown(t_migration, setup, teardown),
       cmocka_unit_test_setup_teardown(t_refused_migration_changes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(t_load_context, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_wrong_abi_refused_before_code_runs, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
