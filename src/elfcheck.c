@@ -122,6 +122,7 @@ typedef struct ck {
   seg load[HM__MAX_LOADS];
   unsigned nload, hit;
   uint64_t steps; /* see hm__elf_info.steps */
+  uint64_t tls_size; /* PT_TLS p_memsz, 0 if none */
   char *why;
   size_t whylen;
 } ck;
@@ -782,29 +783,79 @@ static int check_versions(ck *c, const dyninfo *d) {
   return 0;
 }
 
-/* The module descriptor's first two words (abi, size), read from the file's bytes so a
- * module built for another ABI is refused before dlopen runs any of its code. They are
- * plain constants in an initialised object, so the file holds them as they will be. Found
- * by name among the symbols the hash tables reach (one step per symbol). */
-static void find_descriptor(ck *c, const dyninfo *d, const symtab *st, hm__elf_info *info) {
-  static const char name[] = HM_MODULE_DESC_SYMBOL;
+/* Libraries every version may share without harm: the C and C++ runtimes, the sanitizers'
+ * runtimes, and hotmod itself (a module that calls its API directly). Any other DT_NEEDED
+ * is loaded once, by SONAME, and shared by every version of the module: never reloaded. */
+static int system_library(const char *name) {
+  static const char *const prefixes[] = {
+      "libc.so",    "libm.so",       "libdl.so",      "libpthread.so", "librt.so",
+      "libutil.so", "libresolv.so",  "libanl.so",     "libcrypt.so",   "libstdc++.so",
+      "libgcc_s.so", "libatomic.so", "ld-linux",      "libasan.so",    "libubsan.so",
+      "libtsan.so", "liblsan.so",    "libclang_rt.",  "libhotmod.so"};
+  size_t i;
+  for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+    if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+      return 1;
+  return 0;
+}
+
+/* One pass over the symbols the hash tables reach (one step per symbol): the module
+ * descriptor's first two words (abi, size), read from the file's bytes so a module built
+ * for another ABI is refused before dlopen runs any of its code (plain constants in an
+ * initialised object: the file holds them as they will be); and what the lint looks for. */
+static void scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_info *info) {
+  static const char desc[] = HM_MODULE_DESC_SYMBOL;
   uint64_t stroff, stravail;
   if (info == NULL || !map_vaddr(c, d->val[DT_STRTAB], st->strsz, &stroff, &stravail))
     return;
   for (uint64_t i = 1; i < st->hashed; i++) {
     ElfW(Sym) s;
     uint64_t off, avail;
+    const char *name;
     c->steps++;
     memcpy(&s, c->buf + st->off + i * sizeof s, sizeof s);
-    if (s.st_shndx == SHN_UNDEF || st->strsz - s.st_name < sizeof name ||
-        memcmp(c->buf + stroff + s.st_name, name, sizeof name) != 0)
+    name = (const char *)c->buf + stroff + s.st_name; /* NUL-terminated: check_strtab */
+    if (s.st_shndx == SHN_UNDEF) {
+      if (strcmp(name, "__cxa_thread_atexit_impl") == 0)
+        info->lint |= HM__LINT_THREAD_ATEXIT;
+      else if (strcmp(name, "pthread_key_create") == 0)
+        info->lint |= HM__LINT_KEY_CREATE;
       continue;
-    if (s.st_size >= 2 * sizeof(uint32_t) && map_vaddr(c, s.st_value, 8, &off, &avail)) {
+    }
+    if (ELF64_ST_BIND((unsigned)s.st_info) == STB_GNU_UNIQUE && !(info->lint & HM__LINT_UNIQUE)) {
+      info->lint |= HM__LINT_UNIQUE;
+      info->unique_sym = name;
+    }
+    if (!info->has_desc && strcmp(name, desc) == 0 && s.st_size >= 2 * sizeof(uint32_t) &&
+        map_vaddr(c, s.st_value, 8, &off, &avail)) {
       info->has_desc = 1;
       info->desc_abi = get_u32(c, off);
       info->desc_size = get_u32(c, off + 4);
     }
+  }
+}
+
+/* The lint's look at the dynamic section's strings: libraries it needs, search paths. */
+static void scan_dyn_strings(ck *c, const dyninfo *d, uint64_t doff, uint64_t count,
+                             hm__elf_info *info) {
+  uint64_t stroff, stravail;
+  if (info == NULL || !map_vaddr(c, d->val[DT_STRTAB], d->val[DT_STRSZ], &stroff, &stravail))
     return;
+  for (uint64_t i = 0; i < count; i++) {
+    ElfW(Dyn) e;
+    const char *str;
+    c->steps++;
+    memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
+    if (e.d_tag != DT_NEEDED && e.d_tag != DT_RUNPATH && e.d_tag != DT_RPATH)
+      continue;
+    str = (const char *)c->buf + stroff + e.d_un.d_val; /* checked: check_dyn_names */
+    if (e.d_tag == DT_NEEDED && !system_library(str) && !(info->lint & HM__LINT_NEEDED)) {
+      info->lint |= HM__LINT_NEEDED;
+      info->needed = str;
+    } else if (e.d_tag != DT_NEEDED && strstr(str, "$ORIGIN") != NULL) {
+      info->lint |= HM__LINT_ORIGIN;
+      info->runpath = str;
+    }
   }
 }
 
@@ -826,10 +877,19 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
     return fail(c, HM_ENOTELF, "not a shared object: a position-independent executable");
 #endif
 
-  find_descriptor(c, &d, &st, info);
+  scan_symbols(c, &d, &st, info);
+  scan_dyn_strings(c, &d, doff, count, info);
   if (info != NULL) {
     info->nodelete = d.has_flags_1 && (d.flags_1 & DF_1_NODELETE) != 0;
     info->static_tls = d.has[DT_FLAGS] && (d.val[DT_FLAGS] & DF_STATIC_TLS) != 0;
+    if (info->nodelete)
+      info->lint |= HM__LINT_NODELETE;
+    /* Only TLS it defines itself: a module that merely uses an already-loaded library's
+     * initial-exec TLS (the live-call fast path does) gets DF_STATIC_TLS too, harmlessly. */
+    if (info->static_tls && c->tls_size != 0) {
+      info->lint |= HM__LINT_STATIC_TLS;
+      info->tls_size = c->tls_size;
+    }
   }
   return 0;
 }
@@ -1001,6 +1061,8 @@ static int check_mapped_segments(ck *c) {
     c->steps++;
     get_phdr(c, i, &ph);
     int via_mapping = ph.p_type == PT_TLS;
+    if (ph.p_type == PT_TLS)
+      c->tls_size = ph.p_memsz;
 #ifdef PT_GNU_PROPERTY
     via_mapping = via_mapping || ph.p_type == PT_GNU_PROPERTY;
 #endif

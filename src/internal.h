@@ -62,11 +62,28 @@ typedef struct hm__elf_info {
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
   int has_desc;   /* it exports a module descriptor whose first words are in the file: */
   unsigned desc_abi, desc_size; /* its abi and size */
+  /* What the reloadability lint looks at (lint.c turns it into findings): HM__LINT_* bits,
+   * and for some of them a detail. The strings point into the checked buffer. */
+  unsigned lint;
+  uint64_t tls_size;      /* HM__LINT_STATIC_TLS: the initial-exec TLS it defines, bytes */
+  const char *unique_sym; /* HM__LINT_UNIQUE: one STB_GNU_UNIQUE symbol it defines */
+  const char *needed;     /* HM__LINT_NEEDED: one library it needs that is not a system one */
+  const char *runpath;    /* HM__LINT_ORIGIN: the RUNPATH or RPATH with $ORIGIN */
   /* Work the check did, in steps of bounded cost (one table entry read, one segment
    * probed). Set on failure too, where the other fields are cleared: the tests bound it by
    * the file size, so that a crafted file cannot make the check slow. */
   uint64_t steps;
 } hm__elf_info;
+
+enum {
+  HM__LINT_NODELETE = 0x01u,      /* DF_1_NODELETE: never unloaded */
+  HM__LINT_UNIQUE = 0x02u,        /* defines STB_GNU_UNIQUE symbols (C++ inline statics) */
+  HM__LINT_STATIC_TLS = 0x04u,    /* defines initial-exec TLS (PT_TLS + DF_STATIC_TLS) */
+  HM__LINT_THREAD_ATEXIT = 0x08u, /* imports __cxa_thread_atexit_impl */
+  HM__LINT_KEY_CREATE = 0x10u,    /* imports pthread_key_create */
+  HM__LINT_ORIGIN = 0x20u,        /* $ORIGIN in RUNPATH/RPATH */
+  HM__LINT_NEEDED = 0x40u         /* DT_NEEDED on a library that is not a system one */
+};
 
 /* Check that buf[0..len) is a complete ELF shared object (ET_DYN) for the machine this code
  * was built for, such that dlopen can map it without reading past the end of the file.
