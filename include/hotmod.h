@@ -90,7 +90,10 @@ HM_EXTERN const char *hm_version_string(void);
   XX(EABI, -30007, "module built for an incompatible hotmod ABI")                              \
   XX(EFORKED, -30009, "registry made before fork(): read-only in the child")                  \
   XX(ESIG, -30010, "function signature differs or is undeclared")                            \
-  XX(ENOPREV, -30011, "no previous version to roll back to")
+  XX(ENOPREV, -30011, "no previous version to roll back to")                                 \
+  XX(ELINT, -30012, "refused by the reloadability lint")                                      \
+  XX(ECRASHED, -30013, "the new build crashed in the probe")                                  \
+  XX(ETIMEDOUT, -ETIMEDOUT, "timed out")
 
 typedef enum hm_errno {
 #define HM__ERR_ENUM(name, value, text) HM_##name = (value),
@@ -134,9 +137,17 @@ typedef enum hm_event {
   HM_EVENT_LEAKED,     /* a version stays mapped for good: dlclose kept it (NODELETE and the
                           like), or snapshots still pinned it when its registry was freed */
   HM_EVENT_CHANGED,    /* the watcher found a finished new build of the module's file */
-  HM_EVENT_ROLLED_BACK /* hm_module_rollback made an older build current again (under a new
-                          version number; counted as a load) */
+  HM_EVENT_ROLLED_BACK, /* hm_module_rollback made an older build current again (under a new
+                           version number; counted as a load) */
+  HM_EVENT_WARNING      /* the reloadability lint found something in a version that loaded
+                           (policy HM_LINT_WARN): hm_event_detail() says what and how to fix
+                           it */
 } hm_event;
+
+/* During the event callback: the event's detail, or "". For HM_EVENT_REJECTED the refusal's
+ * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix. The string belongs
+ * to the library and is valid until the callback returns. Thread-safe (per thread). */
+HM_EXTERN const char *hm_event_detail(void);
 
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
  * API, the registry's reclaimer thread (RETIRED is on the caller's, UNLOADED and LEAKED on the
@@ -154,6 +165,20 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
 /* Registry flags. */
 #define HM_FLAG_ALLOW_WRITABLE 0x1u /* load files that other users may write to (unsafe) */
 #define HM_FLAG_QUIET 0x2u          /* no default one-line event log on stderr */
+#define HM_FLAG_PROBE 0x4u          /* load each new build in a short-lived child process first
+                                       (crash containment; see hm_module_set_probe) */
+
+/* What the reloadability lint does with what it finds in a module's file (lint findings:
+ * see hotmod-check): a module that can never be unloaded, shares state across versions
+ * through STB_GNU_UNIQUE symbols, defines initial-exec TLS (a reload budget), registers
+ * thread_local destructors or pthread keys, searches $ORIGIN, or needs a library that every
+ * version shares. */
+typedef enum hm_lint_policy {
+  HM_LINT_DEFAULT = 0, /* per module: follow the registry; per registry: warn */
+  HM_LINT_WARN = 1,    /* load it, and send HM_EVENT_WARNING per finding */
+  HM_LINT_REJECT = 2,  /* refuse it: HM_ELINT, the current version serves on */
+  HM_LINT_OFF = 3      /* do not look */
+} hm_lint_policy;
 
 /* Reload modes for the file watcher. */
 typedef enum hm_reload_mode {
@@ -162,14 +187,14 @@ typedef enum hm_reload_mode {
   HM_RELOAD_QUEUED = 2     /* the watcher marks the module; hm_registry_poll applies it */
 } hm_reload_mode;
 
-#define HM_REGISTRY_OPTIONS_VERSION 2
+#define HM_REGISTRY_OPTIONS_VERSION 3
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
  * defaults when the struct grows; a program built against an older header (an older
  * `version`) keeps working. Strings are copied; nothing here is kept by reference except the
  * callbacks and their userdata. */
 typedef struct hm_registry_options {
-  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 and 2 are accepted) */
+  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 3 are accepted) */
   unsigned flags;           /* HM_FLAG_... */
   const char *private_root; /* where the private directory is made; NULL: $TMPDIR or /tmp */
   hm_alloc_fn alloc;        /* NULL: the C library's realloc/free */
@@ -184,10 +209,14 @@ typedef struct hm_registry_options {
                          the file for this long before loading it, so post-link steps that
                          rewrite it (strip, objcopy, patchelf) make one version, not two;
                          0 (default): load at once */
+  /* version 3 */
+  hm_lint_policy lint;       /* HM_LINT_DEFAULT: warn */
+  unsigned probe_timeout_ms; /* HM_FLAG_PROBE: how long the child may take; 0: 5000 */
 } hm_registry_options;
 
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
-  { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0 }
+  { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0,     \
+    HM_LINT_DEFAULT, 0 }
 
 /* Counters of a registry, for monitoring and tests. May grow at the end in later versions;
  * hm_registry_stats passes the caller's size, so older programs keep working. */
@@ -299,6 +328,10 @@ HM_EXTERN int hm_module_rollback(hm_module *mod);
 /* The current version number: 1 after the first load, +1 per successful reload; 0 for NULL
  * or an unloaded module. Thread-safe. */
 HM_EXTERN unsigned hm_module_version(const hm_module *mod);
+
+/* Set the module's lint policy for the versions loaded from then on (HM_LINT_DEFAULT: follow
+ * the registry). Thread-safe. Errors: HM_EINVAL (NULL module, unknown policy). */
+HM_EXTERN int hm_module_set_lint(hm_module *mod, hm_lint_policy policy);
 
 /* The module's name and source path, borrowed. The name is valid until hm_registry_free. The
  * path is valid until the module's path changes (hm_module_reload_from, or hm_module_load

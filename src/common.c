@@ -79,6 +79,18 @@ const char *hm_registry_errmsg(const hm_registry *reg) {
   return reg != NULL ? last_msg : hm_strerror(HM_EINVAL);
 }
 
+/* ---- The detail of the event being delivered, per thread -------------------------------- */
+
+static __thread const char *event_detail;
+
+const char *hm_event_detail(void) { return event_detail != NULL ? event_detail : ""; }
+
+const char *hm__event_detail_set(const char *detail) {
+  const char *prev = event_detail;
+  event_detail = detail;
+  return prev;
+}
+
 /* ---- Module code on this thread -------------------------------------------------------- */
 
 /* Set while this thread runs a module's constructors or destructors (inside dlopen/dlclose)

@@ -39,6 +39,10 @@ HM__HIDDEN long long hm__now_ns(void); /* CLOCK_REALTIME */
  * records hm_strerror(err). */
 HM__HIDDEN int hm__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Set the detail hm_event_detail() returns on this thread (NULL: ""); returns the previous
+ * one, to restore after the callback. */
+HM__HIDDEN const char *hm__event_detail_set(const char *detail);
+
 /* Module code (constructors, destructors, hooks) runs on this thread between enter and
  * leave; enter returns what leave restores, so they nest. */
 HM__HIDDEN hm_module *hm__module_code_enter(hm_module *mod);
@@ -84,6 +88,15 @@ enum {
   HM__LINT_ORIGIN = 0x20u,        /* $ORIGIN in RUNPATH/RPATH */
   HM__LINT_NEEDED = 0x40u         /* DT_NEEDED on a library that is not a system one */
 };
+
+/* The lint's findings in words (lint.c): how many kinds there are and the bit of the i-th,
+ * a short stable name, the one-line fix, and what this file does (into out[n]). */
+HM__HIDDEN unsigned hm__lint_count(void);
+HM__HIDDEN unsigned hm__lint_bit(unsigned i);
+HM__HIDDEN const char *hm__lint_name(unsigned bit);
+HM__HIDDEN const char *hm__lint_fix(unsigned bit);
+HM__HIDDEN void hm__lint_what(const struct hm__elf_info *info, unsigned bit, char *out,
+                              size_t n);
 
 /* Check that buf[0..len) is a complete ELF shared object (ET_DYN) for the machine this code
  * was built for, such that dlopen can map it without reading past the end of the file.
@@ -201,12 +214,14 @@ struct hm__version {
 };
 
 /* Check `f`'s bytes, write them to a private copy in `dir` (named after `name` and `seq`)
- * and dlopen it (the module's constructors run here). On success *out is a new version with
+ * and dlopen it (the module's constructors run here). Lint findings in `reject_lint` refuse
+ * it with HM_ELINT before anything is written; `info` (may be NULL) gets what the check
+ * found, its strings pointing into f's bytes. On success *out is a new version with
  * one reference, not yet published. On error the detail is recorded and nothing is left
  * behind. `path` is the source, for messages. */
 HM__HIDDEN int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                               unsigned long seq, const char *path, const hm__file *f,
-                              hm__version **out);
+                              unsigned reject_lint, hm__elf_info *info, hm__version **out);
 /* Run the unload hook unless told not to, dlclose, check the mapping is gone (returns 1 if
  * it stayed: leaked), delete the copy and free. */
 HM__HIDDEN int hm__unload_version(hm__version *v, int run_hook);

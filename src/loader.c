@@ -78,9 +78,24 @@ static int abi_refused(const char *path, unsigned abi, unsigned size) {
                   path, abi, size, HM_MODULE_ABI, sizeof(hm_module_desc));
 }
 
+/* Refuse for the first finding in `bits`, in words. */
+static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits) {
+  unsigned i;
+  char what[300];
+  for (i = 0; i < hm__lint_count(); i++) {
+    unsigned bit = hm__lint_bit(i);
+    if (bits & bit) {
+      hm__lint_what(elf, bit, what, sizeof what);
+      return hm__fail(HM_ELINT, "%s: %s (%s); fix: %s", path, what, hm__lint_name(bit),
+                      hm__lint_fix(bit));
+    }
+  }
+  return hm__fail(HM_ELINT, "%s: refused by the lint", path);
+}
+
 int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                    unsigned long seq, const char *path, const hm__file *f,
-                   hm__version **out) {
+                   unsigned reject_lint, hm__elf_info *info, hm__version **out) {
   hm__elf_info elf;
   char why[200];
   char *copy = NULL;
@@ -96,6 +111,10 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   /* Before dlopen runs any of its code (constructors included). */
   if (elf.has_desc && !desc_ok(elf.desc_abi, elf.desc_size))
     return abi_refused(path, elf.desc_abi, elf.desc_size);
+  if (info != NULL)
+    *info = elf;
+  if (elf.lint & reject_lint)
+    return lint_refused(path, &elf, elf.lint & reject_lint);
   copy = copy_name(a, dir, name, seq);
   if (copy == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", path);

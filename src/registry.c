@@ -39,20 +39,32 @@ static const char *event_name(hm_event ev) {
     return "changed on disk";
   case HM_EVENT_ROLLED_BACK:
     return "rolled back (an older build is current again)";
+  case HM_EVENT_WARNING:
+    return "warning";
   }
   return "?";
 }
 
-void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, int err) {
+void hm__emit_detail(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version,
+                     int err, const char *detail) {
+  const char *prev = hm__event_detail_set(detail);
   if (reg->on_event != NULL) {
     reg->on_event(ev, mod, version, err, reg->event_userdata);
   } else if (!(reg->flags & HM_FLAG_QUIET)) {
     if (err != 0)
       fprintf(stderr, "hotmod: %s v%u %s: %s (%s)\n", mod->name, version, event_name(ev),
-              hm_strerror(err), hm_errmsg());
+              hm_strerror(err), hm_event_detail());
+    else if (detail != NULL && detail[0] != '\0')
+      fprintf(stderr, "hotmod: %s v%u %s: %s\n", mod->name, version, event_name(ev), detail);
     else
       fprintf(stderr, "hotmod: %s v%u %s\n", mod->name, version, event_name(ev));
   }
+  hm__event_detail_set(prev);
+}
+
+void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, int err) {
+  /* A refusal's detail is the failure recorded on this thread just before. */
+  hm__emit_detail(reg, ev, mod, version, err, ev == HM_EVENT_REJECTED ? hm_errmsg() : NULL);
 }
 
 void hm__watch_poke(hm_registry *reg) {
@@ -156,6 +168,7 @@ static int make_private_dir(hm_registry *reg, const char *root) {
  * current one is accepted, and fields newer than the caller's keep their defaults. */
 static int read_options(const hm_registry_options *in, hm_registry_options *o) {
   static const size_t size_of[] = {0, offsetof(hm_registry_options, settle_ms),
+                                   offsetof(hm_registry_options, lint),
                                    sizeof(hm_registry_options)};
   hm_registry_options def = HM_REGISTRY_OPTIONS_INIT;
   *o = def;
@@ -168,6 +181,8 @@ static int read_options(const hm_registry_options *in, hm_registry_options *o) {
   if (o->reload_mode != HM_RELOAD_DEFAULT && o->reload_mode != HM_RELOAD_IMMEDIATE &&
       o->reload_mode != HM_RELOAD_QUEUED)
     return hm__fail(HM_EINVAL, "unknown reload mode %d", (int)o->reload_mode);
+  if ((unsigned)o->lint > HM_LINT_OFF)
+    return hm__fail(HM_EINVAL, "unknown lint policy %d", (int)o->lint);
   return 0;
 }
 
@@ -195,6 +210,8 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->reload_mode = o.reload_mode == HM_RELOAD_DEFAULT ? HM_RELOAD_IMMEDIATE : o.reload_mode;
   reg->quiet_ms = o.quiet_ms ? o.quiet_ms : 50;
   reg->settle_ms = o.settle_ms;
+  reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
+  reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
   rc = make_private_dir(reg, o.private_root);
   if (rc != 0) {
     hm__free(&a, reg);
@@ -547,6 +564,8 @@ typedef struct reload_job {
   hm__version *v;    /* the new version, until published */
   int reused;        /* rollback: v is an older version still loaded, not a new load */
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
+  unsigned nwarn;    /* lint findings to report once the version is current */
+  char warn[8][400];
 } reload_job;
 
 /* Under the module's reload_lock: is the module in the state the caller expects? */
@@ -595,10 +614,30 @@ static int job_load(reload_job *j, const hm__file *given) {
     if (rc != 0)
       return rc;
   }
-  prev = hm__module_code_enter(j->mod);
-  rc = hm__load_bytes(&reg->a, reg->dir, j->mod->name, j->seq, j->path,
-                      given != NULL ? given : &own, &j->v);
-  hm__module_code_leave(prev);
+  {
+    hm_lint_policy policy;
+    hm__elf_info elf;
+    unsigned i;
+    pthread_mutex_lock(&reg->lock);
+    policy = j->mod->lint != HM_LINT_DEFAULT ? j->mod->lint : reg->lint;
+    pthread_mutex_unlock(&reg->lock);
+    memset(&elf, 0, sizeof elf);
+    prev = hm__module_code_enter(j->mod);
+    rc = hm__load_bytes(&reg->a, reg->dir, j->mod->name, j->seq, j->path,
+                        given != NULL ? given : &own, policy == HM_LINT_REJECT ? ~0u : 0, &elf,
+                        &j->v);
+    hm__module_code_leave(prev);
+    /* The findings' strings point into the bytes: put them in words now. */
+    for (i = 0; rc == 0 && policy == HM_LINT_WARN && i < hm__lint_count(); i++) {
+      unsigned bit = hm__lint_bit(i);
+      char what[300];
+      if (!(elf.lint & bit) || j->nwarn >= sizeof j->warn / sizeof j->warn[0])
+        continue;
+      hm__lint_what(&elf, bit, what, sizeof what);
+      snprintf(j->warn[j->nwarn++], sizeof j->warn[0], "%s: %s (%s); fix: %s", j->path, what,
+               hm__lint_name(bit), hm__lint_fix(bit));
+    }
+  }
   if (given == NULL)
     hm__file_release(&reg->a, &own);
   if (rc == 0) {
@@ -876,6 +915,11 @@ static int reload_job_run(reload_job *jp, const char *path, const hm__file *file
     hm__watch_poke(j.reg); /* a new path (a load, or hm_module_reload_from) is watched too */
   hm__emit(j.reg, (j.flags & HM__RELOAD_ROLLBACK) ? HM_EVENT_ROLLED_BACK : HM_EVENT_LOADED,
            mod, num, 0);
+  {
+    unsigned i;
+    for (i = 0; i < j.nwarn; i++)
+      hm__emit_detail(j.reg, HM_EVENT_WARNING, mod, num, 0, j.warn[i]);
+  }
   if (j.old != NULL) {
     hm__emit(j.reg, HM_EVENT_RETIRED, mod, j.oldnum, 0);
     /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
@@ -1026,6 +1070,17 @@ unsigned hm_module_version(const hm_module *mod) {
 const char *hm_module_name(const hm_module *mod) { return mod ? mod->name : NULL; }
 
 const char *hm_module_path(const hm_module *mod) { return mod ? mod->path : NULL; }
+
+int hm_module_set_lint(hm_module *mod, hm_lint_policy policy) {
+  if (mod == NULL)
+    return hm__fail(HM_EINVAL, "hm_module_set_lint: NULL module");
+  if ((unsigned)policy > HM_LINT_OFF)
+    return hm__fail(HM_EINVAL, "unknown lint policy %d", (int)policy);
+  pthread_mutex_lock(&mod->reg->lock);
+  mod->lint = policy;
+  pthread_mutex_unlock(&mod->reg->lock);
+  return 0;
+}
 
 int hm_module_watch_method(const hm_module *mod) {
   return mod ? __atomic_load_n(&mod->watch_method, __ATOMIC_ACQUIRE) : 0;

@@ -42,6 +42,7 @@ struct hm_module {
   pthread_mutex_t hook_lock;   /* around the module's descriptor hooks */
   unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
   hm_reload_mode mode;         /* watcher: per-module override; under reg->lock */
+  hm_lint_policy lint;         /* per-module override; under reg->lock */
   int pending;                 /* the watcher queued a reload; under reg->lock */
   int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
@@ -88,6 +89,8 @@ struct hm_registry {
   hm_reload_mode reload_mode;
   unsigned quiet_ms;  /* watcher: the timing fallback's quiet period */
   unsigned settle_ms; /* watcher: delay after a finished build, 0 = none */
+  hm_lint_policy lint; /* WARN, REJECT or OFF */
+  unsigned probe_timeout_ms;
   hm__map modules; /* name -> hm_module*; removed only when its first load fails */
   hm__map lives;   /* "module:symbol" -> hm_live*, never removed */
   hm_module **mods; /* every module, in creation order (same rule as `modules`) */
@@ -138,6 +141,9 @@ HM__HIDDEN void hm__version_discard(hm_registry *reg, hm__version *v);
 
 HM__HIDDEN void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version,
                          int err);
+/* The same with the detail hm_event_detail() gives during the callback. */
+HM__HIDDEN void hm__emit_detail(hm_registry *reg, hm_event ev, hm_module *mod,
+                                unsigned version, int err, const char *detail);
 /* Split "module:symbol" into the module name and the symbol. */
 HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
                                    const char **sym);

@@ -32,7 +32,8 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
     snprintf(l->last_reject, sizeof l->last_reject, "%s", hm_errmsg());
     pthread_mutex_unlock(&l->mu);
   }
-  __atomic_add_fetch(&l->counts[ev], 1, __ATOMIC_SEQ_CST);
+  if ((unsigned)ev < sizeof l->counts / sizeof l->counts[0])
+    __atomic_add_fetch(&l->counts[ev], 1, __ATOMIC_SEQ_CST);
   if (ev == HM_EVENT_LOADED) {
     /* Which build became current: ask it. Reloads of one module are serialised, so the
      * current version here is the one this event is about. */

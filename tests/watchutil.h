@@ -21,7 +21,7 @@
 
 typedef struct wt_log {
   hm_registry *reg;
-  int counts[8];          /* per hm_event, for module "sq" only; atomic */
+  int counts[16];         /* per hm_event, for module "sq" only; atomic */
   pthread_mutex_t mu;     /* everything below */
   int builds[WT_MAX_BUILDS]; /* version() of each version of "sq" that became current */
   int nbuilds;

@@ -1,0 +1,95 @@
+/*
+ * The reloadability lint: what the ELF check found (hm__elf_info.lint) in words, each with
+ * the one-line fix. The findings are facts about the file; what to do with them (warn,
+ * refuse, ignore) is the registry's policy, and hotmod-check prints them. A pure function.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct finding {
+  unsigned bit;
+  const char *name; /* short, stable: for --json and tests */
+  const char *fix;
+} finding;
+
+static const finding findings[] = {
+    {HM__LINT_NODELETE, "nodelete", "drop -z nodelete (and RTLD_NODELETE) from the module's link"},
+    {HM__LINT_UNIQUE, "unique-symbols",
+     "C++ inline statics are STB_GNU_UNIQUE: build with -fvisibility=hidden "
+     "-fvisibility-inlines-hidden, or -fno-gnu-unique (GCC)"},
+    {HM__LINT_STATIC_TLS, "initial-exec-tls",
+     "use the default TLS model: drop -ftls-model=initial-exec and tls_model attributes"},
+    {HM__LINT_THREAD_ATEXIT, "thread-local-destructors",
+     "avoid thread_local objects with destructors in modules (keep them in the host)"},
+    {HM__LINT_KEY_CREATE, "pthread-keys",
+     "delete the module's pthread keys in its unload hook (pthread_key_delete), or keep keys "
+     "in the host"},
+    {HM__LINT_ORIGIN, "origin-runpath",
+     "use an absolute RUNPATH, or have the host load the libraries it needs"},
+    {HM__LINT_NEEDED, "shared-dependency",
+     "link the library statically into the module, or make it a module of its own"},
+};
+
+unsigned hm__lint_count(void) { return sizeof findings / sizeof findings[0]; }
+
+unsigned hm__lint_bit(unsigned i) { return i < hm__lint_count() ? findings[i].bit : 0; }
+
+const char *hm__lint_name(unsigned bit) {
+  unsigned i;
+  for (i = 0; i < hm__lint_count(); i++)
+    if (findings[i].bit == bit)
+      return findings[i].name;
+  return "?";
+}
+
+const char *hm__lint_fix(unsigned bit) {
+  unsigned i;
+  for (i = 0; i < hm__lint_count(); i++)
+    if (findings[i].bit == bit)
+      return findings[i].fix;
+  return "";
+}
+
+void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) {
+  switch (bit) {
+  case HM__LINT_NODELETE:
+    snprintf(out, n, "linked with -z nodelete: no version of it is ever unloaded");
+    break;
+  case HM__LINT_UNIQUE:
+    snprintf(out, n,
+             "defines STB_GNU_UNIQUE symbol %.80s: its first version is never unloaded and "
+             "later versions share that version's object instead of fresh globals",
+             info->unique_sym ? info->unique_sym : "?");
+    break;
+  case HM__LINT_STATIC_TLS:
+    snprintf(out, n,
+             "defines %llu bytes of initial-exec TLS: every loaded version takes static TLS "
+             "space, which runs out after a few reloads (then dlopen fails)",
+             (unsigned long long)info->tls_size);
+    break;
+  case HM__LINT_THREAD_ATEXIT:
+    snprintf(out, n, "registers thread_local destructors (__cxa_thread_atexit_impl): a "
+                     "version a live thread touched cannot be unloaded");
+    break;
+  case HM__LINT_KEY_CREATE:
+    snprintf(out, n, "creates pthread keys: a key destructor left in an unloaded version "
+                     "crashes threads that exit later");
+    break;
+  case HM__LINT_ORIGIN:
+    snprintf(out, n,
+             "RUNPATH %.80s uses $ORIGIN, which resolves against the private copy's "
+             "directory: libraries beside the module's file are not found",
+             info->runpath ? info->runpath : "?");
+    break;
+  case HM__LINT_NEEDED:
+    snprintf(out, n,
+             "needs %.80s, which is loaded once and shared by every version of the module: "
+             "it is never reloaded",
+             info->needed ? info->needed : "?");
+    break;
+  default:
+    snprintf(out, n, "unknown finding");
+  }
+}
