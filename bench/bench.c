@@ -558,6 +558,49 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
   free(cpu);
 }
 
+/* What crash containment (hm_module_set_probe) adds to a reload: reloads with and without
+ * the probe, alternating, so both see the same machine; the figure is the median of the
+ * differences between neighbouring samples. */
+static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
+  int pairs = quick ? 40 : 300, warm = quick ? 4 : 20, n = 0;
+  double *with = calloc((size_t)pairs, sizeof(double));
+  double *without = calloc((size_t)pairs, sizeof(double));
+  double *added = calloc((size_t)pairs, sizeof(double));
+  char *dir = make_tmpdir();
+  char path[4200];
+  hm_registry *reg = new_registry();
+  hm_module *mod;
+
+  snprintf(path, sizeof path, "%s/benchmod.so", dir);
+  install(v[0], vlen[0], path);
+  check(hm_module_load(reg, "p", path, &mod), reg, "hm_module_load");
+  for (int i = 0; i < 2 * (warm + pairs); i++) {
+    int probed = i % 2 == 0, k = i / 2 - warm;
+    double t0, t1;
+    check(hm_module_set_probe(mod, probed), reg, "hm_module_set_probe");
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
+    (void)wait_retired(reg, 1.0);
+    t0 = now_ns();
+    check(hm_module_reload(mod), reg, "hm_module_reload");
+    t1 = now_ns();
+    if (k >= 0)
+      (probed ? with : without)[k] = (t1 - t0) / 1e3;
+  }
+  for (int k = 0; k < pairs; k++)
+    added[n++] = with[k] - without[k];
+  printf("reload.probed_api_us_p50 %.1f\n", percentile(with, (size_t)pairs, 50));
+  printf("reload.probe_us_p50 %.1f\n", percentile(added, (size_t)n, 50));
+  fprintf(stderr, "# probe: %d pairs; a reload without the probe took %.1f us (p50) in the "
+          "same run\n", pairs, percentile(without, (size_t)pairs, 50));
+  fflush(stdout);
+  hm_registry_free(reg);
+  rm_rf(dir);
+  free(dir);
+  free(with);
+  free(without);
+  free(added);
+}
+
 /* N reloads and nothing else, for bench/run to count hm_module_reload's instructions under
  * callgrind (--toggle-collect=hm_module_reload): the repeatable figure beside the timed one. */
 static void reloads_only(const unsigned char *v[2], const size_t vlen[2], long n) {
@@ -781,10 +824,12 @@ int main(int argc, char **argv) {
     v[0] = b0;
     v[1] = b1;
     if (reload_only || reload_timing) {
-      if (reload_only)
+      if (reload_only) {
         reloads_only(v, vlen, iters);
-      else
+      } else {
         bench_reload(v, vlen);
+        bench_probe(v, vlen);
+      }
       free(b0);
       free(b1);
       return 0;
@@ -792,6 +837,7 @@ int main(int argc, char **argv) {
     bench_calls();
     fprintf(stderr, "# read side: %s\n", read_side());
     bench_reload(v, vlen);
+    bench_probe(v, vlen);
     bench_soak(v, vlen);
     bench_lookup();
     free(b0);

@@ -166,7 +166,9 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
 #define HM_FLAG_ALLOW_WRITABLE 0x1u /* load files that other users may write to (unsafe) */
 #define HM_FLAG_QUIET 0x2u          /* no default one-line event log on stderr */
 #define HM_FLAG_PROBE 0x4u          /* load each new build in a short-lived child process first
-                                       (crash containment; see hm_module_set_probe) */
+                                       (crash containment; see hm_module_set_probe);
+                                       hm_registry_new fails with HM_ENOENT without the
+                                       helper */
 
 /* What the reloadability lint does with what it finds in a module's file (lint findings:
  * see hotmod-check): a module that can never be unloaded, shares state across versions
@@ -332,6 +334,23 @@ HM_EXTERN unsigned hm_module_version(const hm_module *mod);
 /* Set the module's lint policy for the versions loaded from then on (HM_LINT_DEFAULT: follow
  * the registry). Thread-safe. Errors: HM_EINVAL (NULL module, unknown policy). */
 HM_EXTERN int hm_module_set_lint(hm_module *mod, hm_lint_policy policy);
+
+/* Crash containment for the module's next builds: enable 1 on, 0 off, -1 as the registry
+ * (HM_FLAG_PROBE; that flag also covers first loads). With it on, each new build is first
+ * loaded in a short-lived child process (the helper hotmod-probe, installed in
+ * <libdir>/../libexec/hotmod beside the library; HOTMOD_PROBE overrides the path): its
+ * constructors run there, then its load hook as on a first load (no state is handed over,
+ * ctx->reg is NULL and ctx->api fails every call), the symbols of the module's live handles
+ * are resolved, the descriptor's self_test runs if it has one, and its destructors run. The
+ * host loads the build only if the child got through: a build that dies there (a signal,
+ * exit(), abort) or whose self-test fails is refused with HM_ECRASHED, one still running
+ * after probe_timeout_ms with HM_ETIMEDOUT, each with the step and signal in the message,
+ * and the current version serves on. A build the child cannot dlopen (it needs symbols the
+ * host program exports, say) is not refused: the host's own load decides. The probe adds
+ * the cost of starting a process to each reload (make bench: reload.probe_us_p50) and runs
+ * on the reloading thread. Thread-safe. Errors: HM_EINVAL; HM_ENOENT when the helper cannot
+ * be found (the message says where it looked). */
+HM_EXTERN int hm_module_set_probe(hm_module *mod, int enable);
 
 /* The module's name and source path, borrowed. The name is valid until hm_registry_free. The
  * path is valid until the module's path changes (hm_module_reload_from, or hm_module_load

@@ -49,11 +49,15 @@ char *hm__strdup(const hm__allocator *a, const char *s) {
   return p;
 }
 
-long long hm__now_ns(void) {
+static long long clock_ns(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(clock, &ts);
   return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
+
+long long hm__now_ns(void) { return clock_ns(CLOCK_REALTIME); }
+
+long long hm__mono_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 /* ---- The detail of the last failure, per thread ---------------------------------------- */
 

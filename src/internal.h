@@ -33,7 +33,8 @@ HM__HIDDEN void *hm__calloc(const hm__allocator *a, size_t n, size_t size);
 HM__HIDDEN void *hm__realloc(const hm__allocator *a, void *ptr, size_t size);
 HM__HIDDEN void hm__free(const hm__allocator *a, void *ptr);
 HM__HIDDEN char *hm__strdup(const hm__allocator *a, const char *s);
-HM__HIDDEN long long hm__now_ns(void); /* CLOCK_REALTIME */
+HM__HIDDEN long long hm__now_ns(void);  /* CLOCK_REALTIME */
+HM__HIDDEN long long hm__mono_ns(void); /* CLOCK_MONOTONIC */
 
 /* Record the detail of a failure for this thread (hm_errmsg) and return `err`. A NULL fmt
  * records hm_strerror(err). */
@@ -213,15 +214,42 @@ struct hm__version {
   hm__version *next; /* the module's list of versions still loaded */
 };
 
+/* Crash containment (probe.c). The helper program runs a build in a child process first:
+ * what it needs to know. Strings are borrowed for the call. */
+#define HM__PROBE_MAX_SYMS 256 /* symbols passed to the child; the rest are not checked */
+typedef struct hm__probe_req {
+  const char *helper;        /* hotmod-probe's path */
+  const char *path;          /* the module's source, for messages */
+  unsigned timeout_ms;       /* how long the child may take */
+  unsigned version;          /* the version number the build would get (its load hook's) */
+  const char *const *syms;   /* the symbols the host's live handles need */
+  size_t nsyms;
+} hm__probe_req;
+
+/* Find hotmod-probe: $HOTMOD_PROBE, then relative to the library (the install layout, then
+ * beside it: a build tree), then the configured install path. *out is allocated. */
+HM__HIDDEN int hm__probe_find(const hm__allocator *a, char **out);
+/* Run the build at `copy` in the helper. 0: it did nothing fatal there (or could not be
+ * opened there: the host's dlopen decides); HM_ECRASHED (a signal, exit or failing
+ * self-test), HM_ETIMEDOUT, or the error that kept the helper from running. */
+HM__HIDDEN int hm__probe_run(const hm__probe_req *rq, const char *copy);
+
+/* How to load: lint findings refused (bits), and the probe to run first (NULL: none). */
+typedef struct hm__load_opts {
+  unsigned reject_lint;
+  const hm__probe_req *probe;
+} hm__load_opts;
+
 /* Check `f`'s bytes, write them to a private copy in `dir` (named after `name` and `seq`)
- * and dlopen it (the module's constructors run here). Lint findings in `reject_lint` refuse
- * it with HM_ELINT before anything is written; `info` (may be NULL) gets what the check
+ * and dlopen it (the module's constructors run here). Lint findings in o->reject_lint
+ * refuse it with HM_ELINT before anything is written; with o->probe, the copy runs in the
+ * probe's child first and what it finds refuses it before the host opens it; `info` (may be NULL) gets what the check
  * found, its strings pointing into f's bytes. On success *out is a new version with
  * one reference, not yet published. On error the detail is recorded and nothing is left
  * behind. `path` is the source, for messages. */
 HM__HIDDEN int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                               unsigned long seq, const char *path, const hm__file *f,
-                              unsigned reject_lint, hm__elf_info *info, hm__version **out);
+                              const hm__load_opts *o, hm__elf_info *info, hm__version **out);
 /* Run the unload hook unless told not to, dlclose, check the mapping is gone (returns 1 if
  * it stayed: leaked), delete the copy and free. */
 HM__HIDDEN int hm__unload_version(hm__version *v, int run_hook);

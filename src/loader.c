@@ -66,16 +66,17 @@ static char *copy_name(const hm__allocator *a, const char *dir, const char *name
   return p;
 }
 
-/* A descriptor this library can use: the same ABI, and at least the fields it knows. */
+/* A descriptor this library can use: the same ABI, and at least the fields every ABI 2
+ * build has (self_test came later: it is read only when `size` covers it). */
 static int desc_ok(unsigned abi, unsigned size) {
-  return abi == HM_MODULE_ABI && size >= sizeof(hm_module_desc);
+  return abi == HM_MODULE_ABI && size >= HM_MODULE_DESC_MIN_SIZE;
 }
 
 static int abi_refused(const char *path, unsigned abi, unsigned size) {
   return hm__fail(HM_EABI,
                   "%s was built for module ABI %u (descriptor size %u); this hotmod needs ABI "
-                  "%d (size %zu): rebuild it against this hotmod/module.h",
-                  path, abi, size, HM_MODULE_ABI, sizeof(hm_module_desc));
+                  "%d (size %zu or more): rebuild it against this hotmod/module.h",
+                  path, abi, size, HM_MODULE_ABI, (size_t)HM_MODULE_DESC_MIN_SIZE);
 }
 
 /* Refuse for the first finding in `bits`, in words. */
@@ -95,7 +96,7 @@ static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits
 
 int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                    unsigned long seq, const char *path, const hm__file *f,
-                   unsigned reject_lint, hm__elf_info *info, hm__version **out) {
+                   const hm__load_opts *o, hm__elf_info *info, hm__version **out) {
   hm__elf_info elf;
   char why[200];
   char *copy = NULL;
@@ -113,8 +114,8 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     return abi_refused(path, elf.desc_abi, elf.desc_size);
   if (info != NULL)
     *info = elf;
-  if (elf.lint & reject_lint)
-    return lint_refused(path, &elf, elf.lint & reject_lint);
+  if (elf.lint & o->reject_lint)
+    return lint_refused(path, &elf, elf.lint & o->reject_lint);
   copy = copy_name(a, dir, name, seq);
   if (copy == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", path);
@@ -123,6 +124,9 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     hm__free(a, copy);
     return rc;
   }
+  /* The child maps the very copy the host would: the bytes checked above. */
+  if (o->probe != NULL && (rc = hm__probe_run(o->probe, copy)) != 0)
+    goto fail;
 
   /* RTLD_LOCAL keeps each version's symbols to itself, so a version's calls between its own
    * functions bind inside that version (invariant I3). RTLD_NOW reports a missing symbol here

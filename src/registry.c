@@ -212,8 +212,12 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->settle_ms = o.settle_ms;
   reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
-  rc = make_private_dir(reg, o.private_root);
+  /* Asked for crash containment: without its helper there is none, say so now. */
+  rc = (o.flags & HM_FLAG_PROBE) ? hm__probe_find(&a, &reg->probe_helper) : 0;
+  if (rc == 0)
+    rc = make_private_dir(reg, o.private_root);
   if (rc != 0) {
+    hm__free(&a, reg->probe_helper);
     hm__free(&a, reg);
     return rc;
   }
@@ -329,6 +333,7 @@ static void free_memory(hm_registry *reg) {
   hm__map_free(&reg->lives, &reg->a);
   hm__map_free(&reg->modules, &reg->a);
   hm__free(&reg->a, reg->dir);
+  hm__free(&reg->a, reg->probe_helper);
   pthread_mutex_destroy(&reg->lock);
   hm__free(&a, reg);
 }
@@ -617,15 +622,30 @@ static int job_load(reload_job *j, const hm__file *given) {
   {
     hm_lint_policy policy;
     hm__elf_info elf;
+    hm__load_opts lo = {0, NULL};
+    hm__probe_req probe;
+    const char *syms[HM__PROBE_MAX_SYMS];
     unsigned i;
     pthread_mutex_lock(&reg->lock);
     policy = j->mod->lint != HM_LINT_DEFAULT ? j->mod->lint : reg->lint;
+    if (j->mod->probe == 1 || (j->mod->probe == 0 && (reg->flags & HM_FLAG_PROBE))) {
+      memset(&probe, 0, sizeof probe);
+      probe.helper = reg->probe_helper; /* set before the probe could be asked for */
+      probe.path = j->path;
+      probe.timeout_ms = reg->probe_timeout_ms;
+      probe.version = j->mod->next_num;
+      /* The names live as long as the module; the array may grow meanwhile. */
+      for (; probe.nsyms < j->mod->nsyms && probe.nsyms < HM__PROBE_MAX_SYMS; probe.nsyms++)
+        syms[probe.nsyms] = j->mod->syms[probe.nsyms];
+      probe.syms = syms;
+      lo.probe = &probe;
+    }
     pthread_mutex_unlock(&reg->lock);
+    lo.reject_lint = policy == HM_LINT_REJECT ? ~0u : 0;
     memset(&elf, 0, sizeof elf);
     prev = hm__module_code_enter(j->mod);
     rc = hm__load_bytes(&reg->a, reg->dir, j->mod->name, j->seq, j->path,
-                        given != NULL ? given : &own, policy == HM_LINT_REJECT ? ~0u : 0, &elf,
-                        &j->v);
+                        given != NULL ? given : &own, &lo, &elf, &j->v);
     hm__module_code_leave(prev);
     /* The findings' strings point into the bytes: put them in words now. */
     for (i = 0; rc == 0 && policy == HM_LINT_WARN && i < hm__lint_count(); i++) {
@@ -1079,6 +1099,36 @@ int hm_module_set_lint(hm_module *mod, hm_lint_policy policy) {
   pthread_mutex_lock(&mod->reg->lock);
   mod->lint = policy;
   pthread_mutex_unlock(&mod->reg->lock);
+  return 0;
+}
+
+int hm_module_set_probe(hm_module *mod, int enable) {
+  hm_registry *reg;
+  char *helper = NULL;
+  int rc = 0;
+  if (mod == NULL)
+    return hm__fail(HM_EINVAL, "hm_module_set_probe: NULL module");
+  if (enable < -1 || enable > 1)
+    return hm__fail(HM_EINVAL, "hm_module_set_probe: enable is -1, 0 or 1, not %d", enable);
+  reg = mod->reg;
+  pthread_mutex_lock(&reg->lock);
+  helper = reg->probe_helper;
+  pthread_mutex_unlock(&reg->lock);
+  if (enable == 1 && helper == NULL) {
+    rc = hm__probe_find(&reg->a, &helper);
+    if (rc != 0)
+      return rc;
+    pthread_mutex_lock(&reg->lock);
+    if (reg->probe_helper == NULL) {
+      reg->probe_helper = helper;
+      helper = NULL;
+    }
+    pthread_mutex_unlock(&reg->lock);
+    hm__free(&reg->a, helper); /* another thread found it first */
+  }
+  pthread_mutex_lock(&reg->lock);
+  mod->probe = enable == -1 ? 0 : enable == 1 ? 1 : 2;
+  pthread_mutex_unlock(&reg->lock);
   return 0;
 }
 

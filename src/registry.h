@@ -43,6 +43,8 @@ struct hm_module {
   unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
   hm_reload_mode mode;         /* watcher: per-module override; under reg->lock */
   hm_lint_policy lint;         /* per-module override; under reg->lock */
+  int probe;                   /* crash containment: 0 as the registry, 1 on, 2 off; under
+                                  reg->lock */
   int pending;                 /* the watcher queued a reload; under reg->lock */
   int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
@@ -91,6 +93,8 @@ struct hm_registry {
   unsigned settle_ms; /* watcher: delay after a finished build, 0 = none */
   hm_lint_policy lint; /* WARN, REJECT or OFF */
   unsigned probe_timeout_ms;
+  char *probe_helper; /* hotmod-probe's path once a probe was asked for; under lock, then
+                         never changed */
   hm__map modules; /* name -> hm_module*; removed only when its first load fails */
   hm__map lives;   /* "module:symbol" -> hm_live*, never removed */
   hm_module **mods; /* every module, in creation order (same rule as `modules`) */

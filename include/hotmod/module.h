@@ -67,7 +67,7 @@
 #ifndef HOTMOD_MODULE_H
 #define HOTMOD_MODULE_H
 
-#include <stddef.h> /* NULL, for HM_MODULE_DESCRIBE(..., NULL, ...) */
+#include <stddef.h> /* NULL, for HM_MODULE_DESCRIBE(..., NULL, ...); offsetof */
 
 #include "hotmod.h"
 
@@ -131,13 +131,28 @@ typedef struct hm_module_desc {
   void *(*save)(void);                 /* may be NULL: nothing to hand over */
   int (*load)(const hm_load_ctx *ctx); /* may be NULL (as ADOPTED with no state) */
   void (*unload)(int handed_over);     /* may be NULL */
+  /* Added within ABI 2, detected by `size` (older builds simply have none): */
+  int (*self_test)(void); /* may be NULL. Run only by the crash-containment probe
+                             (HM_FLAG_PROBE, hm_module_set_probe), in a child process after
+                             the module's constructors and its load hook (a first load, with
+                             no state handed over); 0 passes, anything else refuses the build
+                             with HM_ECRASHED. Never run in the host. */
 } hm_module_desc;
+
+/* The descriptor size of ABI 2 builds made before self_test existed: the least accepted. */
+#define HM_MODULE_DESC_MIN_SIZE (offsetof(hm_module_desc, self_test))
 
 /* Export this module's descriptor. Each function may be NULL. */
 #define HM_MODULE_DESCRIBE(state_version, save_fn, load_fn, unload_fn)                         \
   HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
       HM_MODULE_ABI, sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),           \
-      (unload_fn)}
+      (unload_fn), NULL}
+
+/* The same, with a self-test for the crash-containment probe (see hm_module_desc). */
+#define HM_MODULE_DESCRIBE_TESTED(state_version, save_fn, load_fn, unload_fn, self_test_fn)    \
+  HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
+      HM_MODULE_ABI,    sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),        \
+      (unload_fn), (self_test_fn)}
 
 /* Declare the C type of an exported function, for hosts that take typed handles
  * (hm_live_get_typed): HM_MODULE_SIGNATURE(my_function, "double(double)"). Works with or

@@ -1,0 +1,240 @@
+/*
+ * Crash containment, the host's side: run a new build in a short-lived child process
+ * (hotmod-probe, src/probe_main.c) before the host loads it, and refuse it when the child
+ * dies in the module's code, or does not finish in time. The child reports each step on a
+ * pipe; what the module's code did is read from the last step and the child's exit status.
+ */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef HM_PROBE_RELDIR
+#define HM_PROBE_RELDIR "../libexec/hotmod" /* from the library's directory */
+#endif
+#ifndef HM_PROBE_INSTALLED
+#define HM_PROBE_INSTALLED "/usr/local/libexec/hotmod/hotmod-probe"
+#endif
+#define HM_PROBE_NAME "hotmod-probe"
+
+extern char **environ;
+
+static int executable(const char *path) { return access(path, X_OK) == 0; }
+
+/* The directory of the object this code is in: libhotmod.so, or the program that linked the
+ * static library. */
+static int own_dir(char *out, size_t n) {
+  Dl_info info;
+  char *slash;
+  ssize_t len;
+  memset(&info, 0, sizeof info);
+  if (dladdr((void *)own_dir, &info) != 0 && info.dli_fname != NULL &&
+      strchr(info.dli_fname, '/') != NULL) {
+    if (snprintf(out, n, "%s", info.dli_fname) >= (int)n)
+      return -1;
+  } else {
+    len = readlink("/proc/self/exe", out, n - 1);
+    if (len <= 0)
+      return -1;
+    out[len] = '\0';
+  }
+  slash = strrchr(out, '/');
+  if (slash == NULL)
+    return -1;
+  *slash = '\0';
+  return 0;
+}
+
+int hm__probe_find(const hm__allocator *a, char **out) {
+  const char *env = secure_getenv("HOTMOD_PROBE");
+  char dir[PATH_MAX], cand[PATH_MAX + 64];
+  *out = NULL;
+  if (env != NULL && env[0] != '\0') {
+    if (!executable(env))
+      return hm__fail(HM_ENOENT, "HOTMOD_PROBE=%s is not an executable file", env);
+    *out = hm__strdup(a, env);
+  } else {
+    cand[0] = '\0';
+    if (own_dir(dir, sizeof dir) == 0) {
+      snprintf(cand, sizeof cand, "%s/%s/%s", dir, HM_PROBE_RELDIR, HM_PROBE_NAME);
+      if (!executable(cand)) /* a build tree: beside the library */
+        snprintf(cand, sizeof cand, "%s/%s", dir, HM_PROBE_NAME);
+    }
+    if (cand[0] == '\0' || !executable(cand))
+      snprintf(cand, sizeof cand, "%s", HM_PROBE_INSTALLED);
+    if (!executable(cand))
+      return hm__fail(HM_ENOENT,
+                      "the crash-containment helper " HM_PROBE_NAME " is not installed "
+                      "beside libhotmod (looked in %s/%s and %s): install hotmod completely, "
+                      "or set HOTMOD_PROBE to its path",
+                      own_dir(dir, sizeof dir) == 0 ? dir : "?", HM_PROBE_RELDIR,
+                      HM_PROBE_INSTALLED);
+    *out = hm__strdup(a, cand);
+  }
+  return *out != NULL ? 0 : hm__fail(HM_ENOMEM, "out of memory");
+}
+
+static const char *step_words(const char *step) {
+  if (strcmp(step, "dlopen") == 0)
+    return "in its constructors (dlopen)";
+  if (strcmp(step, "load") == 0)
+    return "in its load hook";
+  if (strcmp(step, "resolve") == 0)
+    return "while its symbols were resolved";
+  if (strcmp(step, "selftest") == 0)
+    return "in its self-test";
+  if (strcmp(step, "dlclose") == 0)
+    return "in its destructors (dlclose)";
+  return "before the helper opened it";
+}
+
+/* Read the child's report until it closes the pipe or the deadline passes. Returns 1 on
+ * end of file, 0 on timeout. */
+static int read_report(int fd, char *buf, size_t cap, size_t *len, long long deadline_ns) {
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    long long left = deadline_ns - hm__mono_ns();
+    int r;
+    ssize_t n;
+    if (left <= 0)
+      return 0;
+    r = poll(&p, 1, (int)((left + 999999) / 1000000));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      continue; /* the loop re-checks the deadline */
+    if (*len + 1 >= cap) { /* a chatty child: keep the last part */
+      memmove(buf, buf + cap / 2, *len - cap / 2);
+      *len -= cap / 2;
+    }
+    n = read(fd, buf + *len, cap - 1 - *len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return 1;
+    *len += (size_t)n;
+  }
+}
+
+/* The last complete line starting with `key ` (or equal to `key`), its rest into out. */
+static int last_line(const char *buf, const char *key, char *out, size_t n) {
+  const char *p = buf, *found = NULL;
+  size_t k = strlen(key);
+  while (*p) {
+    const char *end = strchr(p, '\n');
+    if (end == NULL)
+      break; /* an unfinished line is not a report */
+    if ((size_t)(end - p) >= k && strncmp(p, key, k) == 0 && (p[k] == ' ' || p + k == end))
+      found = p;
+    p = end + 1;
+  }
+  if (found == NULL)
+    return 0;
+  found += k;
+  if (*found == ' ')
+    found++;
+  snprintf(out, n, "%.*s", (int)(strchr(found, '\n') - found), found);
+  return 1;
+}
+
+int hm__probe_run(const hm__probe_req *rq, const char *copy) {
+  char *argv_buf[3 + HM__PROBE_MAX_SYMS + 1], version[16], buf[4096], step[32], what[300];
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t none, all;
+  size_t i, len = 0, nsyms = rq->nsyms < HM__PROBE_MAX_SYMS ? rq->nsyms : HM__PROBE_MAX_SYMS;
+  int pipefd[2], wfd, rc, status = 0, waited, finished;
+  pid_t pid;
+
+  if (pipe2(pipefd, O_CLOEXEC) != 0)
+    return hm__fail(-errno, "probe of %s: pipe: %s", rq->path, strerror(errno));
+  wfd = pipefd[1];
+  if (wfd == 3) { /* dup2 onto itself would keep FD_CLOEXEC */
+    wfd = fcntl(pipefd[1], F_DUPFD_CLOEXEC, 10);
+    close(pipefd[1]);
+    if (wfd < 0) {
+      close(pipefd[0]);
+      return hm__fail(-errno, "probe of %s: %s", rq->path, strerror(errno));
+    }
+  }
+  snprintf(version, sizeof version, "%u", rq->version);
+  argv_buf[0] = (char *)rq->helper;
+  argv_buf[1] = (char *)copy;
+  argv_buf[2] = version;
+  for (i = 0; i < nsyms; i++)
+    argv_buf[3 + i] = (char *)rq->syms[i];
+  argv_buf[3 + nsyms] = NULL;
+
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, wfd, 3);
+  posix_spawnattr_init(&attr);
+  /* Its own process group, so a timeout kills whatever the module's code started too; the
+   * default action for every signal and none blocked, whatever the host's thread has. */
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETPGROUP);
+  rc = posix_spawn(&pid, rq->helper, &fa, &attr, argv_buf, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(wfd);
+  if (rc != 0) {
+    close(pipefd[0]);
+    return hm__fail(-rc, "cannot run the crash-containment helper %s for %s: %s", rq->helper,
+                    rq->path, strerror(rc));
+  }
+
+  finished = read_report(pipefd[0], buf, sizeof buf, &len,
+                         hm__mono_ns() + (long long)rq->timeout_ms * 1000000);
+  close(pipefd[0]);
+  buf[len] = '\0';
+  /* Whatever the module's code started in the child's group goes now, before the child is
+   * reaped (until then its group id cannot be reused). */
+  kill(-pid, SIGKILL);
+  kill(pid, SIGKILL);
+  do
+    waited = waitpid(pid, &status, 0);
+  while (waited < 0 && errno == EINTR);
+
+  if (!last_line(buf, "step", step, sizeof step))
+    step[0] = '\0';
+  if (!finished)
+    return hm__fail(HM_ETIMEDOUT,
+                    "%s: the crash-containment probe gave up after %u ms: the new build was "
+                    "still running %s; the current version serves on",
+                    rq->path, rq->timeout_ms, step_words(step));
+  if (last_line(buf, "ok", what, sizeof what) || last_line(buf, "nodlopen", what, sizeof what))
+    return 0; /* a dlopen failure is the host's to see */
+  if (last_line(buf, "selftest", what, sizeof what))
+    return hm__fail(HM_ECRASHED,
+                    "%s: the new build's self-test failed (returned %s) in the "
+                    "crash-containment probe; the current version serves on",
+                    rq->path, what);
+  if (waited == pid && WIFSIGNALED(status))
+    snprintf(what, sizeof what, "was killed by signal %d (%s)", WTERMSIG(status),
+             strsignal(WTERMSIG(status)));
+  else if (waited == pid && WIFEXITED(status))
+    snprintf(what, sizeof what, "ended the process (exit status %d)", WEXITSTATUS(status));
+  else
+    snprintf(what, sizeof what, "ended the process (how is unknown: the host reaps children "
+                                "itself)");
+  return hm__fail(HM_ECRASHED,
+                  "%s: the new build %s %s in the crash-containment probe; it was not "
+                  "loaded and the current version serves on",
+                  rq->path, what, step_words(step));
+}

@@ -1,0 +1,205 @@
+/* Crash containment (HM_FLAG_PROBE, hm_module_set_probe): a build that crashes, exits,
+ * hangs or fails its self-test in the probe's child is refused with its code, the host lives
+ * and the old version serves on; a good build passes and loads; a build the child cannot open
+ * is still loaded by the host. */
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef int (*ifn)(void);
+
+/* Exported by this program (ENABLE_EXPORTS) for the HOST_SYMBOL build. */
+__attribute__((visibility("default"))) int hmt_probe_host_value(void) { return 42; }
+
+typedef struct fx {
+  hm_registry *reg;
+  hm_module *mod;
+  char *dir;
+  char path[4096], mark[4096];
+  int rejected, last_err; /* events */
+  char detail[1024];
+} fx;
+
+static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
+  fx *f = ud;
+  (void)mod;
+  (void)version;
+  if (ev == HM_EVENT_REJECTED) {
+    f->rejected++;
+    f->last_err = err;
+    snprintf(f->detail, sizeof f->detail, "%s", hm_event_detail());
+  }
+}
+
+static fx *fx_new(unsigned flags, unsigned timeout_ms) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  fx *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  o.flags = flags | HM_FLAG_QUIET;
+  o.on_event = on_event;
+  o.event_userdata = f;
+  o.probe_timeout_ms = timeout_ms;
+  assert_int_equal(hm_registry_new(&f->reg, &o), 0);
+  f->dir = hmt_tmpdir();
+  snprintf(f->path, sizeof f->path, "%s/probed.so", f->dir);
+  snprintf(f->mark, sizeof f->mark, "%s/self-test-ran", f->dir);
+  setenv("HMT_PROBE_MARK", f->mark, 1);
+  hmt_install(hmt_mod("probed_v1"), f->path);
+  assert_int_equal(hm_module_load(f->reg, "p", f->path, &f->mod), 0);
+  return f;
+}
+
+static void fx_free(fx *f) {
+  hm_registry_free(f->reg);
+  hmt_rm_rf(f->dir);
+  free(f->dir);
+  free(f);
+  unsetenv("HMT_PROBE_MARK");
+}
+
+static int call_version(fx *f) {
+  hm_live *l;
+  assert_int_equal(hm_live_get(f->reg, "p:version", &l), 0);
+  return HM_LIVE_CALL(l, ifn);
+}
+
+static int marked(fx *f) {
+  struct stat st;
+  return stat(f->mark, &st) == 0;
+}
+
+/* No child of this process is left, running or unreaped. */
+static void no_children(void) {
+  errno = 0;
+  assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+  assert_int_equal(errno, ECHILD);
+}
+
+/* Install `build` and reload: refused with `want`, version 1 serves on. */
+static void refused(fx *f, const char *build, int want, const char *words) {
+  int rc;
+  hmt_install(hmt_mod(build), f->path);
+  rc = hm_module_reload(f->mod);
+  if (rc != want)
+    fail_msg("%s: reload gave %d (%s), wanted %d: %s", build, rc, hm_strerror(rc), want,
+             hm_errmsg());
+  print_message("    %s\n", hm_errmsg());
+  if (words != NULL && strstr(hm_errmsg(), words) == NULL)
+    fail_msg("%s: the message does not say \"%s\": %s", build, words, hm_errmsg());
+  assert_int_equal(f->last_err, want);
+  assert_non_null(strstr(f->detail, "probe"));
+  assert_int_equal(hm_module_version(f->mod), 1);
+  assert_int_equal(call_version(f), 1);
+  no_children();
+}
+
+static void t_good_build_passes(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  assert_true(marked(f)); /* the first load was probed too */
+  unlink(f->mark);
+  hmt_install(hmt_mod("probed_v2"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_true(marked(f));
+  assert_int_equal(call_version(f), 2);
+  assert_int_equal(f->rejected, 0);
+  no_children();
+  fx_free(f);
+}
+
+static void t_constructor_segfault(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  refused(f, "probed_v2_ctorsegv", HM_ECRASHED, "constructors");
+  fx_free(f);
+}
+
+static void t_constructor_exit(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  refused(f, "probed_v2_ctorexit", HM_ECRASHED, "exit status 3");
+  fx_free(f);
+}
+
+static void t_load_hook_segfault(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  refused(f, "probed_v2_hooksegv", HM_ECRASHED, "load hook");
+  fx_free(f);
+}
+
+static void t_constructor_never_returns(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 300);
+  (void)state;
+  refused(f, "probed_v2_ctorloop", HM_ETIMEDOUT, "300 ms");
+  fx_free(f);
+}
+
+static void t_self_test_fails(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  refused(f, "probed_v2_testfails", HM_ECRASHED, "returned 7");
+  fx_free(f);
+}
+
+/* The child cannot resolve what the host program exports: not the probe's to refuse. */
+static void t_host_symbol_loads(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  hmt_install(hmt_mod("probed_v2_hostsymbol"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_int_equal(call_version(f), 2);
+  fx_free(f);
+}
+
+/* Per module: on without the registry flag; off again; -1 follows the registry. */
+static void t_per_module(void **state) {
+  fx *f = fx_new(0, 0);
+  (void)state;
+  assert_false(marked(f));
+  assert_int_equal(hm_module_set_probe(f->mod, 1), 0);
+  refused(f, "probed_v2_ctorsegv", HM_ECRASHED, NULL);
+  hmt_install(hmt_mod("probed_v2"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_true(marked(f));
+  unlink(f->mark);
+  assert_int_equal(hm_module_set_probe(f->mod, 0), 0);
+  hmt_install(hmt_mod("probed_v3"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_false(marked(f));
+  assert_int_equal(hm_module_set_probe(f->mod, -1), 0);
+  assert_int_equal(hm_module_set_probe(f->mod, 2), HM_EINVAL);
+  assert_int_equal(hm_module_set_probe(NULL, 1), HM_EINVAL);
+  fx_free(f);
+}
+
+/* The helper's path can be overridden; a wrong one is an error at once, never a load that
+ * goes unprobed. */
+static void t_helper_missing(void **state) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg = NULL;
+  (void)state;
+  o.flags = HM_FLAG_PROBE | HM_FLAG_QUIET;
+  setenv("HOTMOD_PROBE", "/nonexistent/hotmod-probe", 1);
+  assert_int_equal(hm_registry_new(&reg, &o), HM_ENOENT);
+  assert_null(reg);
+  assert_non_null(strstr(hm_errmsg(), "HOTMOD_PROBE"));
+  unsetenv("HOTMOD_PROBE");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(t_good_build_passes),  cmocka_unit_test(t_constructor_segfault),
+      cmocka_unit_test(t_constructor_exit),   cmocka_unit_test(t_load_hook_segfault),
+      cmocka_unit_test(t_constructor_never_returns), cmocka_unit_test(t_self_test_fails),
+      cmocka_unit_test(t_host_symbol_loads),  cmocka_unit_test(t_per_module),
+      cmocka_unit_test(t_helper_missing),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
