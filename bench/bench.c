@@ -30,12 +30,14 @@
 #include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -558,6 +560,20 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
   free(cpu);
 }
 
+extern char **environ;
+
+/* The floor under the probe's cost: starting a program that does nothing (true) and
+ * waiting for it, in microseconds. */
+static double spawn_true_us(void) {
+  char *argv[] = {"true", NULL};
+  pid_t pid;
+  double t0 = now_ns();
+  if (posix_spawnp(&pid, "true", NULL, NULL, argv, environ) != 0)
+    return -1;
+  (void)waitpid(pid, NULL, 0);
+  return (now_ns() - t0) / 1e3;
+}
+
 /* What crash containment (hm_module_set_probe) adds to a reload: reloads with and without
  * the probe, alternating, so both see the same machine; the figure is the median of the
  * differences between neighbouring samples. */
@@ -566,6 +582,7 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
   double *with = calloc((size_t)pairs, sizeof(double));
   double *without = calloc((size_t)pairs, sizeof(double));
   double *added = calloc((size_t)pairs, sizeof(double));
+  double *floor_us = calloc((size_t)pairs, sizeof(double));
   char *dir = make_tmpdir();
   char path[4200];
   hm_registry *reg = new_registry();
@@ -585,11 +602,14 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
     t1 = now_ns();
     if (k >= 0)
       (probed ? with : without)[k] = (t1 - t0) / 1e3;
+    if (k >= 0 && !probed)
+      floor_us[k] = spawn_true_us();
   }
   for (int k = 0; k < pairs; k++)
     added[n++] = with[k] - without[k];
   printf("reload.probed_api_us_p50 %.1f\n", percentile(with, (size_t)pairs, 50));
   printf("reload.probe_us_p50 %.1f\n", percentile(added, (size_t)n, 50));
+  printf("reload.probe_floor_us_p50 %.1f\n", percentile(floor_us, (size_t)pairs, 50));
   fprintf(stderr, "# probe: %d pairs; a reload without the probe took %.1f us (p50) in the "
           "same run\n", pairs, percentile(without, (size_t)pairs, 50));
   fflush(stdout);
@@ -599,6 +619,7 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
   free(with);
   free(without);
   free(added);
+  free(floor_us);
 }
 
 /* N reloads and nothing else, for bench/run to count hm_module_reload's instructions under
