@@ -216,14 +216,14 @@ int hm__probe_run(const hm__probe_req *rq, const char *copy) {
   if (!finished)
     return hm__fail(HM_ETIMEDOUT,
                     "%s: the crash-containment probe gave up after %u ms: the new build was "
-                    "still running %s; the current version serves on",
+                    "still running %s; the host did not load it",
                     rq->path, rq->timeout_ms, step_words(step));
   if (last_line(buf, "ok", what, sizeof what) || last_line(buf, "nodlopen", what, sizeof what))
     return 0; /* a dlopen failure is the host's to see */
   if (last_line(buf, "selftest", what, sizeof what))
     return hm__fail(HM_ECRASHED,
                     "%s: the new build's self-test failed (returned %s) in the "
-                    "crash-containment probe; the current version serves on",
+                    "crash-containment probe; the host did not load it",
                     rq->path, what);
   if (waited == pid && WIFSIGNALED(status))
     snprintf(what, sizeof what, "was killed by signal %d (%s)", WTERMSIG(status),
@@ -231,10 +231,10 @@ int hm__probe_run(const hm__probe_req *rq, const char *copy) {
   else if (waited == pid && WIFEXITED(status))
     snprintf(what, sizeof what, "ended the process (exit status %d)", WEXITSTATUS(status));
   else
-    snprintf(what, sizeof what, "ended the process (how is unknown: the host reaps children "
-                                "itself)");
+    snprintf(what, sizeof what, "ended the process (how is unknown: its status was reaped "
+                                "elsewhere; does the host ignore SIGCHLD?)");
   return hm__fail(HM_ECRASHED,
-                  "%s: the new build %s %s in the crash-containment probe; it was not "
-                  "loaded and the current version serves on",
+                  "%s: the new build %s %s in the crash-containment probe; the host did not "
+                  "load it",
                   rq->path, what, step_words(step));
 }

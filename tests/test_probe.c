@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,24 @@ static void t_host_symbol_loads(void **state) {
   fx_free(f);
 }
 
+/* A host that ignores SIGCHLD has its children reaped by the kernel: the probe's verdict
+ * comes from the pipe, so a crash is still a crash and a good build still loads. */
+static void t_host_ignores_sigchld(void **state) {
+  struct sigaction ign, old;
+  fx *f;
+  (void)state;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGCHLD, &ign, &old);
+  f = fx_new(HM_FLAG_PROBE, 0);
+  refused(f, "probed_v2_ctorsegv", HM_ECRASHED, "constructors");
+  hmt_install(hmt_mod("probed_v2"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_int_equal(call_version(f), 2);
+  fx_free(f);
+  sigaction(SIGCHLD, &old, NULL);
+}
+
 /* Per module: on without the registry flag; off again; -1 follows the registry. */
 static void t_per_module(void **state) {
   fx *f = fx_new(0, 0);
@@ -198,7 +217,8 @@ int main(void) {
       cmocka_unit_test(t_good_build_passes),  cmocka_unit_test(t_constructor_segfault),
       cmocka_unit_test(t_constructor_exit),   cmocka_unit_test(t_load_hook_segfault),
       cmocka_unit_test(t_constructor_never_returns), cmocka_unit_test(t_self_test_fails),
-      cmocka_unit_test(t_host_symbol_loads),  cmocka_unit_test(t_per_module),
+      cmocka_unit_test(t_host_symbol_loads),  cmocka_unit_test(t_host_ignores_sigchld),
+      cmocka_unit_test(t_per_module),
       cmocka_unit_test(t_helper_missing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
