@@ -1,4 +1,4 @@
-# hotmod_add_module(<name> [USES_HOTMOD] <sources>...)
+# hotmod_add_module(<name> [USES_HOTMOD] [SOURCES] <sources>...)
 #
 # Builds a reloadable module the way hotmod expects: a MODULE library (a .so that nothing
 # links against), position-independent, hidden visibility by default (export functions with
@@ -6,17 +6,31 @@
 # inside the module (-Bsymbolic, so a host built with -rdynamic cannot capture them), and
 # hotmod's headers on the include path. The output has no "lib" prefix: <name>.so.
 #
+# C++ sources get hidden visibility for inline functions too, and -fno-gnu-unique where the
+# compiler is GCC (clang has no such flag, and no STB_GNU_UNIQUE symbols): otherwise an
+# inline function's static or a template's static becomes an STB_GNU_UNIQUE symbol, which
+# keeps the first version loaded for good and makes later versions share its object.
+#
 # USES_HOTMOD: the module calls the public API itself (hm_live_get, HM_LIVE_CALL ... on other
 # modules' symbols) and is linked with the shared libhotmod, so it uses the host's copy; the
 # host must link the shared library too. A module that only uses its load context's API
 # table (ctx->api) needs no such link and works with any host.
+#
+# The keywords may come anywhere; everything that is not a keyword is a source.
 function(hotmod_add_module name)
-  cmake_parse_arguments(HM "USES_HOTMOD" "" "" ${ARGN})
-  add_library(${name} MODULE ${HM_UNPARSED_ARGUMENTS})
+  cmake_parse_arguments(HM "USES_HOTMOD" "" "SOURCES" ${ARGN})
+  set(sources ${HM_SOURCES} ${HM_UNPARSED_ARGUMENTS})
+  if(NOT sources)
+    message(FATAL_ERROR "hotmod_add_module(${name}): no sources")
+  endif()
+  add_library(${name} MODULE ${sources})
   set_target_properties(${name} PROPERTIES
     PREFIX ""
     POSITION_INDEPENDENT_CODE ON
-    C_VISIBILITY_PRESET hidden)
+    C_VISIBILITY_PRESET hidden
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANG_AND_ID:CXX,GNU>:-fno-gnu-unique>)
   if(TARGET hotmod::hotmod)
     target_include_directories(${name} PRIVATE $<TARGET_PROPERTY:hotmod::hotmod,INTERFACE_INCLUDE_DIRECTORIES>)
     if(HM_USES_HOTMOD)
