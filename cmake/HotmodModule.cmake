@@ -1,4 +1,4 @@
-# hotmod_add_module(<name> [USES_HOTMOD] [SOURCES] <sources>...)
+# hotmod_add_module(<name> [USES_HOTMOD] [CHECK] [SOURCES] <sources>...)
 #
 # Builds a reloadable module the way hotmod expects: a MODULE library (a .so that nothing
 # links against), position-independent, hidden visibility by default (export functions with
@@ -16,9 +16,14 @@
 # host must link the shared library too. A module that only uses its load context's API
 # table (ctx->api) needs no such link and works with any host.
 #
+# CHECK: run hotmod-check on the module after each link (a POST_BUILD step): a lint finding
+# or a file the loader would refuse fails the build, with the finding and its fix printed.
+# In hotmod's own tree it uses the hotmod-check it builds; from an installed package, the
+# installed one (hotmod::hotmod-check), or else a hotmod-check found on the PATH.
+#
 # The keywords may come anywhere; everything that is not a keyword is a source.
 function(hotmod_add_module name)
-  cmake_parse_arguments(HM "USES_HOTMOD" "" "SOURCES" ${ARGN})
+  cmake_parse_arguments(HM "USES_HOTMOD;CHECK" "" "SOURCES" ${ARGN})
   set(sources ${HM_SOURCES} ${HM_UNPARSED_ARGUMENTS})
   if(NOT sources)
     message(FATAL_ERROR "hotmod_add_module(${name}): no sources")
@@ -40,4 +45,24 @@ function(hotmod_add_module name)
     message(FATAL_ERROR "hotmod_add_module(${name} USES_HOTMOD): no hotmod::hotmod target (find_package(hotmod) first)")
   endif()
   target_link_options(${name} PRIVATE -Wl,-Bsymbolic -Wl,-z,now)
+
+  if(HM_CHECK)
+    if(TARGET hotmod::hotmod-check)
+      set(check $<TARGET_FILE:hotmod::hotmod-check>)
+      get_target_property(real hotmod::hotmod-check ALIASED_TARGET)
+      if(real)
+        add_dependencies(${name} ${real}) # built in this tree: build it first
+      endif()
+    else()
+      find_program(HOTMOD_CHECK_EXECUTABLE hotmod-check)
+      if(NOT HOTMOD_CHECK_EXECUTABLE)
+        message(FATAL_ERROR "hotmod_add_module(${name} CHECK): hotmod-check not found (find_package(hotmod) first, or put it on the PATH)")
+      endif()
+      set(check ${HOTMOD_CHECK_EXECUTABLE})
+    endif()
+    add_custom_command(TARGET ${name} POST_BUILD
+      COMMAND ${check} $<TARGET_FILE:${name}>
+      COMMENT "hotmod-check ${name}"
+      VERBATIM)
+  endif()
 endfunction()
