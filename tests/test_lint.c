@@ -183,37 +183,56 @@ static void t_tls_reference_only(void **state) {
 
 /* ---- Each finding, under warn and under reject ------------------------------------------ */
 
+/* What each case's test is given: a registry with the policy the test asked for, its events,
+ * the clean module c replaces loaded as "m" and a live handle on its version(). */
+typedef struct fixture {
+  const lint_case *c;
+  events e;
+  hm_registry *reg;
+  hm_module *mod;
+  hm_live *live;
+} fixture;
+
+static void each_case(hm_lint_policy policy, void (*body)(fixture *f)) {
+  size_t i;
+  for (i = 0; i < NCASES; i++) {
+    fixture f;
+    f.c = &cases[i];
+    f.reg = registry(&f.e, policy);
+    assert_int_equal(hm_module_load(f.reg, "m", hmt_mod(f.c->base), &f.mod), 0);
+    assert_int_equal(hm_live_get(f.reg, "m:version", &f.live), 0);
+    assert_int_equal(call_version(f.live), 1);
+    assert_int_equal(f.e.nwarn, 0);
+    body(&f);
+    registry_free(f.reg, &f.e);
+  }
+}
+
 /* Default policy (warn): it loads, replacing the clean version, and one warning per finding
  * names it with its fix. */
+static void warns(fixture *f) {
+  const lint_case *c = f->c;
+  int k;
+  assert_int_equal(hm_module_reload_from(f->mod, hmt_mod(c->module)), 0);
+  assert_int_equal(call_version(f->live), 2);
+  for (k = 0; k < f->e.nwarn; k++)
+    fprintf(stderr, "# %s: %s\n", c->module, f->e.warn[k]);
+  if (warnings_for(&f->e, c) != 1)
+    fail_msg("%s: expected one warning naming %s with its fix", c->module, c->finding);
+  assert_non_null(strstr(f->e.warn[0], hmt_mod(c->module)));
+}
+
 static void t_warn(void **state) {
-  size_t i;
   (void)state;
-  for (i = 0; i < NCASES; i++) {
-    const lint_case *c = &cases[i];
-    events e;
-    hm_registry *reg = registry(&e, HM_LINT_DEFAULT);
-    hm_module *mod;
-    hm_live *live;
-    int k;
-    assert_int_equal(hm_module_load(reg, "m", hmt_mod(c->base), &mod), 0);
-    assert_int_equal(hm_live_get(reg, "m:version", &live), 0);
-    assert_int_equal(e.nwarn, 0);
-    assert_int_equal(hm_module_reload_from(mod, hmt_mod(c->module)), 0);
-    assert_int_equal(call_version(live), 2);
-    for (k = 0; k < e.nwarn; k++)
-      fprintf(stderr, "# %s: %s\n", c->module, e.warn[k]);
-    if (warnings_for(&e, c) != 1)
-      fail_msg("%s: expected one warning naming %s with its fix", c->module, c->finding);
-    assert_non_null(strstr(e.warn[0], hmt_mod(c->module)));
-    registry_free(reg, &e);
-  }
+  each_case(HM_LINT_DEFAULT, warns);
 }
 
 /* Refused: HM_ELINT with the finding and its fix in the message and the REJECTED event, and
  * the clean version serves on. */
-static void expect_refused(hm_registry *reg, events *e, hm_module *mod, hm_live *live,
-                           const lint_case *c) {
-  assert_int_equal(hm_module_reload_from(mod, hmt_mod(c->module)), HM_ELINT);
+static void expect_refused(fixture *f) {
+  const lint_case *c = f->c;
+  events *e = &f->e;
+  assert_int_equal(hm_module_reload_from(f->mod, hmt_mod(c->module)), HM_ELINT);
   if (!names_finding(hm_errmsg(), c))
     fail_msg("%s: refusal does not name %s with its fix: %s", c->module, c->finding,
              hm_errmsg());
@@ -224,52 +243,38 @@ static void expect_refused(hm_registry *reg, events *e, hm_module *mod, hm_live 
   assert_int_equal(e->nwarn, 0);
   e->nreject = 0;
   pthread_mutex_unlock(&e->mu);
-  assert_int_equal(hm_module_version(mod), 1);
-  assert_int_equal(call_version(live), 1);
-  assert_string_equal(hm_module_path(mod), hmt_mod(c->base));
-  (void)reg;
+  assert_int_equal(hm_module_version(f->mod), 1);
+  assert_int_equal(call_version(f->live), 1);
+  assert_string_equal(hm_module_path(f->mod), hmt_mod(c->base));
+}
+
+static void refused_by_registry(fixture *f) {
+  hm_module *other = NULL;
+  expect_refused(f);
+  /* A first load is refused the same way, and leaves no module behind. */
+  assert_int_equal(hm_module_load(f->reg, "n", hmt_mod(f->c->module), &other), HM_ELINT);
+  assert_true(names_finding(hm_errmsg(), f->c));
+  assert_int_equal(hm_module_find(f->reg, "n", &other), HM_ENOMOD);
 }
 
 static void t_reject_by_registry(void **state) {
-  size_t i;
   (void)state;
-  for (i = 0; i < NCASES; i++) {
-    const lint_case *c = &cases[i];
-    events e;
-    hm_registry *reg = registry(&e, HM_LINT_REJECT);
-    hm_module *mod, *other = NULL;
-    hm_live *live;
-    assert_int_equal(hm_module_load(reg, "m", hmt_mod(c->base), &mod), 0);
-    assert_int_equal(hm_live_get(reg, "m:version", &live), 0);
-    expect_refused(reg, &e, mod, live, c);
-    /* A first load is refused the same way, and leaves no module behind. */
-    assert_int_equal(hm_module_load(reg, "n", hmt_mod(c->module), &other), HM_ELINT);
-    assert_true(names_finding(hm_errmsg(), c));
-    assert_int_equal(hm_module_find(reg, "n", &other), HM_ENOMOD);
-    registry_free(reg, &e);
-  }
+  each_case(HM_LINT_REJECT, refused_by_registry);
+}
+
+static void refused_by_module(fixture *f) {
+  assert_int_equal(hm_module_set_lint(f->mod, HM_LINT_REJECT), 0);
+  expect_refused(f);
+  /* Back to the registry's policy (warn): the same file loads, with its warning. */
+  assert_int_equal(hm_module_set_lint(f->mod, HM_LINT_DEFAULT), 0);
+  assert_int_equal(hm_module_reload_from(f->mod, hmt_mod(f->c->module)), 0);
+  assert_int_equal(call_version(f->live), 2);
+  assert_int_equal(warnings_for(&f->e, f->c), 1);
 }
 
 static void t_reject_by_module(void **state) {
-  size_t i;
   (void)state;
-  for (i = 0; i < NCASES; i++) {
-    const lint_case *c = &cases[i];
-    events e;
-    hm_registry *reg = registry(&e, HM_LINT_WARN);
-    hm_module *mod;
-    hm_live *live;
-    assert_int_equal(hm_module_load(reg, "m", hmt_mod(c->base), &mod), 0);
-    assert_int_equal(hm_live_get(reg, "m:version", &live), 0);
-    assert_int_equal(hm_module_set_lint(mod, HM_LINT_REJECT), 0);
-    expect_refused(reg, &e, mod, live, c);
-    /* Back to the registry's policy (warn): the same file loads, with its warning. */
-    assert_int_equal(hm_module_set_lint(mod, HM_LINT_DEFAULT), 0);
-    assert_int_equal(hm_module_reload_from(mod, hmt_mod(c->module)), 0);
-    assert_int_equal(call_version(live), 2);
-    assert_int_equal(warnings_for(&e, c), 1);
-    registry_free(reg, &e);
-  }
+  each_case(HM_LINT_WARN, refused_by_module);
 }
 
 /* The module's policy wins over the registry's, both ways; "off" does not look. */
