@@ -37,50 +37,14 @@ static const lint_case cases[] = {
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
-/* ---- Events: the details, copied inside the callback (hm_event_detail is valid only there) */
+/* ---- Events ---------------------------------------------------------------------------- */
 
-#define MAX_WARN 16
-
-typedef struct events {
-  pthread_mutex_t mu;
-  int nwarn;
-  char warn[MAX_WARN][512];
-  int nreject;
-  int reject_err;
-  char reject[512];
-} events;
-
-static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
-  events *e = ud;
-  (void)mod;
-  (void)version;
-  pthread_mutex_lock(&e->mu);
-  if (ev == HM_EVENT_WARNING && e->nwarn < MAX_WARN)
-    snprintf(e->warn[e->nwarn++], sizeof e->warn[0], "%s", hm_event_detail());
-  if (ev == HM_EVENT_REJECTED) {
-    e->nreject++;
-    e->reject_err = err;
-    snprintf(e->reject, sizeof e->reject, "%s", hm_event_detail());
-  }
-  pthread_mutex_unlock(&e->mu);
-}
+typedef hmt_events events;
 
 static hm_registry *registry(events *e, hm_lint_policy policy) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
-  hm_registry *reg = NULL;
-  memset(e, 0, sizeof *e);
-  pthread_mutex_init(&e->mu, NULL);
-  o.flags = HM_FLAG_QUIET;
-  o.on_event = on_event;
-  o.event_userdata = e;
   o.lint = policy;
-  assert_int_equal(hm_registry_new(&reg, &o), 0);
-  return reg;
-}
-
-static void registry_free(hm_registry *reg, events *e) {
-  hm_registry_free(reg);
-  pthread_mutex_destroy(&e->mu);
+  return hmt_registry_events(e, &o);
 }
 
 /* Does `text` name the finding ("(name)") and carry its fix ("fix: ...<fix>...")? */
@@ -158,7 +122,7 @@ static void load_clean(const char *module, int want_version) {
   if (e.nwarn != 0)
     fprintf(stderr, "%s: unexpected warning: %s\n", module, e.warn[0]);
   assert_int_equal(e.nwarn, 0);
-  registry_free(reg, &e);
+  hmt_registry_events_free(reg, &e);
 }
 
 static void t_clean_c(void **state) {
@@ -204,7 +168,7 @@ static void each_case(hm_lint_policy policy, void (*body)(fixture *f)) {
     assert_int_equal(call_version(f.live), 1);
     assert_int_equal(f.e.nwarn, 0);
     body(&f);
-    registry_free(f.reg, &f.e);
+    hmt_registry_events_free(f.reg, &f.e);
   }
 }
 
@@ -293,7 +257,7 @@ static void t_module_policy_wins(void **state) {
   assert_int_equal(hm_module_version(mod), 3);
   assert_int_equal(warnings_for(&e, c), 1);
   assert_int_equal(hm_module_set_lint(mod, (hm_lint_policy)9), HM_EINVAL);
-  registry_free(reg, &e);
+  hmt_registry_events_free(reg, &e);
 }
 
 int main(void) {
