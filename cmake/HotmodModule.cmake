@@ -1,4 +1,4 @@
-# hotmod_add_module(<name> [USES_HOTMOD] <sources>...)
+# hotmod_add_module(<name> [USES_HOTMOD] [CHECK] [SOURCES] <sources>...)
 #
 # Builds a reloadable module the way hotmod expects: a MODULE library (a .so that nothing
 # links against), position-independent, hidden visibility by default (export functions with
@@ -6,17 +6,36 @@
 # inside the module (-Bsymbolic, so a host built with -rdynamic cannot capture them), and
 # hotmod's headers on the include path. The output has no "lib" prefix: <name>.so.
 #
+# C++ sources get hidden visibility for inline functions too, and -fno-gnu-unique where the
+# compiler is GCC (clang has no such flag, and no STB_GNU_UNIQUE symbols): otherwise an
+# inline function's static or a template's static becomes an STB_GNU_UNIQUE symbol, which
+# keeps the first version loaded for good and makes later versions share its object.
+#
 # USES_HOTMOD: the module calls the public API itself (hm_live_get, HM_LIVE_CALL ... on other
 # modules' symbols) and is linked with the shared libhotmod, so it uses the host's copy; the
 # host must link the shared library too. A module that only uses its load context's API
 # table (ctx->api) needs no such link and works with any host.
+#
+# CHECK: run hotmod-check on the module after each link (a POST_BUILD step): a lint finding
+# or a file the loader would refuse fails the build, with the finding and its fix printed.
+# In hotmod's own tree it uses the hotmod-check it builds; from an installed package, the
+# installed one (hotmod::hotmod-check), or else a hotmod-check found on the PATH.
+#
+# The keywords may come anywhere; everything that is not a keyword is a source.
 function(hotmod_add_module name)
-  cmake_parse_arguments(HM "USES_HOTMOD" "" "" ${ARGN})
-  add_library(${name} MODULE ${HM_UNPARSED_ARGUMENTS})
+  cmake_parse_arguments(HM "USES_HOTMOD;CHECK" "" "SOURCES" ${ARGN})
+  set(sources ${HM_SOURCES} ${HM_UNPARSED_ARGUMENTS})
+  if(NOT sources)
+    message(FATAL_ERROR "hotmod_add_module(${name}): no sources")
+  endif()
+  add_library(${name} MODULE ${sources})
   set_target_properties(${name} PROPERTIES
     PREFIX ""
     POSITION_INDEPENDENT_CODE ON
-    C_VISIBILITY_PRESET hidden)
+    C_VISIBILITY_PRESET hidden
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANG_AND_ID:CXX,GNU>:-fno-gnu-unique>)
   if(TARGET hotmod::hotmod)
     target_include_directories(${name} PRIVATE $<TARGET_PROPERTY:hotmod::hotmod,INTERFACE_INCLUDE_DIRECTORIES>)
     if(HM_USES_HOTMOD)
@@ -26,4 +45,24 @@ function(hotmod_add_module name)
     message(FATAL_ERROR "hotmod_add_module(${name} USES_HOTMOD): no hotmod::hotmod target (find_package(hotmod) first)")
   endif()
   target_link_options(${name} PRIVATE -Wl,-Bsymbolic -Wl,-z,now)
+
+  if(HM_CHECK)
+    if(TARGET hotmod::hotmod-check)
+      set(check $<TARGET_FILE:hotmod::hotmod-check>)
+      get_target_property(real hotmod::hotmod-check ALIASED_TARGET)
+      if(real)
+        add_dependencies(${name} ${real}) # built in this tree: build it first
+      endif()
+    else()
+      find_program(HOTMOD_CHECK_EXECUTABLE hotmod-check)
+      if(NOT HOTMOD_CHECK_EXECUTABLE)
+        message(FATAL_ERROR "hotmod_add_module(${name} CHECK): hotmod-check not found (find_package(hotmod) first, or put it on the PATH)")
+      endif()
+      set(check ${HOTMOD_CHECK_EXECUTABLE})
+    endif()
+    add_custom_command(TARGET ${name} POST_BUILD
+      COMMAND ${check} $<TARGET_FILE:${name}>
+      COMMENT "hotmod-check ${name}"
+      VERBATIM)
+  endif()
 endfunction()

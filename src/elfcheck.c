@@ -33,9 +33,11 @@
 #if __ELF_NATIVE_CLASS == 64
 #define HM__ELFCLASS ELFCLASS64
 #define HM__R_SYM(info) ELF64_R_SYM(info)
+#define HM__R_TYPE(info) ELF64_R_TYPE(info)
 #else
 #define HM__ELFCLASS ELFCLASS32
 #define HM__R_SYM(info) ELF32_R_SYM(info)
+#define HM__R_TYPE(info) ELF32_R_TYPE(info)
 #endif
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -64,6 +66,28 @@
 /* On a machine missing from the table HM__MACHINE stays undefined and the e_machine check is
  * skipped: dlopen still refuses a foreign machine with an error (it does not fault), so the
  * check is a nicety that gives a clearer error code, not a safety requirement. */
+
+/* The dynamic relocations that give a TLS variable's offset from the thread pointer: what
+ * initial-exec (and local-exec) accesses need, and what makes the loader place the variable's
+ * TLS block in the static TLS area. Without them for a machine, the lint takes any TLS block
+ * in a DF_STATIC_TLS module for initial-exec TLS. */
+#if defined(__x86_64__)
+#define HM__TPOFF(t) ((t) == R_X86_64_TPOFF64 || (t) == R_X86_64_TPOFF32)
+#elif defined(__aarch64__)
+#define HM__TPOFF(t) ((t) == R_AARCH64_TLS_TPREL)
+#elif defined(__i386__)
+#define HM__TPOFF(t) ((t) == R_386_TLS_TPOFF || (t) == R_386_TLS_TPOFF32)
+#elif defined(__arm__)
+#define HM__TPOFF(t) ((t) == R_ARM_TLS_TPOFF32)
+#elif defined(__riscv) && __riscv_xlen == 64
+#define HM__TPOFF(t) ((t) == R_RISCV_TLS_TPREL64)
+#elif defined(__riscv)
+#define HM__TPOFF(t) ((t) == R_RISCV_TLS_TPREL32)
+#elif defined(__powerpc64__)
+#define HM__TPOFF(t) ((t) == R_PPC64_TPREL64)
+#elif defined(__s390__)
+#define HM__TPOFF(t) ((t) == R_390_TLS_TPOFF)
+#endif
 
 /* Upper bound on the steps of the version-chain walks. Each step moves forward at least one
  * byte, so a single chain is bounded by the file size, but the inner chains restart for each
@@ -123,6 +147,7 @@ typedef struct ck {
   unsigned nload, hit;
   uint64_t steps; /* see hm__elf_info.steps */
   uint64_t tls_size; /* PT_TLS p_memsz, 0 if none */
+  int own_tpoff;     /* a thread-pointer offset relocation names the module's own TLS */
   char *why;
   size_t whylen;
 } ck;
@@ -269,10 +294,12 @@ static int check_table(ck *c, const dyninfo *d, int addr_tag, int size_tag, uint
 
 /* The symbol a relocation names must exist, and its name lie in the string table: glibc
  * indexes the symbol table with the relocation's symbol index, unchecked, then reads the
- * name to look the symbol up. */
-static int check_reloc_sym(ck *c, symtab *st, uint64_t sym, const char *name, uint64_t entry) {
+ * name to look the symbol up. *out gets the symbol. */
+static int check_reloc_sym(ck *c, symtab *st, uint64_t sym, const char *name, uint64_t entry,
+                           ElfW(Sym) *out) {
   ElfW(Sym) s;
   c->steps++;
+  memset(out, 0, sizeof *out);
   if (sym >= st->count)
     return fail(c, HM_EBADELF, "corrupt: %s entry %llu names symbol %llu of %llu (counted from %s)",
                 name, (unsigned long long)entry, (unsigned long long)sym,
@@ -285,6 +312,7 @@ static int check_reloc_sym(ck *c, symtab *st, uint64_t sym, const char *name, ui
                 name, (unsigned long long)entry, (unsigned long long)sym);
   if (sym >= st->named)
     st->named = sym + 1;
+  *out = s;
   return 0;
 }
 
@@ -314,8 +342,15 @@ static int check_relocs(ck *c, const dyninfo *d, int addr_tag, int size_tag, uin
     if (!in_image(c, where, sizeof(ElfW(Addr))))
       return fail(c, HM_EBADELF, "corrupt: %s entry %llu writes 0x%llx, outside the image", name,
                   (unsigned long long)(p / entsize), (unsigned long long)where);
-    if ((rc = check_reloc_sym(c, st, HM__R_SYM(info), name, p / entsize)) != 0)
+    ElfW(Sym) s;
+    if ((rc = check_reloc_sym(c, st, HM__R_SYM(info), name, p / entsize, &s)) != 0)
       return rc;
+#ifdef HM__TPOFF
+    /* The module's own TLS: a local one (symbol 0: the offset is in the addend) or one it
+     * defines. An undefined symbol is another library's TLS, already in the static area. */
+    if (HM__TPOFF(HM__R_TYPE(info)) && (HM__R_SYM(info) == 0 || s.st_shndx != SHN_UNDEF))
+      c->own_tpoff = 1;
+#endif
   }
   return 0;
 }
@@ -816,7 +851,10 @@ static void scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_info
     memcpy(&s, c->buf + st->off + i * sizeof s, sizeof s);
     name = (const char *)c->buf + stroff + s.st_name; /* NUL-terminated: check_strtab */
     if (s.st_shndx == SHN_UNDEF) {
-      if (strcmp(name, "__cxa_thread_atexit_impl") == 0)
+      /* The C++ compilers call the C++ runtime's __cxa_thread_atexit, which calls glibc's
+       * __cxa_thread_atexit_impl; either pins the module while the thread lives. */
+      if (strcmp(name, "__cxa_thread_atexit") == 0 ||
+          strcmp(name, "__cxa_thread_atexit_impl") == 0)
         info->lint |= HM__LINT_THREAD_ATEXIT;
       else if (strcmp(name, "pthread_key_create") == 0)
         info->lint |= HM__LINT_KEY_CREATE;
@@ -884,9 +922,16 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
     info->static_tls = d.has[DT_FLAGS] && (d.val[DT_FLAGS] & DF_STATIC_TLS) != 0;
     if (info->nodelete)
       info->lint |= HM__LINT_NODELETE;
-    /* Only TLS it defines itself: a module that merely uses an already-loaded library's
-     * initial-exec TLS (the live-call fast path does) gets DF_STATIC_TLS too, harmlessly. */
-    if (info->static_tls && c->tls_size != 0) {
+    /* Only TLS it defines itself and reaches by offset from the thread pointer: a module
+     * that uses an already-loaded library's initial-exec TLS (the live-call fast path does)
+     * gets DF_STATIC_TLS too, harmlessly, and so does its own TLS of the default (dynamic)
+     * model, which is not in the static area. */
+#ifdef HM__TPOFF
+    int own_static = c->own_tpoff;
+#else
+    int own_static = 1;
+#endif
+    if (info->static_tls && c->tls_size != 0 && own_static) {
       info->lint |= HM__LINT_STATIC_TLS;
       info->tls_size = c->tls_size;
     }

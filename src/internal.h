@@ -240,6 +240,10 @@ typedef struct hm__load_opts {
   const hm__probe_req *probe;
 } hm__load_opts;
 
+/* The preflight's last step, after hm__elf_check: a module descriptor this library can use
+ * (the same module ABI, at least the fields it knows), or HM_EABI with the detail recorded.
+ * 0 for a module without a descriptor. */
+HM__HIDDEN int hm__desc_check(const char *path, const hm__elf_info *elf);
 /* Check `f`'s bytes, write them to a private copy in `dir` (named after `name` and `seq`)
  * and dlopen it (the module's constructors run here). Lint findings in o->reject_lint
  * refuse it with HM_ELINT before anything is written; with o->probe, the copy runs in the

@@ -70,8 +70,8 @@ void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) 
              (unsigned long long)info->tls_size);
     break;
   case HM__LINT_THREAD_ATEXIT:
-    snprintf(out, n, "registers thread_local destructors (__cxa_thread_atexit_impl): a "
-                     "version a live thread touched cannot be unloaded");
+    snprintf(out, n, "registers thread_local destructors (__cxa_thread_atexit): a version "
+                     "a live thread touched cannot be unloaded");
     break;
   case HM__LINT_KEY_CREATE:
     snprintf(out, n, "creates pthread keys: a key destructor left in an unloaded version "

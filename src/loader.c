@@ -79,6 +79,12 @@ static int abi_refused(const char *path, unsigned abi, unsigned size) {
                   path, abi, size, HM_MODULE_ABI, (size_t)HM_MODULE_DESC_MIN_SIZE);
 }
 
+int hm__desc_check(const char *path, const hm__elf_info *elf) {
+  return elf->has_desc && !desc_ok(elf->desc_abi, elf->desc_size)
+             ? abi_refused(path, elf->desc_abi, elf->desc_size)
+             : 0;
+}
+
 /* Refuse for the first finding in `bits`, in words. */
 static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits) {
   unsigned i;
@@ -110,8 +116,8 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   if (rc != 0)
     return hm__fail(rc, "%s: %s", path, why[0] ? why : hm_strerror(rc));
   /* Before dlopen runs any of its code (constructors included). */
-  if (elf.has_desc && !desc_ok(elf.desc_abi, elf.desc_size))
-    return abi_refused(path, elf.desc_abi, elf.desc_size);
+  if ((rc = hm__desc_check(path, &elf)) != 0)
+    return rc;
   if (info != NULL)
     *info = elf;
   if (elf.lint & o->reject_lint)

@@ -159,3 +159,37 @@ hm_registry *hmt_registry(unsigned flags) {
   assert_int_equal(hm_registry_new(&reg, &o), 0);
   return reg;
 }
+
+static void record_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
+  hmt_events *e = ud;
+  (void)mod;
+  (void)version;
+  pthread_mutex_lock(&e->mu);
+  if (ev == HM_EVENT_WARNING && e->nwarn < HMT_MAX_DETAILS)
+    snprintf(e->warn[e->nwarn++], sizeof e->warn[0], "%s", hm_event_detail());
+  if (ev == HM_EVENT_REJECTED) {
+    e->nreject++;
+    e->reject_err = err;
+    snprintf(e->reject, sizeof e->reject, "%s", hm_event_detail());
+  }
+  pthread_mutex_unlock(&e->mu);
+}
+
+hm_registry *hmt_registry_events(hmt_events *e, const hm_registry_options *opts) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg = NULL;
+  if (opts != NULL)
+    o = *opts;
+  memset(e, 0, sizeof *e);
+  pthread_mutex_init(&e->mu, NULL);
+  o.flags |= HM_FLAG_QUIET;
+  o.on_event = record_event;
+  o.event_userdata = e;
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
+  return reg;
+}
+
+void hmt_registry_events_free(hm_registry *reg, hmt_events *e) {
+  hm_registry_free(reg);
+  pthread_mutex_destroy(&e->mu);
+}

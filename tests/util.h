@@ -2,6 +2,7 @@
 #ifndef HM_TEST_UTIL_H
 #define HM_TEST_UTIL_H
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,5 +42,22 @@ int hmt_wait_until(int (*pred)(void *), void *arg, double seconds);
 long hmt_scaled(long n);
 /* A registry with quiet logging and the given private root (NULL: default). */
 hm_registry *hmt_registry(unsigned flags);
+
+/* What a registry's event callback was told, with the details copied inside the callback
+ * (hm_event_detail() is valid only there). Read under `mu` when events may come from other
+ * threads. */
+#define HMT_MAX_DETAILS 16
+typedef struct hmt_events {
+  pthread_mutex_t mu;
+  int nwarn;                         /* HM_EVENT_WARNING, the first HMT_MAX_DETAILS kept */
+  char warn[HMT_MAX_DETAILS][512];
+  int nreject;                       /* HM_EVENT_REJECTED, the last one's error and detail */
+  int reject_err;
+  char reject[512];
+} hmt_events;
+/* A quiet registry with options `o` (NULL: defaults) whose events go to `e` (initialised
+ * here); free it with hmt_registry_events_free. */
+hm_registry *hmt_registry_events(hmt_events *e, const hm_registry_options *o);
+void hmt_registry_events_free(hm_registry *reg, hmt_events *e);
 
 #endif

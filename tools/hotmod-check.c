@@ -1,0 +1,212 @@
+/*
+ * hotmod-check: the loader's preflight and reloadability lint on module files, without a
+ * registry and without loading anything. Each file is read as the loader reads it (file.c),
+ * checked by the same ELF check and descriptor check, and its lint findings are printed one
+ * per line with the fix, or as JSON for tools.
+ *
+ * Exit status: 0 every file is clean, 1 some file has findings, 2 some file cannot be used
+ * (missing, not a regular file, not an ELF shared object for this machine, truncated, built
+ * for another module ABI, ...) or the command line is wrong.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define EXIT_FINDINGS 1
+#define EXIT_UNUSABLE 2
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: hotmod-check [--json] FILE.so...\n"
+          "\n"
+          "Checks hotmod modules the way the loader does before dlopen (the file, its ELF\n"
+          "structure, its module descriptor) and reports what keeps them from reloading\n"
+          "cleanly, one line per problem with its fix:\n"
+          "  FILE: finding: what it does \xe2\x80\x94 how to fix it\n"
+          "\n"
+          "  --json   print a JSON array instead: one object per file, with \"findings\"\n"
+          "           ({\"name\", \"what\", \"fix\"}) and \"error\" (null, or why the file\n"
+          "           cannot be loaded)\n"
+          "  --help   print this and exit\n"
+          "\n"
+          "Exit status: 0 all files clean, 1 findings, 2 a file cannot be used (or usage).\n");
+}
+
+/* ---- Output ---------------------------------------------------------------------------- */
+
+/* Text for a terminal: control characters (from a crafted file's strings) become '?'. */
+static void put_text(const char *s) {
+  for (; *s; s++)
+    putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0 if it is not one (overlong forms,
+ * surrogates and code points above U+10FFFF are not valid). */
+static size_t utf8_len(const unsigned char *s) {
+  size_t n, i;
+  unsigned long cp;
+  if (s[0] < 0x80)
+    return 1;
+  if (s[0] >= 0xc2 && s[0] <= 0xdf)
+    n = 2, cp = s[0] & 0x1fu;
+  else if (s[0] >= 0xe0 && s[0] <= 0xef)
+    n = 3, cp = s[0] & 0x0fu;
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+    n = 4, cp = s[0] & 0x07u;
+  else
+    return 0;
+  for (i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    cp = cp << 6 | (s[i] & 0x3fu);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped; bytes that are not
+ * UTF-8 (file names and a crafted file's strings may have any) become U+FFFD. */
+static void put_json(const char *str) {
+  const unsigned char *s = (const unsigned char *)str;
+  putchar('"');
+  while (*s) {
+    size_t n = utf8_len(s);
+    if (n == 0) {
+      fputs("\\ufffd", stdout);
+      s++;
+    } else if (*s == '"' || *s == '\\') {
+      putchar('\\');
+      putchar(*s++);
+    } else if (*s == '\n') {
+      fputs("\\n", stdout), s++;
+    } else if (*s == '\t') {
+      fputs("\\t", stdout), s++;
+    } else if (*s < 0x20 || *s == 0x7f) {
+      printf("\\u%04x", *s++);
+    } else {
+      fwrite(s, 1, n, stdout);
+      s += n;
+    }
+  }
+  putchar('"');
+}
+
+/* ---- One file -------------------------------------------------------------------------- */
+
+/* Check one file and print what it has. Returns 0, EXIT_FINDINGS or EXIT_UNUSABLE. */
+static int check_file(const char *path, int json, int first) {
+  hm__allocator a = {NULL, NULL};
+  hm__file f;
+  hm__elf_info info;
+  char why[256], msg[1024];
+  int rc, nfound = 0;
+  unsigned i;
+
+  memset(&info, 0, sizeof info);
+  msg[0] = '\0';
+  rc = hm__file_read(&a, path, 0, &f, NULL);
+  if (rc != 0) {
+    snprintf(msg, sizeof msg, "%s", hm_errmsg());
+  } else {
+    why[0] = '\0';
+    rc = hm__elf_check(f.buf, f.len, &info, why, sizeof why);
+    if (rc != 0)
+      snprintf(msg, sizeof msg, "%s: %s", path, why[0] ? why : hm_strerror(rc));
+    else if ((rc = hm__desc_check(path, &info)) != 0)
+      snprintf(msg, sizeof msg, "%s", hm_errmsg());
+  }
+
+  if (json) {
+    fputs(first ? "[\n" : ",\n", stdout);
+    fputs("  {\"file\": ", stdout);
+    put_json(path);
+    fputs(", \"error\": ", stdout);
+    if (rc != 0) {
+      put_json(msg);
+      fputs(", \"code\": ", stdout);
+      put_json(hm_err_name(rc));
+    } else {
+      fputs("null", stdout);
+    }
+    fputs(", \"findings\": [", stdout);
+  } else if (rc != 0) {
+    fprintf(stderr, "hotmod-check: %s (%s)\n", msg, hm_err_name(rc));
+  }
+
+  for (i = 0; rc == 0 && i < hm__lint_count(); i++) {
+    unsigned bit = hm__lint_bit(i);
+    char what[300];
+    if (!(info.lint & bit))
+      continue;
+    hm__lint_what(&info, bit, what, sizeof what);
+    if (json) {
+      fputs(nfound ? ",\n    {\"name\": " : "\n    {\"name\": ", stdout);
+      put_json(hm__lint_name(bit));
+      fputs(", \"what\": ", stdout);
+      put_json(what);
+      fputs(", \"fix\": ", stdout);
+      put_json(hm__lint_fix(bit));
+      fputs("}", stdout);
+    } else {
+      put_text(path);
+      printf(": %s: ", hm__lint_name(bit));
+      put_text(what);
+      fputs(" \xe2\x80\x94 ", stdout);
+      put_text(hm__lint_fix(bit));
+      putchar('\n');
+    }
+    nfound++;
+  }
+  if (json)
+    fputs(nfound ? "\n  ]}" : "]}", stdout);
+
+  /* The strings of `info` point into the bytes: release them only now. */
+  hm__file_release(&a, &f);
+  return rc != 0 ? EXIT_UNUSABLE : nfound ? EXIT_FINDINGS : 0;
+}
+
+int main(int argc, char **argv) {
+  int json = 0, status = 0, nfiles = 0, i, opts = 1;
+  for (i = 1; i < argc; i++) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+    } else if (opts && strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (opts && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
+      usage(stdout);
+      return 0;
+    } else if (opts && argv[i][0] == '-' && argv[i][1] != '\0') {
+      fprintf(stderr, "hotmod-check: unknown option %s\n", argv[i]);
+      usage(stderr);
+      return EXIT_UNUSABLE;
+    } else {
+      nfiles++;
+    }
+  }
+  if (nfiles == 0) {
+    usage(stderr);
+    return EXIT_UNUSABLE;
+  }
+  nfiles = 0;
+  opts = 1;
+  for (i = 1; i < argc; i++) {
+    int rc;
+    if (opts && argv[i][0] == '-' && argv[i][1] != '\0') {
+      opts = strcmp(argv[i], "--") != 0;
+      continue;
+    }
+    rc = check_file(argv[i], json, nfiles++ == 0);
+    if (rc > status)
+      status = rc;
+  }
+  if (json)
+    fputs("\n]\n", stdout);
+  if (fflush(stdout) != 0) {
+    perror("hotmod-check: writing the report");
+    return EXIT_UNUSABLE;
+  }
+  return status;
+}
