@@ -326,6 +326,8 @@ typedef struct hm__settle_file {
   int same_as_current; /* its content hash equals the current version's */
   uint64_t key;        /* content and permission bits: what a refusal is about */
   unsigned cur;        /* the module's current version number */
+  int events_pending;  /* inotify has events the watcher has not read yet (they may say a
+                          writer came back since the close that made the file finished) */
 } hm__settle_file;
 
 HM__HIDDEN void hm__settle_init(hm__settle *s, hm__method forced);

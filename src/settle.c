@@ -142,6 +142,11 @@ hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file *f, int se
   }
   if (s->have_final && s->final_key == f->key && s->final_cur == f->cur)
     return HM__DO_WAIT; /* refused already, and nothing it depends on changed */
+  /* An incomplete file whose writer closed it, while events wait to be read: the next
+   * writer may have truncated it already (cp over the file right after the last build).
+   * Those events decide; refusing now would refuse the new build's first bytes. */
+  if (f->read_rc == 0 && !f->complete && s->finished && f->events_pending)
+    return HM__DO_WAIT;
   /* Not a regular file, writable by others, too large: refused whoever writes it. An
    * incomplete ELF file is refused only once its writer is known to be done. */
   if (f->read_rc != 0 || (!f->complete && s->finished)) {

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -257,6 +258,14 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
     sf.key = failure_key(f.id.hash, f.id.mode);
   } else {
     sf.key = (uint64_t)(int64_t)sf.read_rc * 0x9e3779b97f4a7c15ull;
+  }
+  {
+    int queued = 0;
+    /* Asked after the read: events of a writer that changed the file before it was read
+     * are queued by then. The module decides again once they are read. */
+    sf.events_pending = ioctl(w->fd, FIONREAD, &queued) == 0 && queued > 0;
+    if (sf.events_pending)
+      wm->dirty = 1;
   }
   pthread_mutex_lock(&reg->lock);
   if (wm->mod->cur == NULL) {

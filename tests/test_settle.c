@@ -16,7 +16,7 @@ static hm__settle_do ev(hm__settle *s, unsigned bits, hm__writer w) {
 }
 
 static hm__settle_file file(int complete, int same, uint64_t key, unsigned cur) {
-  hm__settle_file f = {0, complete, same, key, cur};
+  hm__settle_file f = {0, complete, same, key, cur, 0};
   return f;
 }
 
@@ -86,10 +86,29 @@ static void t_refusal_once(void **state) {
   assert_int_equal(checked(&s, file(0, 0, 9, 2)), HM__DO_REFUSE);
 }
 
+/* Finished and incomplete, but events are still queued (cp over the file right after the
+ * last build truncated it before the watcher read it): wait for them; with none queued, the
+ * same file is refused. */
+static void t_events_pending_wait(void **state) {
+  hm__settle s;
+  hm__settle_file f = file(0, 0, 9, 1);
+  (void)state;
+  hm__settle_init(&s, HM__BY_EVENTS);
+  assert_int_equal(ev(&s, HM__EV_WRITE, UNKNOWN), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_DONE, UNKNOWN), HM__DO_READ);
+  f.events_pending = 1;
+  assert_int_equal(hm__settle_checked(&s, &f, 0, 0), HM__DO_WAIT);
+  /* The queued events were the next writer's: not finished, nothing refused. */
+  assert_int_equal(ev(&s, HM__EV_WRITE, UNKNOWN), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_DONE, UNKNOWN), HM__DO_READ);
+  f.events_pending = 0;
+  assert_int_equal(hm__settle_checked(&s, &f, 0, 0), HM__DO_REFUSE);
+}
+
 /* The file cannot be a module whoever writes it: refused, finished or not. */
 static void t_not_regular_refused(void **state) {
   hm__settle s;
-  hm__settle_file f = {HM_ENOTELF, 0, 0, 5, 1};
+  hm__settle_file f = {HM_ENOTELF, 0, 0, 5, 1, 0};
   (void)state;
   hm__settle_init(&s, HM__BY_TIMING);
   assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, UNKNOWN, 1), HM__DO_READ);
@@ -156,7 +175,7 @@ static void t_events_unvouched_complete_file(void **state) {
  * read it as finished: without leases, a write since the close means wait. */
 static void t_timer_meets_next_build(void **state) {
   hm__settle s;
-  hm__settle_file a = {0, 1, 0, 11, 1};
+  hm__settle_file a = {0, 1, 0, 11, 1, 0};
   (void)state;
   hm__settle_init(&s, 0);
   assert_int_equal(ev(&s, HM__EV_DONE, UNKNOWN), HM__DO_READ);
@@ -191,7 +210,7 @@ static void t_events_lost(void **state) {
  * incomplete; a finished-looking close proves nothing. */
 static void t_timing(void **state) {
   hm__settle s;
-  hm__settle_file eagain = {HM_EAGAIN, 0, 0, 0, 1};
+  hm__settle_file eagain = {HM_EAGAIN, 0, 0, 0, 1, 0};
   (void)state;
   hm__settle_init(&s, HM__BY_TIMING);
   assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_QUIET);
@@ -233,7 +252,7 @@ static void t_retry_schedule(void **state) {
 /* The settle delay: a complete file waits until it held still; other bytes start over. */
 static void t_settle_delay(void **state) {
   hm__settle s;
-  hm__settle_file a = {0, 1, 0, 11, 1}, b = {0, 1, 0, 12, 1};
+  hm__settle_file a = {0, 1, 0, 11, 1, 0}, b = {0, 1, 0, 12, 1, 0};
   (void)state;
   hm__settle_init(&s, 0);
   assert_int_equal(ev(&s, HM__EV_DONE, NONE), HM__DO_READ);
@@ -249,6 +268,7 @@ int main(void) {
       cmocka_unit_test(t_lease_bfd),
       cmocka_unit_test(t_lease_recheck_gives_up),
       cmocka_unit_test(t_refusal_once),
+      cmocka_unit_test(t_events_pending_wait),
       cmocka_unit_test(t_not_regular_refused),
       cmocka_unit_test(t_events_gold),
       cmocka_unit_test(t_events_write_after_close),
