@@ -280,10 +280,11 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * On success, if `out` is not NULL, *out is a borrowed pointer owned by the registry, valid
  * until hm_registry_free. Thread-safe.
  * Errors: HM_EINVAL, HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES,
- * HM_ENOTELF (also: not a regular file, such as a FIFO), HM_EBADELF, HM_EAGAIN (a process has
- * the file open for writing, or it changed while it was read), HM_EDLOPEN, HM_EABI,
- * HM_EHOOK, HM_EIO, HM_ENOMEM, HM_EBUSY (from module code), HM_EFORKED. On error nothing is
- * created. */
+ * HM_ENOTELF (also: not a regular file: a directory, FIFO, socket or device, refused at once
+ * without waiting on it; the message says which), -ELOOP (a loop of symbolic links),
+ * HM_EBADELF, HM_EAGAIN (a process has the file open for writing, or it changed while it
+ * was read), HM_EDLOPEN, HM_EABI, HM_EHOOK, HM_EIO, HM_ENOMEM, HM_EBUSY (from module code),
+ * HM_EFORKED. On error nothing is created. */
 HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *path,
                              hm_module **out);
 

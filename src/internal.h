@@ -136,7 +136,8 @@ typedef struct hm__file {
 #define HM__READ_ALLOW_WRITABLE 0x1u /* = HM_FLAG_ALLOW_WRITABLE */
 #define HM__READ_PROBE 0x100u        /* HM_EAGAIN while a writer has the file open */
 
-/* Open the file at `path` without blocking (a FIFO or device is refused, never waited on),
+/* Open the file at `path` without blocking (a FIFO, socket or device is refused by a look at
+ * its name before any open, and by fstat after, never waited on; a symlink loop is -ELOOP),
  * check it is a regular file of at most 1 GiB that others cannot write to (unless allowed),
  * and read it whole. With HM__READ_PROBE, a file that a writer holds open is HM_EAGAIN
  * before anything is read; *writer (may be NULL) gets the probe's answer either way.
