@@ -123,16 +123,15 @@ int hm__file_open(const char *path) {
 }
 
 /* Look at the open file: what the loader accepts. */
-static int check_stat(int fd, const char *path, unsigned flags, struct stat *st) {
+static int check_stat(const hm__allocator *a, int fd, const char *path, unsigned flags,
+                      struct stat *st) {
   if (fstat(fd, st) != 0)
     return hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
   if (!S_ISREG(st->st_mode))
     return not_regular(path, st->st_mode);
-  if ((st->st_mode & S_IWOTH) && !(flags & HM__READ_ALLOW_WRITABLE))
-    return hm__fail(HM_EACCES, "%s is writable by other users; refusing to load it", path);
   if (st->st_size > HM__MAX_MODULE_SIZE)
     return hm__fail(HM_ENOTELF, "%s is too large (%lld bytes)", path, (long long)st->st_size);
-  return 0;
+  return hm__file_trusted(a, fd, st, path, flags); /* its owner, writers and directories */
 }
 
 int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned flags,
@@ -146,7 +145,7 @@ int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned 
   memset(out, 0, sizeof *out);
   if (writer != NULL)
     *writer = HM__WRITER_UNKNOWN;
-  rc = check_stat(fd, path, flags, &st);
+  rc = check_stat(a, fd, path, flags, &st);
   if (rc != 0)
     return rc;
   w = hm__writer_probe(fd);

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define HM__HIDDEN __attribute__((visibility("hidden")))
@@ -153,6 +154,12 @@ HM__HIDDEN int hm__file_open(const char *path);
 HM__HIDDEN int hm__file_read_fd(const hm__allocator *a, int fd, const char *path,
                                 unsigned flags, hm__file *out, hm__writer *writer);
 HM__HIDDEN void hm__file_release(const hm__allocator *a, hm__file *f);
+/* May the regular file `st`, open as fd from `path`, be loaded (trust.c)? Its owner, who
+ * else may write to it and to the directories that lead to it; the rules are at the top of
+ * trust.c. Waived by HM__READ_ALLOW_WRITABLE. 0, or HM_EACCES with the path and the rule in
+ * the detail; HM_EAGAIN if the path no longer leads to that file. */
+HM__HIDDEN int hm__file_trusted(const hm__allocator *a, int fd, const struct stat *st,
+                                const char *path, unsigned flags);
 /* The lease probe alone, on an open descriptor (read-only). Never leaves a lease behind. */
 HM__HIDDEN hm__writer hm__writer_probe(int fd);
 HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
