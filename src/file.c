@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* Larger files are refused rather than read into memory whole. */
@@ -125,12 +126,21 @@ int hm__file_open(const char *path) {
 /* Look at the open file: what the loader accepts. */
 static int check_stat(const hm__allocator *a, int fd, const char *path, unsigned flags,
                       struct stat *st) {
+  struct statvfs vfs;
   if (fstat(fd, st) != 0)
     return hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
   if (!S_ISREG(st->st_mode))
     return not_regular(path, st->st_mode);
   if (st->st_size > HM__MAX_MODULE_SIZE)
     return hm__fail(HM_ENOTELF, "%s is too large (%lld bytes)", path, (long long)st->st_size);
+  /* Whoever mounted it noexec meant that nothing there runs: a private copy would. Not
+   * waived by HM_FLAG_ALLOW_WRITABLE, which is about who may write, not where. */
+  if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_NOEXEC))
+    return hm__fail(HM_EACCES,
+                    "%s is on a filesystem mounted noexec, and loading a copy of it would "
+                    "bypass noexec; refusing to load it (build or copy it to a mount without "
+                    "noexec)",
+                    path);
   return hm__file_trusted(a, fd, st, path, flags); /* its owner, writers and directories */
 }
 

@@ -42,8 +42,6 @@
 /* The C library's user and group entries are read into a buffer that grows to this. */
 #define HM__MAX_ENTRY ((size_t)1 << 20)
 
-#define ALLOWED_BY " (HM_FLAG_ALLOW_WRITABLE allows it)"
-
 static int trusted_owner(uid_t uid) { return uid == 0 || uid == geteuid(); }
 
 /* ---- Users and groups ------------------------------------------------------------------ */
@@ -142,8 +140,11 @@ static unsigned le(const unsigned char *p, int bytes) {
   return v;
 }
 
-/* Who besides the owner may write to `st` (open as fd): 0 if nobody, else 1 with a
- * description in why[n]. */
+enum { WRITER_OTHERS = 1, WRITER_GROUP = 2 };
+
+/* Who besides the owner may write to `st` (open as fd): 0 if nobody, else WRITER_OTHERS or
+ * WRITER_GROUP (a group or an ACL entry, which "chmod g-w" takes away: with an ACL, the
+ * group bits are its mask) with a description in why[n]. */
 static int other_writers(const hm__allocator *a, int fd, const struct stat *st, char *why,
                          size_t n) {
   unsigned char acl[4 + 8 * 64];
@@ -151,7 +152,7 @@ static int other_writers(const hm__allocator *a, int fd, const struct stat *st, 
   ssize_t len, i;
   if (st->st_mode & S_IWOTH) {
     snprintf(why, n, "other users (mode %04o)", (unsigned)(st->st_mode & 07777));
-    return 1;
+    return WRITER_OTHERS;
   }
   /* With an ACL the group bits are its mask, which bounds every entry below but the
    * owner's and other's: without write there, nobody else may write. */
@@ -160,18 +161,18 @@ static int other_writers(const hm__allocator *a, int fd, const struct stat *st, 
   len = read_acl(fd, acl, sizeof acl);
   if (len < 0 && errno == ERANGE) {
     snprintf(why, n, "whoever its ACL names (too long to check)");
-    return 1;
+    return WRITER_GROUP;
   }
   if (len <= 0) { /* none (ENODATA), or no ACLs on this filesystem */
     if (private_group(a, st->st_gid, st->st_uid, g, sizeof g))
       return 0;
     snprintf(why, n, "group %s, which is not its owner's private group (mode %04o)", g,
              (unsigned)(st->st_mode & 07777));
-    return 1;
+    return WRITER_GROUP;
   }
   if (len < 4 || (len - 4) % 8 != 0 || le(acl, 4) != 2) {
     snprintf(why, n, "whoever its ACL names (in a format this hotmod does not know)");
-    return 1;
+    return WRITER_GROUP;
   }
   for (i = 4; i < len; i += 8) {
     unsigned tag = le(acl + i, 2), perm = le(acl + i + 2, 2), id = le(acl + i + 4, 4);
@@ -180,13 +181,13 @@ static int other_writers(const hm__allocator *a, int fd, const struct stat *st, 
     if (tag == ACL_TAG_USER && (uid_t)id != st->st_uid && !trusted_owner((uid_t)id)) {
       user_str(a, (uid_t)id, g, sizeof g);
       snprintf(why, n, "user %s through its ACL", g);
-      return 1;
+      return WRITER_GROUP;
     }
     if ((tag == ACL_TAG_GROUP_OBJ || tag == ACL_TAG_GROUP) &&
         !private_group(a, tag == ACL_TAG_GROUP ? (gid_t)id : st->st_gid, st->st_uid, g,
                        sizeof g)) {
       snprintf(why, n, "group %s through its ACL, which is not its owner's private group", g);
-      return 1;
+      return WRITER_GROUP;
     }
   }
   return 0;
@@ -194,19 +195,25 @@ static int other_writers(const hm__allocator *a, int fd, const struct stat *st, 
 
 /* ---- The file and its directories ------------------------------------------------------ */
 
+static const char *chmod_fix(int kind) { return kind == WRITER_OTHERS ? "o-w" : "g-w"; }
+
 static int check_file(const hm__allocator *a, int fd, const struct stat *st, const char *path) {
   char who[300], me[300], why[400];
+  int kind;
   if (!trusted_owner(st->st_uid)) {
     user_str(a, st->st_uid, who, sizeof who);
     user_str(a, geteuid(), me, sizeof me);
     return hm__fail(HM_EACCES,
                     "%s is owned by %s, and only files of this process's user %s or root are "
-                    "loaded; refusing to load it" ALLOWED_BY,
+                    "loaded; refusing to load it (fix: build it as that user, or chown it; "
+                    "HM_FLAG_ALLOW_WRITABLE waives this)",
                     path, who, me);
   }
-  if (other_writers(a, fd, st, why, sizeof why))
-    return hm__fail(HM_EACCES, "%s is writable by %s; refusing to load it" ALLOWED_BY, path,
-                    why);
+  if ((kind = other_writers(a, fd, st, why, sizeof why)) != 0)
+    return hm__fail(HM_EACCES,
+                    "%s is writable by %s; refusing to load it (fix: chmod %s %s; "
+                    "HM_FLAG_ALLOW_WRITABLE waives this)",
+                    path, why, chmod_fix(kind), path);
   return 0;
 }
 
@@ -215,15 +222,17 @@ static int check_file(const hm__allocator *a, int fd, const struct stat *st, con
 static int check_dir(const hm__allocator *a, int dfd, const struct stat *dst,
                      const struct stat *est, const char *dir, const char *path) {
   char who[300], me[300], why[400];
+  int kind;
   if (!trusted_owner(dst->st_uid)) {
     user_str(a, dst->st_uid, who, sizeof who);
     user_str(a, geteuid(), me, sizeof me);
     return hm__fail(HM_EACCES,
                     "%s: its directory %s is owned by %s, and only directories of this "
-                    "process's user %s or root are trusted; refusing to load it" ALLOWED_BY,
+                    "process's user %s or root are trusted; refusing to load it (fix: keep "
+                    "modules in a directory of your own; HM_FLAG_ALLOW_WRITABLE waives this)",
                     path, dir, who, me);
   }
-  if (!other_writers(a, dfd, dst, why, sizeof why))
+  if ((kind = other_writers(a, dfd, dst, why, sizeof why)) == 0)
     return 0;
   if ((dst->st_mode & S_ISVTX) && est->st_uid == geteuid())
     return 0; /* sticky: only we, root and the directory's owner can replace our entry */
@@ -232,13 +241,15 @@ static int check_dir(const hm__allocator *a, int dfd, const struct stat *dst,
     return hm__fail(HM_EACCES,
                     "%s: its directory %s is writable by %s, and although it is sticky, the "
                     "entry there is owned by %s, not by this process's user; refusing to load "
-                    "it" ALLOWED_BY,
+                    "it (fix: keep modules in a directory of your own; HM_FLAG_ALLOW_WRITABLE "
+                    "waives this)",
                     path, dir, why, who);
   }
   return hm__fail(HM_EACCES,
-                  "%s: its directory %s is writable by %s (and not sticky); refusing to load "
-                  "it" ALLOWED_BY,
-                  path, dir, why);
+                  "%s: its directory %s is writable by %s (and not sticky), who could replace "
+                  "the module; refusing to load it (fix: chmod %s %s; HM_FLAG_ALLOW_WRITABLE "
+                  "waives this)",
+                  path, dir, why, chmod_fix(kind), dir);
 }
 
 /* `path` into the directory that holds its last name ("." if none) and that name. */
