@@ -183,8 +183,6 @@ HM__HIDDEN void hm__privdir_remove(const char *dir, int lock_fd);
  * bounded work, never fails, leaves errno and the failure detail alone. Returns how many
  * it removed. */
 HM__HIDDEN int hm__privdir_sweep(const char *private_root);
-/* 1 if `name` is a private directory's name (hotmod-priv-XXXXXX). */
-HM__HIDDEN int hm__privdir_name_ok(const char *name);
 
 /* ---- Reclamation (reclaim.c) ----------------------------------------------------------- */
 

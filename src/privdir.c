@@ -54,7 +54,8 @@ static int is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-int hm__privdir_name_ok(const char *name) {
+/* A private directory's name, exactly. */
+static int name_ok(const char *name) {
   size_t i;
   if (strncmp(name, PREFIX, PREFIX_LEN) != 0 || strlen(name) != PREFIX_LEN + TEMPLATE_X)
     return 0;
@@ -182,7 +183,7 @@ static void sweep_root(sweep_state *s, const char *root) {
   }
   while ((e = readdir(d)) != NULL && n++ < SWEEP_MAX_ENTRIES &&
          s->candidates < SWEEP_MAX_CANDIDATES && s->removed < SWEEP_MAX_REMOVED) {
-    if (!hm__privdir_name_ok(e->d_name))
+    if (!name_ok(e->d_name))
       continue;
     s->candidates++;
     s->removed += sweep_one(rfd, e->d_name);

@@ -46,45 +46,45 @@ static int trusted_owner(uid_t uid) { return uid == 0 || uid == geteuid(); }
 
 /* ---- Users and groups ------------------------------------------------------------------ */
 
-/* getpwuid_r into a buffer that grows while the entry does not fit. *heap is what the caller
- * frees. 1 if found. */
-static int user_entry(const hm__allocator *a, uid_t uid, struct passwd *pw, char *stack,
-                      size_t len, char **heap) {
+/* getpwuid_r or getgrgid_r, shaped alike. */
+typedef int (*entry_fn)(unsigned id, void *ent, char *buf, size_t len, int *found);
+
+static int get_user(unsigned id, void *ent, char *buf, size_t len, int *found) {
   struct passwd *res = NULL;
-  char *buf = stack;
-  int rc;
-  *heap = NULL;
-  while ((rc = getpwuid_r(uid, pw, buf, len, &res)) == ERANGE && len < HM__MAX_ENTRY) {
-    hm__free(a, *heap);
-    len *= 4;
-    buf = *heap = hm__malloc(a, len);
-    if (buf == NULL)
-      return 0;
-  }
-  return rc == 0 && res != NULL;
+  int rc = getpwuid_r((uid_t)id, ent, buf, len, &res);
+  *found = res != NULL;
+  return rc;
 }
 
-static int group_entry(const hm__allocator *a, gid_t gid, struct group *gr, char *stack,
-                       size_t len, char **heap) {
+static int get_group(unsigned id, void *ent, char *buf, size_t len, int *found) {
   struct group *res = NULL;
+  int rc = getgrgid_r((gid_t)id, ent, buf, len, &res);
+  *found = res != NULL;
+  return rc;
+}
+
+/* A user or group entry, read into a buffer that grows while the entry does not fit.
+ * *heap is what the caller frees. 1 if found. */
+static int entry(const hm__allocator *a, entry_fn get, unsigned id, void *ent, char *stack,
+                 size_t len, char **heap) {
   char *buf = stack;
-  int rc;
+  int rc, found = 0;
   *heap = NULL;
-  while ((rc = getgrgid_r(gid, gr, buf, len, &res)) == ERANGE && len < HM__MAX_ENTRY) {
+  while ((rc = get(id, ent, buf, len, &found)) == ERANGE && len < HM__MAX_ENTRY) {
     hm__free(a, *heap);
     len *= 4;
     buf = *heap = hm__malloc(a, len);
     if (buf == NULL)
       return 0;
   }
-  return rc == 0 && res != NULL;
+  return rc == 0 && found;
 }
 
 /* "alice (uid 1000)", or "uid 1000" for a user the system does not know. */
 static void user_str(const hm__allocator *a, uid_t uid, char *out, size_t n) {
   struct passwd pw;
   char stack[1024], *heap;
-  if (user_entry(a, uid, &pw, stack, sizeof stack, &heap))
+  if (entry(a, get_user, uid, &pw, stack, sizeof stack, &heap))
     snprintf(out, n, "%s (uid %u)", pw.pw_name, (unsigned)uid);
   else
     snprintf(out, n, "uid %u", (unsigned)uid);
@@ -97,8 +97,8 @@ static int private_group(const hm__allocator *a, gid_t gid, uid_t owner, char *o
   struct passwd pw;
   struct group gr;
   char ustack[1024], gstack[2048], *uheap, *gheap;
-  int ok = 0, have_user = user_entry(a, owner, &pw, ustack, sizeof ustack, &uheap);
-  if (group_entry(a, gid, &gr, gstack, sizeof gstack, &gheap)) {
+  int ok = 0, have_user = entry(a, get_user, owner, &pw, ustack, sizeof ustack, &uheap);
+  if (entry(a, get_group, gid, &gr, gstack, sizeof gstack, &gheap)) {
     snprintf(out, n, "%s (gid %u)", gr.gr_name, (unsigned)gid);
     if (have_user && strcmp(gr.gr_name, pw.pw_name) == 0) {
       char **m;
@@ -197,18 +197,30 @@ static int other_writers(const hm__allocator *a, int fd, const struct stat *st, 
 
 static const char *chmod_fix(int kind) { return kind == WRITER_OTHERS ? "o-w" : "g-w"; }
 
-static int check_file(const hm__allocator *a, int fd, const struct stat *st, const char *path) {
-  char who[300], me[300], why[400];
-  int kind;
-  if (!trusted_owner(st->st_uid)) {
-    user_str(a, st->st_uid, who, sizeof who);
-    user_str(a, geteuid(), me, sizeof me);
+/* The module at `path`, or its directory `dir` (if not NULL), belongs to `uid`, who is
+ * neither root nor this process's user. */
+static int owner_refused(const hm__allocator *a, uid_t uid, const char *path, const char *dir) {
+  char who[300], me[300];
+  user_str(a, uid, who, sizeof who);
+  user_str(a, geteuid(), me, sizeof me);
+  if (dir == NULL)
     return hm__fail(HM_EACCES,
                     "%s is owned by %s, and only files of this process's user %s or root are "
                     "loaded; refusing to load it (fix: build it as that user, or chown it; "
                     "HM_FLAG_ALLOW_WRITABLE waives this)",
                     path, who, me);
-  }
+  return hm__fail(HM_EACCES,
+                  "%s: its directory %s is owned by %s, and only directories of this process's "
+                  "user %s or root are trusted; refusing to load it (fix: keep modules in a "
+                  "directory of your own; HM_FLAG_ALLOW_WRITABLE waives this)",
+                  path, dir, who, me);
+}
+
+static int check_file(const hm__allocator *a, int fd, const struct stat *st, const char *path) {
+  char why[400];
+  int kind;
+  if (!trusted_owner(st->st_uid))
+    return owner_refused(a, st->st_uid, path, NULL);
   if ((kind = other_writers(a, fd, st, why, sizeof why)) != 0)
     return hm__fail(HM_EACCES,
                     "%s is writable by %s; refusing to load it (fix: chmod %s %s; "
@@ -221,17 +233,10 @@ static int check_file(const hm__allocator *a, int fd, const struct stat *st, con
  * to the module at `path`. */
 static int check_dir(const hm__allocator *a, int dfd, const struct stat *dst,
                      const struct stat *est, const char *dir, const char *path) {
-  char who[300], me[300], why[400];
+  char who[300], why[400];
   int kind;
-  if (!trusted_owner(dst->st_uid)) {
-    user_str(a, dst->st_uid, who, sizeof who);
-    user_str(a, geteuid(), me, sizeof me);
-    return hm__fail(HM_EACCES,
-                    "%s: its directory %s is owned by %s, and only directories of this "
-                    "process's user %s or root are trusted; refusing to load it (fix: keep "
-                    "modules in a directory of your own; HM_FLAG_ALLOW_WRITABLE waives this)",
-                    path, dir, who, me);
-  }
+  if (!trusted_owner(dst->st_uid))
+    return owner_refused(a, dst->st_uid, path, dir);
   if ((kind = other_writers(a, dfd, dst, why, sizeof why)) == 0)
     return 0;
   if ((dst->st_mode & S_ISVTX) && est->st_uid == geteuid())
