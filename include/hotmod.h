@@ -30,7 +30,9 @@
  * change or reclaim anything: live calls, hm_live_get of existing handles, snapshots
  * (acquire, call, release) and the getters. Everything else on such a registry returns
  * HM_EFORKED, and hm_registry_free frees its memory only, leaving the parent's private
- * directory and files alone. Registries the child makes work fully. Live calls that other
+ * directory and files alone. The child does not keep the parent's lock on that directory
+ * (see hm_registry_new): once the parent's registry is gone, a new registry may remove it,
+ * and the child's versions stay mapped. Registries the child makes work fully. Live calls that other
  * threads of the parent were inside at the fork do not hold up the child's grace periods.
  *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
@@ -163,7 +165,10 @@ typedef void (*hm_event_cb)(hm_event ev, hm_module *mod, unsigned version, int e
 typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
 
 /* Registry flags. */
-#define HM_FLAG_ALLOW_WRITABLE 0x1u /* load files that other users may write to (unsafe) */
+#define HM_FLAG_ALLOW_WRITABLE 0x1u /* load files that someone else could have written or
+                                       replaced: writable by other users or a shared group,
+                                       in such a directory, or owned by another user
+                                       (unsafe; see hm_module_load) */
 #define HM_FLAG_QUIET 0x2u          /* no default one-line event log on stderr */
 #define HM_FLAG_PROBE 0x4u          /* load each new build in a short-lived child process first
                                        (crash containment; see hm_module_set_probe);
@@ -198,7 +203,8 @@ typedef enum hm_reload_mode {
 typedef struct hm_registry_options {
   unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 3 are accepted) */
   unsigned flags;           /* HM_FLAG_... */
-  const char *private_root; /* where the private directory is made; NULL: $TMPDIR or /tmp */
+  const char *private_root; /* where the private directory is made; NULL: $TMPDIR or /tmp.
+                               Must not be on a noexec mount */
   hm_alloc_fn alloc;        /* NULL: the C library's realloc/free */
   void *alloc_userdata;
   hm_event_cb on_event; /* NULL: one line per event on stderr (unless HM_FLAG_QUIET) */
@@ -233,12 +239,19 @@ typedef struct hm_stats {
 
 /* ---- Registry -------------------------------------------------------------------------- */
 
-/* Create a registry: its private directory (mode 0700, made with mkdtemp) and its reclaimer
- * thread. `opts` may be NULL for defaults; it is read during the call only.
+/* Create a registry: its private directory (hotmod-priv-XXXXXX, mode 0700, made with
+ * mkdtemp and held with flock while the registry lives; a forked child does not keep the
+ * lock) and its reclaimer thread. First it removes private directories that registries of
+ * dead processes left behind: unlocked ones of this effective user, in private_root,
+ * $TMPDIR, /tmp, $XDG_RUNTIME_DIR and /dev/shm, with only the copies hotmod makes in them,
+ * never following links, at most 32 per call (best effort: never an error).
+ * `opts` may be NULL for defaults; it is read during the call only.
  * On success *out is owned by the caller and freed with hm_registry_free.
  * Thread-safe. Errors (detail in hm_errmsg): HM_EINVAL (out NULL, options version not
- * between 1 and HM_REGISTRY_OPTIONS_VERSION, unknown reload mode), HM_ENOMEM, or the errno of
- * the failed directory creation or thread start (HM_EACCES, HM_ENOENT, -EROFS ...). */
+ * between 1 and HM_REGISTRY_OPTIONS_VERSION, unknown reload mode), HM_ENOMEM, HM_EACCES (the
+ * private root is on a noexec mount, where copies could not run: the message says noexec),
+ * or the errno of the failed directory creation or thread start (HM_EACCES, HM_ENOENT,
+ * -EROFS ...). */
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
 
 /* Stop the watcher, unload every version, delete the private directory and free the
@@ -272,18 +285,30 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
 /* ---- Modules --------------------------------------------------------------------------- */
 
 /* Load the file at `path` as version 1 of a new module called `name` (no ':' allowed).
- * The file is checked (regular, not writable by others, not open for writing by any process,
- * a complete ELF shared object for this machine), copied into the private directory and
+ * The file is opened (O_NONBLOCK | O_CLOEXEC), checked with fstat on that descriptor and
+ * read from it: a regular file that nobody but its owner could have changed, not on a
+ * noexec mount, not open for writing by any process, a complete ELF shared object for this
+ * machine. Refused with HM_EACCES and the rule and its fix in the message, unless the
+ * registry has HM_FLAG_ALLOW_WRITABLE: the file or its directory (the one holding its name,
+ * and each one holding a symbolic link on the way to it) writable by other users (a sticky
+ * directory is fine for an entry of this process's user), or by a group other than the
+ * owner's private group (a group named as the owner with no other member), directly or
+ * through a POSIX ACL; the file or that directory owned by anyone but this process's
+ * effective user or root. Always refused with HM_EACCES: a file on a noexec mount (its
+ * private copy would bypass noexec). The bytes read are then copied into the private
+ * directory and
  * loaded from the copy with dlopen(RTLD_NOW | RTLD_LOCAL). `name` and `path` are copied. If a
  * module of that name was unloaded with hm_module_unload, it comes back under the same name
  * with its next version number and its live handles work again.
  * On success, if `out` is not NULL, *out is a borrowed pointer owned by the registry, valid
  * until hm_registry_free. Thread-safe.
- * Errors: HM_EINVAL, HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES,
- * HM_ENOTELF (also: not a regular file, such as a FIFO), HM_EBADELF, HM_EAGAIN (a process has
- * the file open for writing, or it changed while it was read), HM_EDLOPEN, HM_EABI,
- * HM_EHOOK, HM_EIO, HM_ENOMEM, HM_EBUSY (from module code), HM_EFORKED. On error nothing is
- * created. */
+ * Errors: HM_EINVAL, HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES (the
+ * rules above, or no permission to read), HM_ENOTELF (also: not a regular file: a
+ * directory, FIFO, socket or device, refused at once without waiting on it; the message
+ * says which), -ELOOP (a loop of symbolic links), HM_EBADELF, HM_EAGAIN (a process has the
+ * file open for writing, it changed while it was read, or the path was made to lead
+ * elsewhere meanwhile), HM_EDLOPEN, HM_EABI, HM_EHOOK, HM_EIO, HM_ENOMEM, HM_EBUSY (from
+ * module code), HM_EFORKED. On error nothing is created. */
 HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *path,
                              hm_module **out);
 

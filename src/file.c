@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* Larger files are refused rather than read into memory whole. */
@@ -82,26 +83,65 @@ static int same_stat(const struct stat *a, const struct stat *b) {
          a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
+/* What a file that is not a regular one is, for messages. */
+static const char *kind_of(mode_t m) {
+  if (S_ISDIR(m))
+    return "a directory";
+  if (S_ISFIFO(m))
+    return "a FIFO (named pipe)";
+  if (S_ISSOCK(m))
+    return "a socket";
+  if (S_ISCHR(m))
+    return "a character device";
+  if (S_ISBLK(m))
+    return "a block device";
+  return "a special file";
+}
+
+static int not_regular(const char *path, mode_t m) {
+  return hm__fail(HM_ENOTELF, "%s is %s, not a regular file", path, kind_of(m));
+}
+
 int hm__file_open(const char *path) {
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    int rc = -errno;
-    return hm__fail(rc, "cannot open %s: %s", path, strerror(-rc));
-  }
-  return fd;
+  struct stat st;
+  int fd, e;
+  /* A look by name first, so that a device, FIFO or socket is refused without being opened
+   * (opening some devices does something, a socket cannot be opened at all); the fstat on
+   * the descriptor decides in the end. */
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+    return not_regular(path, st.st_mode);
+  fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd >= 0)
+    return fd;
+  e = errno;
+  if (e == ELOOP)
+    return hm__fail(-e, "cannot open %s: a loop of symbolic links (or more than 40 in a row)",
+                    path);
+  if (e == ENXIO)
+    return hm__fail(-e, "cannot open %s: %s (a socket, or a device with nothing behind it)",
+                    path, strerror(e));
+  return hm__fail(-e, "cannot open %s: %s", path, strerror(e));
 }
 
 /* Look at the open file: what the loader accepts. */
-static int check_stat(int fd, const char *path, unsigned flags, struct stat *st) {
+static int check_stat(const hm__allocator *a, int fd, const char *path, unsigned flags,
+                      struct stat *st) {
+  struct statvfs vfs;
   if (fstat(fd, st) != 0)
     return hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
   if (!S_ISREG(st->st_mode))
-    return hm__fail(HM_ENOTELF, "%s is not a regular file", path);
-  if ((st->st_mode & S_IWOTH) && !(flags & HM__READ_ALLOW_WRITABLE))
-    return hm__fail(HM_EACCES, "%s is writable by other users; refusing to load it", path);
+    return not_regular(path, st->st_mode);
   if (st->st_size > HM__MAX_MODULE_SIZE)
     return hm__fail(HM_ENOTELF, "%s is too large (%lld bytes)", path, (long long)st->st_size);
-  return 0;
+  /* Whoever mounted it noexec meant that nothing there runs: a private copy would. Not
+   * waived by HM_FLAG_ALLOW_WRITABLE, which is about who may write, not where. */
+  if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_NOEXEC))
+    return hm__fail(HM_EACCES,
+                    "%s is on a filesystem mounted noexec, and loading a copy of it would "
+                    "bypass noexec; refusing to load it (build or copy it to a mount without "
+                    "noexec)",
+                    path);
+  return hm__file_trusted(a, fd, st, path, flags); /* its owner, writers and directories */
 }
 
 int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned flags,
@@ -115,7 +155,7 @@ int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned 
   memset(out, 0, sizeof *out);
   if (writer != NULL)
     *writer = HM__WRITER_UNKNOWN;
-  rc = check_stat(fd, path, flags, &st);
+  rc = check_stat(a, fd, path, flags, &st);
   if (rc != 0)
     return rc;
   w = hm__writer_probe(fd);

@@ -1,7 +1,8 @@
 /* hotmod's private header: the pieces the source files share. Nothing here is API.
  *
  * Layers, from the bottom: common.c and error.c (leaves: allocation, errors, the clock),
- * elfcheck.c and settle.c (pure functions), file.c (reading a module's file), reclaim.c
+ * elfcheck.c and settle.c (pure functions), file.c with trust.c (reading a module's file,
+ * and whether it may be trusted), privdir.c (private directories), reclaim.c
  * (grace periods), loader.c (bytes to a loaded version), table.c (what live handles read,
  * and the lifetime of versions), registry.c and handles.c (the API), queue.c (reload modes
  * and polling), watch.c with watchpath.c (the libuv watcher, the only libuv user). */
@@ -14,6 +15,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define HM__HIDDEN __attribute__((visibility("hidden")))
@@ -136,13 +138,14 @@ typedef struct hm__file {
 #define HM__READ_ALLOW_WRITABLE 0x1u /* = HM_FLAG_ALLOW_WRITABLE */
 #define HM__READ_PROBE 0x100u        /* HM_EAGAIN while a writer has the file open */
 
-/* Open the file at `path` without blocking (a FIFO or device is refused, never waited on),
- * check it is a regular file of at most 1 GiB that others cannot write to (unless allowed),
- * and read it whole. With HM__READ_PROBE, a file that a writer holds open is HM_EAGAIN
+/* Open the file at `path` without blocking (a FIFO, socket or device is refused by a look at
+ * its name before any open, and by fstat after, never waited on; a symlink loop is -ELOOP),
+ * check it is a regular file of at most 1 GiB, not on a noexec mount, that nobody but its
+ * owner could have changed (trust.c; unless allowed), and read it whole. With HM__READ_PROBE, a file that a writer holds open is HM_EAGAIN
  * before anything is read; *writer (may be NULL) gets the probe's answer either way.
  * Errors, with the detail recorded (hm__fail): HM_ENOENT and other errno values, HM_ENOTELF
- * (not a regular file, too large), HM_EACCES (writable by others), HM_EAGAIN (being written,
- * or changed while read), HM_EIO, HM_ENOMEM. On error *out is left empty. */
+ * (not a regular file, too large), HM_EACCES (trust.c's rules, noexec), HM_EAGAIN (being
+ * written, or changed while read), HM_EIO, HM_ENOMEM. On error *out is left empty. */
 HM__HIDDEN int hm__file_read(const hm__allocator *a, const char *path, unsigned flags,
                              hm__file *out, hm__writer *writer);
 /* The same in two steps, for the watcher, which probes before it decides to read: open
@@ -152,9 +155,34 @@ HM__HIDDEN int hm__file_open(const char *path);
 HM__HIDDEN int hm__file_read_fd(const hm__allocator *a, int fd, const char *path,
                                 unsigned flags, hm__file *out, hm__writer *writer);
 HM__HIDDEN void hm__file_release(const hm__allocator *a, hm__file *f);
+/* May the regular file `st`, open as fd from `path`, be loaded (trust.c)? Its owner, who
+ * else may write to it and to the directories that lead to it; the rules are at the top of
+ * trust.c. Waived by HM__READ_ALLOW_WRITABLE. 0, or HM_EACCES with the path and the rule in
+ * the detail; HM_EAGAIN if the path no longer leads to that file. */
+HM__HIDDEN int hm__file_trusted(const hm__allocator *a, int fd, const struct stat *st,
+                                const char *path, unsigned flags);
 /* The lease probe alone, on an open descriptor (read-only). Never leaves a lease behind. */
 HM__HIDDEN hm__writer hm__writer_probe(int fd);
 HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
+
+/* ---- Private directories (privdir.c) ------------------------------------------------- */
+
+/* Where a registry with this private_root option makes its directory: the option, else
+ * $TMPDIR, else /tmp. */
+HM__HIDDEN const char *hm__privdir_root(const char *private_root);
+/* Make a new private directory in `root` (mode 0700) and lock it: *out (allocated with `a`)
+ * gets its path and *lock_fd the O_CLOEXEC descriptor that holds flock(LOCK_EX) on it.
+ * Errors, detail recorded: HM_EACCES (root on a noexec mount, or not writable), HM_ENOMEM,
+ * the errno of statvfs or mkdtemp (HM_ENOENT ...). */
+HM__HIDDEN int hm__privdir_make(const hm__allocator *a, const char *root, char **out,
+                                int *lock_fd);
+/* Remove the loader's copies from `dir` and the directory, and close lock_fd (-1: leave the
+ * directory alone). */
+HM__HIDDEN void hm__privdir_remove(const char *dir, int lock_fd);
+/* Remove stale private directories (nobody holds their lock) from every place one can be;
+ * bounded work, never fails, leaves errno and the failure detail alone. Returns how many
+ * it removed. */
+HM__HIDDEN int hm__privdir_sweep(const char *private_root);
 
 /* ---- Reclamation (reclaim.c) ----------------------------------------------------------- */
 

@@ -14,7 +14,6 @@
 
 #include "hotmod/module.h"
 
-#include <dirent.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,8 +104,15 @@ static void postfork(int child) {
   hm_registry *r;
   hm__readers_postfork(child);
   for (r = all_regs; r != NULL; r = r->all_next) {
-    if (child)
+    if (child) {
       r->forked = 1;
+      /* The child shares the parent's lock on the private directory through this
+       * descriptor: close it (never unlock, which would unlock the parent's), so the lock
+       * lives as long as the parent's registry and no longer. */
+      if (r->lock_fd >= 0)
+        close(r->lock_fd);
+      r->lock_fd = -1;
+    }
     pthread_mutex_unlock(&r->lock);
   }
   pthread_mutex_unlock(&all_lock);
@@ -117,14 +123,12 @@ static void postfork_child(void) { postfork(1); }
 
 static void install_atfork(void) { pthread_atfork(prefork, postfork_parent, postfork_child); }
 
-static void all_add(hm_registry *reg) {
-  pthread_once(&atfork_once, install_atfork);
-  pthread_mutex_lock(&all_lock);
+/* Under all_lock. */
+static void all_add_locked(hm_registry *reg) {
   reg->all_next = all_regs;
   if (all_regs != NULL)
     all_regs->all_prev = reg;
   all_regs = reg;
-  pthread_mutex_unlock(&all_lock);
 }
 
 static void all_remove(hm_registry *reg) {
@@ -141,28 +145,6 @@ static void all_remove(hm_registry *reg) {
 /* ---- Registry -------------------------------------------------------------------------- */
 
 static void module_destroy(hm_registry *reg, hm_module *mod);
-
-static int make_private_dir(hm_registry *reg, const char *root) {
-  size_t n;
-  if (root == NULL || root[0] == '\0')
-    root = getenv("TMPDIR");
-  if (root == NULL || root[0] == '\0')
-    root = "/tmp";
-  n = strlen(root) + sizeof "/hotmod-XXXXXX";
-  reg->dir = hm__malloc(&reg->a, n);
-  if (reg->dir == NULL)
-    return hm__fail(HM_ENOMEM, "out of memory creating the registry");
-  snprintf(reg->dir, n, "%s/hotmod-XXXXXX", root);
-  /* mkdtemp creates it with mode 0700: only this user can put code into it. */
-  if (mkdtemp(reg->dir) == NULL) {
-    int rc = hm__fail(-errno, "cannot create the private directory in %s: %s", root,
-                      strerror(errno));
-    hm__free(&reg->a, reg->dir);
-    reg->dir = NULL;
-    return rc;
-  }
-  return 0;
-}
 
 /* The options as the caller's header version laid them out: every version from 1 to the
  * current one is accepted, and fields newer than the caller's keep their defaults. */
@@ -214,41 +196,36 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
   /* Asked for crash containment: without its helper there is none, say so now. */
   rc = (o.flags & HM_FLAG_PROBE) ? hm__probe_find(&a, &reg->probe_helper) : 0;
-  if (rc == 0)
-    rc = make_private_dir(reg, o.private_root);
   if (rc != 0) {
-    hm__free(&a, reg->probe_helper);
     hm__free(&a, reg);
     return rc;
   }
   rc = hm__reclaimer_new(&reg->rc, &a);
   if (rc != 0) {
-    rmdir(reg->dir);
-    hm__free(&a, reg->dir);
+    hm__free(&a, reg->probe_helper);
     hm__free(&a, reg);
     return hm__fail(rc, "cannot start the reclaimer thread: %s", hm_strerror(rc));
   }
   pthread_mutex_init(&reg->lock, NULL);
-  all_add(reg);
+  hm__privdir_sweep(o.private_root); /* what killed processes left behind */
+  /* The locked directory is made and the registry listed under all_lock, so that a fork()
+   * cannot come between them: the fork handler must see every lock descriptor to close the
+   * child's copy. */
+  pthread_once(&atfork_once, install_atfork);
+  pthread_mutex_lock(&all_lock);
+  rc = hm__privdir_make(&a, hm__privdir_root(o.private_root), &reg->dir, &reg->lock_fd);
+  if (rc == 0)
+    all_add_locked(reg);
+  pthread_mutex_unlock(&all_lock);
+  if (rc != 0) {
+    hm__reclaimer_free(reg->rc);
+    pthread_mutex_destroy(&reg->lock);
+    hm__free(&a, reg->probe_helper);
+    hm__free(&a, reg);
+    return rc;
+  }
   *out = reg;
   return 0;
-}
-
-static void remove_dir(const char *dir) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  if (d != NULL) {
-    /* Only copies of versions that were still pinned at free time can be left here. */
-    while ((e = readdir(d)) != NULL) {
-      char p[4096];
-      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-        continue;
-      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-      unlink(p);
-    }
-    closedir(d);
-  }
-  rmdir(dir);
 }
 
 /* Run the unload hook of one version that snapshots still pin, if any has not run. Returns
@@ -393,7 +370,7 @@ void hm_registry_free(hm_registry *reg) {
             "hotmod: hm_registry_free: %zu version(s) still pinned by snapshots stay mapped "
             "(leaked); release snapshots before freeing their registry\n",
             pinned);
-  remove_dir(reg->dir);
+  hm__privdir_remove(reg->dir, reg->lock_fd);
   free_memory(reg);
 }
 

@@ -85,6 +85,7 @@ struct hm_registry {
   hm__allocator a;
   pthread_mutex_t lock; /* modules, tables, versions, stats, the watcher pointers */
   char *dir;
+  int lock_fd; /* flock(LOCK_EX) on dir while the registry lives (privdir.c); -1: a child's */
   unsigned flags;
   hm_event_cb on_event;
   void *event_userdata;

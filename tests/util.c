@@ -43,10 +43,16 @@ void hmt_rm_rf(const char *dir) {
     return;
   while ((e = readdir(d)) != NULL) {
     char p[4096];
+    struct stat st;
     if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
       continue;
     snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    unlink(p);
+    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+      chmod(p, 0700); /* a test may have made it read-only */
+      hmt_rm_rf(p);
+    } else {
+      unlink(p);
+    }
   }
   closedir(d);
   rmdir(dir);

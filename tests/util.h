@@ -14,7 +14,8 @@
 
 /* Path of a built test module, e.g. hmt_mod("square_v1"). Static storage, 8 rotating slots. */
 const char *hmt_mod(const char *name);
-/* A new private temp directory (caller frees the string, hmt_rm_rf removes it). */
+/* A new private temp directory (caller frees the string, hmt_rm_rf removes it with what is
+ * in it, subdirectories too; symbolic links are removed, never followed). */
 char *hmt_tmpdir(void);
 void hmt_rm_rf(const char *dir);
 /* dir/name into a static rotating buffer. */

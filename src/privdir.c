@@ -1,0 +1,274 @@
+/*
+ * Private directories: where a registry keeps the copies it loads, and what happens to
+ * those that a killed or crashed process left behind.
+ *
+ * A registry's directory is named hotmod-priv-XXXXXX (mkdtemp, mode 0700) and the registry
+ * holds flock(LOCK_EX) on it, through a descriptor of the directory itself, for as long as
+ * it lives. The kernel drops that lock when the last descriptor of that open goes away,
+ * however the process ends; so "nobody holds the lock" means "no registry uses this
+ * directory", with no pid in the name (a pid is reused, and means nothing in another pid
+ * namespace sharing the tmpfs). Older hotmod versions named theirs hotmod-XXXXXX and held
+ * no lock: those are never touched, since a running older program may still use one.
+ *
+ * The descriptor is O_CLOEXEC, so a program the host execs does not inherit the lock. A
+ * child made by fork() would share it (flock locks belong to the open, which fork shares):
+ * the registry's fork handler closes the child's descriptor (close, never LOCK_UN, which
+ * would unlock the parent's too). The child cannot change a registry it inherited, and its
+ * mapped versions stay mapped even if the directory is removed, so it has no need of it.
+ *
+ * A new registry sweeps every place a private directory can be: its own private_root,
+ * $TMPDIR, /tmp, $XDG_RUNTIME_DIR and /dev/shm. It removes a directory only if the name
+ * matches exactly, it is a real directory (never through a symbolic link) owned by this
+ * effective user that nobody else may enter, and its lock can be taken at once; inside,
+ * only the files the loader makes (regular files named NAME.SEQ.so), by descriptor,
+ * without following links. Anything else found there stays, and so does the directory.
+ * The work is bounded: so many directory entries read per place, so many candidates looked
+ * at and removed per start; the rest waits for the next start.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#define PREFIX "hotmod-priv-"
+#define PREFIX_LEN (sizeof PREFIX - 1)
+#define TEMPLATE_X 6 /* mkdtemp's random part */
+
+enum {
+  SWEEP_MAX_ENTRIES = 20000, /* directory entries read in one place */
+  SWEEP_MAX_CANDIDATES = 256, /* matching directories opened per start (locked ones too) */
+  SWEEP_MAX_REMOVED = 32,     /* stale directories removed per start */
+  SWEEP_MAX_FILES = 4096,     /* entries read inside one stale directory */
+  MAKE_TRIES = 8              /* a sweeper in another process took our fresh directory */
+};
+
+static int is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* A private directory's name, exactly. */
+static int name_ok(const char *name) {
+  size_t i;
+  if (strncmp(name, PREFIX, PREFIX_LEN) != 0 || strlen(name) != PREFIX_LEN + TEMPLATE_X)
+    return 0;
+  for (i = PREFIX_LEN; name[i] != '\0'; i++)
+    if (!is_alnum(name[i]))
+      return 0;
+  return 1;
+}
+
+/* A private copy's name as the loader makes it: [A-Za-z0-9_-][A-Za-z0-9_.-]*.DIGITS.so */
+static int copy_name_ok(const char *name) {
+  size_t n = strlen(name), i, end;
+  if (n < 6 || strcmp(name + n - 3, ".so") != 0)
+    return 0;
+  end = n - 3;
+  i = end;
+  while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
+    i--;
+  if (i == end || i < 2 || name[i - 1] != '.')
+    return 0;
+  if (name[0] == '.')
+    return 0;
+  for (end = i - 1, i = 0; i < end; i++)
+    if (!is_alnum(name[i]) && name[i] != '_' && name[i] != '-' && name[i] != '.')
+      return 0;
+  return 1;
+}
+
+/* Remove the loader's copies from the directory open as dfd, then the directory `name` in
+ * `parent` if it is still the one open (same inode) and now empty. 1 if it is gone. */
+static int empty_and_remove(int parent, const char *name, int dfd) {
+  struct stat st, here;
+  DIR *d;
+  struct dirent *e;
+  int n = 0, fd = dup(dfd);
+  if (fd < 0 || fstat(dfd, &st) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return 0;
+  }
+  d = fdopendir(fd);
+  if (d == NULL) {
+    close(fd);
+    return 0;
+  }
+  while ((e = readdir(d)) != NULL && n++ < SWEEP_MAX_FILES) {
+    struct stat fs;
+    if (!copy_name_ok(e->d_name))
+      continue; /* also . and .. */
+    if (fstatat(dfd, e->d_name, &fs, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fs.st_mode) &&
+        fs.st_uid == geteuid())
+      unlinkat(dfd, e->d_name, 0);
+  }
+  closedir(d);
+  if (fstatat(parent, name, &here, AT_SYMLINK_NOFOLLOW) != 0 || here.st_dev != st.st_dev ||
+      here.st_ino != st.st_ino)
+    return 0;
+  return unlinkat(parent, name, AT_REMOVEDIR) == 0;
+}
+
+void hm__privdir_remove(const char *dir, int lock_fd) {
+  const char *slash = strrchr(dir, '/');
+  char parent[4096];
+  int pfd;
+  if (lock_fd < 0) /* not ours to remove (a forked child's inherited registry) */
+    return;
+  if (slash != NULL && (size_t)(slash - dir) < sizeof parent) {
+    size_t n = slash == dir ? 1 : (size_t)(slash - dir);
+    memcpy(parent, dir, n);
+    parent[n] = '\0';
+    pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pfd >= 0) {
+      empty_and_remove(pfd, slash + 1, lock_fd);
+      close(pfd);
+    }
+  }
+  close(lock_fd); /* the lock goes with the last descriptor of this open */
+}
+
+/* The private directory `name` in `root` (open as rfd): removed if it is stale. */
+static int sweep_one(int rfd, const char *name) {
+  struct stat st;
+  int removed = 0, dfd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
+    return 0;
+  if (fstat(dfd, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+      (st.st_mode & 077) == 0 && flock(dfd, LOCK_EX | LOCK_NB) == 0 &&
+      fstat(dfd, &st) == 0 && st.st_nlink > 0) /* not removed by another sweeper meanwhile */
+    removed = empty_and_remove(rfd, name, dfd);
+  close(dfd);
+  return removed;
+}
+
+typedef struct sweep_state {
+  struct stat seen[6];
+  int nseen;
+  int candidates, removed;
+} sweep_state;
+
+static void sweep_root(sweep_state *s, const char *root) {
+  struct stat st;
+  DIR *d;
+  struct dirent *e;
+  int i, n = 0, rfd;
+  if (root == NULL || root[0] == '\0')
+    return;
+  rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rfd < 0)
+    return;
+  if (fstat(rfd, &st) != 0 || s->nseen == (int)(sizeof s->seen / sizeof s->seen[0])) {
+    close(rfd);
+    return;
+  }
+  for (i = 0; i < s->nseen; i++) {
+    if (s->seen[i].st_dev == st.st_dev && s->seen[i].st_ino == st.st_ino) {
+      close(rfd);
+      return; /* the same place by another name */
+    }
+  }
+  s->seen[s->nseen++] = st;
+  d = fdopendir(dup(rfd));
+  if (d == NULL) {
+    close(rfd);
+    return;
+  }
+  while ((e = readdir(d)) != NULL && n++ < SWEEP_MAX_ENTRIES &&
+         s->candidates < SWEEP_MAX_CANDIDATES && s->removed < SWEEP_MAX_REMOVED) {
+    if (!name_ok(e->d_name))
+      continue;
+    s->candidates++;
+    s->removed += sweep_one(rfd, e->d_name);
+  }
+  closedir(d);
+  close(rfd);
+}
+
+int hm__privdir_sweep(const char *private_root) {
+  sweep_state s;
+  int saved = errno;
+  memset(&s, 0, sizeof s);
+  sweep_root(&s, private_root);
+  sweep_root(&s, getenv("TMPDIR"));
+  sweep_root(&s, "/tmp");
+  sweep_root(&s, getenv("XDG_RUNTIME_DIR"));
+  sweep_root(&s, "/dev/shm");
+  errno = saved;
+  return s.removed;
+}
+
+const char *hm__privdir_root(const char *private_root) {
+  const char *root = private_root;
+  if (root == NULL || root[0] == '\0')
+    root = getenv("TMPDIR");
+  if (root == NULL || root[0] == '\0')
+    root = "/tmp";
+  return root;
+}
+
+/* mkdtemp, open and lock; 1 to try again with a new name (another process's sweep removed
+ * it or holds it), 0 done, or an error. */
+static int make_once(char *dir, int *lock_fd) {
+  struct stat st, by_name;
+  int fd;
+  memcpy(dir + strlen(dir) - TEMPLATE_X, "XXXXXX", TEMPLATE_X);
+  if (mkdtemp(dir) == NULL)
+    return -errno;
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 1 : -errno;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    return e == EWOULDBLOCK ? 1 : -e;
+  }
+  /* Locked: no sweeper can take it from here on. Is it still the directory mkdtemp made? */
+  if (fstat(fd, &st) != 0 || st.st_nlink == 0 || lstat(dir, &by_name) != 0 ||
+      by_name.st_dev != st.st_dev || by_name.st_ino != st.st_ino) {
+    close(fd);
+    return 1;
+  }
+  *lock_fd = fd;
+  return 0;
+}
+
+int hm__privdir_make(const hm__allocator *a, const char *root, char **out, int *lock_fd) {
+  struct statvfs vfs;
+  size_t n = strlen(root) + sizeof "/" PREFIX "XXXXXX";
+  char *dir;
+  int rc = 1, tries;
+  *out = NULL;
+  *lock_fd = -1;
+  /* Copies on a noexec mount could not be mapped executable: say so now, not at the first
+   * load ("failed to map segment from shared object"). */
+  if (statvfs(root, &vfs) != 0)
+    return hm__fail(-errno, "cannot create the private directory in %s: %s", root,
+                    strerror(errno));
+  if (vfs.f_flag & ST_NOEXEC)
+    return hm__fail(HM_EACCES,
+                    "cannot use %s as the private root: it is on a filesystem mounted noexec, "
+                    "where module copies cannot be mapped executable; set private_root (or "
+                    "TMPDIR) to a directory on a mount without noexec",
+                    root);
+  dir = hm__malloc(a, n);
+  if (dir == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory creating the registry");
+  snprintf(dir, n, "%s/" PREFIX "XXXXXX", root);
+  for (tries = 0; tries < MAKE_TRIES && rc == 1; tries++)
+    rc = make_once(dir, lock_fd);
+  if (rc != 0) {
+    int e = rc == 1 ? EAGAIN : -rc;
+    hm__free(a, dir);
+    return hm__fail(-e, "cannot create the private directory in %s: %s", root, strerror(e));
+  }
+  *out = dir;
+  return 0;
+}
