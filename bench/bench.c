@@ -508,6 +508,29 @@ static void bench_calls(void) {
   free(ratio_mt_all);
 }
 
+/* A module loaded from a temporary directory, for the reload figures. */
+typedef struct reload_fx {
+  char *dir;
+  char path[4200];
+  hm_registry *reg;
+  hm_module *mod;
+} reload_fx;
+
+static void reload_fx_open(reload_fx *f, const char *name, const unsigned char *buf,
+                           size_t len) {
+  f->dir = make_tmpdir();
+  f->reg = new_registry();
+  snprintf(f->path, sizeof f->path, "%s/benchmod.so", f->dir);
+  install(buf, len, f->path);
+  check(hm_module_load(f->reg, name, f->path, &f->mod), f->reg, "hm_module_load");
+}
+
+static void reload_fx_close(reload_fx *f) {
+  hm_registry_free(f->reg);
+  rm_rf(f->dir);
+  free(f->dir);
+}
+
 /* hm_module_reload of a small module, alternating between two builds installed at its path.
  * Outside the timed region: the install, and waiting for the registry's reclaimer to unload
  * the version the previous reload retired, so each sample is one reload on its own, as in
@@ -518,28 +541,23 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
   int samples = quick ? 200 : 2000, warm = quick ? 20 : 100;
   double *us = calloc((size_t)samples, sizeof(double));
   double *cpu = calloc((size_t)samples, sizeof(double));
-  char *dir = make_tmpdir();
-  char path[4200];
-  hm_registry *reg = new_registry();
-  hm_module *mod;
+  reload_fx f;
   hm_live *live;
   double start = now_ns();
 
-  snprintf(path, sizeof path, "%s/benchmod.so", dir);
-  install(v[0], vlen[0], path);
-  check(hm_module_load(reg, "r", path, &mod), reg, "hm_module_load");
-  check(hm_live_get(reg, "r:add1", &live), reg, "hm_live_get");
+  reload_fx_open(&f, "r", v[0], vlen[0]);
+  check(hm_live_get(f.reg, "r:add1", &live), f.reg, "hm_live_get");
   for (int i = 0; i < warm + samples; i++) {
     double t0, t1, c0, c1;
     int rc;
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
-    (void)wait_retired(reg, 1.0);
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    (void)wait_retired(f.reg, 1.0);
     c0 = cpu_ns();
     t0 = now_ns();
-    rc = hm_module_reload(mod);
+    rc = hm_module_reload(f.mod);
     t1 = now_ns();
     c1 = cpu_ns();
-    check(rc, reg, "hm_module_reload");
+    check(rc, f.reg, "hm_module_reload");
     if (i >= warm) {
       us[i - warm] = (t1 - t0) / 1e3;
       cpu[i - warm] = (c1 - c0) / 1e3;
@@ -553,9 +571,7 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
   fprintf(stderr, "# reload: %d samples in %.1f s, module file %zu bytes\n", samples,
           (now_ns() - start) / 1e9, vlen[0]);
   fflush(stdout);
-  hm_registry_free(reg);
-  rm_rf(dir);
-  free(dir);
+  reload_fx_close(&f);
   free(us);
   free(cpu);
 }
@@ -583,22 +599,17 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
   double *without = calloc((size_t)pairs, sizeof(double));
   double *added = calloc((size_t)pairs, sizeof(double));
   double *floor_us = calloc((size_t)pairs, sizeof(double));
-  char *dir = make_tmpdir();
-  char path[4200];
-  hm_registry *reg = new_registry();
-  hm_module *mod;
+  reload_fx f;
 
-  snprintf(path, sizeof path, "%s/benchmod.so", dir);
-  install(v[0], vlen[0], path);
-  check(hm_module_load(reg, "p", path, &mod), reg, "hm_module_load");
+  reload_fx_open(&f, "p", v[0], vlen[0]);
   for (int i = 0; i < 2 * (warm + pairs); i++) {
     int probed = i % 2 == 0, k = i / 2 - warm;
     double t0, t1;
-    check(hm_module_set_probe(mod, probed), reg, "hm_module_set_probe");
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
-    (void)wait_retired(reg, 1.0);
+    check(hm_module_set_probe(f.mod, probed), f.reg, "hm_module_set_probe");
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    (void)wait_retired(f.reg, 1.0);
     t0 = now_ns();
-    check(hm_module_reload(mod), reg, "hm_module_reload");
+    check(hm_module_reload(f.mod), f.reg, "hm_module_reload");
     t1 = now_ns();
     if (k >= 0)
       (probed ? with : without)[k] = (t1 - t0) / 1e3;
@@ -613,9 +624,7 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
   fprintf(stderr, "# probe: %d pairs; a reload without the probe took %.1f us (p50) in the "
           "same run\n", pairs, percentile(without, (size_t)pairs, 50));
   fflush(stdout);
-  hm_registry_free(reg);
-  rm_rf(dir);
-  free(dir);
+  reload_fx_close(&f);
   free(with);
   free(without);
   free(added);
@@ -625,21 +634,14 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
 /* N reloads and nothing else, for bench/run to count hm_module_reload's instructions under
  * callgrind (--toggle-collect=hm_module_reload): the repeatable figure beside the timed one. */
 static void reloads_only(const unsigned char *v[2], const size_t vlen[2], long n) {
-  char *dir = make_tmpdir();
-  char path[4200];
-  hm_registry *reg = new_registry();
-  hm_module *mod;
-  snprintf(path, sizeof path, "%s/benchmod.so", dir);
-  install(v[0], vlen[0], path);
-  check(hm_module_load(reg, "r", path, &mod), reg, "hm_module_load");
+  reload_fx f;
+  reload_fx_open(&f, "r", v[0], vlen[0]);
   for (long i = 0; i < n; i++) {
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
-    (void)wait_retired(reg, 5.0);
-    check(hm_module_reload(mod), reg, "hm_module_reload");
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    (void)wait_retired(f.reg, 5.0);
+    check(hm_module_reload(f.mod), f.reg, "hm_module_reload");
   }
-  hm_registry_free(reg);
-  rm_rf(dir);
-  free(dir);
+  reload_fx_close(&f);
 }
 
 /* 10,000 reloads, a snapshot taken every few reloads and released after the next one;

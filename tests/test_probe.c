@@ -23,30 +23,16 @@ typedef struct fx {
   hm_module *mod;
   char *dir;
   char path[4096], mark[4096];
-  int rejected, last_err; /* events */
-  char detail[1024];
+  hmt_events ev;
 } fx;
-
-static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
-  fx *f = ud;
-  (void)mod;
-  (void)version;
-  if (ev == HM_EVENT_REJECTED) {
-    f->rejected++;
-    f->last_err = err;
-    snprintf(f->detail, sizeof f->detail, "%s", hm_event_detail());
-  }
-}
 
 static fx *fx_new(unsigned flags, unsigned timeout_ms) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   fx *f = calloc(1, sizeof *f);
   assert_non_null(f);
-  o.flags = flags | HM_FLAG_QUIET;
-  o.on_event = on_event;
-  o.event_userdata = f;
+  o.flags = flags;
   o.probe_timeout_ms = timeout_ms;
-  assert_int_equal(hm_registry_new(&f->reg, &o), 0);
+  f->reg = hmt_registry_events(&f->ev, &o);
   f->dir = hmt_tmpdir();
   snprintf(f->path, sizeof f->path, "%s/probed.so", f->dir);
   snprintf(f->mark, sizeof f->mark, "%s/self-test-ran", f->dir);
@@ -57,7 +43,7 @@ static fx *fx_new(unsigned flags, unsigned timeout_ms) {
 }
 
 static void fx_free(fx *f) {
-  hm_registry_free(f->reg);
+  hmt_registry_events_free(f->reg, &f->ev);
   hmt_rm_rf(f->dir);
   free(f->dir);
   free(f);
@@ -93,8 +79,8 @@ static void refused(fx *f, const char *build, int want, const char *words) {
   print_message("    %s\n", hm_errmsg());
   if (words != NULL && strstr(hm_errmsg(), words) == NULL)
     fail_msg("%s: the message does not say \"%s\": %s", build, words, hm_errmsg());
-  assert_int_equal(f->last_err, want);
-  assert_non_null(strstr(f->detail, "probe"));
+  assert_int_equal(f->ev.reject_err, want);
+  assert_non_null(strstr(f->ev.reject, "probe"));
   assert_int_equal(hm_module_version(f->mod), 1);
   assert_int_equal(call_version(f), 1);
   no_children();
@@ -109,7 +95,7 @@ static void t_good_build_passes(void **state) {
   assert_int_equal(hm_module_reload(f->mod), 0);
   assert_true(marked(f));
   assert_int_equal(call_version(f), 2);
-  assert_int_equal(f->rejected, 0);
+  assert_int_equal(f->ev.nreject, 0);
   no_children();
   fx_free(f);
 }
