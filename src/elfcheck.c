@@ -826,7 +826,8 @@ static int system_library(const char *name) {
       "libc.so",    "libm.so",       "libdl.so",      "libpthread.so", "librt.so",
       "libutil.so", "libresolv.so",  "libanl.so",     "libcrypt.so",   "libstdc++.so",
       "libgcc_s.so", "libatomic.so", "ld-linux",      "libasan.so",    "libubsan.so",
-      "libtsan.so", "liblsan.so",    "libclang_rt.",  "libhotmod.so"};
+      "libtsan.so", "liblsan.so",    "libclang_rt.",  "libhotmod.so",  "libmvec.so",
+      "libc++.so",  "libc++abi.so",  "libunwind.so",  "ld64.so",       "libgomp.so"};
   size_t i;
   for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
     if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)

@@ -223,12 +223,21 @@ static int make_once(char *dir, int *lock_fd) {
   if (mkdtemp(dir) == NULL)
     return -errno;
   fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? 1 : -errno;
+  if (fd < 0) {
+    int e = errno;
+    if (e != ENOENT)
+      rmdir(dir);
+    return e == ENOENT ? 1 : -e;
+  }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
-    close(fd);
-    return e == EWOULDBLOCK ? 1 : -e;
+    if (e == EWOULDBLOCK) {
+      close(fd);
+      return 1;
+    }
+    /* A filesystem without flock (NFS gives EBADF on a read-only descriptor, some give
+     * ENOLCK): the directory stays unlocked. A sweep never removes it, since a sweep
+     * removes only what it could lock. */
   }
   /* Locked: no sweeper can take it from here on. Is it still the directory mkdtemp made? */
   if (fstat(fd, &st) != 0 || st.st_nlink == 0 || lstat(dir, &by_name) != 0 ||

@@ -10,12 +10,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,27 +34,41 @@ extern char **environ;
 
 static int executable(const char *path) { return access(path, X_OK) == 0; }
 
-/* The directory of the object this code is in: libhotmod.so, or the program that linked the
- * static library. */
+/* Is `addr` in the main program (a host that linked the static library)? The first object
+ * dl_iterate_phdr reports is the program. */
+static int in_program(struct dl_phdr_info *info, size_t size, void *addr) {
+  uintptr_t a = (uintptr_t)addr;
+  int i;
+  (void)size;
+  for (i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && a >= lo && a - lo < ph->p_memsz)
+      return 1;
+  }
+  return -1; /* stop after the first object: not the program */
+}
+
+/* The directory of the object this code is in, absolute: libhotmod.so as the loader found
+ * it, or the program itself from /proc/self/exe (never argv[0], which the caller chose). */
 static int own_dir(char *out, size_t n) {
   Dl_info info;
-  char *slash;
+  char found[PATH_MAX], *slash;
   ssize_t len;
   memset(&info, 0, sizeof info);
-  if (dladdr((void *)own_dir, &info) != 0 && info.dli_fname != NULL &&
-      strchr(info.dli_fname, '/') != NULL) {
-    if (snprintf(out, n, "%s", info.dli_fname) >= (int)n)
+  if (dl_iterate_phdr(in_program, (void *)own_dir) != 1 && dladdr((void *)own_dir, &info) != 0 &&
+      info.dli_fname != NULL && strchr(info.dli_fname, '/') != NULL) {
+    if (realpath(info.dli_fname, found) == NULL)
       return -1;
   } else {
-    len = readlink("/proc/self/exe", out, n - 1);
+    len = readlink("/proc/self/exe", found, sizeof found - 1);
     if (len <= 0)
       return -1;
-    out[len] = '\0';
+    found[len] = '\0';
   }
-  slash = strrchr(out, '/');
-  if (slash == NULL)
+  slash = strrchr(found, '/');
+  if (slash == NULL || snprintf(out, n, "%.*s", (int)(slash - found), found) >= (int)n)
     return -1;
-  *slash = '\0';
   return 0;
 }
 
@@ -60,9 +77,10 @@ int hm__probe_find(const hm__allocator *a, char **out) {
   char dir[PATH_MAX], cand[PATH_MAX + 64];
   *out = NULL;
   if (env != NULL && env[0] != '\0') {
-    if (!executable(env))
+    /* Absolute, so a later chdir cannot change which program runs. */
+    if (!executable(env) || realpath(env, cand) == NULL)
       return hm__fail(HM_ENOENT, "HOTMOD_PROBE=%s is not an executable file", env);
-    *out = hm__strdup(a, env);
+    *out = hm__strdup(a, cand);
   } else {
     cand[0] = '\0';
     if (own_dir(dir, sizeof dir) == 0) {
@@ -98,21 +116,26 @@ static const char *step_words(const char *step) {
   return "before the helper opened it";
 }
 
-/* Read the child's report until it closes the pipe or the deadline passes. Returns 1 on
- * end of file, 0 on timeout. */
-static int read_report(int fd, char *buf, size_t cap, size_t *len, long long deadline_ns) {
+/* The child's verdict, when the last complete line of its report is one. */
+static const char *verdict(const char *buf) {
+  const char *end = strrchr(buf, '\n'), *line;
+  if (end == NULL)
+    return NULL;
+  for (line = end; line > buf && line[-1] != '\n'; line--)
+    ;
+  if (strncmp(line, "ok\n", 3) == 0 || strncmp(line, "nodlopen ", 9) == 0 ||
+      strncmp(line, "selftest ", 9) == 0)
+    return line;
+  return NULL;
+}
+
+/* Append what the pipe holds now, without waiting; 1 at end of file. */
+static int drain(int fd, char *buf, size_t cap, size_t *len) {
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
-    long long left = deadline_ns - hm__mono_ns();
-    int r;
     ssize_t n;
-    if (left <= 0)
+    if (poll(&p, 1, 0) <= 0)
       return 0;
-    r = poll(&p, 1, (int)((left + 999999) / 1000000));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      continue; /* the loop re-checks the deadline */
     if (*len + 1 >= cap) { /* a chatty child: keep the last part */
       memmove(buf, buf + cap / 2, *len - cap / 2);
       *len -= cap / 2;
@@ -123,7 +146,59 @@ static int read_report(int fd, char *buf, size_t cap, size_t *len, long long dea
     if (n <= 0)
       return 1;
     *len += (size_t)n;
+    buf[*len] = '\0';
   }
+}
+
+/* Read the child's report until it gives its verdict, closes the pipe or exits (`pidfd`
+ * readable, when there is one: a process the host forked meanwhile may hold a copy of the
+ * pipe, so end of file alone cannot be waited for), or the deadline passes. Returns 1 when
+ * the child is done, 0 on timeout. */
+static int read_report(int fd, int pidfd, char *buf, size_t cap, size_t *len,
+                       long long deadline_ns) {
+  buf[*len] = '\0';
+  for (;;) {
+    struct pollfd p[2] = {{fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+    long long left = deadline_ns - hm__mono_ns();
+    long long ms = (left + 999999) / 1000000;
+    int r;
+    if (left <= 0)
+      return 0;
+    r = poll(p, pidfd >= 0 ? 2 : 1, ms > INT_MAX ? INT_MAX : (int)ms);
+    if (r <= 0)
+      continue; /* EINTR or a poll timeout: the loop re-checks the deadline */
+    if (p[0].revents != 0 && drain(fd, buf, cap, len))
+      return 1;
+    if (verdict(buf) != NULL)
+      return 1;
+    if (pidfd >= 0 && p[1].revents != 0) { /* exited: what it wrote is in the pipe */
+      (void)drain(fd, buf, cap, len);
+      return 1;
+    }
+  }
+}
+
+/* A descriptor that becomes readable when the child exits, or -1 (kernels before 5.3). */
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) {
+    (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+  }
+#else
+  (void)pid;
+#endif
+  return -1;
+}
+
+/* The child is not yet reaped (running, or a zombie only this code will reap): its pid and
+ * process group id cannot have been reused. A host that ignores SIGCHLD, or reaps with
+ * waitpid(-1), may have reaped it already. */
+static int still_ours(pid_t pid) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
 }
 
 /* The last complete line starting with `key ` (or equal to `key`), its rest into out. */
@@ -153,13 +228,17 @@ int hm__probe_run(const hm__probe_req *rq, const char *copy) {
   posix_spawnattr_t attr;
   sigset_t none, all;
   size_t i, len = 0, nsyms = rq->nsyms < HM__PROBE_MAX_SYMS ? rq->nsyms : HM__PROBE_MAX_SYMS;
-  int pipefd[2], wfd, rc, status = 0, waited, finished;
+  int pipefd[2], wfd, rc, status = 0, waited, finished, pidfd;
+  const char *said;
   pid_t pid;
 
   if (pipe2(pipefd, O_CLOEXEC) != 0)
     return hm__fail(-errno, "probe of %s: pipe: %s", rq->path, strerror(errno));
   wfd = pipefd[1];
-  if (wfd == 3) { /* dup2 onto itself would keep FD_CLOEXEC */
+  /* Above the child's 0, 1 and 3, which the file actions below replace (a host that
+   * closed its standard descriptors gets a pipe there), and never 3 itself, since dup2
+   * onto itself would keep FD_CLOEXEC. */
+  if (wfd <= 3) {
     wfd = fcntl(pipefd[1], F_DUPFD_CLOEXEC, 10);
     close(pipefd[1]);
     if (wfd < 0) {
@@ -199,17 +278,23 @@ int hm__probe_run(const hm__probe_req *rq, const char *copy) {
                     rq->path, strerror(rc));
   }
 
-  finished = read_report(pipefd[0], buf, sizeof buf, &len,
+  pidfd = open_pidfd(pid);
+  finished = read_report(pipefd[0], pidfd, buf, sizeof buf, &len,
                          hm__mono_ns() + (long long)rq->timeout_ms * 1000000);
   close(pipefd[0]);
   buf[len] = '\0';
-  /* Whatever the module's code started in the child's group goes now, before the child is
-   * reaped (until then its group id cannot be reused). */
-  kill(-pid, SIGKILL);
-  kill(pid, SIGKILL);
-  do
-    waited = waitpid(pid, &status, 0);
-  while (waited < 0 && errno == EINTR);
+  /* Whatever the module's code started in the child's group goes now, while the child is
+   * not reaped (so its group id cannot have been reused); then reap it. */
+  waited = -1;
+  if (still_ours(pid)) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    do
+      waited = waitpid(pid, &status, 0);
+    while (waited < 0 && errno == EINTR);
+  }
+  if (pidfd >= 0)
+    close(pidfd);
 
   if (!last_line(buf, "step", step, sizeof step))
     step[0] = '\0';
@@ -218,13 +303,14 @@ int hm__probe_run(const hm__probe_req *rq, const char *copy) {
                     "%s: the crash-containment probe gave up after %u ms: the new build was "
                     "still running %s; the host did not load it",
                     rq->path, rq->timeout_ms, step_words(step));
-  if (last_line(buf, "ok", what, sizeof what) || last_line(buf, "nodlopen", what, sizeof what))
-    return 0; /* a dlopen failure is the host's to see */
-  if (last_line(buf, "selftest", what, sizeof what))
+  said = verdict(buf);
+  if (said != NULL && strncmp(said, "selftest ", 9) != 0)
+    return 0; /* ok; or dlopen failed there, which is the host's to see */
+  if (said != NULL)
     return hm__fail(HM_ECRASHED,
-                    "%s: the new build's self-test failed (returned %s) in the "
+                    "%s: the new build's self-test failed (returned %.*s) in the "
                     "crash-containment probe; the host did not load it",
-                    rq->path, what);
+                    rq->path, (int)strcspn(said + 9, "\n"), said + 9);
   if (waited == pid && WIFSIGNALED(status))
     snprintf(what, sizeof what, "was killed by signal %d (%s)", WTERMSIG(status),
              strsignal(WTERMSIG(status)));

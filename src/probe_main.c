@@ -29,9 +29,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define REPORT_FD 3
+
+/* The host's descriptors that lack O_CLOEXEC (sockets, files, locks) are not the new
+ * build's to touch, nor to keep open while it hangs: everything above the report pipe goes
+ * before any module code runs. */
+static void close_inherited(void) {
+  long max, fd;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, REPORT_FD + 1u, ~0u, 0u) == 0)
+    return;
+#endif
+  max = sysconf(_SC_OPEN_MAX);
+  if (max < 0 || max > 65536)
+    max = 65536;
+  for (fd = REPORT_FD + 1; fd < max; fd++)
+    close((int)fd);
+}
 
 static void report(const char *fmt, ...) {
   char line[600];
@@ -97,6 +114,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: hotmod-probe COPY VERSION [SYMBOL...] (run by libhotmod)\n");
     return 2;
   }
+  close_inherited();
   report("step dlopen");
   dl = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (dl == NULL) {

@@ -62,8 +62,12 @@ void hm__emit_detail(hm_registry *reg, hm_event ev, hm_module *mod, unsigned ver
 }
 
 void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, int err) {
-  /* A refusal's detail is the failure recorded on this thread just before. */
-  hm__emit_detail(reg, ev, mod, version, err, ev == HM_EVENT_REJECTED ? hm_errmsg() : NULL);
+  /* A refusal's detail is the failure recorded on this thread just before: a copy, since a
+   * call that fails inside the callback records its own. */
+  char detail[1024];
+  if (ev == HM_EVENT_REJECTED)
+    snprintf(detail, sizeof detail, "%s", hm_errmsg());
+  hm__emit_detail(reg, ev, mod, version, err, ev == HM_EVENT_REJECTED ? detail : NULL);
 }
 
 void hm__watch_poke(hm_registry *reg) {

@@ -5,6 +5,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +165,175 @@ static void t_host_ignores_sigchld(void **state) {
   sigaction(SIGCHLD, &old, NULL);
 }
 
+/* A build made before self_test existed (the smaller descriptor) passes and loads. */
+static void t_old_descriptor(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  (void)state;
+  unlink(f->mark);
+  hmt_install(hmt_mod("probed_v2_olddesc"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_int_equal(call_version(f), 2);
+  assert_false(marked(f)); /* it has no self-test */
+  fx_free(f);
+}
+
+/* The host's descriptors without O_CLOEXEC do not reach the new build in the child: only
+ * the host's own load of it writes there. */
+static void t_host_fds_not_inherited(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  char fdtext[16], *text, *line, *save = NULL;
+  const char *log = hmt_path(f->dir, "fd-log");
+  size_t len;
+  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600), lines = 0;
+  (void)state;
+  assert_true(fd > 3);
+  snprintf(fdtext, sizeof fdtext, "%d", fd);
+  setenv("HMT_PROBE_FD", fdtext, 1);
+  hmt_install(hmt_mod("probed_v2_fdwrite"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  unsetenv("HMT_PROBE_FD");
+  close(fd);
+  text = (char *)hmt_read(log, &len);
+  for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+    if (atoi(line) != (int)getpid())
+      fail_msg("process %s (the probe's child) wrote to the host's descriptor", line);
+    lines++;
+  }
+  assert_int_equal(lines, 1);
+  free(text);
+  fx_free(f);
+}
+
+/* Another thread of the host forks while the probe runs: the fork's child holds a copy of
+ * the report pipe for a while, and the verdict must not wait for it. */
+static volatile int forking;
+
+static void *fork_often(void *arg) {
+  (void)arg;
+  while (__atomic_load_n(&forking, __ATOMIC_SEQ_CST)) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      usleep(1500 * 1000);
+      _exit(0);
+    }
+    if (pid > 0)
+      (void)waitpid(pid, NULL, WNOHANG);
+    usleep(2000);
+  }
+  return NULL;
+}
+
+static void t_host_forks_meanwhile(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 1000);
+  pthread_t t;
+  int i, rc[6];
+  (void)state;
+  __atomic_store_n(&forking, 1, __ATOMIC_SEQ_CST);
+  assert_int_equal(pthread_create(&t, NULL, fork_often, NULL), 0);
+  for (i = 0; i < 6; i++) {
+    hmt_install(hmt_mod(i % 2 ? "probed_v3" : "probed_v2"), f->path);
+    rc[i] = hm_module_reload(f->mod);
+  }
+  __atomic_store_n(&forking, 0, __ATOMIC_SEQ_CST);
+  pthread_join(t, NULL);
+  while (waitpid(-1, NULL, 0) > 0)
+    ;
+  for (i = 0; i < 6; i++)
+    if (rc[i] != 0)
+      fail_msg("reload %d: %d (%s)", i, rc[i], hm_strerror(rc[i]));
+  assert_int_equal(call_version(f), 3);
+  fx_free(f);
+}
+
+/* A host (a daemon) that closed its standard input and output: the report pipe lands on
+ * descriptors 0 and 1, and must still reach the child's descriptor 3. */
+static void t_closed_standard_fds(void **state) {
+  pid_t pid;
+  int status;
+  (void)state;
+  fflush(NULL);
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+    hm_registry *reg;
+    hm_module *mod;
+    char *dir = hmt_tmpdir();
+    const char *path = hmt_path(dir, "probed.so");
+    int rc;
+    o.flags = HM_FLAG_PROBE | HM_FLAG_QUIET;
+    hmt_install(hmt_mod("probed_v1"), path);
+    if (hm_registry_new(&reg, &o) != 0)
+      _exit(2);
+    close(0);
+    close(1);
+    rc = hm_module_load(reg, "p", path, &mod);
+    if (rc != 0)
+      fprintf(stderr, "    %s\n", hm_errmsg());
+    hm_registry_free(reg);
+    hmt_rm_rf(dir);
+    _exit(rc == 0 ? 0 : 1);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A relative HOTMOD_PROBE names the helper from where the host was when it asked; a later
+ * chdir does not change which program runs. */
+static void t_relative_helper_path(void **state) {
+  char cwd[4096];
+  fx *f;
+  (void)state;
+  assert_non_null(getcwd(cwd, sizeof cwd));
+  assert_int_equal(chdir(HM_TEST_MODDIR "/../.."), 0);
+  setenv("HOTMOD_PROBE", "./hotmod-probe", 1);
+  f = fx_new(HM_FLAG_PROBE, 0);
+  unsetenv("HOTMOD_PROBE");
+  assert_int_equal(chdir("/"), 0);
+  hmt_install(hmt_mod("probed_v2"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_int_equal(chdir(cwd), 0);
+  fx_free(f);
+}
+
+/* Inside the callback, the refusal's detail stays what it was after a call that fails. */
+static char detail_seen[1024];
+
+static void detail_after_failure(hm_event ev, hm_module *mod, unsigned version, int err,
+                                 void *ud) {
+  hm_live *l;
+  (void)mod, (void)version, (void)err;
+  if (ev == HM_EVENT_REJECTED) {
+    (void)hm_live_get(ud, "nosuchmodule:f", &l);
+    snprintf(detail_seen, sizeof detail_seen, "%s", hm_event_detail());
+  }
+}
+
+static void t_detail_stable_in_callback(void **state) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg;
+  hm_module *mod;
+  char *dir = hmt_tmpdir();
+  const char *path = hmt_path(dir, "probed.so");
+  (void)state;
+  o.flags = HM_FLAG_PROBE | HM_FLAG_QUIET;
+  o.on_event = detail_after_failure;
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
+  o.event_userdata = reg;
+  hm_registry_free(reg);
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
+  hmt_install(hmt_mod("probed_v1"), path);
+  assert_int_equal(hm_module_load(reg, "p", path, &mod), 0);
+  hmt_install(hmt_mod("probed_v2_ctorsegv"), path);
+  assert_int_equal(hm_module_reload(mod), HM_ECRASHED);
+  if (strstr(detail_seen, "crash-containment probe") == NULL)
+    fail_msg("the detail changed inside the callback: %s", detail_seen);
+  hm_registry_free(reg);
+  hmt_rm_rf(dir);
+  free(dir);
+}
+
 /* Per module: on without the registry flag; off again; -1 follows the registry. */
 static void t_per_module(void **state) {
   fx *f = fx_new(0, 0);
@@ -204,7 +375,10 @@ int main(void) {
       cmocka_unit_test(t_constructor_exit),   cmocka_unit_test(t_load_hook_segfault),
       cmocka_unit_test(t_constructor_never_returns), cmocka_unit_test(t_self_test_fails),
       cmocka_unit_test(t_host_symbol_loads),  cmocka_unit_test(t_host_ignores_sigchld),
-      cmocka_unit_test(t_per_module),
+      cmocka_unit_test(t_per_module),         cmocka_unit_test(t_old_descriptor),
+      cmocka_unit_test(t_host_fds_not_inherited), cmocka_unit_test(t_host_forks_meanwhile),
+      cmocka_unit_test(t_closed_standard_fds), cmocka_unit_test(t_relative_helper_path),
+      cmocka_unit_test(t_detail_stable_in_callback),
       cmocka_unit_test(t_helper_missing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

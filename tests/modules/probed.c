@@ -7,6 +7,8 @@
  *   TEST_FAILS    its self-test returns 7
  *   HOST_SYMBOL   it needs a function only the test program exports (the probe's child
  *                 cannot open it; the host can)
+ *   FD_WRITE      its constructor writes its pid to the descriptor in HMT_PROBE_FD
+ *   OLD_DESC      its descriptor has the size of ABI 2 builds from before self_test
  * Each build makes version() return VERSION. */
 #include "hotmod/module.h"
 
@@ -31,6 +33,17 @@ __attribute__((constructor)) static void bad_constructor(void) {
   for (volatile unsigned long n = 0;; n++) {
   }
 #endif
+}
+#endif
+
+#ifdef FD_WRITE
+#include <stdio.h>
+__attribute__((constructor)) static void write_fd(void) {
+  const char *fd = getenv("HMT_PROBE_FD");
+  char line[32];
+  int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+  if (fd != NULL)
+    (void)!write(atoi(fd), line, (size_t)n);
 }
 #endif
 
@@ -62,4 +75,15 @@ static int self_test(void) {
   return version() == VERSION ? 0 : 1;
 }
 
+#ifdef OLD_DESC
+/* The descriptor as an ABI 2 build made before self_test was added lays it out. */
+HM_MODULE_EXPORT const struct {
+  unsigned abi, size, state_version;
+  void *(*save)(void);
+  int (*load)(const hm_load_ctx *ctx);
+  void (*unload)(int handed_over);
+} hm_module_descriptor = {HM_MODULE_ABI, HM_MODULE_DESC_MIN_SIZE, 0, NULL, load, NULL};
+int unused_self_test(void) { return self_test(); }
+#else
 HM_MODULE_DESCRIBE_TESTED(0, NULL, load, NULL, self_test);
+#endif
