@@ -31,6 +31,31 @@ static size_t input_string(const uint8_t *data, size_t size, const char *s, cons
   return strlen(s);
 }
 
+/* Every finding the check reported, in words, as the loader's warning and hotmod-check
+ * print it (lint.c): into a buffer of the loader's size and into a short one, which must
+ * hold the same text cut short. The finding's strings come from the input, so this is
+ * where a crafted name meets snprintf. */
+static void lint_words(const hm__elf_info *info, int rc) {
+  char what[512], cut[24];
+  for (unsigned i = 0; i < hm__lint_count(); i++) {
+    unsigned bit = hm__lint_bit(i);
+    if (!(info->lint & bit))
+      continue;
+    require(strcmp(hm__lint_name(bit), "?") != 0, "a finding without a name", rc, NULL);
+    require(hm__lint_fix(bit)[0] != '\0', "a finding without a fix", rc, NULL);
+    memset(what, 0x55, sizeof what);
+    memset(cut, 0x55, sizeof cut);
+    hm__lint_what(info, bit, what, sizeof what);
+    hm__lint_what(info, bit, cut, sizeof cut);
+    require(memchr(what, 0, sizeof what) != NULL, "a finding's text is not terminated", rc,
+            NULL);
+    require(what[0] != '\0' && strcmp(what, "unknown finding") != 0,
+            "a finding without its text", rc, NULL);
+    require(memchr(cut, 0, sizeof cut) != NULL && strncmp(cut, what, strlen(cut)) == 0,
+            "a finding's text cut short is not its prefix", rc, what);
+  }
+}
+
 int hmf_check(const uint8_t *data, size_t size, uint64_t *steps) {
   char why[256], brief[16];
   hm__elf_info info, cleared;
@@ -79,6 +104,7 @@ int hmf_check(const uint8_t *data, size_t size, uint64_t *steps) {
       require(strstr(info.runpath, "$ORIGIN") != NULL, "a runpath without $ORIGIN", rc, NULL);
     }
     touched += info.desc_abi + info.desc_size + (size_t)info.tls_size;
+    lint_words(&info, rc);
   }
   (void)touched;
 

@@ -1,4 +1,4 @@
-/* fuzz_check.h: one input through the ELF check, held to what src/internal.h promises.
+/* fuzz_check.h: one input through the ELF check and the lint, held to what src/internal.h promises.
  * Shared by the libFuzzer target (fuzz_elf.c) and the regression replay (replay.c). */
 #ifndef HM_FUZZ_CHECK_H
 #define HM_FUZZ_CHECK_H

@@ -1,24 +1,28 @@
 /* replay.c: the ELF check's regression corpus, without libFuzzer (CTest's fuzz_regress).
  *
- *   hm_fuzz_replay [--verbose] [--time] [--pass] PATH...
+ *   hm_fuzz_replay [--verbose] [--time] [--pass] [--lint NAMES] PATH...
  *
  * Each PATH is a file or a directory of files (hidden ones skipped). Each file goes through
  * the same checks as the fuzz target (fuzz_check.c, which aborts on a breach), in a buffer
  * of exactly its size. Its name says what the result must be: pass-* 0, badelf-* HM_EBADELF,
  * notelf-* HM_ENOTELF (gen_corpus.c writes such files; the names describe x86-64, so other
  * machines only get the safety checks); any other name may have any result. After --pass,
- * every file must pass (the real modules the build makes).
+ * every file must pass (the real modules the build makes). After --lint NAMES, every file
+ * must pass with exactly the findings NAMES lists (hm__lint_name, comma-separated; "none"
+ * for none): the seeds/ modules, whose findings the linker put there.
  *
  * --verbose prints each file's result with its reason, or on success the lint facts.
  * --time checks each file repeatedly and prints its time per megabyte and steps per byte:
  * the figures tests/fuzz/README.md reports for the slowest shapes. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fuzz_check.h"
 #include "internal.h"
@@ -29,7 +33,8 @@
 #define NAMES_APPLY 0
 #endif
 
-static int timing, all_pass, verbose;
+static int timing, all_pass, verbose, lint_given;
+static unsigned lint_want;
 static unsigned nfiles, failures, counts[3];
 static double slowest_ms_per_mb;
 static char slowest[4096];
@@ -44,7 +49,7 @@ static double now_s(void) {
 static int expected(const char *path) {
   const char *base = strrchr(path, '/');
   base = base != NULL ? base + 1 : path;
-  if (all_pass)
+  if (all_pass || lint_given)
     return 0;
   if (!NAMES_APPLY)
     return 1;
@@ -55,6 +60,66 @@ static int expected(const char *path) {
   if (strncmp(base, "notelf-", 7) == 0)
     return HM_ENOTELF;
   return 1;
+}
+
+/* The HM__LINT_* bits of a comma-separated list of finding names; 0 with a message if one
+ * is unknown, with *ok cleared. */
+static unsigned lint_bits(const char *names, int *ok) {
+  unsigned bits = 0;
+  *ok = 1;
+  if (strcmp(names, "none") == 0)
+    return 0;
+  while (*names != '\0') {
+    size_t n = strcspn(names, ",");
+    unsigned i, found = 0;
+    for (i = 0; i < hm__lint_count(); i++) {
+      const char *name = hm__lint_name(hm__lint_bit(i));
+      if (strlen(name) == n && strncmp(name, names, n) == 0)
+        found = hm__lint_bit(i);
+    }
+    if (found == 0) {
+      fprintf(stderr, "replay: unknown finding %.*s\n", (int)n, names);
+      *ok = 0;
+    }
+    bits |= found;
+    names += n + (names[n] == ',');
+  }
+  return bits;
+}
+
+/* The names of the findings in `bits`, for messages. */
+static void lint_names(unsigned bits, char *out, size_t n) {
+  size_t used = 0;
+  out[0] = '\0';
+  for (unsigned i = 0; i < hm__lint_count(); i++)
+    if (bits & hm__lint_bit(i))
+      used += (size_t)snprintf(out + used, used < n ? n - used : 0, "%s%s", used ? "," : "",
+                               hm__lint_name(hm__lint_bit(i)));
+  if (used == 0)
+    snprintf(out, n, "none");
+}
+
+static void check_lint(const char *path, const unsigned char *buf, size_t len) {
+  char why[256], have[256], want[256];
+  hm__elf_info info;
+  if (hm__elf_check(buf, len, &info, why, sizeof why) != 0 || info.lint == lint_want)
+    return; /* a failure is reported as such */
+  lint_names(info.lint, have, sizeof have);
+  lint_names(lint_want, want, sizeof want);
+  fprintf(stderr, "replay: %s: findings %s, expected %s\n", path, have, want);
+  failures++;
+}
+
+/* hmf_check aborts on a breach: name the file it was checking, then abort as it meant to. */
+static const char *current;
+
+static void on_abort(int sig) {
+  static const char pre[] = "replay: the breach above is in ";
+  if (current != NULL && write(2, pre, sizeof pre - 1) > 0 &&
+      write(2, current, strlen(current)) > 0 && write(2, "\n", 1) > 0) {
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
 }
 
 static unsigned char *read_file(const char *path, size_t *len) {
@@ -126,7 +191,9 @@ static void replay_file(const char *path) {
     return;
   }
   uint64_t steps = 0;
+  current = path;
   int rc = hmf_check(buf, len, &steps), want = expected(path);
+  current = NULL;
   nfiles++;
   counts[rc == 0 ? 0 : rc == HM_EBADELF ? 1 : 2]++;
   if (want != 1 && rc != want) {
@@ -136,6 +203,8 @@ static void replay_file(const char *path) {
             hm_err_name(want), rc != 0 ? ": " : "", rc != 0 ? why : "");
     failures++;
   }
+  if (lint_given)
+    check_lint(path, buf, len);
   if (verbose)
     describe(path, buf, len);
   if (timing)
@@ -179,6 +248,7 @@ static void replay_path(const char *path) {
 
 int main(int argc, char **argv) {
   int paths = 0;
+  signal(SIGABRT, on_abort);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--verbose") == 0) {
       verbose = 1;
@@ -186,8 +256,14 @@ int main(int argc, char **argv) {
       timing = 1;
     } else if (strcmp(argv[i], "--pass") == 0) {
       all_pass = 1;
+    } else if (strcmp(argv[i], "--lint") == 0 && i + 1 < argc) {
+      int ok;
+      lint_given = 1;
+      lint_want = lint_bits(argv[++i], &ok);
+      if (!ok)
+        return 2;
     } else if (argv[i][0] == '-') {
-      fprintf(stderr, "usage: hm_fuzz_replay [--verbose] [--time] [--pass] PATH...\n");
+      fprintf(stderr, "usage: hm_fuzz_replay [--verbose] [--time] [--pass] [--lint NAMES] PATH...\n");
       return 2;
     } else {
       replay_path(argv[i]);
@@ -195,7 +271,7 @@ int main(int argc, char **argv) {
     }
   }
   if (paths == 0) {
-    fprintf(stderr, "usage: hm_fuzz_replay [--verbose] [--time] [--pass] PATH...\n");
+    fprintf(stderr, "usage: hm_fuzz_replay [--verbose] [--time] [--pass] [--lint NAMES] PATH...\n");
     return 2;
   }
   printf("replay: %u files: %u passed, %u HM_EBADELF, %u HM_ENOTELF; %u failures\n", nfiles,
