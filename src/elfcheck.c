@@ -873,26 +873,36 @@ static void scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_info
   }
 }
 
-/* The lint's look at the dynamic section's strings: libraries it needs, search paths. */
+/* A search of a whole string costs a step per 16 bytes of it (and one for the call). */
+static uint64_t scan_steps(const char *s) { return 1 + strlen(s) / 16; }
+
+/* The lint's look at the dynamic section's strings: libraries it needs (one step each: the
+ * names are compared with short prefixes), and the search path the loader will use. That is
+ * one string, searched once: glibc keeps the last DT_RUNPATH, or without one the last
+ * DT_RPATH (it ignores DT_RPATH when there is a DT_RUNPATH). Searching every entry would be
+ * quadratic: a crafted file can hold millions of entries naming one long string. */
 static void scan_dyn_strings(ck *c, const dyninfo *d, uint64_t doff, uint64_t count,
                              hm__elf_info *info) {
   uint64_t stroff, stravail;
   if (info == NULL || !map_vaddr(c, d->val[DT_STRTAB], d->val[DT_STRSZ], &stroff, &stravail))
     return;
-  for (uint64_t i = 0; i < count; i++) {
+  const char *strs = (const char *)c->buf + stroff; /* offsets checked: check_dyn_names */
+  for (uint64_t i = 0; i < count && !(info->lint & HM__LINT_NEEDED); i++) {
     ElfW(Dyn) e;
-    const char *str;
     c->steps++;
     memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
-    if (e.d_tag != DT_NEEDED && e.d_tag != DT_RUNPATH && e.d_tag != DT_RPATH)
-      continue;
-    str = (const char *)c->buf + stroff + e.d_un.d_val; /* checked: check_dyn_names */
-    if (e.d_tag == DT_NEEDED && !system_library(str) && !(info->lint & HM__LINT_NEEDED)) {
+    if (e.d_tag == DT_NEEDED && !system_library(strs + e.d_un.d_val)) {
       info->lint |= HM__LINT_NEEDED;
-      info->needed = str;
-    } else if (e.d_tag != DT_NEEDED && strstr(str, "$ORIGIN") != NULL) {
+      info->needed = strs + e.d_un.d_val;
+    }
+  }
+  int tag = d->has[DT_RUNPATH] ? DT_RUNPATH : d->has[DT_RPATH] ? DT_RPATH : DT_NULL;
+  if (tag != DT_NULL) {
+    const char *path = strs + d->val[tag];
+    c->steps += scan_steps(path);
+    if (strstr(path, "$ORIGIN") != NULL) {
       info->lint |= HM__LINT_ORIGIN;
-      info->runpath = str;
+      info->runpath = path;
     }
   }
 }

@@ -4,6 +4,7 @@
  *   gen_corpus DIR                 write the crafted files into DIR (tests/fuzz/corpus)
  *   gen_corpus --check DIR         exit 1 unless DIR holds exactly what would be written
  *   gen_corpus --big MB DIR [NAME] write the worst shapes (or the one named), MB each
+ *                                  (or "64k": KB)
  *
  * Every file is built here from scratch, not cut from a real module, so that it stays small
  * and the same on every machine: a shared object for x86-64 (ELF64, little-endian) with
@@ -1066,10 +1067,50 @@ static elf big_runpaths(size_t size) {
   return e;
 }
 
+/* The largest symbol table the file holds, reached through DT_HASH (one bucket, every
+ * chain link 0), each symbol's name one the lint compares in full before it differs: an
+ * undefined "__cxa_thread_atexit_imp" (against both thread-exit names and
+ * pthread_key_create) or a defined STB_GNU_UNIQUE "hm_module_descriptoX" (against the
+ * descriptor's name). */
+static elf big_symbols(size_t size) {
+  spec s = {.sysv_hash = 1};
+  s.payload = (size - 8192) & ~(size_t)7;
+  elf e = build(&s, size);
+  /* The string table: the old one (the dynamic section's names), then the two names. */
+  static const char names[] = "__cxa_thread_atexit_imp\0hm_module_descriptoX";
+  const size_t undef_name = e.strsz, def_name = e.strsz + strlen(names) + 1;
+  const size_t strsz = e.strsz + sizeof names;
+  size_t strtab = e.payload, hash = (strtab + strsz + 7) & ~(size_t)7;
+  size_t n = (e.payload + s.payload - hash - 12) / (4 + sizeof(Elf64_Sym));
+  size_t symtab = (hash + 12 + 4 * n + 7) & ~(size_t)7;
+  if (n > 0xffffffffu)
+    n = 0xffffffffu;
+  memcpy(e.buf + strtab, e.buf + e.strtab, e.strsz);
+  memcpy(e.buf + strtab + e.strsz, names, sizeof names);
+  uint32_t head[3] = {1, (uint32_t)n, 0}; /* 1 bucket, n chains, the bucket: symbol 0 */
+  put_at(&e, hash, head, sizeof head);    /* the chains: zeros already */
+  for (size_t i = 1; i < n; i++) {
+    Elf64_Sym sym = {.st_name = (Elf64_Word)undef_name,
+                     .st_info = ELF64_ST_INFO(STB_GLOBAL, STT_FUNC)};
+    if (i % 2 == 0) {
+      sym.st_name = (Elf64_Word)def_name;
+      sym.st_info = ELF64_ST_INFO(STB_GNU_UNIQUE, STT_OBJECT);
+      sym.st_shndx = 1, sym.st_value = e.data + D_VAR, sym.st_size = 8;
+    }
+    memcpy(e.buf + symtab + i * sizeof sym, &sym, sizeof sym);
+  }
+  dyn_set(&e, DT_STRTAB, strtab);
+  dyn_set(&e, DT_STRSZ, strsz);
+  dyn_set(&e, DT_HASH, hash);
+  dyn_set(&e, DT_SYMTAB, symtab);
+  return e;
+}
+
 static const struct {
   const char *name;
   elf (*make)(size_t size);
-} bigs[] = {{"relr-ones", big_relr_ones},
+} bigs[] = {{"symbols", big_symbols},
+            {"relr-ones", big_relr_ones},
             {"relr-across-loads", big_relr_across},
             {"relocs-x3", big_relocs},
             {"runpaths", big_runpaths}};
@@ -1077,9 +1118,10 @@ static const struct {
 static int big(const char *mb, const char *only) {
   char *end;
   unsigned long n = strtoul(mb, &end, 10);
-  if (*end != '\0' || n == 0 || n > 1024)
-    die("--big takes a size in MB, 1 to 1024");
-  size_t size = (size_t)n << 20;
+  int kb = *end == 'k'; /* "64k": a small one, for the regression corpus */
+  if (*(end + kb) != '\0' || n == 0 || n > 1024 || (kb && n < 64))
+    die("--big takes a size in MB, 1 to 1024, or in KB, 64k to 1024k");
+  size_t size = (size_t)n << (kb ? 10 : 20);
   int found = 0;
   for (size_t i = 0; i < sizeof bigs / sizeof bigs[0]; i++) {
     if (only != NULL && strcmp(only, bigs[i].name) != 0)
@@ -1087,7 +1129,7 @@ static int big(const char *mb, const char *only) {
     found = 1;
     elf e = bigs[i].make(size);
     char name[128];
-    snprintf(name, sizeof name, "big-%s-%lumb", bigs[i].name, n);
+    snprintf(name, sizeof name, "big-%s-%lu%s", bigs[i].name, n, kb ? "kb" : "mb");
     emit(name, e.buf, e.cap); /* the whole size asked for: zeros after the tables */
     free(e.buf);
   }
