@@ -1014,6 +1014,29 @@ static elf big_relr_across(size_t size) {
   return e;
 }
 
+/* The worst case of the segment walk once segments too small for a word are skipped: after
+ * an address, a bitmap of all 63 words, each word in a PT_LOAD of its own (the last of the
+ * image, then 62 word-sized segments side by side), so every bit is a step and a segment
+ * passed. */
+static elf big_relr_words(size_t size) {
+  enum { WORDS = 62 };
+  spec s = {.sysv_hash = 1, .ntiny = WORDS, .bss = 8};
+  s.payload = (size - 16384) & ~(size_t)15;
+  elf e = build(&s, size);
+  for (unsigned i = 0; i < WORDS; i++) {
+    Elf64_Phdr ph = ph_get(&e, e.tiny_ph + i);
+    ph.p_vaddr = ph.p_paddr = e.image_end + 8 * i;
+    ph_put(&e, e.tiny_ph + i, &ph);
+  }
+  uint64_t pair[2] = {e.image_end - 16, ~(uint64_t)0};
+  for (size_t p = 0; p < s.payload; p += sizeof pair)
+    put_at(&e, e.payload + p, pair, sizeof pair);
+  dyn_set(&e, DT_RELR, e.payload);
+  dyn_set(&e, DT_RELRSZ, s.payload);
+  dyn_set(&e, DT_RELRENT, 8);
+  return e;
+}
+
 /* 65,535 program headers, then DT_RELA, DT_REL and DT_JMPREL all over the same bytes, each
  * word both a target in the image (above 4 GiB, in the PT_LOAD's memory) and an r_info
  * naming symbol 1. */
@@ -1112,6 +1135,7 @@ static const struct {
 } bigs[] = {{"symbols", big_symbols},
             {"relr-ones", big_relr_ones},
             {"relr-across-loads", big_relr_across},
+            {"relr-words", big_relr_words},
             {"relocs-x3", big_relocs},
             {"runpaths", big_runpaths}};
 
