@@ -123,7 +123,8 @@
  *                 may all cover the same bytes (Rel is 16 bytes, 8 on 32-bit);
  *   the rest      under 1.5: program headers (2 passes and one lookup each), hash tables
  *                 (one step per 4-byte word), symbols, dynamic entries, version nodes (the
- *                 walk budget) and section headers.
+ *                 walk budget), section headers, and the lint's search of the one search
+ *                 path glibc uses (a step per 16 bytes of it, once).
  *
  * That is 12.5 on 64-bit and 13.5 on 32-bit, well inside 24. Fixed costs (a few dozen lookups of single
  * addresses) add a few hundred steps. */
