@@ -126,8 +126,8 @@
  *                 walk budget), section headers, and the lint's search of the one search
  *                 path glibc uses (a step per 16 bytes of it, once).
  *
- * That is 12.5 on 64-bit and 13.5 on 32-bit, well inside 24. Fixed costs (a few dozen lookups of single
- * addresses) add a few hundred steps. */
+ * That is 12.5 on 64-bit and 13.5 on 32-bit, well inside 24. Fixed costs (a few dozen
+ * lookups of single addresses) add a few hundred steps. */
 
 /* ---- Context and helpers --------------------------------------------------------------- */
 
