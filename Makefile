@@ -1,10 +1,13 @@
 # Thin wrapper around CMake. `make demo` and `make test` install what is missing (as root),
-# build and run; `make bench` prints the benchmark figures.
+# build and run; `make bench` prints the benchmark figures; `make fuzz SECONDS=n` fuzzes the
+# ELF check for n seconds (60 by default) in a clang build of its own (tests/fuzz/README.md).
 BUILD ?= build
+FUZZ_BUILD ?= build-fuzz
+SECONDS ?= 60
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench fuzz clean
 
 all: build
 
@@ -26,5 +29,13 @@ demo: build
 bench: build
 	bash bench/run $(BUILD)
 
+# libFuzzer comes with clang; its runtime is in libclang-rt-14-dev on Debian 12.
+fuzz:
+	@HOTMOD_DEPS_EXTRA="clang libclang-rt-14-dev" bash .ci/deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DHOTMOD_FUZZ=ON -DHOTMOD_WERROR=ON -DHOTMOD_BUILD_EXAMPLES=OFF -DHOTMOD_BUILD_BENCH=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_elf
+	bash tests/fuzz/run $(FUZZ_BUILD) $(SECONDS)
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD)

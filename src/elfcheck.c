@@ -111,21 +111,23 @@
  * file, so it makes at most len / (entry size) iterations; the tables may all overlap the
  * same bytes, so their costs add up. An address lookup costs at most 10. Per byte of file:
  *
- *   DT_RELR       under 20: an address (one lookup) and a bitmap word (one lookup for
+ *   DT_RELR       under 10: an address (one lookup) and a bitmap word (one lookup for
  *                 the range of its set bits; if that range is not inside one segment, one
- *                 step per set bit and per segment passed, at most 63 + 255, and fewer
- *                 together since a passed segment needs room between set bits), i.e. at
- *                 most 11 + 1 + 10 + 286 steps per 16 bytes, or 11 + 1 + 10 + 124 per 8
- *                 on 32-bit. Further bitmaps after the same address cover new words, so
- *                 they pass other segments: one address per bitmap is the worst case;
+ *                 step per set bit and per segment passed, where only segments that can
+ *                 hold a word count, disjoint and inside the bitmap's 63 words: at most
+ *                 63 + 63), i.e. at most 11 + 1 + 10 + 126 steps per 16 bytes, or
+ *                 11 + 1 + 10 + 62 per 8 on 32-bit; plus one step per segment, once.
+ *                 Further bitmaps after the same address cover new words, so they pass
+ *                 other segments: one address per bitmap is the worst case;
  *   relocations   2 (4 on 32-bit): 12 steps per entry, and DT_RELA, DT_REL and DT_JMPREL
  *                 may all cover the same bytes (Rel is 16 bytes, 8 on 32-bit);
  *   the rest      under 1.5: program headers (2 passes and one lookup each), hash tables
  *                 (one step per 4-byte word), symbols, dynamic entries, version nodes (the
- *                 walk budget) and section headers.
+ *                 walk budget), section headers, and the lint's search of the one search
+ *                 path glibc uses (a step per 16 bytes of it, once).
  *
- * That is 22.3 on 64-bit and 23.7 on 32-bit. Fixed costs (a few dozen lookups of single
- * addresses) add a few hundred steps. */
+ * That is 12.5 on 64-bit and 13.5 on 32-bit, well inside 24. Fixed costs (a few dozen
+ * lookups of single addresses) add a few hundred steps. */
 
 /* ---- Context and helpers --------------------------------------------------------------- */
 
@@ -145,6 +147,9 @@ typedef struct ck {
    * file) and disjoint; `hit` is the one the last lookup found. */
   seg load[HM__MAX_LOADS];
   unsigned nload, hit;
+  /* For DT_RELR: word_next[i] is the first of segments i.. that can hold an address-sized
+   * word (nload if none), so that bitmaps skip the ones that cannot at no cost. */
+  unsigned short word_next[HM__MAX_LOADS + 1];
   uint64_t steps; /* see hm__elf_info.steps */
   uint64_t tls_size; /* PT_TLS p_memsz, 0 if none */
   int own_tpoff;     /* a thread-pointer offset relocation names the module's own TLS */
@@ -364,9 +369,10 @@ static int relr_fail(ck *c, uint64_t at) {
 /* One bitmap word: bit k of `bits` names the word at where + k * sizeof(Addr). In a real
  * file all the words a bitmap names lie in one segment, so the range from its lowest to its
  * highest set bit is checked with one lookup. Otherwise each set bit is checked in turn, in
- * ascending order, with a cursor that only moves forward through the sorted segments: at
- * most one step per set bit and one per segment passed. Failures name the lowest word
- * outside the image, as a walk over every bit would. */
+ * ascending order, with a cursor that only moves forward through the sorted segments that
+ * can hold a word (a smaller one cannot hold this bit's word, nor any later one's): at most
+ * one step per set bit and one per segment passed. Failures name the lowest word outside
+ * the image, as a walk over every bit would. */
 static int check_relr_bitmap(ck *c, uint64_t bits, uint64_t where) {
   const uint64_t w = sizeof(ElfW(Addr));
   if (bits == 0)
@@ -386,7 +392,7 @@ static int check_relr_bitmap(ck *c, uint64_t bits, uint64_t where) {
       return relr_fail(c, at);
     while (cur < c->nload && c->load[cur].end <= at) {
       c->steps++;
-      cur++;
+      cur = c->word_next[cur + 1];
     }
     if (cur >= c->nload || at < c->load[cur].vaddr || w > c->load[cur].end - at)
       return relr_fail(c, at);
@@ -403,6 +409,13 @@ static int check_relr(ck *c, const dyninfo *d) {
   if (size == 0)
     return 0;
   map_vaddr(c, d->val[DT_RELR], size, &off, &avail); /* checked by check_table */
+  c->word_next[c->nload] = (unsigned short)c->nload;
+  for (unsigned i = c->nload; i-- > 0;) {
+    c->steps++;
+    c->word_next[i] = c->load[i].end - c->load[i].vaddr >= sizeof(ElfW(Addr))
+                          ? (unsigned short)i
+                          : c->word_next[i + 1];
+  }
   for (uint64_t p = 0; p < size; p += sizeof(ElfW(Addr))) {
     ElfW(Addr) e;
     c->steps++;
@@ -874,26 +887,36 @@ static void scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_info
   }
 }
 
-/* The lint's look at the dynamic section's strings: libraries it needs, search paths. */
+/* A search of a whole string costs a step per 16 bytes of it (and one for the call). */
+static uint64_t scan_steps(const char *s) { return 1 + strlen(s) / 16; }
+
+/* The lint's look at the dynamic section's strings: libraries it needs (one step each: the
+ * names are compared with short prefixes), and the search path the loader will use. That is
+ * one string, searched once: glibc keeps the last DT_RUNPATH, or without one the last
+ * DT_RPATH (it ignores DT_RPATH when there is a DT_RUNPATH). Searching every entry would be
+ * quadratic: a crafted file can hold millions of entries naming one long string. */
 static void scan_dyn_strings(ck *c, const dyninfo *d, uint64_t doff, uint64_t count,
                              hm__elf_info *info) {
   uint64_t stroff, stravail;
   if (info == NULL || !map_vaddr(c, d->val[DT_STRTAB], d->val[DT_STRSZ], &stroff, &stravail))
     return;
-  for (uint64_t i = 0; i < count; i++) {
+  const char *strs = (const char *)c->buf + stroff; /* offsets checked: check_dyn_names */
+  for (uint64_t i = 0; i < count && !(info->lint & HM__LINT_NEEDED); i++) {
     ElfW(Dyn) e;
-    const char *str;
     c->steps++;
     memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
-    if (e.d_tag != DT_NEEDED && e.d_tag != DT_RUNPATH && e.d_tag != DT_RPATH)
-      continue;
-    str = (const char *)c->buf + stroff + e.d_un.d_val; /* checked: check_dyn_names */
-    if (e.d_tag == DT_NEEDED && !system_library(str) && !(info->lint & HM__LINT_NEEDED)) {
+    if (e.d_tag == DT_NEEDED && !system_library(strs + e.d_un.d_val)) {
       info->lint |= HM__LINT_NEEDED;
-      info->needed = str;
-    } else if (e.d_tag != DT_NEEDED && strstr(str, "$ORIGIN") != NULL) {
+      info->needed = strs + e.d_un.d_val;
+    }
+  }
+  int tag = d->has[DT_RUNPATH] ? DT_RUNPATH : d->has[DT_RPATH] ? DT_RPATH : DT_NULL;
+  if (tag != DT_NULL) {
+    const char *path = strs + d->val[tag];
+    c->steps += scan_steps(path);
+    if (strstr(path, "$ORIGIN") != NULL) {
       info->lint |= HM__LINT_ORIGIN;
-      info->runpath = str;
+      info->runpath = path;
     }
   }
 }

@@ -86,7 +86,7 @@ enum {
   HM__LINT_NODELETE = 0x01u,      /* DF_1_NODELETE: never unloaded */
   HM__LINT_UNIQUE = 0x02u,        /* defines STB_GNU_UNIQUE symbols (C++ inline statics) */
   HM__LINT_STATIC_TLS = 0x04u,    /* defines initial-exec TLS (PT_TLS + DF_STATIC_TLS) */
-  HM__LINT_THREAD_ATEXIT = 0x08u, /* imports __cxa_thread_atexit_impl */
+  HM__LINT_THREAD_ATEXIT = 0x08u, /* imports __cxa_thread_atexit(_impl) */
   HM__LINT_KEY_CREATE = 0x10u,    /* imports pthread_key_create */
   HM__LINT_ORIGIN = 0x20u,        /* $ORIGIN in RUNPATH/RPATH */
   HM__LINT_NEEDED = 0x40u         /* DT_NEEDED on a library that is not a system one */

@@ -69,6 +69,7 @@ unsigned char *hmt_read(const char *path, size_t *len) {
   buf = malloc((size_t)n + 1);
   assert_non_null(buf);
   assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  buf[n] = '\0'; /* text files can be read as strings */
   fclose(f);
   *len = (size_t)n;
   return buf;

@@ -24,7 +24,7 @@ const char *hmt_path(const char *dir, const char *name);
 void hmt_install(const char *src, const char *dest);
 /* Write `len` bytes to dest (create or truncate in place, mode 0755). */
 void hmt_write(const char *dest, const void *buf, size_t len);
-/* Read a whole file; *len gets its size. Caller frees. */
+/* Read a whole file; *len gets its size; a NUL follows the bytes. Caller frees. */
 unsigned char *hmt_read(const char *path, size_t *len);
 /* Files in dir (not counting . and ..). */
 int hmt_count_files(const char *dir);
