@@ -373,7 +373,11 @@ HM_EXTERN int hm_module_set_lint(hm_module *mod, hm_lint_policy policy);
  * and the current version serves on. A build the child cannot dlopen (it needs symbols the
  * host program exports, say) is not refused: the host's own load decides. The probe adds
  * the cost of starting a process to each reload (make bench: reload.probe_us_p50) and runs
- * on the reloading thread. Thread-safe. Errors: HM_EINVAL; HM_ENOENT when the helper cannot
+ * on the reloading thread: in immediate mode the watcher's thread, whose other modules'
+ * reloads wait meanwhile (up to probe_timeout_ms for a build that hangs). The child gets
+ * none of the host's descriptors (stdin and stdout are /dev/null, stderr is the host's).
+ * Containment, not a sandbox: the build runs with the host's user and environment.
+ * Thread-safe. Errors: HM_EINVAL; HM_ENOENT when the helper cannot
  * be found (the message says where it looked). */
 HM_EXTERN int hm_module_set_probe(hm_module *mod, int enable);
 
