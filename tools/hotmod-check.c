@@ -18,7 +18,7 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: hotmod-check [--json] FILE.so...\n"
+          "usage: hotmod-check [--json] [--allow-writable] FILE.so...\n"
           "\n"
           "Checks hotmod modules the way the loader does before dlopen (the file, its ELF\n"
           "structure, its module descriptor) and reports what keeps them from reloading\n"
@@ -28,6 +28,9 @@ static void usage(FILE *out) {
           "  --json   print a JSON array instead: one object per file, with \"findings\"\n"
           "           ({\"name\", \"what\", \"fix\"}) and \"error\" (null, or why the file\n"
           "           cannot be loaded)\n"
+          "  --allow-writable  check files that others could have written (a build\n"
+          "           directory shared with a group), as a registry with\n"
+          "           HM_FLAG_ALLOW_WRITABLE loads them; without it they are unusable (2)\n"
           "  --help   print this and exit\n"
           "\n"
           "Exit status: 0 all files clean, 1 findings, 2 a file cannot be used (or usage).\n");
@@ -97,7 +100,7 @@ static void put_json(const char *str) {
 /* ---- One file -------------------------------------------------------------------------- */
 
 /* Check one file and print what it has. Returns 0, EXIT_FINDINGS or EXIT_UNUSABLE. */
-static int check_file(const char *path, int json, int first) {
+static int check_file(const char *path, int json, int first, unsigned read_flags) {
   hm__allocator a = {NULL, NULL};
   hm__file f;
   hm__elf_info info;
@@ -107,7 +110,7 @@ static int check_file(const char *path, int json, int first) {
 
   memset(&info, 0, sizeof info);
   msg[0] = '\0';
-  rc = hm__file_read(&a, path, 0, &f, NULL);
+  rc = hm__file_read(&a, path, read_flags, &f, NULL);
   if (rc != 0) {
     snprintf(msg, sizeof msg, "%s", hm_errmsg());
   } else {
@@ -170,11 +173,14 @@ static int check_file(const char *path, int json, int first) {
 
 int main(int argc, char **argv) {
   int json = 0, status = 0, nfiles = 0, i, opts = 1;
+  unsigned read_flags = 0;
   for (i = 1; i < argc; i++) {
     if (opts && strcmp(argv[i], "--") == 0) {
       opts = 0;
     } else if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
+    } else if (opts && strcmp(argv[i], "--allow-writable") == 0) {
+      read_flags |= HM__READ_ALLOW_WRITABLE;
     } else if (opts && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
       usage(stdout);
       return 0;
@@ -198,7 +204,7 @@ int main(int argc, char **argv) {
       opts = strcmp(argv[i], "--") != 0;
       continue;
     }
-    rc = check_file(argv[i], json, nfiles++ == 0);
+    rc = check_file(argv[i], json, nfiles++ == 0, read_flags);
     if (rc > status)
       status = rc;
   }
