@@ -429,10 +429,21 @@ static int hold_main(const char *mode, const char *root, const char *module) {
     return 1;
   }
   if (strcmp(mode, "--hold-fork") == 0) {
+    int ready[2];
+    char c;
+    if (pipe(ready) != 0)
+      return 1;
     child = fork();
-    if (child == 0)
+    if (child == 0) {
+      /* fork() has returned here: the fork handlers ran (the lock's copy is closed). */
+      (void)!write(ready[1], "r", 1);
       for (;;)
         pause();
+    }
+    close(ready[1]);
+    if (child < 0 || read(ready[0], &c, 1) != 1)
+      return 1;
+    close(ready[0]);
   }
   printf("%s %d\n", hm_registry_dir(reg), (int)child);
   fflush(stdout);
