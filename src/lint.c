@@ -79,8 +79,8 @@ void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) 
     break;
   case HM__LINT_ORIGIN:
     snprintf(out, n,
-             "RUNPATH %.80s uses $ORIGIN, which resolves against the private copy's "
-             "directory: libraries beside the module's file are not found",
+             "has RUNPATH \"%.80s\", whose $ORIGIN is the private copy's directory: "
+             "libraries beside the module's file are not found",
              info->runpath ? info->runpath : "?");
     break;
   case HM__LINT_NEEDED:
