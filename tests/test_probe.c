@@ -240,8 +240,13 @@ static void t_host_forks_meanwhile(void **state) {
   __atomic_store_n(&forking, 1, __ATOMIC_SEQ_CST);
   assert_int_equal(pthread_create(&t, NULL, fork_often, NULL), 0);
   for (i = 0; i < 6; i++) {
+    int tries = 0;
     hmt_install(hmt_mod(i % 2 ? "probed_v3" : "probed_v2"), f->path);
-    rc[i] = hm_module_reload(f->mod);
+    /* A fork that copied the install's descriptor makes the file look open for writing
+     * for a moment: HM_EAGAIN, as documented; try again. A timeout is the failure. */
+    do
+      rc[i] = hm_module_reload(f->mod);
+    while (rc[i] == HM_EAGAIN && ++tries < 5000 && (usleep(1000), 1));
   }
   __atomic_store_n(&forking, 0, __ATOMIC_SEQ_CST);
   pthread_join(t, NULL);
