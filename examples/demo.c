@@ -12,6 +12,7 @@
  */
 #include "hotmod.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +60,10 @@ static double wait_version(hm_module *mod, unsigned version, double since) {
   return now_ms() - since;
 }
 
-/* Events while the watcher runs: one indented line each. */
+/* Events while the watcher runs: one indented line each. The last version unloaded lets the
+ * host wait for the events of a reload before it prints what the reload did. */
 static int show_events;
+static unsigned last_unloaded;
 static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
   static const char *names[] = {"?", "loaded", "rejected", "retired", "unloaded", "leaked",
                                 "changed"};
@@ -69,6 +72,17 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
     return;
   printf("      [event] %s v%u %s%s%s\n", hm_module_name(mod), version,
          ev >= 1 && ev <= 6 ? names[ev] : "?", err ? ": " : "", err ? hm_strerror(err) : "");
+  fflush(stdout);
+  if (ev == HM_EVENT_UNLOADED)
+    __atomic_store_n(&last_unloaded, version, __ATOMIC_RELEASE);
+}
+
+/* Wait (up to 10 s) until `version` has been unloaded, so its events are printed. */
+static void wait_unloaded(unsigned version) {
+  struct timespec pause = {0, 100000};
+  double since = now_ms();
+  while (__atomic_load_n(&last_unloaded, __ATOMIC_ACQUIRE) < version && now_ms() - since < 10000)
+    nanosleep(&pause, NULL);
 }
 
 /* Write `from` to `to` in place in two halves with a pause between, like a slow linker. */
@@ -93,6 +107,15 @@ static int slow_write(const char *from, const char *to) {
 typedef int (*record_fn)(int);
 static int fail(const char *what, int rc);
 
+/* What the demo shows is also checked: a difference is printed and fails the run. */
+static int mismatches;
+static void expect(int ok, const char *what) {
+  if (!ok) {
+    printf("  ** not as expected: %s\n", what);
+    mismatches++;
+  }
+}
+
 /* State kept across versions and migrated to a new layout, a rollback, a typed handle. */
 static int state_demo(hm_registry *reg) {
   hm_module *tally;
@@ -105,22 +128,26 @@ static int state_demo(hm_registry *reg) {
     return fail("tally", rc);
   for (i = 1; i <= 3; i++)
     HM_LIVE_CALL(record, record_fn, i * 10);
-  printf("  version 1: 3 calls recorded, largest() = %d (layout 1 does not keep it)\n",
-         HM_LIVE_CALL(largest, count_fn));
+  i = HM_LIVE_CALL(largest, count_fn);
+  printf("  version 1: 3 calls recorded, largest() = %d (layout 1 does not keep it)\n", i);
+  expect(i == -1, "layout 1 keeps no largest");
   if ((rc = hm_module_reload_from(tally, DEMO_MODDIR "/tally_v2.so")) != 0)
     return fail("tally reload", rc);
   i = HM_LIVE_CALL(record, record_fn, 7);
-  printf("  version 2 migrated the tally: record(7) -> count %d, largest %d\n", i,
-         HM_LIVE_CALL(largest, count_fn));
+  rc = HM_LIVE_CALL(largest, count_fn);
+  printf("  version 2 migrated the tally: record(7) -> count %d, largest %d\n", i, rc);
+  expect(i == 4 && rc == 7, "the migrated tally counts on");
   if ((rc = hm_module_rollback(tally)) != 0)
     return fail("tally rollback", rc);
   i = HM_LIVE_CALL(record, record_fn, 1);
   printf("  hm_module_rollback: version %u is build 1 again, record(1) -> count %d\n",
          hm_module_version(tally), i);
+  expect(i == 5, "the rollback keeps the tally");
   rc = hm_module_reload_from(tally, DEMO_MODDIR "/mathmod_v1.so");
   i = HM_LIVE_CALL(record, record_fn, 1);
   printf("  a build without record() is refused: %s; the tally serves on (count %d)\n\n",
          hm_err_name(rc), i);
+  expect(rc == HM_ENOSYM && i == 6, "a build without record() is refused");
   return 0;
 }
 
@@ -155,6 +182,7 @@ int main(void) {
       (rc = hm_live_get(reg, "mathmod:call_count", &count)) != 0 ||
       (rc = hm_snapshot_acquire(reg, "mathmod:my_function", &snap)) != 0)
     return fail("handles", rc);
+  expect(HM_LIVE_CALL(live, math_fn, 2.0) == 4.0, "version 1 squares");
   printf("  live     my_function(2) = %g\n", HM_LIVE_CALL(live, math_fn, 2.0));
   printf("  snapshot my_function(2) = %g   (pins version %u)\n",
          ((math_fn)hm_snapshot_fn(snap))(2.0), hm_snapshot_version(snap));
@@ -171,6 +199,9 @@ int main(void) {
          ((math_fn)hm_snapshot_fn(snap))(2.0), hm_snapshot_version(snap));
   printf("  (3) module-level call counter = %d         -> version 2 started with fresh globals\n",
          HM_LIVE_CALL(count, count_fn));
+  expect(HM_LIVE_CALL(count, count_fn) == 1, "version 2 starts with fresh globals");
+  expect(HM_LIVE_CALL(live, math_fn, 4.0) == 2.0, "the live handle follows the reload");
+  expect(((math_fn)hm_snapshot_fn(snap))(3.0) == 9.0, "the snapshot keeps version 1");
   hm_snapshot_release(snap);
   if ((rc = hm_snapshot_acquire(reg, "mathmod:my_function", &snap)) != 0)
     return fail("snapshot", rc);
@@ -192,6 +223,8 @@ int main(void) {
   }
   rc = hm_module_reload(mod);
   printf("  reload: %s: %s\n", hm_err_name(rc), hm_errmsg());
+  expect(rc == HM_EBADELF && HM_LIVE_CALL(live, math_fn, 9.0) == 3.0,
+         "the truncated build is refused and version 2 serves on");
   printf("  live my_function(9) = %g (version %u)\n", HM_LIVE_CALL(live, math_fn, 9.0),
          hm_module_version(mod));
 
@@ -213,6 +246,9 @@ int main(void) {
       took = wait_version(mod, next, t0);
       if (took < 0)
         return fail("watcher did not reload", HM_EAGAIN);
+      wait_unloaded(next - 1);
+      expect(HM_LIVE_CALL(live, math_fn, 2.0) == (i == 1 ? sqrt(2.0) : 4.0),
+             "the watcher's reload runs the new build");
       printf("    live my_function(2) = %g, version %u, %.2f ms after the build began writing\n",
              HM_LIVE_CALL(live, math_fn, 2.0), hm_module_version(mod), took);
     }
@@ -224,6 +260,9 @@ int main(void) {
       took = wait_version(mod, before + 1, t0);
       if (took < 0)
         return fail("watcher did not reload", HM_EAGAIN);
+      wait_unloaded(before);
+      expect(HM_LIVE_CALL(live, math_fn, 2.0) == sqrt(2.0) && hm_module_version(mod) == before + 1,
+             "the slowly written build is loaded once, complete");
       printf("    live my_function(2) = %.6f, version %u: the half-written file was never "
              "loaded\n",
              HM_LIVE_CALL(live, math_fn, 2.0), hm_module_version(mod));
@@ -235,5 +274,7 @@ int main(void) {
   hm_registry_free(reg);
   unlink(target);
   rmdir(dir);
-  return 0;
+  if (mismatches)
+    printf("\n%d result(s) were not as expected\n", mismatches);
+  return mismatches != 0;
 }
