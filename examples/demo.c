@@ -60,6 +60,15 @@ static double wait_version(hm_module *mod, unsigned version, double since) {
   return now_ms() - since;
 }
 
+/* What the demo shows is also checked: a difference is printed and fails the run. */
+static int mismatches;
+static void expect(int ok, const char *what) {
+  if (!ok) {
+    printf("  ** not as expected: %s\n", what);
+    mismatches++;
+  }
+}
+
 /* Events while the watcher runs: one indented line each. The last version unloaded lets the
  * host wait for the events of a reload before it prints what the reload did. */
 static int show_events;
@@ -77,12 +86,17 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
     __atomic_store_n(&last_unloaded, version, __ATOMIC_RELEASE);
 }
 
-/* Wait (up to 10 s) until `version` has been unloaded, so its events are printed. */
-static void wait_unloaded(unsigned version) {
+/* Wait (up to 10 s) until `version` has been unloaded, so its events are printed; 0 when it
+ * was not. */
+static int wait_unloaded(unsigned version) {
   struct timespec pause = {0, 100000};
   double since = now_ms();
-  while (__atomic_load_n(&last_unloaded, __ATOMIC_ACQUIRE) < version && now_ms() - since < 10000)
+  while (__atomic_load_n(&last_unloaded, __ATOMIC_ACQUIRE) < version) {
+    if (now_ms() - since > 10000)
+      return 0;
     nanosleep(&pause, NULL);
+  }
+  return 1;
 }
 
 /* Write `from` to `to` in place in two halves with a pause between, like a slow linker. */
@@ -106,15 +120,6 @@ static int slow_write(const char *from, const char *to) {
 
 typedef int (*record_fn)(int);
 static int fail(const char *what, int rc);
-
-/* What the demo shows is also checked: a difference is printed and fails the run. */
-static int mismatches;
-static void expect(int ok, const char *what) {
-  if (!ok) {
-    printf("  ** not as expected: %s\n", what);
-    mismatches++;
-  }
-}
 
 /* State kept across versions and migrated to a new layout, a rollback, a typed handle. */
 static int state_demo(hm_registry *reg) {
@@ -246,7 +251,7 @@ int main(void) {
       took = wait_version(mod, next, t0);
       if (took < 0)
         return fail("watcher did not reload", HM_EAGAIN);
-      wait_unloaded(next - 1);
+      expect(wait_unloaded(next - 1), "the old version is unloaded, its events printed");
       expect(HM_LIVE_CALL(live, math_fn, 2.0) == (i == 1 ? sqrt(2.0) : 4.0),
              "the watcher's reload runs the new build");
       printf("    live my_function(2) = %g, version %u, %.2f ms after the build began writing\n",
@@ -260,7 +265,7 @@ int main(void) {
       took = wait_version(mod, before + 1, t0);
       if (took < 0)
         return fail("watcher did not reload", HM_EAGAIN);
-      wait_unloaded(before);
+      expect(wait_unloaded(before), "the old version is unloaded, its events printed");
       expect(HM_LIVE_CALL(live, math_fn, 2.0) == sqrt(2.0) && hm_module_version(mod) == before + 1,
              "the slowly written build is loaded once, complete");
       printf("    live my_function(2) = %.6f, version %u: the half-written file was never "
