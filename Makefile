@@ -1,13 +1,15 @@
 # Thin wrapper around CMake. `make demo` and `make test` install what is missing (as root),
-# build and run; `make bench` prints the benchmark figures; `make fuzz SECONDS=n` fuzzes the
-# ELF check for n seconds (60 by default) in a clang build of its own (tests/fuzz/README.md).
+# build and run (`make demo`: the gameloop, edited and rebuilt while it runs, ending by
+# itself; `make demo-basics`: the reload behaviours one by one); `make bench` prints the
+# benchmark figures; `make fuzz SECONDS=n` fuzzes the ELF check for n seconds (60 by
+# default) in a clang build of its own (tests/fuzz/README.md).
 BUILD ?= build
 FUZZ_BUILD ?= build-fuzz
 SECONDS ?= 60
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build test demo bench fuzz clean
+.PHONY: all deps build test demo demo-basics bench fuzz clean
 
 all: build
 
@@ -24,6 +26,9 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build
+	$(BUILD)/examples/gameloop/gameloop
+
+demo-basics: build
 	$(BUILD)/examples/demo
 
 bench: build

@@ -1,0 +1,23 @@
+# Run the scripted gameloop demo and check its summary: exit status 0, every edit became a
+# version (versions seen >= edits + 1), the world preserved.
+#   cmake -DGAMELOOP=<gameloop binary> -P check.cmake
+execute_process(COMMAND ${GAMELOOP} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+message("gameloop: exit ${rc}\n--- stdout:\n${out}--- stderr:\n${err}---")
+if(NOT rc STREQUAL "0")
+  message(FATAL_ERROR "exit status ${rc}, expected 0")
+endif()
+if(NOT out MATCHES "edits: +([0-9]+) made")
+  message(FATAL_ERROR "no edit count in the summary")
+endif()
+set(edits ${CMAKE_MATCH_1})
+if(NOT out MATCHES "versions seen: +([0-9]+)")
+  message(FATAL_ERROR "no version count in the summary")
+endif()
+set(seen ${CMAKE_MATCH_1})
+math(EXPR want "${edits} + 1")
+if(edits LESS 1 OR seen LESS want)
+  message(FATAL_ERROR "${seen} versions seen for ${edits} edits, expected at least ${want}")
+endif()
+if(NOT out MATCHES "world preserved: yes")
+  message(FATAL_ERROR "the world was not preserved")
+endif()
