@@ -198,14 +198,19 @@ static void *editor_main(void *arg) {
     }
     build_ms = (now_s() - began) * 1e3;
     /* Mode 0755 whatever the umask: the registry refuses files that others may write. */
-    if (chmod(tmp, 0755) != 0 || rename(tmp, target) != 0) {
-      say("editor: rename to %s: %s", target, strerror(errno));
+    if (chmod(tmp, 0755) != 0) {
+      say("editor: chmod %s: %s", tmp, strerror(errno));
       goto fail;
     }
+    /* Told before the rename: the loop may apply the build before rename returns here. */
     ed->installed_at[i] = now_s();
     __atomic_store_n(&ed->installed, i + 1, __ATOMIC_RELEASE);
     say("[%5.2f s] edit %u: %s (built by %s in %.0f ms)",
         ed->installed_at[i] - ed->t0, i + 1, edits[i].what, cc_name, build_ms);
+    if (rename(tmp, target) != 0) {
+      say("editor: rename to %s: %s", target, strerror(errno));
+      goto fail;
+    }
     /* One version per edit: wait until this build runs before making the next. */
     while (__atomic_load_n(&ed->live_version, __ATOMIC_ACQUIRE) < want) {
       if (__atomic_load_n(&ed->stop, __ATOMIC_ACQUIRE))
