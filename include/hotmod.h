@@ -1,9 +1,16 @@
 /*
  * hotmod — load shared-object modules and swap in new versions while the host runs.
  *
- * This header is the specification of the public API. Every function states what it does,
- * who owns what, how NULL is treated, whether it may be called from several threads, and
- * which error codes it returns.
+ * This header is the specification of the public API. Every function's comment says what it
+ * does in a short paragraph, then, where they apply, these lines:
+ *   Ownership: who allocates and frees what it takes or returns, and how long a returned
+ *              pointer or string stays valid.
+ *   NULL:      what a NULL pointer argument does.
+ *   Threads:   which threads may call it, concurrently with what, and whether module code
+ *              (see below) may call it.
+ *   Errors:    every code an int-returning function can return besides 0 (and >= 0 counts).
+ * "Any thread" means concurrently with any other call of the API except hm_registry_free
+ * of the same registry. tests/header_doc_check.py keeps this layout.
  *
  * The model in three sentences: a registry owns modules; each module is a name bound to the
  * path of a .so file and has a current version (1, 2, 3 ...). A stable snapshot pins one
@@ -16,24 +23,29 @@
  * the dynamic loader's lock, the module's reload lock or the registry's reclaimer thread may
  * be held by that very thread then. From such code, on the thread that runs it, these calls
  * are allowed (a hook that waits for another thread making a forbidden call is not
- * detected, and can deadlock): hm_module_find,
- * hm_module_version, hm_module_name, hm_module_path, hm_module_watch_method,
- * hm_module_set_reload_mode, hm_registry_stats, hm_registry_dir, hm_errmsg, hm_strerror,
- * hm_snapshot_acquire / _typed / _fn / _version / _release, hm_live_get and
- * hm_live_get_typed (a handle on another module, or one that already exists on its own), hm_live_enter / _leave and HM_LIVE_CALL, and
- * hm_watch_stop (which then does not wait). These fail with HM_EBUSY instead of deadlocking:
- * hm_module_load, hm_module_reload, hm_module_reload_from, hm_module_unload,
- * hm_module_rollback, hm_registry_poll, hm_watch_start, hm_watch_attach, and hm_live_get of a new handle on the
- * module whose code is running. hm_registry_free does nothing there (it prints why).
+ * detected, and can deadlock): hm_module_find, hm_module_version, hm_module_name,
+ * hm_module_path, hm_module_watch_method, hm_module_set_reload_mode, hm_registry_stats,
+ * hm_registry_dir, hm_registry_errmsg, hm_errmsg, hm_event_detail, hm_strerror,
+ * hm_err_name, hm_version, hm_version_string, hm_snapshot_acquire / _typed / _fn / _version
+ * / _release, hm_live_get and hm_live_get_typed (a handle on another module, or one that
+ * already exists on its own), hm_live_module, hm_live_enter / _leave / _enter_fn /
+ * _leave_fn and HM_LIVE_CALL, and hm_watch_stop (which then does not wait). These fail with
+ * HM_EBUSY instead of deadlocking: hm_module_load, hm_module_reload, hm_module_reload_from,
+ * hm_module_unload, hm_module_rollback, hm_registry_poll, hm_watch_start, hm_watch_attach,
+ * and hm_live_get of a new handle on the module whose code is running. hm_registry_free does
+ * nothing there (it prints why). Calls in neither list are not meant for module code.
  *
  * fork(). The child may go on using registries made before the fork for what does not
  * change or reclaim anything: live calls, hm_live_get of existing handles, snapshots
- * (acquire, call, release) and the getters. Everything else on such a registry returns
- * HM_EFORKED, and hm_registry_free frees its memory only, leaving the parent's private
- * directory and files alone. The child does not keep the parent's lock on that directory
- * (see hm_registry_new): once the parent's registry is gone, a new registry may remove it,
- * and the child's versions stay mapped. Registries the child makes work fully. Live calls that other
- * threads of the parent were inside at the fork do not hold up the child's grace periods.
+ * (acquire, call, release) and the getters. What would change or reclaim something (loads,
+ * reloads, unloads, rollbacks, new live handles, polls, starting a watcher) returns
+ * HM_EFORKED; hm_watch_stop does nothing; the per-module settings (hm_module_set_reload_mode,
+ * _set_lint, _set_probe) are stored, and nothing in the child acts on them. hm_registry_free
+ * frees its memory only, leaving the parent's private directory and files alone. The child
+ * does not keep the parent's lock on that directory (see hm_registry_new): once the parent's
+ * registry is gone, a new registry may remove it, and the child's versions stay mapped.
+ * Registries the child makes work fully. Live calls that other threads of the parent were
+ * inside at the fork do not hold up the child's grace periods.
  *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
  */
@@ -49,11 +61,14 @@ extern "C" {
 
 /* ---- Versions -------------------------------------------------------------------------- */
 
+/* The version of this header. While the major is 0, each minor may break the ABI. */
 #define HM_VERSION_MAJOR 0
 #define HM_VERSION_MINOR 2
 #define HM_VERSION_PATCH 0
+/* 0xMMmmpp: one byte each for major, minor and patch, for comparisons in #if. */
 #define HM_VERSION_HEX ((HM_VERSION_MAJOR << 16) | (HM_VERSION_MINOR << 8) | HM_VERSION_PATCH)
 
+/* Marks the functions the library exports (it is built with hidden visibility). */
 #if defined(__GNUC__)
 #define HM_EXTERN __attribute__((visibility("default")))
 #else
@@ -61,10 +76,13 @@ extern "C" {
 #endif
 
 /* HM_VERSION_HEX of the library the program runs against (which may differ from the header
- * it was compiled with). Thread-safe. */
+ * it was compiled with).
+ * Threads: any; also module code. */
 HM_EXTERN unsigned hm_version(void);
 
-/* The same as a static string, "major.minor.patch". Thread-safe. */
+/* The library's version as "major.minor.patch".
+ * Ownership: a static string; never freed.
+ * Threads: any; also module code. */
 HM_EXTERN const char *hm_version_string(void);
 
 /* ---- Errors ---------------------------------------------------------------------------- */
@@ -97,6 +115,8 @@ HM_EXTERN const char *hm_version_string(void);
   XX(ECRASHED, -30013, "the new build crashed in the probe")                                  \
   XX(ETIMEDOUT, -ETIMEDOUT, "timed out")
 
+/* The codes as constants: HM_EINVAL, HM_ENOMEM ... as in HM_ERRNO_MAP. HM_ERRNO_MAX_ only
+ * bounds the range of hotmod's own codes (-30001 and below); it is never returned. */
 typedef enum hm_errno {
 #define HM__ERR_ENUM(name, value, text) HM_##name = (value),
   HM_ERRNO_MAP(HM__ERR_ENUM)
@@ -104,28 +124,37 @@ typedef enum hm_errno {
   HM_ERRNO_MAX_ = -30100
 } hm_errno;
 
-/* Static English text for an error code: the table's, the C library's for other errno
- * values, "unknown error" otherwise. Never NULL; never freed. Thread-safe. */
+/* English text for an error code: the table's, "success" for 0, the C library's for other
+ * negative errno values, "unknown error" otherwise. Each code of the table has its own text.
+ * Ownership: a static string, never NULL; never freed.
+ * Threads: any; also module code. */
 HM_EXTERN const char *hm_strerror(int err);
 
-/* The code's name, e.g. "HM_ENOSYM"; for other errno values the C library's ("EROFS");
- * "HM_UNKNOWN" otherwise. Static; thread-safe. */
+/* The code's name, e.g. "HM_ENOSYM"; "HM_OK" for 0; for other negative errno values the C
+ * library's ("EROFS"); "HM_UNKNOWN" otherwise.
+ * Ownership: a static string, never NULL; never freed.
+ * Threads: any; also module code. */
 HM_EXTERN const char *hm_err_name(int err);
 
 /* The detail of the last failure of any hotmod call on the calling thread: the path, the
  * dlerror() text, the missing symbol. Kept per thread, so threads sharing a registry never
  * see each other's detail, and a failed hm_registry_new has one too. Inside the event
  * callback it is the detail of a REJECTED event (set just before, on the same thread).
- * Successful calls leave it as it was. "" when nothing failed yet on this thread. The string
- * belongs to the thread and is valid until its next failing hotmod call. Thread-safe. */
+ * Successful calls leave it as it was. "" when nothing failed yet on this thread.
+ * Ownership: the library's, per thread, never NULL; valid until the thread's next failing
+ * hotmod call or its exit. Copy it to keep it.
+ * Threads: any (each reads its own); also module code. */
 HM_EXTERN const char *hm_errmsg(void);
 
 /* ---- Types ----------------------------------------------------------------------------- */
 
-typedef struct hm_registry hm_registry; /* opaque; created by hm_registry_new */
-typedef struct hm_module hm_module;     /* opaque; owned by its registry */
-typedef struct hm_snapshot hm_snapshot; /* opaque; owned by the caller until released */
-typedef struct hm_live hm_live;         /* opaque; owned by its registry, valid until it is freed */
+/* Opaque handles. A registry is made by hm_registry_new and freed by hm_registry_free. Its
+ * modules and live handles are owned by it and valid until then (a module also after
+ * hm_module_unload). A snapshot is the caller's until hm_snapshot_release. */
+typedef struct hm_registry hm_registry;
+typedef struct hm_module hm_module;
+typedef struct hm_snapshot hm_snapshot;
+typedef struct hm_live hm_live;
 
 /* A generic function pointer. Cast it to the function's real type to call it. */
 typedef void (*hm_fn)(void);
@@ -147,24 +176,33 @@ typedef enum hm_event {
 } hm_event;
 
 /* During the event callback: the event's detail, or "". For HM_EVENT_REJECTED the refusal's
- * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix. The string belongs
- * to the library and is valid until the callback returns. Thread-safe (per thread). */
+ * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix. "" outside a
+ * callback.
+ * Ownership: the library's, never NULL; valid until the callback returns.
+ * Threads: any (each thread sees the event it is delivering); also module code. */
 HM_EXTERN const char *hm_event_detail(void);
 
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
  * API, the registry's reclaimer thread (RETIRED is on the caller's, UNLOADED and LEAKED on the
- * reclaimer's) or the watcher's thread. `mod` is valid for the duration of the call; `version`
- * is the version the event is about; `err` is 0 or the error of a REJECTED event, whose
- * detail hm_errmsg() gives during the call. The callback must not call hm_registry_free; it
- * may call any other function of the registry. */
+ * reclaimer's, and LEAKED also on hm_registry_free's caller) or the watcher's thread (the
+ * loop's thread with hm_watch_attach); so it may run on several threads at once. `mod` is
+ * valid for the duration of the call (and as long as any hm_module pointer); `version` is
+ * the version the event is about; `err` is 0 or the error of a REJECTED event, whose detail
+ * hm_errmsg() and hm_event_detail() give during the call. The callback must not call
+ * hm_registry_free; it may call any other function of the registry. */
 typedef void (*hm_event_cb)(hm_event ev, hm_module *mod, unsigned version, int err,
                             void *userdata);
 
-/* Allocator hook, shaped like realloc: (NULL, n) allocates, (p, n) resizes, (p, 0) frees and
- * returns NULL. Used for every allocation the registry makes. */
+/* Allocator hook, shaped like realloc: (NULL, n) allocates (n > 0), (p, n) resizes, (p, 0)
+ * frees (its result is ignored). Returning NULL for an allocation makes the call that needed
+ * it fail with HM_ENOMEM. Used for every allocation hotmod makes for the registry (the
+ * dynamic loader, libuv and the C library allocate with malloc as usual). Called from any
+ * thread of the host and from the registry's reclaimer and watcher threads, concurrently:
+ * it must be thread-safe. It must keep working after hm_registry_free while snapshots are
+ * released or a host loop still closes the watcher's handles (hotmod/uv.h). */
 typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
 
-/* Registry flags. */
+/* Registry flags, for hm_registry_options.flags (or-ed together). */
 #define HM_FLAG_ALLOW_WRITABLE 0x1u /* load files that someone else could have written or
                                        replaced: writable by other users or a shared group,
                                        in such a directory, or owned by another user
@@ -194,6 +232,7 @@ typedef enum hm_reload_mode {
   HM_RELOAD_QUEUED = 2     /* the watcher marks the module; hm_registry_poll applies it */
 } hm_reload_mode;
 
+/* The version of hm_registry_options this header defines (fields up to probe_timeout_ms). */
 #define HM_REGISTRY_OPTIONS_VERSION 3
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
@@ -206,9 +245,9 @@ typedef struct hm_registry_options {
   const char *private_root; /* where the private directory is made; NULL: $TMPDIR or /tmp.
                                Must not be on a noexec mount */
   hm_alloc_fn alloc;        /* NULL: the C library's realloc/free */
-  void *alloc_userdata;
+  void *alloc_userdata;     /* passed to alloc as it is; hotmod never touches it */
   hm_event_cb on_event; /* NULL: one line per event on stderr (unless HM_FLAG_QUIET) */
-  void *event_userdata;
+  void *event_userdata; /* passed to on_event as it is; hotmod never touches it */
   hm_reload_mode reload_mode; /* for the watcher; HM_RELOAD_DEFAULT is immediate */
   unsigned quiet_ms; /* watcher, timing fallback only (HM_WATCH_TIMING): how long a file must
                         hold still before it is read; 0: 50 */
@@ -222,6 +261,7 @@ typedef struct hm_registry_options {
   unsigned probe_timeout_ms; /* HM_FLAG_PROBE: how long the child may take; 0: 5000 */
 } hm_registry_options;
 
+/* The defaults, with version HM_REGISTRY_OPTIONS_VERSION. */
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
   { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0,     \
     HM_LINT_DEFAULT, 0 }
@@ -245,38 +285,54 @@ typedef struct hm_stats {
  * dead processes left behind: unlocked ones of this effective user, in private_root,
  * $TMPDIR, /tmp, $XDG_RUNTIME_DIR and /dev/shm, with only the copies hotmod makes in them,
  * never following links, at most 32 per call (best effort: never an error).
- * `opts` may be NULL for defaults; it is read during the call only.
- * On success *out is owned by the caller and freed with hm_registry_free.
- * Thread-safe. Errors (detail in hm_errmsg): HM_EINVAL (out NULL, options version not
- * between 1 and HM_REGISTRY_OPTIONS_VERSION, unknown reload mode), HM_ENOMEM, HM_EACCES (the
- * private root is on a noexec mount, where copies could not run: the message says noexec),
- * or the errno of the failed directory creation or thread start (HM_EACCES, HM_ENOENT,
- * -EROFS ...). */
+ * Ownership: on success *out is the caller's, freed with hm_registry_free; on error *out is
+ * NULL (when `out` is not). `opts` is read during the call only; its strings are copied.
+ * NULL: `out` NULL is HM_EINVAL; `opts` NULL means HM_REGISTRY_OPTIONS_INIT.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL (out NULL, options version not between 1 and
+ * HM_REGISTRY_OPTIONS_VERSION, unknown reload mode or lint policy), HM_ENOMEM, HM_ENOENT
+ * (HM_FLAG_PROBE and the helper cannot be found), HM_EACCES (the private root is on a noexec
+ * mount, where copies could not run: the message says noexec), or the errno of the failed
+ * directory creation or thread start (HM_EACCES, HM_ENOENT, HM_EAGAIN, -EROFS ...); the
+ * detail is in hm_errmsg, as for every failure. */
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
 
 /* Stop the watcher, unload every version, delete the private directory and free the
  * registry. Waits for live calls still running to return (any registry's: see
- * hm_live_enter), so it must not be called from inside a live call, nor from the event
- * callback; from module code it does nothing (see the top of this file).
- * Every unload hook runs, including those of versions that snapshots still pin. Snapshots
- * should be released before; a version one still pins stays mapped (counted in `leaked`,
- * reported as HM_EVENT_LEAKED and by one warning on stderr unless HM_FLAG_QUIET), its
- * function stays callable, and hm_snapshot_release later frees only the snapshot (with the
- * registry's allocator, which must still work). Live handles and module pointers become
- * invalid. NULL is a no-op. Must not run concurrently with other calls on `reg`, including
- * the release of its snapshots. */
+ * hm_live_enter). Every unload hook runs, including those of versions that snapshots still
+ * pin. Snapshots should be released before; a version one still pins stays mapped (counted
+ * in `leaked`, reported as HM_EVENT_LEAKED and by one warning on stderr unless
+ * HM_FLAG_QUIET), its function stays callable, and hm_snapshot_release later frees only the
+ * snapshot (with the registry's allocator, which must still work). In a child after fork()
+ * it frees the memory only (see the top of this file).
+ * Ownership: frees `reg`; its live handles, module pointers and the strings the getters
+ * returned become invalid.
+ * NULL: a no-op.
+ * Threads: any thread, but never concurrently with another call on `reg` (the release of
+ * its snapshots included) nor from inside a live call or the event callback; from module
+ * code it does nothing but print why on stderr. */
 HM_EXTERN void hm_registry_free(hm_registry *reg);
 
 /* The same string as hm_errmsg(): the calling thread's last failure detail. Kept for
- * programs that read it through their registry; "invalid argument" for NULL. */
+ * programs that read it through their registry.
+ * Ownership: as hm_errmsg.
+ * NULL: returns "invalid argument" (a static string).
+ * Threads: any; also module code. */
 HM_EXTERN const char *hm_registry_errmsg(const hm_registry *reg);
 
-/* The registry's private directory (borrowed; valid until hm_registry_free). Thread-safe. */
+/* The registry's private directory, where its copies of module files live.
+ * Ownership: borrowed; valid until hm_registry_free.
+ * NULL: returns NULL.
+ * Threads: any; also module code. */
 HM_EXTERN const char *hm_registry_dir(const hm_registry *reg);
 
-/* Fill the first `size` bytes of *out with the registry's counters; call it through
- * hm_registry_stats, which passes sizeof(hm_stats) as the caller's header defines it.
- * Thread-safe. Errors: HM_EINVAL (NULL, size 0). */
+/* Fill the first `size` bytes of *out with the registry's counters (a consistent set, taken
+ * under one lock); call it through hm_registry_stats, which passes sizeof(hm_stats) as the
+ * caller's header defines it. A `size` larger than this library's hm_stats fills only what
+ * it has.
+ * NULL: `reg` or `out` NULL is HM_EINVAL.
+ * Threads: any; also module code and a forked child.
+ * Errors: HM_EINVAL (NULL, size 0). */
 HM_EXTERN int hm_registry_stats_get(hm_registry *reg, hm_stats *out, size_t size);
 static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
   return hm_registry_stats_get(reg, out, sizeof *out);
@@ -297,22 +353,32 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * effective user or root. Always refused with HM_EACCES: a file on a noexec mount (its
  * private copy would bypass noexec). The bytes read are then copied into the private
  * directory and
- * loaded from the copy with dlopen(RTLD_NOW | RTLD_LOCAL). `name` and `path` are copied. If a
- * module of that name was unloaded with hm_module_unload, it comes back under the same name
- * with its next version number and its live handles work again.
- * On success, if `out` is not NULL, *out is a borrowed pointer owned by the registry, valid
- * until hm_registry_free. Thread-safe.
- * Errors: HM_EINVAL, HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES (the
- * rules above, or no permission to read), HM_ENOTELF (also: not a regular file: a
- * directory, FIFO, socket or device, refused at once without waiting on it; the message
- * says which), -ELOOP (a loop of symbolic links), HM_EBADELF, HM_EAGAIN (a process has the
- * file open for writing, it changed while it was read, or the path was made to lead
- * elsewhere meanwhile), HM_EDLOPEN, HM_EABI, HM_EHOOK, HM_EIO, HM_ENOMEM, HM_EBUSY (from
- * module code), HM_EFORKED. On error nothing is created. */
+ * loaded from the copy with dlopen(RTLD_NOW | RTLD_LOCAL). The registry's lint policy and
+ * crash containment (hm_module_set_probe) apply. If a module of that name was unloaded with
+ * hm_module_unload, it comes back under the same name with its next version number and its
+ * live handles work again (so the file must have their symbols and signatures).
+ * Ownership: `name` and `path` are copied. On success, if `out` is not NULL, *out is
+ * borrowed from the registry, valid until hm_registry_free; on error *out is NULL.
+ * NULL: `reg`, `name` or `path` NULL is HM_EINVAL; `out` may be NULL.
+ * Threads: any; loads and reloads of different modules run in parallel. From module code:
+ * HM_EBUSY.
+ * Errors: HM_EINVAL (also: a name empty, of 256 characters or more, or with ':'; an empty
+ * path), HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES (the rules above, or
+ * no permission to read), HM_ENOTELF (also: not a regular file: a directory, FIFO, socket or
+ * device, refused at once without waiting on it; the message says which), -ELOOP (a loop of
+ * symbolic links), HM_EBADELF, HM_EAGAIN (a process has the file open for writing, it
+ * changed while it was read, or the path was made to lead elsewhere meanwhile), HM_EDLOPEN,
+ * HM_EABI, HM_EHOOK, HM_ELINT (lint policy HM_LINT_REJECT), HM_ECRASHED and HM_ETIMEDOUT
+ * (crash containment), HM_ENOSYM and HM_ESIG (a revived module's live handles), HM_EIO,
+ * HM_ENOMEM, HM_EBUSY, HM_EFORKED, or another negative errno of a system call (e.g. -ENOSPC
+ * writing the private copy, -EMFILE). On error nothing is created. */
 HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *path,
                              hm_module **out);
 
-/* Find a loaded module by name. *out is borrowed (see hm_module_load). Thread-safe.
+/* Find a loaded module by name (one unloaded with hm_module_unload is not found).
+ * Ownership: *out is borrowed (see hm_module_load); NULL on error.
+ * NULL: any argument NULL is HM_EINVAL.
+ * Threads: any; also module code and a forked child.
  * Errors: HM_EINVAL, HM_ENOMOD. */
 HM_EXTERN int hm_module_find(hm_registry *reg, const char *name, hm_module **out);
 
@@ -321,20 +387,32 @@ HM_EXTERN int hm_module_find(hm_registry *reg, const char *name, hm_module **out
  * in the new version. The old version is retired: it stays mapped while a snapshot pins it
  * or a live call is still inside it, then it is unloaded by the registry. An identical file
  * still becomes a new version. On any error the module, its current version, its state and
- * every handle are unchanged. Thread-safe; reloads of one module are serialised.
- * Errors: as hm_module_load except HM_EEXIST, plus HM_ENOSYM (a live handle's symbol is
- * missing) and HM_ENOMOD (the module was unloaded). */
+ * every handle are unchanged.
+ * NULL: HM_EINVAL.
+ * Threads: any; reloads of one module are serialised (a second caller waits for the first),
+ * reloads of different modules run in parallel. From module code: HM_EBUSY.
+ * Errors: as hm_module_load except HM_EEXIST, and HM_ENOSYM (a live handle's symbol is
+ * missing), HM_ESIG (a typed live handle's signature is not declared alike), HM_ENOMOD (the
+ * module was unloaded). */
 HM_EXTERN int hm_module_reload(hm_module *mod);
 
 /* Like hm_module_reload, but load the file at `path`, which becomes the module's path if the
- * reload succeeds (a failed one leaves the path as it was). Thread-safe.
+ * reload succeeds (a failed one leaves the path as it was).
+ * Ownership: `path` is copied. The string hm_module_path returned before is freed on success.
+ * NULL: `mod` or `path` NULL (or an empty path) is HM_EINVAL.
+ * Threads: as hm_module_reload.
  * Errors: as hm_module_reload. */
 HM_EXTERN int hm_module_reload_from(hm_module *mod, const char *path);
 
 /* Retire the module's current version and take the name out of use: hm_module_find fails,
  * live handles of the module return NULL from hm_live_enter, snapshots keep working until
- * released. The module pointer stays valid. Thread-safe. Errors: HM_EINVAL, HM_ENOMOD
- * (already unloaded), HM_ENOMEM (nothing changed), HM_EBUSY, HM_EFORKED. */
+ * released, and the module has nothing to roll back to. hm_module_load of the name revives
+ * it.
+ * Ownership: the module pointer and its live handles stay valid (until hm_registry_free).
+ * NULL: HM_EINVAL.
+ * Threads: any; serialised with the module's reloads. From module code: HM_EBUSY.
+ * Errors: HM_EINVAL, HM_ENOMOD (already unloaded), HM_ENOMEM (nothing changed), HM_EBUSY,
+ * HM_EFORKED. */
 HM_EXTERN int hm_module_unload(hm_module *mod);
 
 /* Make the version before the current one current again, with the same state handover as
@@ -346,18 +424,28 @@ HM_EXTERN int hm_module_unload(hm_module *mod);
  * host gets HM_EVENT_ROLLED_BACK. Rollback follows the history of current versions and never
  * returns to the version it replaced: rolling back again goes one further back, which only
  * works while that build is still loaded. The watcher then takes the bytes at the module's
- * path (the build rolled back from) as no change until they change. Thread-safe.
+ * path (the build rolled back from) as no change until they change.
+ * NULL: HM_EINVAL.
+ * Threads: as hm_module_reload.
  * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded), HM_ENOPREV (nothing to go back
- * to), HM_EHOOK, HM_ENOSYM and HM_ESIG (the older build lacks what live handles need now),
- * HM_EDLOPEN, HM_ENOMEM, HM_EBUSY, HM_EFORKED. */
+ * to), HM_EAGAIN (a reload of the module came first; try again), HM_EHOOK, HM_ENOSYM and
+ * HM_ESIG (the older build lacks what live handles need now), HM_ENOMEM, HM_EBUSY,
+ * HM_EFORKED; loading the kept copy again can also fail as hm_module_reload does (HM_EDLOPEN,
+ * HM_ELINT, HM_ECRASHED, HM_EIO ...). */
 HM_EXTERN int hm_module_rollback(hm_module *mod);
 
-/* The current version number: 1 after the first load, +1 per successful reload; 0 for NULL
- * or an unloaded module. Thread-safe. */
+/* The current version number: 1 after the first load, +1 per successful reload or rollback;
+ * 0 for an unloaded module. A lock-free read: a reload on another thread may change it at
+ * once.
+ * NULL: returns 0.
+ * Threads: any; also module code and a forked child. */
 HM_EXTERN unsigned hm_module_version(const hm_module *mod);
 
 /* Set the module's lint policy for the versions loaded from then on (HM_LINT_DEFAULT: follow
- * the registry). Thread-safe. Errors: HM_EINVAL (NULL module, unknown policy). */
+ * the registry); a reload under way may already have read the old one.
+ * NULL: HM_EINVAL.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL (NULL module, unknown policy). */
 HM_EXTERN int hm_module_set_lint(hm_module *mod, hm_lint_policy policy);
 
 /* Crash containment for the module's next builds: enable 1 on, 0 off, -1 as the registry
@@ -377,14 +465,18 @@ HM_EXTERN int hm_module_set_lint(hm_module *mod, hm_lint_policy policy);
  * reloads wait meanwhile (up to probe_timeout_ms for a build that hangs). The child gets
  * none of the host's descriptors (stdin and stdout are /dev/null, stderr is the host's).
  * Containment, not a sandbox: the build runs with the host's user and environment.
- * Thread-safe. Errors: HM_EINVAL; HM_ENOENT when the helper cannot
- * be found (the message says where it looked). */
+ * NULL: HM_EINVAL.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL (NULL module, `enable` not -1, 0 or 1), HM_ENOENT (enable 1 and the
+ * helper cannot be found; the message says where it looked), HM_ENOMEM. */
 HM_EXTERN int hm_module_set_probe(hm_module *mod, int enable);
 
-/* The module's name and source path, borrowed. The name is valid until hm_registry_free. The
- * path is valid until the module's path changes (hm_module_reload_from, or hm_module_load
- * of an unloaded module with another path), which frees it: copy it if that may happen,
- * on this thread or another. NULL for a NULL module. */
+/* The module's name and source path (as given, not resolved).
+ * Ownership: borrowed. The name is valid until hm_registry_free. The path is valid until the
+ * module's path changes (hm_module_reload_from, or hm_module_load of an unloaded module with
+ * another path), which frees it: copy it if that may happen, on this thread or another.
+ * NULL: returns NULL.
+ * Threads: any (for the path, see Ownership); also module code and a forked child. */
 HM_EXTERN const char *hm_module_name(const hm_module *mod);
 HM_EXTERN const char *hm_module_path(const hm_module *mod);
 
@@ -392,41 +484,63 @@ HM_EXTERN const char *hm_module_path(const hm_module *mod);
 
 /* Pin the current version of "module:symbol" and return its function. The snapshot keeps
  * calling exactly that version, across any number of reloads, until it is released: the
- * version stays loaded, callable and unchanged. On success *out is owned by the caller and
- * is released with hm_snapshot_release (best before hm_registry_free: see there).
- * Thread-safe. Errors: HM_EINVAL (NULL, no ':' in the name), HM_ENOMOD, HM_ENOSYM,
- * HM_ENOMEM. */
+ * version stays loaded, callable and unchanged.
+ * Ownership: on success *out is the caller's, released with hm_snapshot_release (best
+ * before hm_registry_free: see there); on error *out is NULL. `qualified` is read during the
+ * call only.
+ * NULL: any argument NULL is HM_EINVAL.
+ * Threads: any; also module code (e.g. a load hook, through ctx->reg) and a forked child.
+ * Errors: HM_EINVAL (NULL; no ':', nothing before or after it, or a module name of 256
+ * characters or more), HM_ENOMOD (no such module, or it is unloaded), HM_ENOSYM, HM_ENOMEM. */
 HM_EXTERN int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **out);
 
-/* The pinned version's function: a plain C function pointer, valid until the snapshot is
- * released. NULL for NULL. Thread-safe. */
+/* The pinned version's function: a plain C function pointer.
+ * Ownership: valid until the snapshot is released (also after hm_registry_free, see there).
+ * NULL: returns NULL.
+ * Threads: any; also module code and a forked child. */
 HM_EXTERN hm_fn hm_snapshot_fn(const hm_snapshot *snap);
 
-/* The pinned version's number (0 for NULL). Thread-safe. */
+/* The pinned version's number (as hm_module_version said when it was acquired).
+ * NULL: returns 0.
+ * Threads: any; also module code and a forked child. */
 HM_EXTERN unsigned hm_snapshot_version(const hm_snapshot *snap);
 
 /* Like hm_snapshot_acquire, and the pinned version must declare `signature` for the symbol
  * (HM_MODULE_SIGNATURE in hotmod/module.h). Signatures are compared after removing
- * whitespace, and nothing else is normalised. Checked once, when acquired. Thread-safe.
+ * whitespace, and nothing else is normalised. Checked once, when acquired.
+ * Ownership: as hm_snapshot_acquire; `signature` is read during the call only.
+ * NULL: any argument NULL is HM_EINVAL.
+ * Threads: as hm_snapshot_acquire.
  * Errors: as hm_snapshot_acquire, plus HM_ESIG (declared otherwise, or not declared; the
  * detail names both signatures). */
 HM_EXTERN int hm_snapshot_acquire_typed(hm_registry *reg, const char *qualified,
                                         const char *signature, hm_snapshot **out);
 
-/* Release the snapshot; its version is unloaded once nothing else uses it. NULL is a no-op.
- * Thread-safe; each snapshot is released once. After its registry was freed it frees only
- * the snapshot. */
+/* Release the snapshot; its version is unloaded (on the registry's reclaimer thread) once
+ * nothing else uses it. After its registry was freed it frees only the snapshot (and the
+ * leaked version's bookkeeping with the last one).
+ * Ownership: frees `snap`, with the registry's allocator; each snapshot is released once.
+ * NULL: a no-op.
+ * Threads: any (not necessarily the one that acquired it), but not concurrently with
+ * hm_registry_free of its registry; also module code (an unload hook releases what its load
+ * hook acquired) and a forked child. */
 HM_EXTERN void hm_snapshot_release(hm_snapshot *snap);
 
 /* ---- Live handles ---------------------------------------------------------------------- */
 
 /* Get the live handle of "module:symbol", creating it the first time (the same handle is
  * returned for the same name). The symbol must exist in the module's current version, and
- * from then on every new version must export it too or its reload is rejected.
- * *out is owned by the registry and valid until hm_registry_free. Thread-safe.
- * Errors: HM_EINVAL, HM_ENOMOD, HM_ENOSYM (also: a reload of the module is about to publish
- * a version without the symbol), HM_ENOMEM, HM_EBUSY (a new handle on a module from its own
- * hook or constructor), HM_EFORKED (a new handle, in a forked child). */
+ * from then on every new version must export it too or its reload is rejected. An existing
+ * handle is returned as it is, also when its module is unloaded.
+ * Ownership: *out is borrowed from the registry, valid until hm_registry_free (never freed
+ * by the caller); NULL on error. `qualified` is copied for a new handle.
+ * NULL: any argument NULL is HM_EINVAL.
+ * Threads: any; concurrent gets of one name return the same handle. Module code may get a
+ * handle on another module, or one that already exists; a new handle on the module whose
+ * code is running is HM_EBUSY. A forked child may get existing handles only.
+ * Errors: HM_EINVAL (as hm_snapshot_acquire), HM_ENOMOD, HM_ENOSYM (also: a reload of the
+ * module is about to publish a version without the symbol), HM_ENOMEM, HM_EBUSY, HM_EFORKED
+ * (a new handle, in a forked child). */
 HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out);
 
 /* Like hm_live_get, for a symbol whose C type is `signature` (e.g. "double(double)"): the
@@ -434,8 +548,12 @@ HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out
  * every later version, rollbacks included, or its reload is refused with HM_ESIG and the
  * current version serves on. The handle is the same one hm_live_get returns for the name;
  * once typed it stays typed, and a typed get with another signature fails. Whitespace is
- * removed before comparing, nothing else is normalised. Thread-safe.
- * Errors: as hm_live_get, plus HM_ESIG. */
+ * removed before comparing, nothing else is normalised.
+ * Ownership: as hm_live_get; `signature` is copied when it types the handle.
+ * NULL: any argument NULL is HM_EINVAL.
+ * Threads: as hm_live_get.
+ * Errors: as hm_live_get, plus HM_ESIG (not declared alike, or the handle is typed with
+ * another signature). */
 HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
                                 const char *signature, hm_live **out);
 
@@ -451,8 +569,12 @@ HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
  * (grace periods are process-wide, as in RCU); they all go within milliseconds after it
  * returns. Versions whose last user is a snapshot are unloaded when it is released,
  * regardless. Every enter needs its leave, also when the call ends by an exception or a
- * longjmp: use HM_LIVE_CALL, which leaves on unwinding. Not async-signal-safe: do not make
- * live calls from a signal handler. */
+ * longjmp: use HM_LIVE_CALL, which leaves on unwinding.
+ * Ownership: the returned pointer is borrowed, valid until the matching leave.
+ * NULL: `live` must not be NULL (a crash): use hm_live_enter_fn to have NULL checked.
+ * Threads: any, concurrently with everything, including reloads and unloads of the module;
+ * also module code and a forked child. Not async-signal-safe: do not make live calls from a
+ * signal handler. */
 static inline hm_fn hm_live_enter(hm_live *live);
 static inline void hm_live_leave(hm_live *live);
 
@@ -462,7 +584,8 @@ static inline void hm_live_leave(hm_live *live);
  * (in C++, and in C compiled with -fexceptions; C compiled without it has no unwind actions,
  * so a C host must not let exceptions cross its frames: catch them inside the module). It
  * does not check for NULL: if the module may have been unloaded (hm_module_unload), use
- * hm_live_enter and test the pointer. */
+ * hm_live_enter and test the pointer. `live` itself must not be NULL. Threads: as
+ * hm_live_enter. HM_LIVE_CALL_VOID is the same macro, for readers who like to see the void. */
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
     hm_live *hm__l_ __attribute__((cleanup(hm__live_cleanup))) = (live);                       \
@@ -470,12 +593,18 @@ static inline void hm_live_leave(hm_live *live);
   })
 #define HM_LIVE_CALL_VOID HM_LIVE_CALL
 
-/* The live handle's module (borrowed). Thread-safe. */
+/* The live handle's module.
+ * Ownership: borrowed, valid until hm_registry_free.
+ * NULL: returns NULL.
+ * Threads: any; also module code and a forked child. */
 HM_EXTERN hm_module *hm_live_module(const hm_live *live);
 
-/* Out-of-line versions of enter/leave, for bindings and compilers without GNU extensions.
- * hm_live_enter_fn(NULL) returns NULL without entering; hm_live_leave_fn(NULL) does
- * nothing. */
+/* Out-of-line versions of enter/leave, for bindings and compilers without GNU extensions,
+ * and the ones ctx->api gives module code. Otherwise as hm_live_enter / hm_live_leave.
+ * Ownership: as hm_live_enter.
+ * NULL: hm_live_enter_fn(NULL) returns NULL without entering; hm_live_leave_fn(NULL) does
+ * nothing.
+ * Threads: as hm_live_enter. */
 HM_EXTERN hm_fn hm_live_enter_fn(hm_live *live);
 HM_EXTERN void hm_live_leave_fn(hm_live *live);
 
@@ -535,29 +664,40 @@ typedef enum hm_watch_method {
   HM_WATCH_TIMING = 3  /* the quiet period: a fallback, see above */
 } hm_watch_method;
 
-/* The method the watcher last went by for the module's file (an hm_watch_method), 0 for NULL.
- * The environment variable HOTMOD_WATCH_METHOD=events or =timing, read when the watcher
- * starts, forces a weaker method (for tests and diagnosis). Thread-safe. */
+/* The method the watcher last went by for the module's file (an hm_watch_method). The
+ * environment variable HOTMOD_WATCH_METHOD=events or =timing, read when the watcher starts,
+ * forces a weaker method (for tests and diagnosis).
+ * NULL: returns 0 (HM_WATCH_NONE).
+ * Threads: any; also module code and a forked child.
+ * Errors: none: it returns a method, never an error code. */
 HM_EXTERN int hm_module_watch_method(const hm_module *mod);
 
 /* Start the watcher on a thread and a libuv loop of the registry's own (to run it on the
- * host's loop instead, see hm_watch_attach in hotmod/uv.h). Thread-safe.
- * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, HM_EBUSY (from module code),
- * HM_EFORKED, or a libuv or system error, passed through as the negative errno value it is
- * (e.g. -EMFILE: no inotify instance). */
+ * host's loop instead, see hm_watch_attach in hotmod/uv.h). Its thread runs the event
+ * callback for CHANGED events and, in immediate mode, the reloads and their events.
+ * Ownership: the registry owns the watcher; hm_watch_stop or hm_registry_free ends it.
+ * NULL: HM_EINVAL.
+ * Threads: any; of two concurrent starts one gets HM_EALREADY. From module code: HM_EBUSY.
+ * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, HM_EBUSY, HM_EFORKED, or a
+ * libuv or system error, passed through as the negative errno value it is (e.g. -EMFILE: no
+ * inotify instance). On error no watcher runs. */
 HM_EXTERN int hm_watch_start(hm_registry *reg);
 
 /* Stop the watcher started by hm_watch_start or hm_watch_attach (hotmod/uv.h), waiting for
  * its thread to finish (a reload under way completes first). Queued reloads stay queued.
- * NULL, or no watcher running: a no-op. Thread-safe, except that a watcher attached to a
- * host loop must be stopped on that loop's thread. From the event callback on the watcher's
- * own thread, and from module code, it does not wait: no reload starts after the call and
- * the thread ends by itself (the next hm_watch_start or hm_registry_free joins it).
- * hm_registry_free calls it. */
+ * hm_registry_free calls it.
+ * NULL: a no-op; so is a registry with no watcher running, or one inherited by a forked
+ * child.
+ * Threads: any, except that a watcher attached to a host loop must be stopped on that
+ * loop's thread. From the event callback on the watcher's own thread, and from module code,
+ * it does not wait: no reload starts after the call and the thread ends by itself (the next
+ * hm_watch_start or hm_registry_free joins it). */
 HM_EXTERN void hm_watch_stop(hm_registry *reg);
 
 /* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). It applies to the
- * changes the watcher sees from then on; a reload already queued stays queued. Thread-safe.
+ * changes the watcher sees from then on; a reload already queued stays queued.
+ * NULL: HM_EINVAL.
+ * Threads: any; also module code.
  * Errors: HM_EINVAL (NULL module, unknown mode). */
 HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
 
@@ -566,8 +706,12 @@ HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
  * is refused is not counted; its REJECTED event is sent, except for failures a later try may
  * not meet, which the watcher retries (as in immediate mode) and queues again. A queued
  * change whose file went back to the current version's bytes is dropped. Call it at a safe
- * point of the host. Thread-safe. Errors: HM_EINVAL, HM_EBUSY (from module code),
- * HM_EFORKED. */
+ * point of the host: the reloads, their hooks and their events run on the calling thread.
+ * NULL: HM_EINVAL.
+ * Threads: any; a module's queued reload is taken by one poller only. From module code:
+ * HM_EBUSY.
+ * Errors: HM_EINVAL, HM_EBUSY, HM_EFORKED. (A refused file is not an error of the poll: its
+ * REJECTED event tells.) */
 HM_EXTERN int hm_registry_poll(hm_registry *reg);
 
 /* ---- Internals the inline fast path needs (not API: do not use directly) ---------------- */

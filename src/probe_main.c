@@ -74,7 +74,8 @@ static void report(const char *fmt, ...) {
 static const char *no_errmsg(void) { return "hotmod-probe: no registry in the probe"; }
 static int no_get(hm_registry *r, const char *q, hm_live **out) {
   (void)r, (void)q;
-  *out = NULL;
+  if (out != NULL) /* NULL is HM_EINVAL, as in the host */
+    *out = NULL;
   return HM_EINVAL;
 }
 static int no_get_typed(hm_registry *r, const char *q, const char *s, hm_live **out) {
@@ -88,7 +89,8 @@ static hm_fn no_enter(hm_live *l) {
 static void no_leave(hm_live *l) { (void)l; }
 static int no_acquire(hm_registry *r, const char *q, hm_snapshot **out) {
   (void)r, (void)q;
-  *out = NULL;
+  if (out != NULL) /* NULL is HM_EINVAL, as in the host */
+    *out = NULL;
   return HM_EINVAL;
 }
 static int no_acquire_typed(hm_registry *r, const char *q, const char *s, hm_snapshot **out) {

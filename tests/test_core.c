@@ -597,6 +597,98 @@ static void test_error_table(void **state) {
   assert_non_null(hm_version_string());
 }
 
+/* Every code of the table: a negative value of its own, its own non-empty text and its own
+ * name. Generated from HM_ERRNO_MAP, so a code added there is checked without editing this. */
+static void test_error_texts_distinct(void **state) {
+  static const struct {
+    int code;
+    const char *name, *text;
+  } table[] = {
+#define HMT_ERR_ROW(name, value, text) {HM_##name, "HM_" #name, text},
+      HM_ERRNO_MAP(HMT_ERR_ROW)
+#undef HMT_ERR_ROW
+  };
+  size_t i, j, n = sizeof table / sizeof table[0];
+  (void)state;
+  for (i = 0; i < n; i++) {
+    const char *text = hm_strerror(table[i].code);
+    assert_true(table[i].code < 0);
+    assert_non_null(text);
+    assert_true(text[0] != '\0');
+    assert_string_equal(text, table[i].text);
+    assert_string_equal(hm_err_name(table[i].code), table[i].name);
+    for (j = 0; j < i; j++) {
+      assert_int_not_equal(table[i].code, table[j].code);
+      assert_string_not_equal(text, hm_strerror(table[j].code));
+    }
+  }
+  assert_string_equal(hm_strerror(0), "success");
+  assert_string_equal(hm_err_name(0), "HM_OK");
+}
+
+/* NULL in every pointer argument of the API (beyond test_bad_arguments): HM_EINVAL, 0, NULL
+ * or a no-op as hotmod.h says, never a crash. */
+static void test_null_arguments(void **state) {
+  fixture *f = *state;
+  hm_module *mod = load_as(f, "sq", "square_v1"), *m2 = mod;
+  hm_snapshot *s = (hm_snapshot *)1;
+  hm_live *l = (hm_live *)1;
+  hm_stats st;
+
+  assert_int_equal(hm_module_find(f->reg, NULL, &m2), HM_EINVAL);
+  assert_null(m2);
+  assert_int_equal(hm_module_find(f->reg, "sq", NULL), HM_EINVAL);
+  assert_int_equal(hm_module_load(f->reg, "a", NULL, NULL), HM_EINVAL);
+  assert_int_equal(hm_module_reload_from(NULL, "/x.so"), HM_EINVAL);
+  assert_int_equal(hm_module_rollback(NULL), HM_EINVAL);
+  assert_int_equal(hm_module_set_lint(NULL, HM_LINT_OFF), HM_EINVAL);
+  assert_int_equal(hm_module_set_probe(NULL, 0), HM_EINVAL);
+  assert_int_equal(hm_module_set_reload_mode(NULL, HM_RELOAD_QUEUED), HM_EINVAL);
+  assert_null(hm_module_path(NULL));
+  assert_int_equal(hm_module_watch_method(NULL), HM_WATCH_NONE);
+
+  assert_int_equal(hm_snapshot_acquire(f->reg, "sq:version", NULL), HM_EINVAL);
+  assert_int_equal(hm_snapshot_acquire_typed(f->reg, "sq:version", NULL, &s), HM_EINVAL);
+  assert_null(s);
+  s = (hm_snapshot *)1;
+  assert_int_equal(hm_snapshot_acquire_typed(NULL, "sq:version", "int(void)", &s), HM_EINVAL);
+  assert_null(s);
+  assert_int_equal(hm_snapshot_acquire_typed(f->reg, NULL, "int(void)", &s), HM_EINVAL);
+  assert_int_equal(hm_snapshot_acquire_typed(f->reg, "sq:version", "int(void)", NULL),
+                   HM_EINVAL);
+  hm_snapshot_release(NULL);
+
+  assert_int_equal(hm_live_get(f->reg, NULL, &l), HM_EINVAL);
+  assert_null(l);
+  assert_int_equal(hm_live_get(f->reg, "sq:version", NULL), HM_EINVAL);
+  l = (hm_live *)1;
+  assert_int_equal(hm_live_get_typed(f->reg, "sq:version", NULL, &l), HM_EINVAL);
+  assert_null(l);
+  assert_int_equal(hm_live_get_typed(NULL, "sq:version", "int(void)", &l), HM_EINVAL);
+  assert_int_equal(hm_live_get_typed(f->reg, NULL, "int(void)", &l), HM_EINVAL);
+  assert_int_equal(hm_live_get_typed(f->reg, "sq:version", "int(void)", NULL), HM_EINVAL);
+  assert_null(hm_live_module(NULL));
+  assert_null(hm_live_enter_fn(NULL));
+  hm_live_leave_fn(NULL);
+
+  assert_null(hm_registry_dir(NULL));
+  assert_int_equal(hm_registry_stats(f->reg, NULL), HM_EINVAL);
+  assert_int_equal(hm_registry_stats_get(f->reg, &st, 0), HM_EINVAL);
+  assert_int_equal(hm_registry_stats_get(NULL, &st, sizeof st), HM_EINVAL);
+  assert_int_equal(hm_registry_poll(NULL), HM_EINVAL);
+  assert_int_equal(hm_watch_start(NULL), HM_EINVAL);
+  hm_watch_stop(NULL);
+  hm_watch_stop(f->reg); /* no watcher: a no-op */
+  assert_non_null(hm_errmsg());
+  assert_non_null(hm_event_detail());
+  assert_string_equal(hm_event_detail(), ""); /* outside a callback */
+
+  /* Nothing above changed the module. */
+  assert_int_equal(hm_module_find(f->reg, "sq", &m2), 0);
+  assert_ptr_equal(m2, mod);
+  assert_int_equal(hm_module_version(mod), 1);
+}
+
 /* The allocator hook sees every allocation, and everything is given back. */
 typedef struct counting {
   long live;
@@ -718,6 +810,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_unload_and_revive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
       cmocka_unit_test(test_error_table),
+      cmocka_unit_test(test_error_texts_distinct),
+      cmocka_unit_test_setup_teardown(test_null_arguments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_allocator_hook, setup, teardown),
       cmocka_unit_test_setup_teardown(test_leak_detected, setup, teardown),
   };

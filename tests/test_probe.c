@@ -102,6 +102,22 @@ static void t_good_build_passes(void **state) {
   fx_free(f);
 }
 
+/* NULL arguments to ctx->api give HM_EINVAL in the probe's child as in the host (the child's
+ * stand-ins wrote through a NULL out, so such a build "crashed" there). */
+static void t_api_null_arguments(void **state) {
+  fx *f = fx_new(HM_FLAG_PROBE, 0);
+  int rc;
+  (void)state;
+  hmt_install(hmt_mod("probed_v2_apinull"), f->path);
+  rc = hm_module_reload(f->mod);
+  if (rc != 0)
+    fail_msg("reload: %s: %s", hm_err_name(rc), hm_errmsg());
+  assert_int_equal(call_version(f), 2);
+  assert_int_equal(f->ev.nreject, 0);
+  no_children();
+  fx_free(f);
+}
+
 static void t_constructor_segfault(void **state) {
   fx *f = fx_new(HM_FLAG_PROBE, 0);
   (void)state;
@@ -391,7 +407,7 @@ int main(void) {
       cmocka_unit_test(t_host_fds_not_inherited), cmocka_unit_test(t_host_forks_meanwhile),
       cmocka_unit_test(t_closed_standard_fds), cmocka_unit_test(t_relative_helper_path),
       cmocka_unit_test(t_detail_stable_in_callback),
-      cmocka_unit_test(t_helper_missing),
+      cmocka_unit_test(t_helper_missing),     cmocka_unit_test(t_api_null_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

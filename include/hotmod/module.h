@@ -93,10 +93,15 @@ extern "C" {
 #define HM_LOAD_ADOPTED 0   /* took ctx->prev as it is: it is this version's now */
 #define HM_LOAD_CONVERTED 1 /* made its own state; ctx->prev stays the previous version's */
 
-/* The API a module may call, as function pointers of the library that loaded it. Fields are
- * only ever added at the end; `size` says how many this library has. */
+/* The API a module may call, as function pointers of the library that loaded it. Each field
+ * is the hotmod.h function of the same name (hm_ prefixed; live_enter and live_leave are
+ * hm_live_enter_fn and hm_live_leave_fn), with its ownership, NULL handling, threads and
+ * errors. The table is static: a pointer to it may be kept while the module is loaded. In
+ * the crash-containment probe's child every call fails cleanly (HM_EINVAL, NULL, nothing).
+ * Fields are only ever added at the end; `size` says how many this library has. */
 typedef struct hm_module_api {
-  unsigned size; /* sizeof(hm_module_api) in the library */
+  unsigned size; /* sizeof(hm_module_api) in the library: check it before using a field
+                    added later */
   int (*live_get)(hm_registry *reg, const char *qualified, hm_live **out);
   int (*live_get_typed)(hm_registry *reg, const char *qualified, const char *signature,
                         hm_live **out);
@@ -110,7 +115,8 @@ typedef struct hm_module_api {
   const char *(*errmsg)(void);
 } hm_module_api;
 
-/* What load() is told. Valid during the call only. */
+/* What load() is told. The struct and what it points to are the library's, valid during the
+ * call only (ctx->reg and ctx->api stay valid longer: see them). */
 typedef struct hm_load_ctx {
   unsigned size;               /* sizeof(hm_load_ctx) in the library that calls the hook */
   void *prev;                  /* what the outgoing version's save() returned; NULL on a first
@@ -120,17 +126,26 @@ typedef struct hm_load_ctx {
   int rollback;                /* 1: hm_module_rollback is bringing an older build back */
   int reused;                  /* 1: that older build is still loaded: its globals hold what it
                                   had when it was retired */
-  hm_registry *reg;            /* the registry: handles on other modules may be taken here */
-  const hm_module_api *api;    /* the API as function pointers (see above) */
+  hm_registry *reg;            /* the registry: handles on other modules may be taken here;
+                                  valid until hm_registry_free. NULL in the probe's child */
+  const hm_module_api *api;    /* the API as function pointers (see above); never NULL */
 } hm_load_ctx;
 
+/* A module's descriptor, exported as HM_MODULE_DESC_SYMBOL by HM_MODULE_DESCRIBE. The hooks
+ * run on the threads the top of this file names, one at a time per module, as module code
+ * (hotmod.h lists what they may call). Read-only: hotmod never writes to it. */
 typedef struct hm_module_desc {
   unsigned abi;           /* HM_MODULE_ABI of the header the module was built with */
   unsigned size;          /* sizeof(hm_module_desc) at build time */
   unsigned state_version; /* the layout of the state this build saves and loads; 0: none */
-  void *(*save)(void);                 /* may be NULL: nothing to hand over */
-  int (*load)(const hm_load_ctx *ctx); /* may be NULL (as ADOPTED with no state) */
-  void (*unload)(int handed_over);     /* may be NULL */
+  void *(*save)(void);                 /* may be NULL: nothing to hand over. The outgoing
+                                          version keeps owning what it returns */
+  int (*load)(const hm_load_ctx *ctx); /* may be NULL (as ADOPTED with no state). Returns
+                                          HM_LOAD_ADOPTED, HM_LOAD_CONVERTED, or a negative
+                                          value: refused (HM_EHOOK) */
+  void (*unload)(int handed_over);     /* may be NULL. Runs once, on the reclaimer thread
+                                          (or in hm_registry_free), before dlclose; not for a
+                                          version whose load() refused */
   /* Added within ABI 2, detected by `size` (older builds simply have none): */
   int (*self_test)(void); /* may be NULL. Run only by the crash-containment probe
                              (HM_FLAG_PROBE, hm_module_set_probe), in a child process after
@@ -142,7 +157,8 @@ typedef struct hm_module_desc {
 /* The descriptor size of ABI 2 builds made before self_test existed: the least accepted. */
 #define HM_MODULE_DESC_MIN_SIZE (offsetof(hm_module_desc, self_test))
 
-/* Export this module's descriptor. Each function may be NULL. */
+/* Export this module's descriptor: once per module, at file scope in one of its source
+ * files. Each function may be NULL. */
 #define HM_MODULE_DESCRIBE(state_version, save_fn, load_fn, unload_fn)                         \
   HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
       HM_MODULE_ABI, sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),           \
@@ -154,12 +170,14 @@ typedef struct hm_module_desc {
       HM_MODULE_ABI,    sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),        \
       (unload_fn), (self_test_fn)}
 
+/* The prefix of the symbol HM_MODULE_SIGNATURE exports for `symbol`. */
+#define HM_MODULE_SIGNATURE_PREFIX "hm_signature_"
+
 /* Declare the C type of an exported function, for hosts that take typed handles
  * (hm_live_get_typed): HM_MODULE_SIGNATURE(my_function, "double(double)"). Works with or
  * without a descriptor. The string is compared with the host's after removing whitespace,
  * and nothing else: spell types the same way on both sides ("unsigned int" is not
  * "unsigned"). */
-#define HM_MODULE_SIGNATURE_PREFIX "hm_signature_"
 #define HM_MODULE_SIGNATURE(symbol, signature)                                                 \
   HM_MODULE_EXPORT const char hm_signature_##symbol[] = signature
 

@@ -9,6 +9,9 @@
  *                 cannot open it; the host can)
  *   FD_WRITE      its constructor writes its pid to the descriptor in HMT_PROBE_FD
  *   OLD_DESC      its descriptor has the size of ABI 2 builds from before self_test
+ *   API_NULL      its load hook calls every function of ctx->api with NULL arguments and
+ *                 refuses the version unless each gives HM_EINVAL, NULL or nothing, as
+ *                 hotmod.h says (in the host and in the probe's child alike)
  * Each build makes version() return VERSION. */
 #include "hotmod/module.h"
 
@@ -54,10 +57,32 @@ HM_MODULE_EXPORT int version(void) { return hmt_probe_host_value() * 0 + VERSION
 HM_MODULE_EXPORT int version(void) { return VERSION; }
 #endif
 
+#ifdef API_NULL
+static int api_null_ok(const hm_module_api *api, hm_registry *reg) {
+  hm_live *l = (hm_live *)api;
+  hm_snapshot *s = (hm_snapshot *)api;
+  int ok = api->live_get(reg, "p:version", NULL) == HM_EINVAL &&
+           api->live_get(NULL, "p:version", &l) == HM_EINVAL && l == NULL &&
+           api->live_get_typed(reg, "p:version", "int(void)", NULL) == HM_EINVAL &&
+           api->snapshot_acquire(reg, "p:version", NULL) == HM_EINVAL &&
+           api->snapshot_acquire(NULL, "p:version", &s) == HM_EINVAL && s == NULL &&
+           api->snapshot_acquire_typed(reg, "p:version", "int(void)", NULL) == HM_EINVAL &&
+           api->live_enter(NULL) == NULL && api->snapshot_fn(NULL) == NULL &&
+           api->errmsg() != NULL;
+  api->live_leave(NULL);
+  api->snapshot_release(NULL);
+  return ok;
+}
+#endif
+
 static int load(const hm_load_ctx *ctx) {
   (void)ctx;
 #ifdef HOOK_SEGV
   segfault();
+#endif
+#ifdef API_NULL
+  if (!api_null_ok(ctx->api, ctx->reg))
+    return -1;
 #endif
   return HM_LOAD_CONVERTED;
 }
