@@ -507,7 +507,7 @@ HM_EXTERN unsigned hm_snapshot_version(const hm_snapshot *snap);
 
 /* Like hm_snapshot_acquire, and the pinned version must declare `signature` for the symbol
  * (HM_MODULE_SIGNATURE in hotmod/module.h). Signatures are compared after removing
- * whitespace, and nothing else is normalised. Checked once, when acquired.
+ * whitespace (whole, at any length), and nothing else is normalised. Checked once, when acquired.
  * Ownership: as hm_snapshot_acquire; `signature` is read during the call only.
  * NULL: any argument NULL is HM_EINVAL.
  * Threads: as hm_snapshot_acquire.

@@ -112,7 +112,7 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
 
 int hm_snapshot_acquire_typed(hm_registry *reg, const char *qualified, const char *signature,
                               hm_snapshot **out) {
-  char sig[256];
+  char *sig;
   const char *colon;
   int rc;
   if (out != NULL)
@@ -122,9 +122,13 @@ int hm_snapshot_acquire_typed(hm_registry *reg, const char *qualified, const cha
   rc = hm_snapshot_acquire(reg, qualified, out);
   if (rc != 0)
     return rc;
-  hm__sig_norm(signature, sig, sizeof sig);
   colon = strchr(qualified, ':');
-  rc = hm__sig_check((*out)->v, colon + 1, sig);
+  if ((sig = hm__sig_norm(&reg->a, signature)) == NULL) {
+    rc = hm__fail(HM_ENOMEM, "out of memory typing %s", qualified);
+  } else {
+    rc = hm__sig_check((*out)->v, colon + 1, sig);
+    hm__free(&reg->a, sig);
+  }
   if (rc != 0) {
     hm_snapshot_release(*out);
     *out = NULL;
@@ -334,14 +338,21 @@ int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
 
 int hm_live_get_typed(hm_registry *reg, const char *qualified, const char *signature,
                       hm_live **out) {
-  char sig[256];
-  if (signature == NULL) {
+  char *sig;
+  int rc;
+  if (signature == NULL || reg == NULL) {
     if (out != NULL)
       *out = NULL;
-    return hm__fail(HM_EINVAL, "hm_live_get_typed: NULL signature");
+    return hm__fail(HM_EINVAL, "hm_live_get_typed: NULL %s", reg == NULL ? "registry" : "signature");
   }
-  hm__sig_norm(signature, sig, sizeof sig);
-  return live_get(reg, qualified, sig, out);
+  if ((sig = hm__sig_norm(&reg->a, signature)) == NULL) {
+    if (out != NULL)
+      *out = NULL;
+    return hm__fail(HM_ENOMEM, "out of memory typing %s", qualified ? qualified : "(null)");
+  }
+  rc = live_get(reg, qualified, sig, out);
+  hm__free(&reg->a, sig);
+  return rc;
 }
 
 hm_module *hm_live_module(const hm_live *live) { return live ? live->mod : NULL; }

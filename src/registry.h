@@ -125,8 +125,9 @@ HM__HIDDEN void hm__table_discard(hm__table *t);
  * On success returns 0 with reg->lock HELD. On failure (HM_ENOSYM, HM_ENOMEM, detail
  * recorded) returns with reg->lock not held. */
 HM__HIDDEN int hm__table_fill(hm_module *mod, const char *path);
-/* `in` without whitespace, into out[n]: how signatures are compared. */
-HM__HIDDEN void hm__sig_norm(const char *in, char *out, size_t n);
+/* `in` without whitespace, however long, in memory from `a` (NULL: out of memory): how
+ * signatures are compared. */
+HM__HIDDEN char *hm__sig_norm(const hm__allocator *a, const char *in);
 /* Does version v declare `want` (normalised) as the signature of `sym`? 0, or HM_ESIG with
  * the detail recorded. dlsym: no lock of ours held. */
 HM__HIDDEN int hm__sig_check(const hm__version *v, const char *sym, const char *want);

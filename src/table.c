@@ -41,17 +41,22 @@ void hm__table_discard(hm__table *t) {
   hm__free(&t->reg->a, t);
 }
 
-void hm__sig_norm(const char *in, char *out, size_t n) {
+char *hm__sig_norm(const hm__allocator *a, const char *in) {
+  char *out = hm__malloc(a, strlen(in) + 1);
   size_t k = 0;
-  for (; *in != '\0' && k + 1 < n; in++)
+  if (out == NULL)
+    return NULL;
+  for (; *in != '\0'; in++)
     if (*in != ' ' && *in != '\t' && *in != '\n' && *in != '\r' && *in != '\v' && *in != '\f')
       out[k++] = *in;
   out[k] = '\0';
+  return out;
 }
 
 int hm__sig_check(const hm__version *v, const char *sym, const char *want) {
-  char name[300], have[256];
+  char name[300], *have;
   void *p;
+  int rc = 0;
   snprintf(name, sizeof name, "%s%s", HM_MODULE_SIGNATURE_PREFIX, sym);
   p = dlsym(v->dl, name);
   if (p == NULL)
@@ -59,11 +64,14 @@ int hm__sig_check(const hm__version *v, const char *sym, const char *want) {
                     "%s (version %u of module %s) declares no signature for %s; expected "
                     "\"%s\" (HM_MODULE_SIGNATURE)",
                     v->copy_path, v->num, v->mod->name, sym, want);
-  hm__sig_norm((const char *)p, have, sizeof have);
+  have = hm__sig_norm(&v->mod->reg->a, (const char *)p);
+  if (have == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory checking the signature of %s", sym);
   if (strcmp(have, want) != 0)
-    return hm__fail(HM_ESIG, "version %u of module %s declares %s as \"%s\", expected \"%s\"",
-                    v->num, v->mod->name, sym, have, want);
-  return 0;
+    rc = hm__fail(HM_ESIG, "version %u of module %s declares %s as \"%s\", expected \"%s\"",
+                  v->num, v->mod->name, sym, have, want);
+  hm__free(&v->mod->reg->a, have);
+  return rc;
 }
 
 int hm__table_reserve(hm_module *mod, size_t n) {

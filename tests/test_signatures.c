@@ -3,6 +3,7 @@
  * before. */
 #include "util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 typedef double (*dfn)(double);
@@ -96,12 +97,35 @@ static void t_rollback_checked(void **state) {
   assert_true(HM_LIVE_CALL(l, dfn, 1.0) == 2.0);
 }
 
+/* Long signatures are compared whole: ones that differ only after 255 characters differ. */
+static void t_long_signature(void **state) {
+  hm_registry *reg = *state;
+  hm_module *m;
+  hm_live *l;
+  hm_snapshot *s;
+  char want[1024], other[1024];
+  const char *args = "struct very_long_type_name_number_one *, struct very_long_type_name_number_two *, ";
+  snprintf(want, sizeof want, "int(%s%s%s%sint)", args, args, args, args);
+  snprintf(other, sizeof other, "int(%s%s%s%slong)", args, args, args, args);
+  assert_true(strlen(want) > 330);
+  assert_int_equal(hm_module_load(reg, "s", hmt_mod("sig_v1"), &m), 0);
+  assert_int_equal(hm_live_get_typed(reg, "s:long_sig", other, &l), HM_ESIG);
+  assert_int_equal(hm_snapshot_acquire_typed(reg, "s:long_sig", other, &s), HM_ESIG);
+  assert_int_equal(hm_live_get_typed(reg, "s:long_sig", want, &l), 0);
+  assert_int_equal(HM_LIVE_CALL(l, int (*)(void)), 1);
+  assert_int_equal(hm_snapshot_acquire_typed(reg, "s:long_sig", want, &s), 0);
+  hm_snapshot_release(s);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("sig_v2")), 0);
+  assert_int_equal(HM_LIVE_CALL(l, int (*)(void)), 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_typed_live_handle, setup, teardown),
       cmocka_unit_test_setup_teardown(t_untyped_then_typed, setup, teardown),
       cmocka_unit_test_setup_teardown(t_typed_snapshot, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_checked, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_long_signature, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,3 +14,8 @@ HM_MODULE_SIGNATURE(my_function, "double (double)");
 
 HM_MODULE_EXPORT int version(void) { return VERSION; }
 HM_MODULE_SIGNATURE(version, "int(void)");
+
+/* A signature longer than 255 characters: every byte of it counts. */
+#define SIG_LONG_ARGS "struct very_long_type_name_number_one *, struct very_long_type_name_number_two *, "
+HM_MODULE_EXPORT int long_sig(void) { return VERSION; }
+HM_MODULE_SIGNATURE(long_sig, "int(" SIG_LONG_ARGS SIG_LONG_ARGS SIG_LONG_ARGS SIG_LONG_ARGS "int)");
