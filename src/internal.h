@@ -242,6 +242,38 @@ struct hm__version {
   hm__version *next; /* the module's list of versions still loaded */
 };
 
+/* ---- Child processes (spawn.c) --------------------------------------------------------- */
+
+/* What to start. Strings are borrowed for the call. */
+typedef struct hm__spawn_req {
+  const char *path;   /* the program; looked up in PATH when search_path is set */
+  char *const *argv;
+  char *const *envp;  /* NULL: the host's environment */
+  const char *cwd;    /* NULL: the host's current directory */
+  int search_path;
+  int out_fd, err_fd; /* the child's 1 and 2 (-1: /dev/null for 1, the host's 2) */
+  int fd3;            /* the child's 3, or -1 */
+} hm__spawn_req;
+
+/* A pipe (both ends O_CLOEXEC) whose write end is above the descriptors a child's file
+ * actions replace. 0, or a negative errno. */
+HM__HIDDEN int hm__spawn_pipe(int *rfd, int *wfd);
+/* Start the command with stdin on /dev/null, in a process group of its own (its pid), with
+ * the default action for every signal and none blocked. 0, or a negative errno. */
+HM__HIDDEN int hm__spawn(const hm__spawn_req *rq, pid_t *pid);
+/* A descriptor that becomes readable when the child exits, or -1 (kernels before 5.3). */
+HM__HIDDEN int hm__pidfd_open(pid_t pid);
+/* 1 while the child is not reaped (running, or a zombie only we reap): its pid and group id
+ * cannot have been reused. A host that ignores SIGCHLD, or reaps with waitpid(-1), may have
+ * reaped it already. */
+HM__HIDDEN int hm__child_unreaped(pid_t pid);
+/* 1 once the child has exited (or was reaped elsewhere), without reaping it. */
+HM__HIDDEN int hm__child_exited(pid_t pid);
+/* Kill whatever is left of the child's process group and the child (if not reaped yet),
+ * then reap it: 0 with its wait status in *status, -1 when its status was reaped
+ * elsewhere. */
+HM__HIDDEN int hm__child_end(pid_t pid, int *status);
+
 /* Crash containment (probe.c). The helper program runs a build in a child process first:
  * what it needs to know. Strings are borrowed for the call. */
 #define HM__PROBE_MAX_SYMS 256 /* symbols passed to the child; the rest are not checked */

@@ -8,17 +8,13 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <link.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +26,6 @@
 #endif
 #define HM_PROBE_NAME "hotmod-probe"
 
-extern char **environ;
 
 static int executable(const char *path) { return access(path, X_OK) == 0; }
 
@@ -178,29 +173,6 @@ static int read_report(int fd, int pidfd, char *buf, size_t cap, size_t *len,
   }
 }
 
-/* A descriptor that becomes readable when the child exits, or -1 (kernels before 5.3). */
-static int open_pidfd(pid_t pid) {
-#ifdef SYS_pidfd_open
-  long fd = syscall(SYS_pidfd_open, pid, 0);
-  if (fd >= 0) {
-    (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-    return (int)fd;
-  }
-#else
-  (void)pid;
-#endif
-  return -1;
-}
-
-/* The child is not yet reaped (running, or a zombie only this code will reap): its pid and
- * process group id cannot have been reused. A host that ignores SIGCHLD, or reaps with
- * waitpid(-1), may have reaped it already. */
-static int still_ours(pid_t pid) {
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
-}
-
 /* The last complete line starting with `key ` (or equal to `key`), its rest into out. */
 static int last_line(const char *buf, const char *key, char *out, size_t n) {
   const char *p = buf, *found = NULL;
@@ -224,28 +196,14 @@ static int last_line(const char *buf, const char *key, char *out, size_t n) {
 
 int hm__probe_run(const hm__probe_req *rq, const char *copy) {
   char *argv_buf[3 + HM__PROBE_MAX_SYMS + 1], version[16], buf[4096], step[32], what[300];
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  sigset_t none, all;
+  hm__spawn_req sp;
   size_t i, len = 0, nsyms = rq->nsyms < HM__PROBE_MAX_SYMS ? rq->nsyms : HM__PROBE_MAX_SYMS;
-  int pipefd[2], wfd, rc, status = 0, waited, finished, pidfd;
+  int rfd, wfd, rc, status = 0, waited, finished, pidfd;
   const char *said;
   pid_t pid;
 
-  if (pipe2(pipefd, O_CLOEXEC) != 0)
-    return hm__fail(-errno, "probe of %s: pipe: %s", rq->path, strerror(errno));
-  wfd = pipefd[1];
-  /* Above the child's 0, 1 and 3, which the file actions below replace (a host that
-   * closed its standard descriptors gets a pipe there), and never 3 itself, since dup2
-   * onto itself would keep FD_CLOEXEC. */
-  if (wfd <= 3) {
-    wfd = fcntl(pipefd[1], F_DUPFD_CLOEXEC, 10);
-    close(pipefd[1]);
-    if (wfd < 0) {
-      close(pipefd[0]);
-      return hm__fail(-errno, "probe of %s: %s", rq->path, strerror(errno));
-    }
-  }
+  if ((rc = hm__spawn_pipe(&rfd, &wfd)) != 0)
+    return hm__fail(rc, "probe of %s: pipe: %s", rq->path, strerror(-rc));
   snprintf(version, sizeof version, "%u", rq->version);
   argv_buf[0] = (char *)rq->helper;
   argv_buf[1] = (char *)copy;
@@ -254,45 +212,28 @@ int hm__probe_run(const hm__probe_req *rq, const char *copy) {
     argv_buf[3 + i] = (char *)rq->syms[i];
   argv_buf[3 + nsyms] = NULL;
 
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, wfd, 3);
-  posix_spawnattr_init(&attr);
-  /* Its own process group, so a timeout kills whatever the module's code started too; the
-   * default action for every signal and none blocked, whatever the host's thread has. */
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETPGROUP);
-  rc = posix_spawn(&pid, rq->helper, &fa, &attr, argv_buf, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  /* stdin and stdout on /dev/null, stderr the host's, the report on 3. */
+  memset(&sp, 0, sizeof sp);
+  sp.path = rq->helper;
+  sp.argv = argv_buf;
+  sp.out_fd = -1;
+  sp.err_fd = -1;
+  sp.fd3 = wfd;
+  rc = hm__spawn(&sp, &pid);
   close(wfd);
   if (rc != 0) {
-    close(pipefd[0]);
-    return hm__fail(-rc, "cannot run the crash-containment helper %s for %s: %s", rq->helper,
-                    rq->path, strerror(rc));
+    close(rfd);
+    return hm__fail(rc, "cannot run the crash-containment helper %s for %s: %s", rq->helper,
+                    rq->path, strerror(-rc));
   }
 
-  pidfd = open_pidfd(pid);
-  finished = read_report(pipefd[0], pidfd, buf, sizeof buf, &len,
+  pidfd = hm__pidfd_open(pid);
+  finished = read_report(rfd, pidfd, buf, sizeof buf, &len,
                          hm__mono_ns() + (long long)rq->timeout_ms * 1000000);
-  close(pipefd[0]);
+  close(rfd);
   buf[len] = '\0';
-  /* Whatever the module's code started in the child's group goes now, while the child is
-   * not reaped (so its group id cannot have been reused); then reap it. */
-  waited = -1;
-  if (still_ours(pid)) {
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
-    do
-      waited = waitpid(pid, &status, 0);
-    while (waited < 0 && errno == EINTR);
-  }
+  /* Whatever the module's code started in the child's group goes now; then it is reaped. */
+  waited = hm__child_end(pid, &status) == 0 ? pid : -1;
   if (pidfd >= 0)
     close(pidfd);
 
