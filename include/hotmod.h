@@ -113,6 +113,7 @@ HM_EXTERN const char *hm_version_string(void);
   XX(ENOPREV, -30011, "no previous version to roll back to")                                 \
   XX(ELINT, -30012, "refused by the reloadability lint")                                      \
   XX(ECRASHED, -30013, "the new build crashed in the probe")                                  \
+  XX(EBUILD, -30014, "the build command failed")                                              \
   XX(ETIMEDOUT, -ETIMEDOUT, "timed out")
 
 /* The codes as constants: HM_EINVAL, HM_ENOMEM ... as in HM_ERRNO_MAP. HM_ERRNO_MAX_ only
@@ -170,9 +171,18 @@ typedef enum hm_event {
   HM_EVENT_CHANGED,    /* the watcher found a finished new build of the module's file */
   HM_EVENT_ROLLED_BACK, /* hm_module_rollback made an older build current again (under a new
                            version number; counted as a load) */
-  HM_EVENT_WARNING      /* the reloadability lint found something in a version that loaded
+  HM_EVENT_WARNING,     /* the reloadability lint found something in a version that loaded
                            (policy HM_LINT_WARN): hm_event_detail() says what and how to fix
                            it */
+  HM_EVENT_BUILD_STARTED,   /* the module's build rule started its command (see
+                               hm_module_set_build); `version` is the current one */
+  HM_EVENT_BUILD_SUCCEEDED, /* the command exited with status 0: hm_event_detail() is its
+                               output, hm_event_build() its status and duration */
+  HM_EVENT_BUILD_FAILED     /* the command failed: err is HM_EBUILD (a non-zero exit or a
+                               signal), HM_ETIMEDOUT (killed after its timeout), -ECANCELED
+                               (killed because its rule was replaced or removed), -ECHILD
+                               (its status was reaped elsewhere) or the error that kept it
+                               from starting; output and status as for SUCCEEDED */
 } hm_event;
 
 /* During the event callback: the event's detail, or "". For HM_EVENT_REJECTED the refusal's
@@ -181,6 +191,14 @@ typedef enum hm_event {
  * Ownership: the library's, never NULL; valid until the callback returns.
  * Threads: any (each thread sees the event it is delivering); also module code. */
 HM_EXTERN const char *hm_event_detail(void);
+
+/* During the callback of a build event (HM_EVENT_BUILD_*): the command's wait status, as
+ * waitpid gives it (test it with WIFEXITED, WEXITSTATUS, WIFSIGNALED...; -1 for STARTED, for
+ * a command that did not start, and for one whose status was reaped elsewhere), and the
+ * milliseconds since it started. Either pointer may be NULL. Returns 0, or HM_EINVAL outside
+ * a build event's callback (then nothing is written). The command's output is
+ * hm_event_detail(). Thread-safe (per thread). */
+HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
 
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
  * API, the registry's reclaimer thread (RETIRED is on the caller's, UNLOADED and LEAKED on the
@@ -713,6 +731,91 @@ HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
  * Errors: HM_EINVAL, HM_EBUSY, HM_EFORKED. (A refused file is not an error of the poll: its
  * REJECTED event tells.) */
 HM_EXTERN int hm_registry_poll(hm_registry *reg);
+
+/* ---- Build rules: edit, build, reload ------------------------------------------------- */
+
+#define HM_BUILD_SHELL 0x1u        /* argv[0] is a shell command line, run by /bin/sh -c
+                                      (argv[1...] become $0, $1 ...); otherwise argv is run as
+                                      it is, with no shell */
+#define HM_BUILD_NO_DEFAULT_EXCLUDES 0x2u /* do not apply HM_BUILD_DEFAULT_EXCLUDES */
+
+/* What every build rule ignores unless it sets HM_BUILD_NO_DEFAULT_EXCLUDES: editors' swap,
+ * backup, lock and probe files (vim's .x.c.swp and 4913, emacs's #x.c# and .#x.c, x.c~,
+ * gedit's .goutputstream-*) and build products (objects, libraries, and the temporary files
+ * linkers rename over them). Patterns for fnmatch(), matched against a file's name. */
+#define HM_BUILD_DEFAULT_EXCLUDES                                                              \
+  ".*.sw[a-p]", "*~", "4913", "#*#", ".#*", ".goutputstream-*", "*.o", "*.a", "*.so",          \
+      "*.so.*", "*.tmp"
+
+#define HM_BUILD_OPTIONS_VERSION 1
+
+/* A module's build rule (hm_module_set_build). Start from HM_BUILD_OPTIONS_INIT so new
+ * fields keep their defaults when the struct grows. Lists end with a NULL entry. Everything
+ * is copied by the setter; nothing is kept by reference. */
+typedef struct hm_build_options {
+  unsigned version;            /* HM_BUILD_OPTIONS_VERSION */
+  unsigned flags;              /* HM_BUILD_... */
+  const char *const *argv;     /* the command: argv[0] is looked up in PATH (the host's) when
+                                  it has no '/'; required, non-empty */
+  const char *const *sources;  /* files and directories to watch; required, non-empty. A
+                                  directory stands for the files directly in it (not its
+                                  subdirectories). Relative paths are taken against `cwd`
+                                  if set, else the current directory, at the setter's call */
+  const char *const *include;  /* fnmatch() patterns on the names of files in a source
+                                  directory: only those that match one count (NULL: all) */
+  const char *const *exclude;  /* patterns of names that never count, added to
+                                  HM_BUILD_DEFAULT_EXCLUDES; they apply to a source given
+                                  as a file too */
+  const char *cwd;             /* the command's working directory (NULL: the current
+                                  directory at the setter's call) */
+  const char *const *env;      /* "NAME=value" set, or "NAME" removed, in the command's
+                                  environment, which is the host's otherwise (NULL: none) */
+  unsigned timeout_ms;         /* the command's process group is killed (SIGKILL) after this
+                                  long; 0: 600000 (ten minutes) */
+  unsigned output_max;         /* bytes of output kept for the events (the first ones; a
+                                  note says how much more was dropped); 0: 65536 */
+} hm_build_options;
+
+#define HM_BUILD_OPTIONS_INIT                                                                  \
+  { HM_BUILD_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0 }
+
+/* Give the module a build rule (NULL `opts`: remove it): when one of its sources is written
+ * and closed, or renamed into place (as editors save), the watcher runs the command, which
+ * should rebuild the module's file. The new file then reaches the module through the
+ * watcher like any other build, with all of the watcher's checks: a failed build leaves the
+ * current version serving. Files the command writes must be outside the sources, or
+ * excluded (the defaults exclude objects and libraries), or each build starts another.
+ *
+ * Scheduling: the first completed write starts the build at once (no delay); changes while
+ * it runs are folded into exactly one more build, started when it ends. At most one build
+ * per module runs at a time; builds of different modules may overlap.
+ *
+ * The command runs on the watcher's loop without blocking it, as a child started with
+ * posix_spawn (not libuv's uv_spawn, which would install a process-wide SIGCHLD handler in
+ * place of the host's), in a process group of its own, with stdin on /dev/null and its
+ * stdout and stderr on one pipe (in the order written; the first output_max bytes are kept).
+ * Its end is seen through a pidfd, and only its own pid is waited for, so the host's other
+ * children are not touched; but a host that ignores SIGCHLD, or reaps every child with
+ * waitpid(-1), takes the build's exit status (HM_EVENT_BUILD_FAILED with -ECHILD; what the
+ * build wrote still reaches the module). When the command exits, whatever it left running
+ * in its process group is killed. After timeout_ms, and when the watcher stops (hm_watch_stop,
+ * hm_registry_free), the whole group is killed and the command reaped before that call
+ * returns (on a host loop: hm_watch_stop, on the loop's thread), with no event: no child is
+ * left behind. A rule removed or replaced while its command runs has the command killed the
+ * same way on the loop's next turn (HM_EVENT_BUILD_FAILED, -ECANCELED); a replacing rule
+ * then builds at once.
+ *
+ * Events, on the watcher's thread: HM_EVENT_BUILD_STARTED, then HM_EVENT_BUILD_SUCCEEDED or
+ * HM_EVENT_BUILD_FAILED (hm_event_build and hm_event_detail give status, duration and
+ * output inside the callback). Without a running watcher (hm_watch_start or
+ * hm_watch_attach), and while the module is unloaded, the rule does nothing; a rule set
+ * while a watcher runs takes effect on its loop's next turn. Setting a rule starts no build
+ * by itself.
+ *
+ * Thread-safe. Errors: HM_EINVAL (NULL module; options version not 1 to
+ * HM_BUILD_OPTIONS_VERSION; no argv or sources; an empty path), HM_ENOENT (cwd is not a
+ * directory), HM_ENOMEM, HM_EFORKED. On error the module's rule is unchanged. */
+HM_EXTERN int hm_module_set_build(hm_module *mod, const hm_build_options *opts);
 
 /* ---- Internals the inline fast path needs (not API: do not use directly) ---------------- */
 

@@ -95,6 +95,26 @@ const char *hm__event_detail_set(const char *detail) {
   return prev;
 }
 
+/* ---- The build event being delivered, per thread -------------------------------------- */
+
+static __thread const hm__build_report *event_build;
+
+int hm_event_build(int *status, unsigned *duration_ms) {
+  if (event_build == NULL)
+    return hm__fail(HM_EINVAL, "hm_event_build: not inside a build event's callback");
+  if (status != NULL)
+    *status = event_build->status;
+  if (duration_ms != NULL)
+    *duration_ms = event_build->duration_ms;
+  return 0;
+}
+
+const hm__build_report *hm__event_build_set(const hm__build_report *r) {
+  const hm__build_report *prev = event_build;
+  event_build = r;
+  return prev;
+}
+
 /* ---- Module code on this thread -------------------------------------------------------- */
 
 /* Set while this thread runs a module's constructors or destructors (inside dlopen/dlclose)

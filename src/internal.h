@@ -5,7 +5,9 @@
  * and whether it may be trusted), privdir.c (private directories), reclaim.c
  * (grace periods), loader.c (bytes to a loaded version), table.c (what live handles read,
  * and the lifetime of versions), registry.c and handles.c (the API), queue.c (reload modes
- * and polling), watch.c with watchpath.c (the libuv watcher, the only libuv user). */
+ * and polling), watch.c with watchpath.c (the libuv watcher), buildrule.c (build rules) and
+ * build.c (the build runner, on the watcher's loop: with the watcher, the only libuv users);
+ * spawn.c (child processes, for the probe and builds) is a leaf. */
 #ifndef HM_INTERNAL_H
 #define HM_INTERNAL_H
 
@@ -45,6 +47,14 @@ HM__HIDDEN int hm__fail(int err, const char *fmt, ...) __attribute__((format(pri
 /* Set the detail hm_event_detail() returns on this thread (NULL: ""); returns the previous
  * one, to restore after the callback. */
 HM__HIDDEN const char *hm__event_detail_set(const char *detail);
+
+/* The build information hm_event_build() gives during a build event's callback (common.c):
+ * set around the callback, NULL otherwise. Returns the previous one. */
+typedef struct hm__build_report {
+  int status;
+  unsigned duration_ms;
+} hm__build_report;
+HM__HIDDEN const hm__build_report *hm__event_build_set(const hm__build_report *r);
 
 /* Module code (constructors, destructors, hooks) runs on this thread between enter and
  * leave; enter returns what leave restores, so they nest. */

@@ -12,6 +12,8 @@
  */
 #include "registry.h"
 
+#include "build.h"
+
 #include "hotmod/module.h"
 
 #include <stddef.h>
@@ -40,6 +42,12 @@ static const char *event_name(hm_event ev) {
     return "rolled back (an older build is current again)";
   case HM_EVENT_WARNING:
     return "warning";
+  case HM_EVENT_BUILD_STARTED:
+    return "build started";
+  case HM_EVENT_BUILD_SUCCEEDED:
+    return "build succeeded";
+  case HM_EVENT_BUILD_FAILED:
+    return "build failed";
   }
   return "?";
 }
@@ -460,6 +468,7 @@ static void module_destroy(hm_registry *reg, hm_module *mod) {
   if (mod->kept_path != NULL && !reg->forked)
     unlink(mod->kept_path);
   hm__free(&reg->a, mod->kept_path);
+  hm__build_rule_unref(mod->build);
   if (!reg->forked) {
     /* In a forked child they may be held by threads that did not come along. */
     pthread_mutex_destroy(&mod->reload_lock);

@@ -58,6 +58,7 @@ struct hm_module {
   unsigned kept_build;
   int have_rolled_back;
   uint64_t rolled_back_hash;
+  struct hm__build_rule *build; /* hm_module_set_build (buildrule.c); under reg->lock */
 };
 
 struct hm_live {

@@ -90,6 +90,10 @@ void hm__watch_reconcile(hm__watcher *w) {
   hm_registry *reg = w->reg;
   watch_todo *todo;
   size_t i, n = 0, cap;
+  /* Build rules first: their sources are watched before the modules say they are. */
+  hm__build_reconcile(w);
+  if (hm__watch_winding_down(w))
+    return;
   pthread_mutex_lock(&reg->lock);
   cap = reg->nmods;
   todo = cap ? hm__calloc(&w->a, cap, sizeof *todo) : NULL;
@@ -386,6 +390,7 @@ static unsigned event_bits(uint32_t mask) {
 /* Fold one named event into every module with a point at that directory and name. */
 static void fold(hm__watcher *w, const struct inotify_event *ev) {
   hm__wmod *wm;
+  hm__build_note(w, ev);
   for (wm = w->mods; wm != NULL; wm = wm->next) {
     size_t i;
     for (i = 0; i < wm->npts; i++) {
@@ -430,6 +435,7 @@ void hm__watch_on_inotify(uv_poll_t *p, int status, int events) {
           wm->relink = 1;
           wm->dirty = 1;
         }
+        hm__build_note(w, NULL);
         continue;
       }
       if (ev->mask & (IN_IGNORED | IN_MOVE_SELF)) {
@@ -449,4 +455,6 @@ void hm__watch_on_inotify(uv_poll_t *p, int status, int events) {
       hm__watch_decide(wm, HM__WHY_EVENTS);
     }
   }
+  if (!hm__watch_winding_down(w))
+    hm__build_kick(w);
 }

@@ -4,6 +4,7 @@
 
 #include "registry.h"
 
+#include <sys/inotify.h>
 #include <uv.h>
 
 /* One place the watcher looks: a name in a directory. A module's path gives one point per
@@ -93,6 +94,7 @@ struct hm__watcher {
   hm__wdir *dirs;
   hm__wmod *mods;
   hm__watcher *next_stopped; /* on reg->watch_stopped */
+  struct hm__wbuild *builds; /* build rules of watched modules (build.c) */
 };
 
 
@@ -125,5 +127,30 @@ HM__HIDDEN void hm__watch_on_inotify(uv_poll_t *p, int status, int events);
 
 /* The close callback of a module's timer: frees the module's watch state. */
 HM__HIDDEN void hm__watch_wmod_closed(uv_handle_t *h);
+/* One of the watcher's handles (w->open) finished closing; the last one frees the watcher. */
+HM__HIDDEN void hm__watch_handle_done(hm__watcher *w);
+
+/* ---- Where to look, for build rules (watchpath.c) -------------------------------------- */
+
+/* A reference to the watch on directory `path` (shared with modules' points); NULL on
+ * ENOMEM. A directory that is not there yet is looked for again on the retry timer. */
+HM__HIDDEN hm__wdir *hm__watch_dir_ref(hm__watcher *w, const char *path);
+HM__HIDDEN void hm__watch_dir_unref(hm__watcher *w, hm__wdir *d);
+
+/* ---- Build rules (build.c) ------------------------------------------------------------- */
+
+/* Make the watcher's build states match the modules' rules (a changed rule cancels the
+ * command under way). On the loop's thread, no lock held. */
+HM__HIDDEN void hm__build_reconcile(hm__watcher *w);
+/* A named inotify event (or, ev NULL, lost events): mark the builds it calls for. */
+HM__HIDDEN void hm__build_note(hm__watcher *w, const struct inotify_event *ev);
+/* Start the builds marked since the last call, or fold them into one more build after the
+ * one under way. */
+HM__HIDDEN void hm__build_kick(hm__watcher *w);
+/* The watcher is closing: kill and reap every command under way (no events), close their
+ * handles. */
+HM__HIDDEN void hm__build_close(hm__watcher *w);
+/* The watcher's last close: free the build states. */
+HM__HIDDEN void hm__build_free(hm__watcher *w);
 
 #endif

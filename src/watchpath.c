@@ -167,7 +167,7 @@ static void retry_start(hm__watcher *w) {
 }
 
 /* Find or make the entry for directory `path` (copied) and add a reference. */
-static hm__wdir *dir_ref(hm__watcher *w, const char *path) {
+hm__wdir *hm__watch_dir_ref(hm__watcher *w, const char *path) {
   hm__wdir *d;
   int wd = inotify_add_watch(w->fd, path, HM__WATCH_MASK);
   /* Two spellings of one directory get one watch descriptor: match on that, not the text.
@@ -200,7 +200,7 @@ static hm__wdir *dir_ref(hm__watcher *w, const char *path) {
   return d;
 }
 
-static void dir_unref(hm__watcher *w, hm__wdir *d) {
+void hm__watch_dir_unref(hm__watcher *w, hm__wdir *d) {
   hm__wdir **pp, *o;
   int shared = 0;
   if (--d->refs > 0)
@@ -278,7 +278,7 @@ void hm__watch_free_points(hm__watcher *w, hm__wmod *wm) {
   size_t i;
   for (i = 0; i < wm->npts; i++) {
     if (wm->pts[i].dir != NULL)
-      dir_unref(w, wm->pts[i].dir);
+      hm__watch_dir_unref(w, wm->pts[i].dir);
     hm__free(&w->a, wm->pts[i].name);
   }
   hm__free(&w->a, wm->pts);
@@ -300,7 +300,7 @@ void hm__watch_set_points(hm__watcher *w, hm__wmod *wm) {
     return;
   }
   for (i = 0; i < p.n; i++) {
-    pts[i].dir = dir_ref(w, p.pts[i].dir);
+    pts[i].dir = hm__watch_dir_ref(w, p.pts[i].dir);
     pts[i].name = p.pts[i].name;
     pts[i].link = p.pts[i].link;
     p.pts[i].name = NULL;

@@ -32,6 +32,7 @@ static __thread hm__watcher *running_here;
 
 /* The last close callback: everything the watcher allocated goes. */
 static void watcher_closed(hm__watcher *w) {
+  hm__build_free(w);
   hm__watch_free_dirs(w);
   if (w->fd >= 0) {
     close(w->fd);
@@ -44,11 +45,12 @@ static void watcher_closed(hm__watcher *w) {
   }
 }
 
-static void handle_closed(uv_handle_t *h) {
-  hm__watcher *w = h->data;
+void hm__watch_handle_done(hm__watcher *w) {
   if (--w->open == 0)
     watcher_closed(w);
 }
+
+static void handle_closed(uv_handle_t *h) { hm__watch_handle_done(h->data); }
 
 void hm__watch_wmod_closed(uv_handle_t *h) {
   hm__wmod *wm = h->data;
@@ -56,8 +58,7 @@ void hm__watch_wmod_closed(uv_handle_t *h) {
   hm__watch_free_points(w, wm);
   hm__free(&w->a, wm->path);
   hm__free(&w->a, wm);
-  if (--w->open == 0)
-    watcher_closed(w);
+  hm__watch_handle_done(w);
 }
 
 /* Close every handle. On the loop's thread. Nothing is freed here, so a callback that is
@@ -68,6 +69,8 @@ static void watcher_close(hm__watcher *w) {
   if (w->closing)
     return;
   w->closing = 1;
+  /* Build commands first: no child outlives the stop. */
+  hm__build_close(w);
   for (wm = w->mods; wm != NULL; wm = wm->next) {
     if (!__atomic_load_n(&w->detached, __ATOMIC_ACQUIRE))
       __atomic_store_n(&wm->mod->watch_method, 0, __ATOMIC_RELEASE);

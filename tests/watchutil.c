@@ -32,6 +32,13 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
     snprintf(l->last_reject, sizeof l->last_reject, "%s", hm_errmsg());
     pthread_mutex_unlock(&l->mu);
   }
+  if (ev == HM_EVENT_BUILD_SUCCEEDED || ev == HM_EVENT_BUILD_FAILED) {
+    pthread_mutex_lock(&l->mu);
+    l->build_err = err;
+    assert_int_equal(hm_event_build(&l->build_status, NULL), 0);
+    snprintf(l->build_output, sizeof l->build_output, "%s", hm_event_detail());
+    pthread_mutex_unlock(&l->mu);
+  }
   if ((unsigned)ev < sizeof l->counts / sizeof l->counts[0])
     __atomic_add_fetch(&l->counts[ev], 1, __ATOMIC_SEQ_CST);
   if (ev == HM_EVENT_LOADED) {

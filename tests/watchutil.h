@@ -27,6 +27,9 @@ typedef struct wt_log {
   int nbuilds;
   int last_err;           /* err of the last REJECTED */
   char last_reject[1024]; /* hm_errmsg() inside the callback of the last REJECTED */
+  int build_err;          /* the last BUILD_SUCCEEDED or BUILD_FAILED: its err, */
+  int build_status;       /* hm_event_build()'s status */
+  char build_output[8192]; /* and its output (hm_event_detail()) */
   int stop_on_changed;    /* atomic: the callback stops the watcher on CHANGED */
   int restart_on_changed; /* atomic: ... and starts it again */
 } wt_log;

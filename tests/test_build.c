@@ -1,0 +1,515 @@
+/* Build rules: the watcher runs the module's build when its sources change, and the new
+ * .so reaches the module through the watcher. The module "sq" is one C file whose version()
+ * returns a number; the rule compiles it with the real C compiler into the watched path.
+ *
+ * No assertion is about time. "Nothing happened" checks use wt_sync (watchutil.h): source
+ * events and module events come through the watcher's one inotify descriptor, in order, and
+ * a build starts in the same turn as the event that calls for it. */
+#include "watchutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef HM_TEST_CC
+#define HM_TEST_CC "cc"
+#endif
+
+typedef struct bt {
+  wt *f;
+  char srcdir[2048];  /* the module's sources: sq.c */
+  char source[2100];  /* srcdir/sq.c */
+  char pidfile[2100]; /* shell rules write their $$ here (outside the sources) */
+} bt;
+
+static void write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  size_t len = strlen(text);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, text, len), (ssize_t)len);
+  close(fd);
+}
+
+static void source_text(char *buf, size_t n, int version) {
+  snprintf(buf, n, "int version(void) { return %d; }\n", version);
+}
+
+/* Save the source as an editor that writes in place does. */
+static void edit(bt *b, int version) {
+  char text[128];
+  source_text(text, sizeof text, version);
+  write_file(b->source, text);
+}
+
+/* A rule that compiles srcdir/sq.c into the watched file. */
+static void set_cc_rule(bt *b) {
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  const char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-o", b->f->path, "sq.c", NULL};
+  const char *sources[] = {b->srcdir, NULL};
+  o.argv = argv;
+  o.sources = sources;
+  o.cwd = b->srcdir;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+}
+
+/* A shell rule; its $$ goes to the pidfile. */
+static void set_sh_rule(bt *b, const char *script, unsigned timeout_ms) {
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  char cmd[8192];
+  const char *argv[] = {cmd, NULL};
+  const char *sources[] = {b->srcdir, NULL};
+  snprintf(cmd, sizeof cmd, "echo $$ > '%s'; %s", b->pidfile, script);
+  o.flags = HM_BUILD_SHELL;
+  o.argv = argv;
+  o.sources = sources;
+  o.cwd = b->f->tmp;
+  o.timeout_ms = timeout_ms;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+}
+
+static int setup(void **state) {
+  bt *b = calloc(1, sizeof *b);
+  char text[128], first[4096];
+  assert_non_null(b);
+  b->f = wt_new(HM_RELOAD_DEFAULT, 0, 0);
+  snprintf(b->srcdir, sizeof b->srcdir, "%s/src", b->f->tmp);
+  snprintf(b->source, sizeof b->source, "%s/sq.c", b->srcdir);
+  snprintf(b->pidfile, sizeof b->pidfile, "%s/build.pid", b->f->tmp);
+  snprintf(first, sizeof first, "%s/first.so", b->f->tmp);
+  assert_int_equal(mkdir(b->srcdir, 0755), 0);
+  source_text(text, sizeof text, 1);
+  write_file(b->source, text);
+  {
+    char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-o", first, b->source, NULL};
+    assert_int_equal(wt_run(argv), 0);
+  }
+  wt_load(b->f, first);
+  assert_int_equal(wt_live(b->f->live), 1);
+  *state = b;
+  return 0;
+}
+
+static int teardown(void **state) {
+  bt *b = *state;
+  wt_free(b->f);
+  free(b);
+  return 0;
+}
+
+static int builds_started(bt *b) { return wt_count(b->f, HM_EVENT_BUILD_STARTED); }
+static int builds_ended(bt *b) {
+  return wt_count(b->f, HM_EVENT_BUILD_SUCCEEDED) + wt_count(b->f, HM_EVENT_BUILD_FAILED);
+}
+
+static int all_builds_ended(void *arg) {
+  bt *b = arg;
+  return builds_ended(b) == builds_started(b);
+}
+
+/* Wait for the builds under way to end, then for the watcher to take what they wrote. */
+static void settle(bt *b) {
+  if (!hmt_wait_until(all_builds_ended, b, WT_DEADLINE))
+    fail_msg("a build did not end");
+  wt_sync(b->f);
+}
+
+/* The pid a shell rule wrote, once it did. */
+static int pidfile_written(void *arg) {
+  bt *b = arg;
+  size_t len = 0;
+  unsigned char *t = access(b->pidfile, F_OK) == 0 ? hmt_read(b->pidfile, &len) : NULL;
+  int ok = t != NULL && len > 0 && t[len - 1] == '\n';
+  free(t);
+  return ok;
+}
+
+static pid_t read_pid(bt *b) {
+  size_t len;
+  unsigned char *t;
+  pid_t pid;
+  if (!hmt_wait_until(pidfile_written, b, WT_DEADLINE))
+    fail_msg("the build did not write its pid");
+  t = hmt_read(b->pidfile, &len);
+  pid = (pid_t)atoi((const char *)t);
+  free(t);
+  assert_true(pid > 1);
+  return pid;
+}
+
+/* Live members of process group `pgid`, zombies aside (an orphaned zombie waits for an init
+ * that may never reap it, which is not the library's doing). */
+static int group_alive(pid_t pgid) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int n = 0;
+  assert_non_null(d);
+  while ((e = readdir(d)) != NULL) {
+    char path[300], buf[512], *rp, state;
+    int ppid, pgrp;
+    FILE *fp;
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    if ((fp = fopen(path, "r")) == NULL)
+      continue;
+    if (fgets(buf, sizeof buf, fp) != NULL && (rp = strrchr(buf, ')')) != NULL &&
+        sscanf(rp + 2, "%c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z')
+      n++;
+    fclose(fp);
+  }
+  closedir(d);
+  return n;
+}
+
+static int group_gone(void *arg) { return group_alive(*(pid_t *)arg) == 0; }
+
+/* Children of this process (running or not yet reaped). */
+static int child_count(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  assert_non_null(d);
+  while ((e = readdir(d)) != NULL) {
+    char path[300];
+    unsigned char *t;
+    size_t len, i;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+    if (access(path, R_OK) != 0 || (t = hmt_read(path, &len)) == NULL)
+      continue;
+    for (i = 0; i < len; i++)
+      n += t[i] == ' ';
+    free(t);
+  }
+  closedir(d);
+  return n;
+}
+
+/* ---- Tests ----------------------------------------------------------------------------- */
+
+static void test_one_edit_one_version(void **state) {
+  bt *b = *state;
+  int loads = wt_count(b->f, HM_EVENT_LOADED);
+  set_cc_rule(b);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_live(b->f->live, 2);
+  settle(b);
+  assert_int_equal(builds_started(b), 1);
+  assert_int_equal(wt_count(b->f, HM_EVENT_BUILD_SUCCEEDED), 1);
+  assert_int_equal(wt_count(b->f, HM_EVENT_BUILD_FAILED), 0);
+  assert_int_equal(hm_module_version(b->f->mod), 2);
+  assert_int_equal(wt_count(b->f, HM_EVENT_LOADED), loads + 1);
+  assert_int_equal(wt_count(b->f, HM_EVENT_REJECTED), 0);
+  pthread_mutex_lock(&b->f->log.mu);
+  assert_int_equal(b->f->log.build_err, 0);
+  assert_true(WIFEXITED(b->f->log.build_status) && WEXITSTATUS(b->f->log.build_status) == 0);
+  pthread_mutex_unlock(&b->f->log.mu);
+}
+
+static void test_three_quick_edits(void **state) {
+  bt *b = *state;
+  char t3[128], t4[128], t5[128];
+  set_cc_rule(b);
+  wt_start(b->f);
+  source_text(t3, sizeof t3, 3);
+  source_text(t4, sizeof t4, 4);
+  source_text(t5, sizeof t5, 5);
+  write_file(b->source, t3);
+  write_file(b->source, t4);
+  write_file(b->source, t5);
+  wt_wait_live(b->f->live, 5);
+  settle(b);
+  assert_true(builds_started(b) >= 1);
+  assert_true(builds_started(b) <= 2);
+  assert_int_equal(wt_live(b->f->live), 5);
+  assert_int_equal(wt_count(b->f, HM_EVENT_BUILD_FAILED), 0);
+}
+
+static void test_editor_rename_save(void **state) {
+  bt *b = *state;
+  char text[128], tmp[4200];
+  set_cc_rule(b);
+  wt_start(b->f);
+  /* As gedit saves: a hidden temporary file beside it, renamed over it. */
+  snprintf(tmp, sizeof tmp, "%s/.goutputstream-X1Y2Z3", b->srcdir);
+  source_text(text, sizeof text, 6);
+  write_file(tmp, text);
+  assert_int_equal(rename(tmp, b->source), 0);
+  wt_wait_live(b->f->live, 6);
+  settle(b);
+  assert_int_equal(builds_started(b), 1);
+  assert_int_equal(hm_module_version(b->f->mod), 2);
+}
+
+static void test_swap_files_ignored(void **state) {
+  bt *b = *state;
+  char text[128];
+  set_cc_rule(b);
+  wt_start(b->f);
+  source_text(text, sizeof text, 9);
+  write_file(hmt_path(b->srcdir, ".sq.c.swp"), text);
+  write_file(hmt_path(b->srcdir, "sq.c~"), text);
+  write_file(hmt_path(b->srcdir, "4913"), text);
+  write_file(hmt_path(b->srcdir, "#sq.c#"), text);
+  wt_sync(b->f);
+  assert_int_equal(builds_started(b), 0);
+  assert_int_equal(wt_live(b->f->live), 1);
+  /* The rule is there: a real save builds. */
+  edit(b, 2);
+  wt_wait_live(b->f->live, 2);
+  settle(b);
+  assert_int_equal(builds_started(b), 1);
+}
+
+static void test_syntax_error_then_fix(void **state) {
+  bt *b = *state;
+  int status, err;
+  set_cc_rule(b);
+  wt_start(b->f);
+  write_file(b->source, "int version(void) { return 7 }\n");
+  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
+  settle(b);
+  pthread_mutex_lock(&b->f->log.mu);
+  err = b->f->log.build_err;
+  status = b->f->log.build_status;
+  if (strstr(b->f->log.build_output, "sq.c") == NULL ||
+      strstr(b->f->log.build_output, "error") == NULL)
+    fail_msg("the compiler's message is not in the output: [%s]", b->f->log.build_output);
+  pthread_mutex_unlock(&b->f->log.mu);
+  assert_int_equal(err, HM_EBUILD);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  assert_int_equal(wt_live(b->f->live), 1);
+  assert_int_equal(hm_module_version(b->f->mod), 1);
+  edit(b, 8);
+  wt_wait_live(b->f->live, 8);
+  settle(b);
+  assert_int_equal(wt_count(b->f, HM_EVENT_BUILD_SUCCEEDED), 1);
+  assert_int_equal(hm_module_version(b->f->mod), 2);
+}
+
+static void test_hanging_build_killed(void **state) {
+  bt *b = *state;
+  pid_t pgid;
+  int status;
+  set_sh_rule(b, "exec sleep 100", 200);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
+  pgid = read_pid(b);
+  pthread_mutex_lock(&b->f->log.mu);
+  assert_int_equal(b->f->log.build_err, HM_ETIMEDOUT);
+  status = b->f->log.build_status;
+  pthread_mutex_unlock(&b->f->log.mu);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  /* The group's only process was the build, reaped by the library: nothing is left. */
+  errno = 0;
+  assert_int_equal(kill(-pgid, 0), -1);
+  assert_int_equal(errno, ESRCH);
+  assert_int_equal(wt_live(b->f->live), 1);
+}
+
+static void test_hanging_group_killed(void **state) {
+  bt *b = *state;
+  pid_t pgid;
+  /* Grandchildren in the background, the shell waiting for them. */
+  set_sh_rule(b, "sleep 100 & sleep 100 & wait", 200);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
+  pgid = read_pid(b);
+  if (!hmt_wait_until(group_gone, &pgid, WT_DEADLINE))
+    fail_msg("%d processes of the build's group are still alive", group_alive(pgid));
+  errno = 0;
+  assert_true(kill(pgid, 0) == -1 && errno == ESRCH); /* the shell itself was reaped */
+}
+
+static void test_stop_during_build(void **state) {
+  bt *b = *state;
+  pid_t pgid;
+  set_sh_rule(b, "sleep 100 & exec sleep 100", 0);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
+  pgid = read_pid(b);
+  assert_int_equal(group_alive(pgid), 2);
+  hm_watch_stop(b->f->reg);
+  /* The build's own process is reaped when the stop returns; the rest were killed. */
+  errno = 0;
+  assert_true(kill(pgid, 0) == -1 && errno == ESRCH);
+  assert_int_equal(child_count(), 0);
+  if (!hmt_wait_until(group_gone, &pgid, WT_DEADLINE))
+    fail_msg("%d processes of the build's group are still alive", group_alive(pgid));
+  assert_int_equal(builds_ended(b), 0); /* a stop sends no event */
+}
+
+static void test_free_during_build(void **state) {
+  bt *b = *state;
+  pid_t pgid;
+  set_sh_rule(b, "exec sleep 100", 0);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
+  pgid = read_pid(b);
+  hm_registry_free(b->f->reg);
+  b->f->reg = NULL;
+  errno = 0;
+  assert_true(kill(pgid, 0) == -1 && errno == ESRCH);
+  assert_int_equal(child_count(), 0);
+}
+
+static void test_start_stop_cycles(void **state) {
+  bt *b = *state;
+  long i, n = hmt_scaled(20);
+  int fds;
+  set_sh_rule(b, "exec sleep 100", 0);
+  wt_start(b->f);
+  hm_watch_stop(b->f->reg);
+  fds = hmt_fd_count();
+  for (i = 0; i < n && i < 20; i++) {
+    int started = builds_started(b);
+    wt_start(b->f);
+    edit(b, 2);
+    wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, started + 1);
+    hm_watch_stop(b->f->reg);
+    assert_int_equal(child_count(), 0);
+  }
+  assert_int_equal(hmt_fd_count(), fds);
+  assert_int_equal(builds_ended(b), 0);
+}
+
+static void test_rule_removed_cancels(void **state) {
+  bt *b = *state;
+  pid_t pgid;
+  set_sh_rule(b, "exec sleep 100", 0);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
+  pgid = read_pid(b);
+  assert_int_equal(hm_module_set_build(b->f->mod, NULL), 0);
+  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
+  pthread_mutex_lock(&b->f->log.mu);
+  assert_int_equal(b->f->log.build_err, -ECANCELED);
+  pthread_mutex_unlock(&b->f->log.mu);
+  errno = 0;
+  assert_true(kill(pgid, 0) == -1 && errno == ESRCH);
+  /* No rule, no build. */
+  edit(b, 3);
+  wt_sync(b->f);
+  assert_int_equal(builds_started(b), 1);
+}
+
+static void test_env_and_output(void **state) {
+  bt *b = *state;
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  const char *argv[] = {"sh", "-c", "echo \"A=$HMT_A B=${HMT_B-unset}\"; echo oops >&2; exit 3",
+                        NULL};
+  const char *sources[] = {"src/sq.c", NULL};
+  const char *env[] = {"HMT_A=one", "HMT_B", NULL};
+  setenv("HMT_B", "host", 1);
+  o.argv = argv;
+  o.sources = sources; /* a file, relative to cwd */
+  o.cwd = b->f->tmp;
+  o.env = env;
+  o.output_max = 12;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
+  pthread_mutex_lock(&b->f->log.mu);
+  assert_int_equal(b->f->log.build_err, HM_EBUILD);
+  assert_true(WIFEXITED(b->f->log.build_status) && WEXITSTATUS(b->f->log.build_status) == 3);
+  /* The first 12 bytes, and a note of the rest. */
+  if (strncmp(b->f->log.build_output, "A=one B=unse", 12) != 0 ||
+      strstr(b->f->log.build_output, "more bytes of output dropped") == NULL)
+    fail_msg("output: [%s]", b->f->log.build_output);
+  pthread_mutex_unlock(&b->f->log.mu);
+  unsetenv("HMT_B");
+}
+
+static void test_bad_arguments(void **state) {
+  bt *b = *state;
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  const char *argv[] = {"true", NULL}, *empty[] = {NULL}, *blank[] = {"", NULL};
+  const char *sources[] = {b->srcdir, NULL};
+  int st;
+  unsigned ms;
+  assert_int_equal(hm_module_set_build(NULL, &o), HM_EINVAL);
+  assert_int_equal(hm_module_set_build(NULL, NULL), HM_EINVAL);
+  o.sources = sources;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL); /* no argv */
+  o.argv = empty;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.argv = blank;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.argv = argv;
+  o.sources = NULL;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.sources = empty;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.sources = blank;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.sources = sources;
+  o.version = 0;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.version = HM_BUILD_OPTIONS_VERSION + 1;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_EINVAL);
+  o.version = HM_BUILD_OPTIONS_VERSION;
+  o.cwd = "/nonexistent/hotmod-build";
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), HM_ENOENT);
+  o.cwd = NULL;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0); /* replaced */
+  assert_int_equal(hm_module_set_build(b->f->mod, NULL), 0);
+  assert_int_equal(hm_module_set_build(b->f->mod, NULL), 0); /* none to remove */
+  /* Outside a build event's callback. */
+  assert_int_equal(hm_event_build(&st, &ms), HM_EINVAL);
+  assert_int_equal(hm_event_build(NULL, NULL), HM_EINVAL);
+}
+
+static void test_command_not_found(void **state) {
+  bt *b = *state;
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  const char *argv[] = {"hotmod-no-such-compiler", NULL};
+  const char *sources[] = {b->srcdir, NULL};
+  o.argv = argv;
+  o.sources = sources;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
+  pthread_mutex_lock(&b->f->log.mu);
+  assert_int_equal(b->f->log.build_err, HM_ENOENT);
+  assert_int_equal(b->f->log.build_status, -1);
+  assert_non_null(strstr(b->f->log.build_output, "hotmod-no-such-compiler"));
+  pthread_mutex_unlock(&b->f->log.mu);
+  assert_int_equal(builds_started(b), 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_one_edit_one_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_three_quick_edits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_editor_rename_save, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_swap_files_ignored, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_syntax_error_then_fix, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hanging_build_killed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hanging_group_killed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stop_during_build, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_free_during_build, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_start_stop_cycles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rule_removed_cancels, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_env_and_output, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_command_not_found, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
