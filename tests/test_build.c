@@ -169,6 +169,7 @@ static int group_alive(pid_t pgid) {
 }
 
 static int group_gone(void *arg) { return group_alive(*(pid_t *)arg) == 0; }
+static int group_of_two(void *arg) { return group_alive(*(pid_t *)arg) == 2; }
 
 /* Children of this process (running or not yet reaped). */
 static int child_count(void) {
@@ -340,7 +341,8 @@ static void test_stop_during_build(void **state) {
   edit(b, 2);
   wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
   pgid = read_pid(b);
-  assert_int_equal(group_alive(pgid), 2);
+  if (!hmt_wait_until(group_of_two, &pgid, WT_DEADLINE)) /* the shell forks, then execs */
+    fail_msg("the build's group has %d processes, waited for 2", group_alive(pgid));
   hm_watch_stop(b->f->reg);
   /* The build's own process is reaped when the stop returns; the rest were killed. */
   errno = 0;
