@@ -178,7 +178,8 @@ int main(void) {
   if (!ok)
     return 1;
   {
-    double e50 = hmb_percentile(edit_ms, (size_t)n, 50), e99 = hmb_percentile(edit_ms, (size_t)n, 99);
+    double e50 = hmb_percentile(edit_ms, (size_t)n, 50);
+    double e99 = hmb_percentile(edit_ms, (size_t)n, 99);
     double c50 = hmb_percentile(cc_ms, (size_t)n, 50);
     printf("build.edit_to_live_ms_p50 %.2f\n", e50);
     printf("build.edit_to_live_ms_p99 %.2f\n", e99);

@@ -195,9 +195,10 @@ HM_EXTERN const char *hm_event_detail(void);
 /* During the callback of a build event (HM_EVENT_BUILD_*): the command's wait status, as
  * waitpid gives it (test it with WIFEXITED, WEXITSTATUS, WIFSIGNALED...; -1 for STARTED, for
  * a command that did not start, and for one whose status was reaped elsewhere), and the
- * milliseconds since it started. Either pointer may be NULL. Returns 0, or HM_EINVAL outside
- * a build event's callback (then nothing is written). The command's output is
- * hm_event_detail(). Thread-safe (per thread). */
+ * milliseconds since it started. The command's output is hm_event_detail().
+ * NULL: either pointer may be NULL (that value is not written).
+ * Threads: any (each thread sees the event it is delivering); also module code.
+ * Errors: HM_EINVAL outside a build event's callback (nothing is written). */
 HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
 
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
@@ -747,6 +748,7 @@ HM_EXTERN int hm_registry_poll(hm_registry *reg);
   ".*.sw[a-p]", "*~", "4913", "#*#", ".#*", ".goutputstream-*", "*.o", "*.a", "*.so",          \
       "*.so.*", "*.tmp"
 
+/* The version of hm_build_options this header defines (fields up to output_max). */
 #define HM_BUILD_OPTIONS_VERSION 1
 
 /* A module's build rule (hm_module_set_build). Start from HM_BUILD_OPTIONS_INIT so new
@@ -776,6 +778,7 @@ typedef struct hm_build_options {
                                   note says how much more was dropped); 0: 65536 */
 } hm_build_options;
 
+/* The defaults, with version HM_BUILD_OPTIONS_VERSION. */
 #define HM_BUILD_OPTIONS_INIT                                                                  \
   { HM_BUILD_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0 }
 
@@ -812,9 +815,13 @@ typedef struct hm_build_options {
  * while a watcher runs takes effect on its loop's next turn. Setting a rule starts no build
  * by itself.
  *
- * Thread-safe. Errors: HM_EINVAL (NULL module; options version not 1 to
- * HM_BUILD_OPTIONS_VERSION; no argv or sources; an empty path), HM_ENOENT (cwd is not a
- * directory), HM_ENOMEM, HM_EFORKED. On error the module's rule is unchanged. */
+ * Ownership: `opts` is read during the call only; everything in it is copied.
+ * NULL: `mod` NULL is HM_EINVAL; `opts` NULL removes the rule.
+ * Threads: any; also from the event callback (on the watcher's thread too). Not among the
+ * calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL (options version not 1 to HM_BUILD_OPTIONS_VERSION; no argv or
+ * sources; an empty path), HM_ENOENT (cwd is not a directory), HM_ENOMEM, HM_EFORKED, or
+ * the errno of getcwd. On error the module's rule is unchanged. */
 HM_EXTERN int hm_module_set_build(hm_module *mod, const hm_build_options *opts);
 
 /* ---- Internals the inline fast path needs (not API: do not use directly) ---------------- */
