@@ -297,15 +297,28 @@ static void test_syntax_error_then_fix(void **state) {
   assert_int_equal(hm_module_version(b->f->mod), 2);
 }
 
+/* Edit until a build that timed out had written its pid first (on a loaded machine, or
+ * under valgrind, the shell may not get that far before its timeout). */
+static pid_t timed_out_build(bt *b) {
+  int attempt;
+  for (attempt = 1; attempt <= 20; attempt++) {
+    unlink(b->pidfile);
+    edit(b, 2);
+    wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, attempt);
+    if (pidfile_written(b))
+      return read_pid(b);
+  }
+  fail_msg("no build wrote its pid before its timeout in 20 tries");
+  return -1;
+}
+
 static void test_hanging_build_killed(void **state) {
   bt *b = *state;
   pid_t pgid;
   int status;
-  set_sh_rule(b, "exec sleep 100", 200);
+  set_sh_rule(b, "exec sleep 100", 300);
   wt_start(b->f);
-  edit(b, 2);
-  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
-  pgid = read_pid(b);
+  pgid = timed_out_build(b);
   pthread_mutex_lock(&b->f->log.mu);
   assert_int_equal(b->f->log.build_err, HM_ETIMEDOUT);
   status = b->f->log.build_status;
@@ -322,11 +335,9 @@ static void test_hanging_group_killed(void **state) {
   bt *b = *state;
   pid_t pgid;
   /* Grandchildren in the background, the shell waiting for them. */
-  set_sh_rule(b, "sleep 100 & sleep 100 & wait", 200);
+  set_sh_rule(b, "sleep 100 & sleep 100 & wait", 300);
   wt_start(b->f);
-  edit(b, 2);
-  wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
-  pgid = read_pid(b);
+  pgid = timed_out_build(b);
   if (!hmt_wait_until(group_gone, &pgid, WT_DEADLINE))
     fail_msg("%d processes of the build's group are still alive", group_alive(pgid));
   errno = 0;
@@ -489,9 +500,17 @@ static void test_command_not_found(void **state) {
   edit(b, 2);
   wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
   pthread_mutex_lock(&b->f->log.mu);
-  assert_int_equal(b->f->log.build_err, HM_ENOENT);
-  assert_int_equal(b->f->log.build_status, -1);
-  assert_non_null(strstr(b->f->log.build_output, "hotmod-no-such-compiler"));
+  if (b->f->log.build_err == HM_EBUILD) {
+    /* posix_spawn without its vfork-like clone (under valgrind): the child ran and its
+     * exec failed there (exit status 127; valgrind's child has been seen to end otherwise). */
+    assert_true(b->f->log.build_status != 0 && b->f->log.build_status != -1);
+  } else {
+    if (b->f->log.build_err != HM_ENOENT)
+      fail_msg("err %d (%s), status %d, output [%s]", b->f->log.build_err,
+               hm_err_name(b->f->log.build_err), b->f->log.build_status, b->f->log.build_output);
+    assert_int_equal(b->f->log.build_status, -1);
+    assert_non_null(strstr(b->f->log.build_output, "hotmod-no-such-compiler"));
+  }
   pthread_mutex_unlock(&b->f->log.mu);
   assert_int_equal(builds_started(b), 1);
 }
