@@ -12,7 +12,7 @@
 #include "hotmod.h"
 
 #include <fcntl.h>
-#include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -32,6 +32,10 @@ typedef int (*ifn)(void);
 
 static int ended; /* builds that ended (atomic) */
 static int failed;
+/* The main thread sleeps until a version loads (it must not spin: on a 2-vCPU machine a
+ * spinning waiter takes CPU time from the compiler it is timing). */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t loaded = PTHREAD_COND_INITIALIZER;
 
 static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
   (void)mod;
@@ -44,6 +48,11 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
   }
   if (ev == HM_EVENT_BUILD_SUCCEEDED || ev == HM_EVENT_BUILD_FAILED)
     __atomic_add_fetch(&ended, 1, __ATOMIC_SEQ_CST);
+  if (ev == HM_EVENT_LOADED || ev == HM_EVENT_BUILD_FAILED) {
+    pthread_mutex_lock(&mu);
+    pthread_cond_broadcast(&loaded);
+    pthread_mutex_unlock(&mu);
+  }
 }
 
 static int write_source(const char *path, int version) {
@@ -148,9 +157,11 @@ int main(void) {
         break;
       }
       deadline = t0 + 30000000000ll;
+      pthread_mutex_lock(&mu);
       for (;;) {
         ifn f = (ifn)hm_live_enter(live);
         int v = f != NULL ? f() : -1;
+        struct timespec ts;
         hm_live_leave(live);
         t1 = hmb_now_ns();
         if (v == want)
@@ -160,8 +171,17 @@ int main(void) {
           ok = 0;
           break;
         }
-        sched_yield();
+        /* Woken by the LOADED event; the timeout only guards against a wake-up that came
+         * between the check and the wait. */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20000000;
+        if (ts.tv_nsec >= 1000000000) {
+          ts.tv_sec++;
+          ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&loaded, &mu, &ts);
       }
+      pthread_mutex_unlock(&mu);
       edit_ms[i] = (double)(t1 - t0) / 1e6;
       /* The build's end event may follow the reload by a moment: the next edit waits. */
       while (ok && __atomic_load_n(&ended, __ATOMIC_SEQ_CST) == before)
