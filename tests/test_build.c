@@ -194,6 +194,12 @@ static int child_count(void) {
   return n;
 }
 
+/* The process is gone, reaped. */
+static void assert_reaped(pid_t pid) {
+  errno = 0;
+  assert_true(kill(pid, 0) == -1 && errno == ESRCH);
+}
+
 /* ---- Tests ----------------------------------------------------------------------------- */
 
 static void test_one_edit_one_version(void **state) {
@@ -340,24 +346,26 @@ static void test_hanging_group_killed(void **state) {
   pgid = timed_out_build(b);
   if (!hmt_wait_until(group_gone, &pgid, WT_DEADLINE))
     fail_msg("%d processes of the build's group are still alive", group_alive(pgid));
-  errno = 0;
-  assert_true(kill(pgid, 0) == -1 && errno == ESRCH); /* the shell itself was reaped */
+  assert_reaped(pgid); /* the shell itself */
+}
+
+/* A shell rule running `script` with no timeout, started by a save: its pid. */
+static pid_t running_build(bt *b, const char *script) {
+  set_sh_rule(b, script, 0);
+  wt_start(b->f);
+  edit(b, 2);
+  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
+  return read_pid(b);
 }
 
 static void test_stop_during_build(void **state) {
   bt *b = *state;
-  pid_t pgid;
-  set_sh_rule(b, "sleep 100 & exec sleep 100", 0);
-  wt_start(b->f);
-  edit(b, 2);
-  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
-  pgid = read_pid(b);
+  pid_t pgid = running_build(b, "sleep 100 & exec sleep 100");
   if (!hmt_wait_until(group_of_two, &pgid, WT_DEADLINE)) /* the shell forks, then execs */
     fail_msg("the build's group has %d processes, waited for 2", group_alive(pgid));
   hm_watch_stop(b->f->reg);
   /* The build's own process is reaped when the stop returns; the rest were killed. */
-  errno = 0;
-  assert_true(kill(pgid, 0) == -1 && errno == ESRCH);
+  assert_reaped(pgid);
   assert_int_equal(child_count(), 0);
   if (!hmt_wait_until(group_gone, &pgid, WT_DEADLINE))
     fail_msg("%d processes of the build's group are still alive", group_alive(pgid));
@@ -366,16 +374,10 @@ static void test_stop_during_build(void **state) {
 
 static void test_free_during_build(void **state) {
   bt *b = *state;
-  pid_t pgid;
-  set_sh_rule(b, "exec sleep 100", 0);
-  wt_start(b->f);
-  edit(b, 2);
-  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
-  pgid = read_pid(b);
+  pid_t pgid = running_build(b, "exec sleep 100");
   hm_registry_free(b->f->reg);
   b->f->reg = NULL;
-  errno = 0;
-  assert_true(kill(pgid, 0) == -1 && errno == ESRCH);
+  assert_reaped(pgid);
   assert_int_equal(child_count(), 0);
 }
 
@@ -401,19 +403,13 @@ static void test_start_stop_cycles(void **state) {
 
 static void test_rule_removed_cancels(void **state) {
   bt *b = *state;
-  pid_t pgid;
-  set_sh_rule(b, "exec sleep 100", 0);
-  wt_start(b->f);
-  edit(b, 2);
-  wt_wait_count(b->f, HM_EVENT_BUILD_STARTED, 1);
-  pgid = read_pid(b);
+  pid_t pgid = running_build(b, "exec sleep 100");
   assert_int_equal(hm_module_set_build(b->f->mod, NULL), 0);
   wt_wait_count(b->f, HM_EVENT_BUILD_FAILED, 1);
   pthread_mutex_lock(&b->f->log.mu);
   assert_int_equal(b->f->log.build_err, -ECANCELED);
   pthread_mutex_unlock(&b->f->log.mu);
-  errno = 0;
-  assert_true(kill(pgid, 0) == -1 && errno == ESRCH);
+  assert_reaped(pgid);
   /* No rule, no build. */
   edit(b, 3);
   wt_sync(b->f);
