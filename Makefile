@@ -26,7 +26,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build
-	$(BUILD)/examples/gameloop/gameloop
+	$(BUILD)/examples/gameloop/gameloop $(ARGS)
 
 demo-basics: build
 	$(BUILD)/examples/demo

@@ -7,12 +7,19 @@
  * boundary, where no update or draw is under way. The world (particle positions, the frame
  * counter) is the module's state and passes from each version to the next.
  *
- * Scripted (the default, and `make demo`): an editor thread copies world.c to a working
- * directory, edits it three times (colour and glyph, speed, the layout of the world), builds
- * each edit with the C compiler CMake found, and renames the result over the watched file.
- * The host checks at every switch that the new version starts from the old world, and ends
- * with a summary. On a terminal it draws the box every frame; otherwise it prints one line
- * per build and per switch.
+ * The module has a build rule (hm_module_set_build): when its source, a working copy of
+ * world.c, is saved, the watcher runs the C compiler CMake found on it, writing the watched
+ * world.so; the new build then reaches the loop like any other. A build that fails (a typo)
+ * is reported with the compiler's message, and the running version goes on.
+ *
+ * Scripted (the default, and `make demo`): an editor thread saves three edits of the working
+ * copy, as an editor does (a temporary file renamed over it): colour and glyph, speed, the
+ * layout of the world. The host checks at every switch that the new version starts from the
+ * old world, and ends with a summary. On a terminal it draws the box every frame; otherwise
+ * it prints one line per build and per switch.
+ *
+ * Interactive (--interactive, `make demo ARGS=--interactive`): no script; a person edits the
+ * working copy whose path is printed, and each save shows on the next frames. Ctrl-C ends it.
  */
 #include "hotmod.h"
 
@@ -22,7 +29,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +43,7 @@ extern char **environ;
 #define FPS 30
 #define DEADLINE_S 120.0 /* give up (and fail) if the edits have not all gone live by then */
 #define SETTLE_S 1.2     /* run on this long after each switch, so it can be seen */
+#define BUILD_TIMEOUT_MS 60000
 
 /* The script's edits of world.c, applied one after the other to the text. */
 static const struct edit {
@@ -91,12 +98,13 @@ static int next_msg(char *out, size_t cap) {
 /* ---- The editor: edit, build, install ------------------------------------------------------ */
 
 struct editor {
-  char dir[256];               /* the working directory; the watched file is dir/world.so */
+  char dir[256];               /* the working directory: dir/world.so is the watched file,
+                                  dir/src/world.c its source */
   double t0;                   /* when the loop started */
   unsigned live_version;       /* the module version the loop runs (atomic) */
   int stop;                    /* the loop is ending (atomic) */
   int done;                    /* 1: every edit went live; -1: the script failed (atomic) */
-  unsigned installed;          /* builds renamed into place so far (atomic) */
+  unsigned installed;          /* edits saved so far (atomic) */
   double installed_at[NEDITS]; /* when each was; written before `installed` counts it */
 };
 
@@ -145,44 +153,28 @@ static int apply_edit(char **text, const struct edit *e) {
   return 0;
 }
 
-#ifdef GAMELOOP_WERROR
-#define WERROR "-Werror"
-#else
-#define WERROR "-Wno-error"
-#endif
-
-/* Build src into out with the compiler CMake found, as hotmod_add_module would build it. */
-static int compile(const char *src, const char *out) {
-  char *argv[] = {GAMELOOP_CC, "-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden",
-                  "-Wall", "-Wextra", WERROR, "-Wl,-Bsymbolic", "-Wl,-z,now",
-                  "-I" GAMELOOP_INCLUDE, "-I" GAMELOOP_SRCDIR, "-o", (char *)out, (char *)src,
-                  NULL};
-  pid_t pid;
-  int status, rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
-  if (rc != 0)
-    return errno = rc, -1;
-  while (waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR)
-      return -1;
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+/* Save `text` as an editor does: a temporary file beside `path`, renamed over it. */
+static int save_file(const char *path, const char *text) {
+  char tmp[320];
+  snprintf(tmp, sizeof tmp, "%s.save", path);
+  if (write_file(tmp, text) != 0)
+    return -1;
+  return rename(tmp, path);
 }
 
 static void *editor_main(void *arg) {
   struct editor *ed = arg;
-  char src[300], tmp[300], target[300];
-  char *text = read_file(GAMELOOP_SRCDIR "/world.c");
-  const char *cc_name = strrchr(GAMELOOP_CC, '/') ? strrchr(GAMELOOP_CC, '/') + 1 : GAMELOOP_CC;
+  char src[300];
+  char *text;
   unsigned i;
   snprintf(src, sizeof src, "%s/src/world.c", ed->dir);
-  snprintf(tmp, sizeof tmp, "%s/src/world.so", ed->dir);
-  snprintf(target, sizeof target, "%s/world.so", ed->dir);
-  if (text == NULL) {
-    say("editor: cannot read %s", GAMELOOP_SRCDIR "/world.c");
+  if ((text = read_file(src)) == NULL) {
+    say("editor: cannot read %s", src);
     goto fail;
   }
   for (i = 0; i < NEDITS; i++) {
     unsigned want = __atomic_load_n(&ed->live_version, __ATOMIC_ACQUIRE) + 1;
-    double began, build_ms, wait_until = now_s() + (i == 0 ? 1.0 : SETTLE_S);
+    double wait_until = now_s() + (i == 0 ? 1.0 : SETTLE_S);
     while (now_s() < wait_until && !__atomic_load_n(&ed->stop, __ATOMIC_ACQUIRE))
       usleep(10000);
     if (__atomic_load_n(&ed->stop, __ATOMIC_ACQUIRE))
@@ -191,24 +183,12 @@ static void *editor_main(void *arg) {
       say("editor: edit %u (%s): the text to change is not in world.c", i + 1, edits[i].what);
       goto fail;
     }
-    began = now_s();
-    if (write_file(src, text) != 0 || compile(src, tmp) != 0) {
-      say("editor: edit %u: writing or building %s failed", i + 1, src);
-      goto fail;
-    }
-    build_ms = (now_s() - began) * 1e3;
-    /* Mode 0755 whatever the umask: the registry refuses files that others may write. */
-    if (chmod(tmp, 0755) != 0) {
-      say("editor: chmod %s: %s", tmp, strerror(errno));
-      goto fail;
-    }
-    /* Told before the rename: the loop may apply the build before rename returns here. */
+    /* Told before the save: the build may start before the rename returns here. */
     ed->installed_at[i] = now_s();
     __atomic_store_n(&ed->installed, i + 1, __ATOMIC_RELEASE);
-    say("[%5.2f s] edit %u: %s (built by %s in %.0f ms)",
-        ed->installed_at[i] - ed->t0, i + 1, edits[i].what, cc_name, build_ms);
-    if (rename(tmp, target) != 0) {
-      say("editor: rename to %s: %s", target, strerror(errno));
+    say("[%5.2f s] edit %u saved: %s", ed->installed_at[i] - ed->t0, i + 1, edits[i].what);
+    if (save_file(src, text) != 0) {
+      say("editor: saving %s: %s", src, strerror(errno));
       goto fail;
     }
     /* One version per edit: wait until this build runs before making the next. */
@@ -236,12 +216,38 @@ static void on_signal(int sig) {
   interrupted = 1;
 }
 
-static int rejects;
+static int rejects, builds_ok, builds_failed;
+static double t_start; /* when the loop started, for the messages' times */
 static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, void *ud) {
+  const char *out, *nl;
+  unsigned ms = 0;
   (void)mod, (void)ud;
-  if (ev == HM_EVENT_REJECTED) {
+  switch (ev) {
+  case HM_EVENT_REJECTED:
     __atomic_add_fetch(&rejects, 1, __ATOMIC_RELAXED);
-    say("build refused (%s): %s; version %u serves on", hm_err_name(err), hm_errmsg(), version);
+    say("build refused (%s): %s; version %u serves on", hm_err_name(err), hm_event_detail(),
+        version);
+    break;
+  case HM_EVENT_BUILD_SUCCEEDED:
+    __atomic_add_fetch(&builds_ok, 1, __ATOMIC_RELAXED);
+    hm_event_build(NULL, &ms);
+    say("[%5.2f s] the build rule compiled it in %u ms", now_s() - t_start, ms);
+    break;
+  case HM_EVENT_BUILD_FAILED:
+    /* The compiler's first line that names an error, else its first line. */
+    __atomic_add_fetch(&builds_failed, 1, __ATOMIC_RELAXED);
+    out = hm_event_detail() ? hm_event_detail() : "";
+    if ((nl = strstr(out, "error")) != NULL) {
+      while (nl > out && nl[-1] != '\n')
+        nl--;
+      out = nl;
+    }
+    nl = strchr(out, '\n');
+    say("[%5.2f s] build failed (%s): %.*s; version %u serves on", now_s() - t_start,
+        hm_err_name(err), (int)(nl != NULL ? (size_t)(nl - out) : strlen(out)), out, version);
+    break;
+  default:
+    break;
   }
 }
 
@@ -254,6 +260,7 @@ struct switch_rec {
 };
 
 struct game {
+  int interactive; /* no script: a person edits, Ctrl-C ends */
   hm_registry *reg;
   hm_live *update, *draw, *peek;
   struct editor ed;
@@ -294,6 +301,7 @@ static void record_switch(struct game *g, const struct gl_peek *before,
                           double p1) {
   struct switch_rec *s = &g->sw[g->nsw < NEDITS + 4 ? g->nsw++ : g->nsw - 1];
   unsigned k = __atomic_load_n(&g->ed.installed, __ATOMIC_ACQUIRE);
+  char since[64] = "";
   s->from = before->version;
   s->to = after->version;
   s->frame = before->frame;
@@ -302,10 +310,10 @@ static void record_switch(struct game *g, const struct gl_peek *before,
   s->poll_ms = (p1 - p0) * 1e3;
   if (g->nversions < NEDITS + 4)
     g->versions[g->nversions++] = after->version;
-  say("[%5.2f s] frame %llu: v%u -> v%u, %.0f ms after the rename; poll %.2f ms; world %s",
-      p1 - g->t_start, s->frame + 1, s->from, s->to,
-      k > 0 ? (p1 - g->ed.installed_at[k - 1]) * 1e3 : 0.0, s->poll_ms,
-      s->kept ? "continued" : "NOT continued");
+  if (k > 0) /* scripted: the time since the edit was saved */
+    snprintf(since, sizeof since, ", %.0f ms after the save", (p1 - g->ed.installed_at[k - 1]) * 1e3);
+  say("[%5.2f s] frame %llu: v%u -> v%u%s; poll %.2f ms; world %s", p1 - g->t_start,
+      s->frame + 1, s->from, s->to, since, s->poll_ms, s->kept ? "continued" : "NOT continued");
   say("          v%u: %s%s", now->version, now->about,
       before->layout != after->layout ? " (world migrated)" : "");
   __atomic_store_n(&g->ed.live_version, after->version, __ATOMIC_RELEASE);
@@ -382,7 +390,7 @@ static void run(struct game *g) {
     done = __atomic_load_n(&g->ed.done, __ATOMIC_ACQUIRE);
     if (done != 0 && end_at == 0)
       end_at = t + (done > 0 ? SETTLE_S : 0);
-    if ((end_at > 0 && t >= end_at) || t - g->t_start > DEADLINE_S)
+    if ((end_at > 0 && t >= end_at) || (!g->interactive && t - g->t_start > DEADLINE_S))
       break;
     /* Sleep to the next frame; a frame that starts late is counted, not caught up. */
     next.tv_nsec += period_ns;
@@ -430,7 +438,11 @@ static int summary(struct game *g, double seconds) {
   /* Every switch continued the world, and no update was lost: one per frame. */
   preserved = g->nsw > 0 && kept == g->nsw && now.frame == g->nframes;
   printf("\ngameloop summary\n");
-  printf("  edits:           %zu made, %u builds refused\n", NEDITS,
+  printf("  edits:           %u made; builds: %d compiled, %d failed, %d refused by hotmod\n",
+         g->interactive ? (unsigned)(builds_ok + builds_failed)
+                        : __atomic_load_n(&g->ed.installed, __ATOMIC_ACQUIRE),
+         __atomic_load_n(&builds_ok, __ATOMIC_RELAXED),
+         __atomic_load_n(&builds_failed, __ATOMIC_RELAXED),
          __atomic_load_n(&rejects, __ATOMIC_RELAXED));
   printf("  versions seen:   %u (", g->nversions);
   for (k = 0; k < g->nversions; k++)
@@ -438,7 +450,7 @@ static int summary(struct game *g, double seconds) {
   printf(")\n");
   printf("  frames:          %zu in %.2f s (%.1f a second, target %d; %llu late)\n", g->nframes,
          seconds, (double)g->nframes / seconds, FPS, g->late);
-  printf("  world preserved: %s\n", preserved ? "yes" : "no");
+  printf("  world preserved: %s\n", g->nsw == 0 ? "(no reload happened)" : preserved ? "yes" : "no");
   printf("                   %u of %u switches: the new version started from the old world's\n"
          "                   id, frame and positions, and its first update made the next "
          "frame;\n                   world %llx counted %llu updates in %zu frames\n",
@@ -450,7 +462,7 @@ static int summary(struct game *g, double seconds) {
   return preserved && g->nversions >= NEDITS + 1;
 }
 
-/* Copy a module file, mode 0755 (see the editor). */
+/* Copy a file, mode 0755: the registry refuses modules that others may write. */
 static void copy_file(const char *from, const char *to) {
   FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
   char buf[65536];
@@ -465,7 +477,7 @@ static void copy_file(const char *from, const char *to) {
 }
 
 static void remove_workdir(const char *dir) {
-  static const char *const files[] = {"world.so", "src/world.c", "src/world.so", "src", ""};
+  static const char *const files[] = {"world.so", "src/world.c", "src/world.c.save", "src", ""};
   char p[320];
   size_t i;
   for (i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -475,14 +487,36 @@ static void remove_workdir(const char *dir) {
   }
 }
 
-/* Load world.so from the working directory, watched in queued mode. */
+#ifdef GAMELOOP_WERROR
+#define WERROR "-Werror"
+#else
+#define WERROR "-Wno-error"
+#endif
+
+/* Load world.so from the working directory, watched in queued mode, with a build rule that
+ * compiles src/world.c into it as hotmod_add_module would, with the compiler CMake found. */
 static int start(struct game *g) {
   hm_registry_options opts = HM_REGISTRY_OPTIONS_INIT;
-  char target[300];
+  hm_build_options build = HM_BUILD_OPTIONS_INIT;
+  char target[300], src[300];
+  const char *cc[] = {GAMELOOP_CC, "-std=gnu11", "-O2", "-fPIC", "-shared",
+                      "-fvisibility=hidden", "-Wall", "-Wextra", WERROR, "-Wl,-Bsymbolic",
+                      "-Wl,-z,now", "-I" GAMELOOP_INCLUDE, "-I" GAMELOOP_SRCDIR, "-o", target,
+                      "world.c", NULL};
+  const char *sources[] = {src, NULL}, *include[] = {"world.c", NULL};
   hm_module *mod;
   int rc;
   snprintf(target, sizeof target, "%s/world.so", g->ed.dir);
+  snprintf(src, sizeof src, "%s/src", g->ed.dir);
   copy_file(GAMELOOP_WORLD_SO, target); /* version 1: world.c as it is, built by CMake */
+  snprintf(src, sizeof src, "%s/src/world.c", g->ed.dir);
+  copy_file(GAMELOOP_SRCDIR "/world.c", src);
+  snprintf(src, sizeof src, "%s/src", g->ed.dir);
+  build.argv = cc;
+  build.sources = sources;
+  build.include = include;
+  build.cwd = src;
+  build.timeout_ms = BUILD_TIMEOUT_MS;
   opts.flags = HM_FLAG_QUIET;
   opts.on_event = on_event;
   opts.reload_mode = HM_RELOAD_QUEUED;
@@ -491,7 +525,7 @@ static int start(struct game *g) {
       (rc = hm_live_get_typed(g->reg, "world:world_update", GL_UPDATE_SIG, &g->update)) != 0 ||
       (rc = hm_live_get_typed(g->reg, "world:world_draw", GL_DRAW_SIG, &g->draw)) != 0 ||
       (rc = hm_live_get_typed(g->reg, "world:world_peek", GL_PEEK_SIG, &g->peek)) != 0 ||
-      (rc = hm_watch_start(g->reg)) != 0) {
+      (rc = hm_module_set_build(mod, &build)) != 0 || (rc = hm_watch_start(g->reg)) != 0) {
     fprintf(stderr, "gameloop: %s: %s (%s)\n", target, hm_strerror(rc), hm_errmsg());
     return -1;
   }
@@ -508,14 +542,15 @@ int main(int argc, char **argv) {
   double t_end;
   int rc, ok = 0;
 
-  if (argc > 1) {
-    if (strcmp(argv[1], "--interactive") == 0)
-      printf("gameloop: --interactive is not available yet (it comes with the build loop); "
-             "run without it for the scripted demo\n");
-    else
-      printf("usage: %s [--interactive]\n", argv[0]);
-    return strcmp(argv[1], "--help") == 0 ? 0 : 2;
+  if (argc > 2 || (argc == 2 && strcmp(argv[1], "--interactive") != 0)) {
+    printf("usage: %s [--interactive]\n"
+           "  scripted (default): three edits of the module are saved, built and reloaded\n"
+           "  --interactive: edit the module's source yourself; Ctrl-C ends\n",
+           argv[0]);
+    return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
   }
+  g.interactive = argc == 2;
+  umask(022); /* the builds' files must not be writable by others (see copy_file) */
   snprintf(g.ed.dir, sizeof g.ed.dir, "%s/hotmod-gameloop-XXXXXX",
            getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (mkdtemp(g.ed.dir) == NULL)
@@ -534,24 +569,35 @@ int main(int argc, char **argv) {
   peek(&g, &first);
   g.versions[g.nversions++] = first.version;
   printf("gameloop: hotmod %s, %d frames a second, world.so reloaded in queued mode at the "
-         "frame boundary; %zu scripted edits%s\n",
-         hm_version_string(), FPS, NEDITS, g.tty ? "" : " (not a terminal: one line per event)");
+         "frame boundary, rebuilt by its build rule when world.c is saved; ",
+         hm_version_string(), FPS);
+  if (g.interactive)
+    printf("edit\n  %s/src/world.c\n(SPEED, COLOUR, GLYPH, the physics ...): each save shows "
+           "on the next frames; a typo is reported and the running version goes on. Ctrl-C "
+           "ends.%s\n",
+           g.ed.dir, g.tty ? " Starting in 3 s." : "");
+  else
+    printf("%zu scripted edits%s\n", NEDITS, g.tty ? "" : " (not a terminal: one line per event)");
   printf("[ 0.00 s] version %u: %s; world %llx with %u particles\n", first.version, first.about,
          first.id, first.n);
+  fflush(stdout);
+  if (g.tty && g.interactive)
+    sleep(3); /* time to read where the source is */
   if (g.tty)
     printf("\x1b[?25l\x1b[2J"); /* hide the cursor, clear the screen */
   fflush(stdout);
 
-  g.ed.t0 = g.t_start = now_s();
+  g.ed.t0 = g.t_start = t_start = now_s();
   g.ed.live_version = first.version;
-  if ((rc = pthread_create(&editor, NULL, editor_main, &g.ed)) != 0) {
+  if (!g.interactive && (rc = pthread_create(&editor, NULL, editor_main, &g.ed)) != 0) {
     fprintf(stderr, "gameloop: pthread_create: %s\n", strerror(rc));
     goto out;
   }
   run(&g);
   t_end = now_s();
   __atomic_store_n(&g.ed.stop, 1, __ATOMIC_RELEASE);
-  pthread_join(editor, NULL);
+  if (!g.interactive)
+    pthread_join(editor, NULL);
   if (g.tty)
     printf("\x1b[?25h");
   while (next_msg(line, sizeof line))
@@ -560,7 +606,8 @@ int main(int argc, char **argv) {
     HM_LIVE_CALL(g.draw, gl_draw_fn, g.screen, sizeof g.screen, 0);
     printf("%s", g.screen);
   }
-  ok = summary(&g, t_end - g.t_start) && g.ed.done > 0 && !interrupted;
+  rc = summary(&g, t_end - g.t_start);
+  ok = g.interactive ? g.nsw == 0 || rc : rc && g.ed.done > 0 && !interrupted;
 out:
   free(g.frame_ms);
   hm_registry_free(g.reg); /* the live handles go with it */
