@@ -46,13 +46,20 @@ HM_MODULE_EXPORT int largest(void) {
 static void *save(void) { return t; }
 
 static int load(const hm_load_ctx *ctx) {
+  /* Brought back by a rollback while still loaded, with the tally it had still its own (the
+   * next version converted it rather than adopting it): let go of it. */
+  int owned = ctx->reused && HM_LOAD_CTX_HAS(ctx, still_owned) && ctx->still_owned;
+  struct tally *own = owned ? t : NULL;
+  struct tally *fresh;
   if (ctx->prev != NULL && ctx->prev_state_version == LAYOUT) {
+    free(own);
     t = ctx->prev; /* same layout: take it over */
     return HM_LOAD_ADOPTED;
   }
-  t = calloc(1, sizeof *t);
-  if (t == NULL)
-    return -1;
+  if ((fresh = calloc(1, sizeof *fresh)) == NULL)
+    return -1; /* refused: nothing changed */
+  free(own);
+  t = fresh;
 #if LAYOUT == 2
   if (ctx->prev != NULL && ctx->prev_state_version == 1)
     t->count = ((const struct tally_v1 *)ctx->prev)->count; /* migrate; v1 frees its own */

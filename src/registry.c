@@ -720,6 +720,9 @@ static int job_handover(reload_job *j) {
   ctx.version = v->num;
   ctx.rollback = (j->flags & HM__RELOAD_ROLLBACK) != 0;
   ctx.reused = j->reused;
+  /* Reused after its successor converted: its unload(0) never ran, so what its globals
+   * point to is still its own. */
+  ctx.still_owned = j->reused && !v->handed_over;
   ctx.reg = j->reg;
   ctx.api = &module_api;
   pthread_mutex_lock(&mod->hook_lock);

@@ -125,6 +125,36 @@ static void t_rollback_reuses_pinned_version(void **state) {
   assert_int_equal(call(f->reg, "st:bump"), 4);
 }
 
+/* A version brought back while still loaded is told whether its globals still point to state
+ * it owns: its successor converted the state (so its own unload(0) never ran), rather than
+ * adopting it (then it is not its own any more). The converting module frees it; ASan and
+ * valgrind see the leak if it cannot know. */
+static void t_rollback_reused_still_owned(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  hm_snapshot *s;
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v1_convert"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "st:version", &s), 0); /* keeps v1 loaded */
+  assert_int_equal(call(f->reg, "st:bump"), 1);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2_convert")), 0);
+  assert_int_equal(call(f->reg, "st:bump"), 2);
+  assert_int_equal(hm_module_rollback(m), 0);
+  assert_int_equal(call(f->reg, "st:last_ctx_reused"), 1);
+  assert_int_equal(call(f->reg, "st:last_ctx_still_owned"), 1);
+  assert_int_equal(call(f->reg, "st:bump"), 3);
+  assert_int_equal(call(f->reg, "st:generations"), 3);
+  hm_snapshot_release(s);
+
+  /* Adopted: the reused version's old state went on with its successor. */
+  assert_int_equal(hm_module_load(f->reg, "ad", hmt_mod("stateful_v1"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "ad:version", &s), 0);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_int_equal(hm_module_rollback(m), 0);
+  assert_int_equal(call(f->reg, "ad:last_ctx_reused"), 1);
+  assert_int_equal(call(f->reg, "ad:last_ctx_still_owned"), 0);
+  hm_snapshot_release(s);
+}
+
 /* Rolling back again goes one further back only while that build is still loaded. */
 static void t_rollback_twice(void **state) {
   fx *f = *state;
@@ -205,6 +235,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_rollback_from_kept_copy, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_reuses_pinned_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_reused_still_owned, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_twice, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(t_watcher_respects_rollback, setup, teardown),

@@ -38,9 +38,11 @@
  * 0), after its last call. A negative value refuses N+1: it is unloaded without its unload
  * hook, N stays current and keeps owning its state, so load() must not change ctx->prev
  * before it knows it accepts. When a rollback reuses a version that is still loaded
- * (ctx->reused), its globals still hold what it had when it was retired; whatever it handed
+ * (ctx->reused), its globals still hold what it had when it was retired. What it handed
  * over then belongs to the versions after it, which may have freed it: take ctx->prev (or
- * start afresh) and never free the stale pointer.
+ * start afresh) and never free that stale pointer. What it kept (the next version converted
+ * rather than adopted) is still its own, and ctx->still_owned says so: free it or take it
+ * back, or it leaks.
  *
  * Calls into N may still be running on other threads during steps 2 to 4: share state
  * between versions only in ways that are safe for that (atomics, locks, or data the new
@@ -129,7 +131,18 @@ typedef struct hm_load_ctx {
   hm_registry *reg;            /* the registry: handles on other modules may be taken here;
                                   valid until hm_registry_free. NULL in the probe's child */
   const hm_module_api *api;    /* the API as function pointers (see above); never NULL */
+  int still_owned;             /* (added in 0.2; check with HM_LOAD_CTX_HAS) when reused: 1 if
+                                  what its globals held at its retirement is still its own
+                                  (the version after it converted the state instead of
+                                  adopting it, so its unload(0) never ran): take it back, or
+                                  free it before starting afresh. 0: it was handed over and
+                                  may be freed already: never touch it */
 } hm_load_ctx;
+
+/* Whether the library that calls load() fills `field` of *ctx (fields are only ever added at
+ * the end of hm_load_ctx; ctx->size says how many there are). */
+#define HM_LOAD_CTX_HAS(ctx, field)                                                            \
+  ((ctx)->size >= offsetof(hm_load_ctx, field) + sizeof((ctx)->field))
 
 /* A module's descriptor, exported as HM_MODULE_DESC_SYMBOL by HM_MODULE_DESCRIBE. The hooks
  * run on the threads the top of this file names, one at a time per module, as module code

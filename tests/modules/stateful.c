@@ -1,6 +1,8 @@
 /* Test module with a descriptor: hands its counter to the next version. -DFAIL_LOAD makes the
- * load hook refuse; -DREFUSE_ROLLBACK refuses to come back by a rollback; -DBAD_ABI declares a wrong ABI. The host may read what the last load hook
- * was told through last_ctx_*(). */
+ * load hook refuse; -DREFUSE_ROLLBACK refuses to come back by a rollback; -DBAD_ABI declares a
+ * wrong ABI; -DCONVERT copies the counter into a state of its own instead of adopting it (the
+ * old version keeps and frees its own). The host may read what the last load hook was told
+ * through last_ctx_*(). */
 #include "hotmod/module.h"
 
 #include <stdlib.h>
@@ -11,7 +13,7 @@ struct state {
 };
 
 static struct state *st;
-static int ctx_rollback = -1, ctx_reused = -1, ctx_prev_sv = -1;
+static int ctx_rollback = -1, ctx_reused = -1, ctx_prev_sv = -1, ctx_still_owned = -1;
 
 HM_MODULE_EXPORT int bump(void) { return ++st->count; }
 HM_MODULE_EXPORT int generations(void) { return st->generations; }
@@ -19,6 +21,7 @@ HM_MODULE_EXPORT int version(void) { return VERSION; }
 HM_MODULE_EXPORT int last_ctx_rollback(void) { return ctx_rollback; }
 HM_MODULE_EXPORT int last_ctx_reused(void) { return ctx_reused; }
 HM_MODULE_EXPORT int last_ctx_prev_state_version(void) { return ctx_prev_sv; }
+HM_MODULE_EXPORT int last_ctx_still_owned(void) { return ctx_still_owned; }
 
 static void *save(void) { return st; }
 
@@ -26,12 +29,27 @@ static int load(const hm_load_ctx *ctx) {
   ctx_rollback = ctx->rollback;
   ctx_reused = ctx->reused;
   ctx_prev_sv = (int)ctx->prev_state_version;
+  ctx_still_owned = HM_LOAD_CTX_HAS(ctx, still_owned) ? ctx->still_owned : -1;
 #ifdef FAIL_LOAD
   return -7;
 #else
 #ifdef REFUSE_ROLLBACK
   if (ctx->rollback)
     return -8;
+#endif
+#ifdef CONVERT
+  {
+    const struct state *prev = ctx->prev;
+    /* Brought back while still loaded, and what st points to is still this version's own:
+     * free it before starting on a new one (a stale pointer would be left alone). */
+    if (ctx->reused && ctx_still_owned == 1)
+      free(st);
+    if ((st = calloc(1, sizeof *st)) == NULL)
+      return -1;
+    st->count = prev != NULL ? prev->count : 0;
+    st->generations = prev != NULL ? prev->generations + 1 : 1;
+    return HM_LOAD_CONVERTED;
+  }
 #endif
   if (ctx->prev != NULL) {
     st = ctx->prev;
