@@ -61,17 +61,19 @@ fail() {
   exit 1
 }
 
-# One value of the server's GET /-/stats page (bash's /dev/tcp: no client needed).
+# One value of the server's GET /-/stats page into $sv (bash's /dev/tcp: no client needed;
+# no command substitution either: polling forks nothing).
 stat() {
-  local line value=
+  local line
+  sv=
   {
     printf 'GET /-/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
     while IFS= read -r -t 5 line <&3; do
       line=${line%$'\r'}
-      case $line in "$1 "*) value=${line#* } ;; esac
+      case $line in "$1 "*) sv=${line#* } ;; esac
     done
   } 3<>"/dev/tcp/127.0.0.1/$port" || return 1
-  [ -n "$value" ] && echo "$value"
+  [ -n "$sv" ]
 }
 
 # A short pause without starting a process: a read that times out on a FIFO nobody writes.
@@ -167,14 +169,14 @@ parse_result "$work/wrk-base.txt" base
 nice -n 10 "$wrk" "${wrk_args[@]}" -d600s -s "$src/check.lua" "$url" >"$work/wrk-reload.txt" 2>&1 &
 wpid=$!
 served_since() { # $1: a request count; true once the server has served 20 more
-  local n
-  n=$(stat requests) && [ "$n" -ge $(($1 + 20)) ]
+  stat requests && [ "$sv" -ge $(($1 + 20)) ]
 }
 wrk_running() { kill -0 "$wpid" 2>/dev/null || fail "wrk ended early"; }
-r0=$(stat requests) || fail "no /-/stats from the server"
+stat requests || fail "no /-/stats from the server"
+r0=$sv
 wait_for "traffic from wrk" 20 served_since "$r0"
 
-version_is() { [ "$(stat module_version)" = "$1" ] && wrk_running; }
+version_is() { stat module_version && [ "$sv" = "$1" ] && wrk_running; }
 # A build as a build system makes it: compile and link to a temporary file with the flags
 # hotmod_add_module uses (build/h<v>.so, outside the watched directory).
 build() {
@@ -206,7 +208,8 @@ for ((v = 2; v <= reloads + 1; v++)); do
   wait_for "requests served by v$((v - 1))" 30 served_since "$r0"
   mv -f "$work/build/h$v.so" "$work/http_handler.so"
   wait_for "module version $v" 30 version_is "$v"
-  r0=$(stat requests) || fail "no /-/stats from the server"
+  stat requests || fail "no /-/stats from the server"
+  r0=$sv
 done
 wait_for "requests served by v$((reloads + 1))" 30 served_since "$r0"
 t1=$EPOCHREALTIME
@@ -216,7 +219,8 @@ wait "$wpid" || wrc=$?
 wpid=
 [ "$wrc" -eq 0 ] || fail "wrk (with reloads) exited with $wrc"
 parse_result "$work/wrk-reload.txt" rel
-version=$(stat module_version) || fail "no /-/stats from the server"
+stat module_version || fail "no /-/stats from the server"
+version=$sv
 
 # ---- stop the server ----------------------------------------------------------------------
 kill -TERM "$spid"
