@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef HTTP_HANDLER_PATH
@@ -588,9 +589,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "http_server: registry: %s: %s\n", hm_strerror(rc), hm_errmsg());
     return 1;
   }
-  if ((rc = hm_module_load(srv.reg, "handler", path ? path : HTTP_HANDLER_PATH, &srv.mod)) != 0 ||
-      (rc = hm_live_get_typed(srv.reg, "handler:http_handle", HTTP_HANDLE_SIGNATURE,
-                              &srv.handle)) != 0) {
+  /* A build that is being written (or renamed over the file) as we start: wait for it. */
+  for (int tries = 0; tries < 100; tries++) {
+    rc = hm_module_load(srv.reg, "handler", path ? path : HTTP_HANDLER_PATH, &srv.mod);
+    struct timespec pause = {0, 50 * 1000 * 1000};
+    if (rc != HM_EAGAIN)
+      break;
+    nanosleep(&pause, NULL);
+  }
+  if (rc != 0 || (rc = hm_live_get_typed(srv.reg, "handler:http_handle", HTTP_HANDLE_SIGNATURE,
+                                         &srv.handle)) != 0) {
     fprintf(stderr, "http_server: handler %s: %s: %s\n", path ? path : HTTP_HANDLER_PATH,
             hm_strerror(rc), hm_errmsg());
     hm_registry_free(srv.reg);
@@ -644,8 +652,8 @@ out:
     unsigned v = hm_module_version(srv.mod);
     if (status == 0)
       printf("http_server: stopped after %llu requests; handler at module version %u "
-             "(%u reloads)\n",
-             srv.requests, v, v - 1);
+             "(%u reload%s)\n",
+             srv.requests, v, v - 1, v == 2 ? "" : "s");
   }
   hm_registry_free(srv.reg);
   return status;
