@@ -12,8 +12,10 @@
 #     watcher reloads it; each build must be applied (the server's module version, read
 #     from GET /-/stats) and must answer requests before the next one goes in. The next
 #     builds compile meanwhile, two at a time, as a build system would while the server
-#     serves.
-# wrk runs at a lower priority (nice) in both runs, so that the compiler is not starved on a
+#     serves;
+#  3. drives it once more while the same builds, already made, go in again: what the
+#     reloads cost without the compiler's CPU.
+# wrk runs at a lower priority (nice) in every run, so that the compiler is not starved on a
 # small machine whose cores wrk and the server keep busy.
 # wrk's script (check.lua) checks every response: a 2xx status and exactly one version
 # marker in the body. Fails on any non-2xx response, bad body or socket error (connect,
@@ -55,7 +57,7 @@ trap 'exit 130' INT TERM
 log() { echo "example_http: $*"; }
 fail() {
   log "FAIL: $*"
-  for f in server.log wrk-base.txt wrk-reload.txt; do
+  for f in server.log wrk-base.txt wrk-reload.txt wrk-kept.txt; do
     [ -f "$work/$f" ] && { echo "--- $f (last 30 lines)"; tail -n 30 "$work/$f"; }
   done
   exit 1
@@ -167,31 +169,55 @@ log "HTTP handling: 400, 431, 505, 501, split requests, pipelining, Connection: 
 # ---- 1. baseline: wrk, no reloads ---------------------------------------------------------
 nice -n 10 "$wrk" "${wrk_args[@]}" -d"${base_seconds}s" -s "$src/check.lua" "$url" >"$work/wrk-base.txt" 2>&1 ||
   fail "wrk (baseline) exited with $?"
-declare -A base=() rel=()
+declare -A base=() rel=() kept=()
 parse_result "$work/wrk-base.txt" base
 
-# ---- 2. wrk while the handler is rebuilt and reloaded ------------------------------------
-# wrk runs until it is interrupted (SIGINT: it stops and prints its summary as usual).
-nice -n 10 "$wrk" "${wrk_args[@]}" -d600s -s "$src/check.lua" "$url" >"$work/wrk-reload.txt" 2>&1 &
-wpid=$!
+# ---- 2. and 3. wrk while builds go in --------------------------------------------------
 served_since() { # $1: a request count; true once the server has served 20 more
   stat requests && [ "$sv" -ge $(($1 + 20)) ]
 }
 wrk_running() { kill -0 "$wpid" 2>/dev/null || fail "wrk ended early"; }
-stat requests || fail "no /-/stats from the server"
-r0=$sv
-wait_for "traffic from wrk" 20 served_since "$r0"
-
 version_is() { stat module_version && [ "$sv" = "$1" ] && wrk_running; }
-# A build as a build system makes it: compile and link to a temporary file with the flags
-# hotmod_add_module uses (build/h<v>.so, outside the watched directory).
+
+# One wrk run (until SIGINT: wrk then stops and prints its summary as usual) while builds 2 to
+# reloads+1 go in one after another: `$2 V` sets $path to build V's file, ready. Each build
+# is renamed over the module's file, as a build's last step, must become the next module
+# version, and must answer some of wrk's requests before the next goes in. Sets $secs.
+reload_run() { # wrk-output next-build-function
+  local out=$1 next=$2 v t0 wrc=0
+  nice -n 10 "$wrk" "${wrk_args[@]}" -d600s -s "$src/check.lua" "$url" >"$out" 2>&1 &
+  wpid=$!
+  stat requests || fail "no /-/stats from the server"
+  r0=$sv
+  wait_for "traffic from wrk" 20 served_since "$r0"
+  stat module_version || fail "no /-/stats from the server"
+  mv0=$sv
+  t0=$EPOCHREALTIME
+  for ((v = 2; v <= reloads + 1; v++)); do
+    "$next" "$v"
+    wait_for "requests served by the build before v$v" 30 served_since "$r0"
+    mv -f "$path" "$work/http_handler.so"
+    wait_for "module version $((mv0 + v - 1))" 30 version_is $((mv0 + v - 1))
+    stat requests || fail "no /-/stats from the server"
+    r0=$sv
+  done
+  wait_for "requests served by the last build" 30 served_since "$r0"
+  secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+  kill -INT "$wpid"
+  wait "$wpid" || wrc=$?
+  wpid=
+  [ "$wrc" -eq 0 ] || fail "wrk ($out) exited with $wrc"
+}
+
+# 2. Each build is compiled while wrk runs, as a build system would while the server serves:
+# with the flags hotmod_add_module uses, into build/h<v>.so (outside the watched directory),
+# two builds ahead (a build system's -j2). A hard link keeps each for run 3.
+mkdir "$work/keep"
 build() {
   "$cc" -O2 -pipe -fPIC -shared -fvisibility=hidden -Wl,-Bsymbolic -Wl,-z,now -I"$inc" -I"$src" \
-    -DHANDLER_VERSION="$1" -o "$work/build/h$1.so" "$src/handler.c"
+    -DHANDLER_VERSION="$1" -o "$work/build/h$1.so" "$src/handler.c" &&
+    ln "$work/build/h$1.so" "$work/keep/h$1.so"
 }
-# Two builds run ahead (a build system's -j2): the next versions compile while one is
-# reloaded and serves.
-t0=$EPOCHREALTIME
 declare -A bpids=()
 ahead() {
   if [ "$1" -le $((reloads + 1)) ]; then
@@ -200,33 +226,30 @@ ahead() {
     bpid="${bpids[*]}"
   fi
 }
+compiled() { # the next build: wait for its compiler, start the one after
+  local brc=0
+  wait "${bpids[$1]}" || brc=$?
+  unset "bpids[$1]"
+  bpid="${bpids[*]}"
+  [ "$brc" -eq 0 ] || fail "building handler v$1 (exit $brc)"
+  ahead $(($1 + 2))
+  path=$work/build/h$1.so
+}
 ahead 2
 ahead 3
-for ((v = 2; v <= reloads + 1; v++)); do
-  brc=0
-  wait "${bpids[$v]}" || brc=$?
-  unset "bpids[$v]"
-  bpid="${bpids[*]}"
-  [ "$brc" -eq 0 ] || fail "building handler v$v (exit $brc)"
-  ahead $((v + 2))
-  # The version before must have answered some of wrk's requests, then v goes in: renamed
-  # over the module's file, as the build's last step.
-  wait_for "requests served by v$((v - 1))" 30 served_since "$r0"
-  mv -f "$work/build/h$v.so" "$work/http_handler.so"
-  wait_for "module version $v" 30 version_is "$v"
-  stat requests || fail "no /-/stats from the server"
-  r0=$sv
-done
-wait_for "requests served by v$((reloads + 1))" 30 served_since "$r0"
-t1=$EPOCHREALTIME
-kill -INT "$wpid"
-wrc=0
-wait "$wpid" || wrc=$?
-wpid=
-[ "$wrc" -eq 0 ] || fail "wrk (with reloads) exited with $wrc"
+reload_run "$work/wrk-reload.txt" compiled
 parse_result "$work/wrk-reload.txt" rel
+rel_secs=$secs
 stat module_version || fail "no /-/stats from the server"
 version=$sv
+
+# 3. The same builds again, already made: what reloading costs without the compiler's CPU.
+kept() { path=$work/keep/h$1.so; }
+reload_run "$work/wrk-kept.txt" kept
+parse_result "$work/wrk-kept.txt" kept
+kept_secs=$secs
+stat module_version || fail "no /-/stats from the server"
+version2=$sv
 
 # ---- stop the server ----------------------------------------------------------------------
 kill -TERM "$spid"
@@ -255,13 +278,14 @@ log "wrk ${wrk_args[*]} on $url"
 printf '  %-22s %10s %8s %8s %8s %9s %7s %10s %13s\n' "" "requests/s" "p50 ms" "p99 ms" \
   "max ms" "requests" "non-2xx" "bad bodies" "socket errors"
 row "without reloading" base
-row "with $reloads reloads" rel
-awk -v a="$t0" -v b="$t1" -v n="$reloads" -v v="$version" -v s="${rel[versions]}" 'BEGIN {
-  printf "example_http: reloads applied: %d (module version %d) in %.1f s (%.0f ms per rebuild", v - 1, v, b - a, (b - a) * 1000 / n
-  printf " and reload); handler versions seen by wrk: %d\n", s }'
+row "rebuilt and reloaded" rel
+row "reloaded, built before" kept
+log "rebuilt and reloaded $reloads times in $rel_secs s (module version $version), then the same" \
+  "builds reloaded again in $kept_secs s (module version $version2); handler versions seen by" \
+  "wrk: ${rel[versions]}, then ${kept[versions]}"
 
 errors=()
-for r in base rel; do
+for r in base rel kept; do
   declare -n a=$r
   for k in non2xx bad_bodies connect read write timeout status; do
     [ "${a[$k]}" -eq 0 ] || errors+=("$r: $k=${a[$k]}")
@@ -270,9 +294,13 @@ for r in base rel; do
   unset -n a
 done
 [ "$version" -ge $((reloads + 1)) ] || errors+=("module version $version < $((reloads + 1))")
+[ "$version2" -ge $((2 * reloads + 1)) ] ||
+  errors+=("module version $version2 < $((2 * reloads + 1))")
 [ "${rel[versions]}" -ge $((reloads + 1)) ] ||
   errors+=("wrk saw ${rel[versions]} handler versions, not $((reloads + 1))")
+[ "${kept[versions]}" -ge "$reloads" ] ||
+  errors+=("wrk saw ${kept[versions]} handler versions in run 3, not $reloads")
 [ "$refused" -eq 0 ] || errors+=("$refused builds refused (server log)")
-grep -h '^first bad body' "$work/wrk-base.txt" "$work/wrk-reload.txt" || true
+grep -h '^first bad body' "$work"/wrk-*.txt || true
 [ ${#errors[@]} -eq 0 ] || fail "${errors[*]}"
 log "PASS in $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
