@@ -52,7 +52,9 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Also when ctest's output pipe goes away (PIPE) or the terminal does (HUP): the server and
+# wrk must not outlive the test.
+trap 'exit 130' INT TERM HUP PIPE
 
 log() { echo "example_http: $*"; }
 fail() {
@@ -179,13 +181,13 @@ served_since() { # $1: a request count; true once the server has served 20 more
 wrk_running() { kill -0 "$wpid" 2>/dev/null || fail "wrk ended early"; }
 version_is() { stat module_version && [ "$sv" = "$1" ] && wrk_running; }
 
-# One wrk run (until SIGINT: wrk then stops and prints its summary as usual) while builds 2 to
+# One wrk run (until SIGINT, within 300 s: wrk then stops and prints its summary as usual) while builds 2 to
 # reloads+1 go in one after another: `$2 V` sets $path to build V's file, ready. Each build
 # is renamed over the module's file, as a build's last step, must become the next module
 # version, and must answer some of wrk's requests before the next goes in. Sets $secs.
 reload_run() { # wrk-output next-build-function
   local out=$1 next=$2 v t0 wrc=0
-  nice -n 10 "$wrk" "${wrk_args[@]}" -d600s -s "$src/check.lua" "$url" >"$out" 2>&1 &
+  nice -n 10 "$wrk" "${wrk_args[@]}" -d300s -s "$src/check.lua" "$url" >"$out" 2>&1 &
   wpid=$!
   stat requests || fail "no /-/stats from the server"
   r0=$sv
