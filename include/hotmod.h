@@ -261,8 +261,13 @@ typedef enum hm_reload_mode {
 typedef struct hm_registry_options {
   unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 3 are accepted) */
   unsigned flags;           /* HM_FLAG_... */
-  const char *private_root; /* where the private directory is made; NULL: $TMPDIR or /tmp.
-                               Must not be on a noexec mount */
+  const char *private_root; /* where the private directory is made; NULL: $TMPDIR, else a
+                               tmpfs ($XDG_RUNTIME_DIR, then /dev/shm) mounted without
+                               noexec that this user may write in and that is its own or
+                               sticky, else /tmp. Must not be on a noexec mount. When the
+                               tmpfs so chosen is full, copies go to a second private
+                               directory under $TMPDIR or /tmp (made when first needed);
+                               a root given here or in $TMPDIR is never spilled over */
   hm_alloc_fn alloc;        /* NULL: the C library's realloc/free */
   void *alloc_userdata;     /* passed to alloc as it is; hotmod never touches it */
   hm_event_cb on_event; /* NULL: one line per event on stderr (unless HM_FLAG_QUIET) */
@@ -339,7 +344,8 @@ HM_EXTERN void hm_registry_free(hm_registry *reg);
  * Threads: any; also module code. */
 HM_EXTERN const char *hm_registry_errmsg(const hm_registry *reg);
 
-/* The registry's private directory, where its copies of module files live.
+/* The registry's private directory, where its copies of module files live (except those
+ * that found the default tmpfs full: see private_root).
  * Ownership: borrowed; valid until hm_registry_free.
  * NULL: returns NULL.
  * Threads: any; also module code. */

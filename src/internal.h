@@ -178,8 +178,14 @@ HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
 /* ---- Private directories (privdir.c) ------------------------------------------------- */
 
 /* Where a registry with this private_root option makes its directory: the option, else
- * $TMPDIR, else /tmp. */
-HM__HIDDEN const char *hm__privdir_root(const char *private_root);
+ * $TMPDIR, else $XDG_RUNTIME_DIR or /dev/shm if it is a tmpfs mounted without noexec that
+ * this user may write in (owned by it and closed to others, or sticky), else /tmp.
+ * *tmpfs_default is 1 when a tmpfs was chosen that way: a full one may spill over. */
+HM__HIDDEN const char *hm__privdir_root(const char *private_root, int *tmpfs_default);
+/* Where copies go when the default tmpfs is full: $TMPDIR, else /tmp. */
+HM__HIDDEN const char *hm__privdir_spill_root(void);
+/* A copy could not be written for want of room (ENOSPC, EDQUOT): worth another place. */
+#define HM__ERR_FULL(rc) ((rc) == -ENOSPC || (rc) == -EDQUOT)
 /* Make a new private directory in `root` (mode 0700) and lock it: *out (allocated with `a`)
  * gets its path and *lock_fd the O_CLOEXEC descriptor that holds flock(LOCK_EX) on it.
  * Errors, detail recorded: HM_EACCES (root on a noexec mount, or not writable), HM_ENOMEM,

@@ -18,6 +18,17 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A failed write or close: HM_EIO, or the errno when the file system is full (the caller
+ * may try another place). */
+static int copy_failed(const char *path, const char *copy, int fd, const char *why, int e) {
+  int rc = e == ENOSPC || e == EDQUOT ? -e : HM_EIO;
+  hm__fail(rc, "cannot write private copy %s of %s: %s", copy, path, why);
+  if (fd >= 0)
+    close(fd);
+  unlink(copy);
+  return rc;
+}
+
 static int write_copy(const char *path, const char *copy, const unsigned char *buf,
                       size_t len) {
   size_t put = 0;
@@ -29,20 +40,13 @@ static int write_copy(const char *path, const char *copy, const unsigned char *b
     ssize_t n = write(fd, buf + put, len - put);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0) {
-      hm__fail(HM_EIO, "cannot write private copy %s of %s: %s", copy, path,
-               n < 0 ? strerror(errno) : "short write");
-      close(fd);
-      unlink(copy);
-      return HM_EIO;
-    }
+    if (n <= 0)
+      return copy_failed(path, copy, fd, n < 0 ? strerror(errno) : "short write",
+                         n < 0 ? errno : 0);
     put += (size_t)n;
   }
-  if (close(fd) != 0) {
-    hm__fail(HM_EIO, "cannot write private copy %s of %s: %s", copy, path, strerror(errno));
-    unlink(copy);
-    return HM_EIO;
-  }
+  if (close(fd) != 0)
+    return copy_failed(path, copy, -1, strerror(errno), errno);
   return 0;
 }
 

@@ -24,18 +24,26 @@
  * without following links. Anything else found there stays, and so does the directory.
  * The work is bounded: so many directory entries read per place, so many candidates looked
  * at and removed per start; the rest waits for the next start.
+ *
+ * Where a registry makes its directory: private_root, else $TMPDIR, else a tmpfs
+ * ($XDG_RUNTIME_DIR, then /dev/shm) that is exec-capable and ours to use, else /tmp. A tmpfs
+ * chosen by default can fill up (/dev/shm is 64 MiB in many containers): a copy that finds
+ * no room there goes to a second directory, made when first needed, under $TMPDIR or /tmp
+ * (registry.c). Named copies on tmpfs, unlike memfd ones, keep gdb -p and perf working.
  */
 #include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define PREFIX "hotmod-priv-"
@@ -205,13 +213,50 @@ int hm__privdir_sweep(const char *private_root) {
   return s.removed;
 }
 
-const char *hm__privdir_root(const char *private_root) {
+/* Mounted noexec: copies there could not be mapped executable. -errno if statvfs fails. */
+static int on_noexec(const char *root) {
+  struct statvfs vfs;
+  if (statvfs(root, &vfs) != 0)
+    return -errno;
+  return (vfs.f_flag & ST_NOEXEC) != 0;
+}
+
+/* A tmpfs directory a private directory may go in: exec-capable, writable and searchable by
+ * us, and either ours alone or sticky (so nobody else can remove or rename what we make). */
+static int usable_tmpfs(const char *root) {
+  struct statfs fs;
+  struct stat st;
+  if (root == NULL || root[0] != '/' || statfs(root, &fs) != 0 ||
+      (unsigned long)fs.f_type != (unsigned long)TMPFS_MAGIC || on_noexec(root) != 0 ||
+      stat(root, &st) != 0 || !S_ISDIR(st.st_mode) ||
+      faccessat(AT_FDCWD, root, W_OK | X_OK, AT_EACCESS) != 0)
+    return 0;
+  return (st.st_uid == geteuid() && (st.st_mode & 022) == 0) || (st.st_mode & S_ISVTX);
+}
+
+const char *hm__privdir_root(const char *private_root, int *tmpfs_default) {
   const char *root = private_root;
+  *tmpfs_default = 0;
   if (root == NULL || root[0] == '\0')
     root = getenv("TMPDIR");
-  if (root == NULL || root[0] == '\0')
-    root = "/tmp";
-  return root;
+  if (root != NULL && root[0] != '\0')
+    return root;
+  /* Nobody chose: memory is the fastest place for a copy that lives as long as its version
+   * (creating a file on a disk file system has been seen to take milliseconds), and a
+   * named copy there keeps gdb and perf able to find the module's symbols. */
+  *tmpfs_default = 1;
+  root = getenv("XDG_RUNTIME_DIR");
+  if (usable_tmpfs(root))
+    return root;
+  if (usable_tmpfs("/dev/shm"))
+    return "/dev/shm";
+  *tmpfs_default = 0;
+  return "/tmp";
+}
+
+const char *hm__privdir_spill_root(void) {
+  const char *root = getenv("TMPDIR");
+  return root != NULL && root[0] != '\0' ? root : "/tmp";
 }
 
 /* mkdtemp, open and lock; 1 to try again with a new name (another process's sweep removed
@@ -250,7 +295,6 @@ static int make_once(char *dir, int *lock_fd) {
 }
 
 int hm__privdir_make(const hm__allocator *a, const char *root, char **out, int *lock_fd) {
-  struct statvfs vfs;
   size_t n = strlen(root) + sizeof "/" PREFIX "XXXXXX";
   char *dir;
   int rc = 1, tries;
@@ -258,10 +302,10 @@ int hm__privdir_make(const hm__allocator *a, const char *root, char **out, int *
   *lock_fd = -1;
   /* Copies on a noexec mount could not be mapped executable: say so now, not at the first
    * load ("failed to map segment from shared object"). */
-  if (statvfs(root, &vfs) != 0)
-    return hm__fail(-errno, "cannot create the private directory in %s: %s", root,
-                    strerror(errno));
-  if (vfs.f_flag & ST_NOEXEC)
+  rc = on_noexec(root);
+  if (rc < 0)
+    return hm__fail(rc, "cannot create the private directory in %s: %s", root, strerror(-rc));
+  if (rc > 0)
     return hm__fail(HM_EACCES,
                     "cannot use %s as the private root: it is on a filesystem mounted noexec, "
                     "where module copies cannot be mapped executable; set private_root (or "
@@ -271,6 +315,7 @@ int hm__privdir_make(const hm__allocator *a, const char *root, char **out, int *
   if (dir == NULL)
     return hm__fail(HM_ENOMEM, "out of memory creating the registry");
   snprintf(dir, n, "%s/" PREFIX "XXXXXX", root);
+  rc = 1;
   for (tries = 0; tries < MAKE_TRIES && rc == 1; tries++)
     rc = make_once(dir, lock_fd);
   if (rc != 0) {

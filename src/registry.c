@@ -16,6 +16,7 @@
 
 #include "hotmod/module.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,9 @@ static void postfork(int child) {
       if (r->lock_fd >= 0)
         close(r->lock_fd);
       r->lock_fd = -1;
+      if (r->spill_lock_fd >= 0)
+        close(r->spill_lock_fd);
+      r->spill_lock_fd = -1;
     }
     pthread_mutex_unlock(&r->lock);
   }
@@ -184,6 +188,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   hm_registry_options o;
   hm__allocator a;
   hm_registry *reg;
+  const char *root;
   int rc;
 
   if (out == NULL)
@@ -225,7 +230,14 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
    * child's copy. */
   pthread_once(&atfork_once, install_atfork);
   pthread_mutex_lock(&all_lock);
-  rc = hm__privdir_make(&a, hm__privdir_root(o.private_root), &reg->dir, &reg->lock_fd);
+  reg->spill_lock_fd = -1;
+  root = hm__privdir_root(o.private_root, &reg->tmpfs_default);
+  rc = hm__privdir_make(&a, root, &reg->dir, &reg->lock_fd);
+  if (HM__ERR_FULL(rc) && reg->tmpfs_default) {
+    /* The tmpfs chosen by default has no room even for a directory. */
+    reg->tmpfs_default = 0;
+    rc = hm__privdir_make(&a, hm__privdir_spill_root(), &reg->dir, &reg->lock_fd);
+  }
   if (rc == 0)
     all_add_locked(reg);
   pthread_mutex_unlock(&all_lock);
@@ -322,6 +334,7 @@ static void free_memory(hm_registry *reg) {
   hm__map_free(&reg->lives, &reg->a);
   hm__map_free(&reg->modules, &reg->a);
   hm__free(&reg->a, reg->dir);
+  hm__free(&reg->a, reg->spill_dir);
   hm__free(&reg->a, reg->probe_helper);
   pthread_mutex_destroy(&reg->lock);
   hm__free(&a, reg);
@@ -383,6 +396,8 @@ void hm_registry_free(hm_registry *reg) {
             "(leaked); release snapshots before freeing their registry\n",
             pinned);
   hm__privdir_remove(reg->dir, reg->lock_fd);
+  if (reg->spill_dir != NULL)
+    hm__privdir_remove(reg->spill_dir, reg->spill_lock_fd);
   free_memory(reg);
 }
 
@@ -594,6 +609,45 @@ static int job_begin(reload_job *j, const char *path) {
   return rc;
 }
 
+/* Where a copy goes when the tmpfs chosen by default is full: the spill directory, made
+ * now if it is not there yet. 0 with *dir set; 1 if the registry's directory was not chosen
+ * that way (nowhere else to go); or the error making it (detail recorded). Made under
+ * reg->lock, so a fork() sees it whole (the fork handler closes its lock). */
+static int spill_dir(hm_registry *reg, const char **dir) {
+  int rc = 1;
+  pthread_mutex_lock(&reg->lock);
+  if (reg->tmpfs_default) {
+    rc = reg->spill_dir != NULL ? 0
+                                : hm__privdir_make(&reg->a, hm__privdir_spill_root(),
+                                                   &reg->spill_dir, &reg->spill_lock_fd);
+    *dir = reg->spill_dir;
+  }
+  pthread_mutex_unlock(&reg->lock);
+  return rc;
+}
+
+/* hm__load_bytes into the registry's directory, or into the spill directory when the
+ * default tmpfs has no room for the copy. */
+static int load_into_privdir(hm_registry *reg, reload_job *j, const hm__file *f,
+                             const hm__load_opts *lo, hm__elf_info *elf) {
+  char first[512];
+  const char *spill = NULL;
+  int rc = hm__load_bytes(&reg->a, reg->dir, j->mod->name, j->seq, j->path, f, lo, elf, &j->v),
+      src;
+  if (!HM__ERR_FULL(rc))
+    return rc;
+  snprintf(first, sizeof first, "%s", hm_errmsg());
+  src = spill_dir(reg, &spill);
+  if (src == 0)
+    return hm__load_bytes(&reg->a, spill, j->mod->name, j->seq, j->path, f, lo, elf, &j->v);
+  if (src < 0) {
+    char second[400];
+    snprintf(second, sizeof second, "%s", hm_errmsg());
+    hm__fail(rc, "%s; and no directory to spill over to: %s", first, second);
+  }
+  return rc;
+}
+
 /* Read (unless the watcher did), check, copy and dlopen. The module's constructors run. A
  * rollback that reuses a loaded version has nothing to load. */
 static int job_load(reload_job *j, const hm__file *given) {
@@ -634,8 +688,7 @@ static int job_load(reload_job *j, const hm__file *given) {
     lo.reject_lint = policy == HM_LINT_REJECT ? ~0u : 0;
     memset(&elf, 0, sizeof elf);
     prev = hm__module_code_enter(j->mod);
-    rc = hm__load_bytes(&reg->a, reg->dir, j->mod->name, j->seq, j->path,
-                        given != NULL ? given : &own, &lo, &elf, &j->v);
+    rc = load_into_privdir(reg, j, given != NULL ? given : &own, &lo, &elf);
     hm__module_code_leave(prev);
     /* The findings' strings point into the bytes: put them in words now. */
     for (i = 0; rc == 0 && policy == HM_LINT_WARN && i < hm__lint_count(); i++) {

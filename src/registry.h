@@ -87,6 +87,12 @@ struct hm_registry {
   pthread_mutex_t lock; /* modules, tables, versions, stats, the watcher pointers */
   char *dir;
   int lock_fd; /* flock(LOCK_EX) on dir while the registry lives (privdir.c); -1: a child's */
+  /* dir is a tmpfs chosen by default: a copy that finds it full goes to spill_dir instead,
+   * a second private directory under $TMPDIR or /tmp made when first needed (locked the
+   * same way with spill_lock_fd). Under lock. */
+  int tmpfs_default;
+  char *spill_dir;
+  int spill_lock_fd;
   unsigned flags;
   hm_event_cb on_event;
   void *event_userdata;

@@ -5,7 +5,10 @@
  * otherwise. This program also runs as a child that holds a registry (--hold). */
 #include "util.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -17,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -321,18 +325,25 @@ static void t_other_owner(void **state) {
 
 /* ---- noexec ------------------------------------------------------------------------------ */
 
-/* A noexec tmpfs at f->dir/name, or NULL (skipped) where mounting is not allowed. */
-static const char *noexec_mount(fixture *f, const char *name) {
+/* A tmpfs mounted at f->dir/name with `flags` and `opts`, or NULL (skipped, saying why)
+ * where mounting is not allowed. One per fixture; teardown unmounts it. */
+static const char *tmpfs_mount(fixture *f, const char *name, unsigned long flags,
+                               const char *opts, const char *what) {
   const char *d;
-  if (!need_root("a noexec mount"))
+  if (!need_root(what))
     return NULL;
   d = subdir(f, name, 0700);
-  if (mount("tmpfs", d, "tmpfs", MS_NOEXEC | MS_NOSUID | MS_NODEV, "mode=0700") != 0) {
-    print_message("skipped: cannot mount a noexec tmpfs on %s: %s\n", d, strerror(errno));
+  if (mount("tmpfs", d, "tmpfs", flags | MS_NOSUID | MS_NODEV, opts) != 0) {
+    print_message("skipped: cannot mount %s on %s: %s\n", what, d, strerror(errno));
     return NULL;
   }
   snprintf(f->mounted, sizeof f->mounted, "%s", d);
   return d;
+}
+
+/* A noexec tmpfs at f->dir/name, or NULL (skipped) where mounting is not allowed. */
+static const char *noexec_mount(fixture *f, const char *name) {
+  return tmpfs_mount(f, name, MS_NOEXEC, "mode=0700", "a noexec tmpfs");
 }
 
 static void t_noexec_private_root(void **state) {
@@ -564,19 +575,41 @@ static void t_stale_only_ours(void **state) {
   hm_registry_free(reg);
 }
 
+/* TMPDIR and XDG_RUNTIME_DIR as they were before a test changed them. */
+typedef struct saved_env {
+  char tmp[4200], xdg[4200];
+  int had_tmp, had_xdg;
+} saved_env;
+
+static void env_save(saved_env *e) {
+  const char *t = getenv("TMPDIR"), *x = getenv("XDG_RUNTIME_DIR");
+  e->had_tmp = t != NULL;
+  e->had_xdg = x != NULL;
+  snprintf(e->tmp, sizeof e->tmp, "%s", t ? t : "");
+  snprintf(e->xdg, sizeof e->xdg, "%s", x ? x : "");
+}
+
+static void env_restore(const saved_env *e) {
+  if (e->had_tmp)
+    setenv("TMPDIR", e->tmp, 1);
+  else
+    unsetenv("TMPDIR");
+  if (e->had_xdg)
+    setenv("XDG_RUNTIME_DIR", e->xdg, 1);
+  else
+    unsetenv("XDG_RUNTIME_DIR");
+}
+
 /* Every place a private directory can be is swept: private_root, $TMPDIR, $XDG_RUNTIME_DIR
  * and /dev/shm (and /tmp, not staged here: it is shared with everything else). */
 static void t_stale_every_place(void **state) {
   fixture *f = *state;
   const char *places[4];
-  char stale[4][4200], *old_tmp = getenv("TMPDIR"), *old_xdg = getenv("XDG_RUNTIME_DIR");
-  char saved_tmp[4200] = "", saved_xdg[4200] = "";
+  char stale[4][4200];
+  saved_env env;
   hm_registry *reg;
   int i, n = 3;
-  if (old_tmp != NULL)
-    snprintf(saved_tmp, sizeof saved_tmp, "%s", old_tmp);
-  if (old_xdg != NULL)
-    snprintf(saved_xdg, sizeof saved_xdg, "%s", old_xdg);
+  env_save(&env);
   places[0] = subdir(f, "proot", 0700);
   places[1] = subdir(f, "tmpdir", 0700);
   places[2] = subdir(f, "xdg", 0700);
@@ -593,14 +626,7 @@ static void t_stale_every_place(void **state) {
   setenv("TMPDIR", places[1], 1);
   setenv("XDG_RUNTIME_DIR", places[2], 1);
   reg = registry_in(places[0]);
-  if (old_tmp != NULL)
-    setenv("TMPDIR", saved_tmp, 1);
-  else
-    unsetenv("TMPDIR");
-  if (old_xdg != NULL)
-    setenv("XDG_RUNTIME_DIR", saved_xdg, 1);
-  else
-    unsetenv("XDG_RUNTIME_DIR");
+  env_restore(&env);
   for (i = 0; i < n; i++) {
     if (exists(stale[i]))
       print_error("%s was not removed\n", stale[i]);
@@ -629,6 +655,194 @@ static void t_stale_bounded(void **state) {
   assert_int_equal(hmt_count_files(root), 0);
 }
 
+/* ---- Where the private directory goes -------------------------------------------------- */
+
+static int is_tmpfs(const char *p) {
+  struct statfs fs;
+  return statfs(p, &fs) == 0 && (unsigned long)fs.f_type == (unsigned long)TMPFS_MAGIC;
+}
+
+/* `dir` is a private directory right inside `root`. */
+static int inside(const char *dir, const char *root) {
+  size_t n = strlen(root);
+  return dir != NULL && strncmp(dir, root, n) == 0 &&
+         strncmp(dir + n, "/hotmod-priv-", 13) == 0 && strchr(dir + n + 1, '/') == NULL;
+}
+
+/* A registry made with no private_root, TMPDIR and XDG_RUNTIME_DIR as given (NULL: unset). */
+static hm_registry *default_registry(const char *tmpdir, const char *xdg) {
+  if (tmpdir != NULL)
+    setenv("TMPDIR", tmpdir, 1);
+  else
+    unsetenv("TMPDIR");
+  if (xdg != NULL)
+    setenv("XDG_RUNTIME_DIR", xdg, 1);
+  else
+    unsetenv("XDG_RUNTIME_DIR");
+  return registry_in(NULL);
+}
+
+/* A directory of ours on /dev/shm with `mode`, or NULL (skipped) if /dev/shm is no tmpfs. */
+static char *shm_dir(mode_t mode) {
+  char *d = malloc(64);
+  snprintf(d, 64, "/dev/shm/hmtest-xdg-XXXXXX");
+  if (!is_tmpfs("/dev/shm") || mkdtemp(d) == NULL) {
+    print_message("skipped: no tmpfs at /dev/shm to stand in for XDG_RUNTIME_DIR\n");
+    free(d);
+    return NULL;
+  }
+  assert_int_equal(chmod(d, mode), 0);
+  return d;
+}
+
+/* The file a snapshot's function was mapped from: the version's private copy. */
+static void copy_of(hm_registry *reg, const char *qualified, char *out, size_t len) {
+  hm_snapshot *snap;
+  hm_fn fn;
+  void *p;
+  Dl_info info;
+  assert_int_equal(hm_snapshot_acquire(reg, qualified, &snap), 0);
+  fn = hm_snapshot_fn(snap);
+  memcpy(&p, &fn, sizeof p);
+  assert_true(dladdr(p, &info) != 0 && info.dli_fname != NULL);
+  snprintf(out, len, "%s", info.dli_fname);
+  hm_snapshot_release(snap);
+}
+
+/* Nobody chose a place: the private directory goes on tmpfs, $XDG_RUNTIME_DIR first, and
+ * loads from there. TMPDIR and private_root still win when set. */
+static void t_default_tmpfs(void **state) {
+  fixture *f = *state;
+  char *xdg = shm_dir(0700), copy[4200];
+  const char *p = put(f->dir, "sq.so", "square_v1");
+  saved_env env;
+  hm_registry *reg;
+  hm_module *mod;
+  hm_live *ver;
+  if (xdg == NULL)
+    return;
+  env_save(&env);
+  reg = default_registry(NULL, xdg);
+  if (!inside(hm_registry_dir(reg), xdg))
+    print_error("private directory %s, expected one in %s\n", hm_registry_dir(reg), xdg);
+  assert_true(inside(hm_registry_dir(reg), xdg));
+  assert_int_equal(hm_module_load(reg, "m", p, &mod), 0);
+  assert_int_equal(hm_live_get(reg, "m:version", &ver), 0);
+  assert_int_equal(HM_LIVE_CALL(ver, ifn), 1);
+  copy_of(reg, "m:version", copy, sizeof copy);
+  assert_true(strncmp(copy, hm_registry_dir(reg), strlen(hm_registry_dir(reg))) == 0);
+  hm_registry_free(reg);
+  reg = default_registry(f->dir, xdg); /* TMPDIR wins */
+  assert_true(inside(hm_registry_dir(reg), f->dir));
+  hm_registry_free(reg);
+  setenv("TMPDIR", f->dir, 1);
+  reg = registry_in(xdg); /* and private_root wins over TMPDIR */
+  assert_true(inside(hm_registry_dir(reg), xdg));
+  hm_registry_free(reg);
+  env_restore(&env);
+  assert_int_equal(hmt_count_files(xdg), 0);
+  hmt_rm_rf(xdg);
+  free(xdg);
+}
+
+/* A candidate that is not a tmpfs, that others may write in (and is not sticky), that is
+ * not an absolute path, or that is mounted noexec is passed over. */
+static void t_default_skips(void **state) {
+  fixture *f = *state;
+  char *open_dir = shm_dir(0777);
+  const char *disk = subdir(f, "disk", 0700), *nx;
+  saved_env env;
+  hm_registry *reg;
+  env_save(&env);
+  if (!is_tmpfs(disk)) {
+    reg = default_registry(NULL, disk);
+    assert_false(inside(hm_registry_dir(reg), disk));
+    hm_registry_free(reg);
+  }
+  if (open_dir != NULL) {
+    reg = default_registry(NULL, open_dir);
+    assert_false(inside(hm_registry_dir(reg), open_dir));
+    hm_registry_free(reg);
+    assert_int_equal(chmod(open_dir, 01777), 0); /* sticky, as /tmp: usable */
+    reg = default_registry(NULL, open_dir);
+    assert_true(inside(hm_registry_dir(reg), open_dir));
+    hm_registry_free(reg);
+    hmt_rm_rf(open_dir);
+    free(open_dir);
+  }
+  reg = default_registry(NULL, "dev/shm"); /* relative: not used */
+  assert_true(hm_registry_dir(reg)[0] == '/');
+  hm_registry_free(reg);
+  nx = noexec_mount(f, "nx");
+  if (nx != NULL) {
+    reg = default_registry(NULL, nx);
+    if (inside(hm_registry_dir(reg), nx))
+      print_error("the private directory %s is on a noexec mount\n", hm_registry_dir(reg));
+    assert_false(inside(hm_registry_dir(reg), nx));
+    hm_registry_free(reg);
+  }
+  env_restore(&env);
+}
+
+/* Fill the file system of `dir` (a small tmpfs) to the last byte. */
+static void fill(const char *dir) {
+  static char block[4096];
+  int fd = open(hmt_path(dir, "filler"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  while (write(fd, block, sizeof block) > 0)
+    ;
+  assert_true(errno == ENOSPC);
+  while (write(fd, block, 1) > 0)
+    ;
+  close(fd);
+}
+
+/* The default tmpfs is full: copies go to a second private directory under TMPDIR or /tmp,
+ * made when first needed and removed with the registry; loads and reloads work. A tmpfs
+ * that was chosen (private_root) is not spilled over: ENOSPC. */
+static void t_spill_when_full(void **state) {
+  fixture *f = *state;
+  const char *small = tmpfs_mount(f, "small", 0, "size=64k,mode=0700", "a 64 KiB tmpfs");
+  const char *p = put(f->dir, "sq.so", "square_v1");
+  char copy[4200], spill[4200];
+  saved_env env;
+  hm_registry *reg;
+  hm_module *mod = NULL;
+  hm_live *ver;
+  int rc;
+  if (small == NULL)
+    return;
+  fill(small);
+  env_save(&env);
+  reg = default_registry(NULL, small);
+  assert_true(inside(hm_registry_dir(reg), small));
+  rc = hm_module_load(reg, "m", p, &mod);
+  if (rc != 0)
+    print_error("load on a full tmpfs: %s (%s)\n", hm_err_name(rc), hm_errmsg());
+  assert_int_equal(rc, 0);
+  assert_int_equal(hm_live_get(reg, "m:version", &ver), 0);
+  assert_int_equal(HM_LIVE_CALL(ver, ifn), 1);
+  copy_of(reg, "m:version", copy, sizeof copy);
+  snprintf(spill, sizeof spill, "%s", copy);
+  *strrchr(spill, '/') = '\0';
+  assert_true(inside(spill, "/tmp"));
+  put(f->dir, "sq.so", "square_v2");
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(HM_LIVE_CALL(ver, ifn), 2);
+  copy_of(reg, "m:version", copy, sizeof copy);
+  assert_true(strncmp(copy, spill, strlen(spill)) == 0 && copy[strlen(spill)] == '/');
+  assert_int_equal(hmt_count_files(hm_registry_dir(reg)), 0);
+  hm_registry_free(reg);
+  assert_false(exists(spill));
+  /* Chosen, not defaulted: the full tmpfs is an error, not a reason to go elsewhere. */
+  reg = registry_in(small);
+  rc = hm_module_load(reg, "m", p, &mod);
+  assert_int_equal(rc, -ENOSPC);
+  assert_non_null(strstr(hm_errmsg(), "private copy"));
+  hm_registry_free(reg);
+  env_restore(&env);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_fifo, setup, teardown),
@@ -650,6 +864,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(t_stale_only_ours, setup, teardown),
       cmocka_unit_test_setup_teardown(t_stale_every_place, setup, teardown),
       cmocka_unit_test_setup_teardown(t_stale_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_default_tmpfs, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_default_skips, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_spill_when_full, setup, teardown),
   };
   if (argc == 4 && strncmp(argv[1], "--hold", 6) == 0)
     return hold_main(argv[1], argv[2], argv[3]);
