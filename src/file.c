@@ -192,7 +192,10 @@ int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned 
   out->id.size = st.st_size;
   out->id.mode = st.st_mode;
   out->id.mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
-  out->id.hash = hm__hash_bytes(buf, len);
+  if (flags & HM__READ_HASH) {
+    out->id.hash = hm__hash_bytes(buf, len);
+    out->id.hashed = 1;
+  }
   buf = NULL;
 out:
   hm__free(a, buf);

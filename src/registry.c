@@ -658,8 +658,11 @@ static int job_load(reload_job *j, const hm__file *given) {
   if (j->reused)
     return 0;
   if (given == NULL) {
-    rc = hm__file_read(&reg->a, j->path, (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE,
-                       &own, NULL);
+    /* The hash tells a watcher whether a file is still what was loaded: computed now only
+     * while one watches the module; one started later hashes the copy when it asks. */
+    unsigned hash = __atomic_load_n(&j->mod->watch_method, __ATOMIC_RELAXED) ? HM__READ_HASH : 0;
+    rc = hm__file_read(&reg->a, j->path,
+                       (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE | hash, &own, NULL);
     if (rc != 0)
       return rc;
   }
@@ -859,13 +862,46 @@ static void superseded(hm_module *mod, hm__version *old) {
 
 /* A rollback replaced `old` with the last build of the history: that entry goes, `old` does
  * not join (no redo), and neither copy is kept. The watcher takes old's bytes at the module's
- * path as no change. Under reg->lock. */
+ * path as no change (when their hash is known: see version_hash). Under reg->lock. */
 static void rolled_back(hm_module *mod, hm__version *old) {
   if (mod->nhist > 0)
     mod->nhist--;
   drop_kept(mod);
-  mod->have_rolled_back = 1;
+  mod->have_rolled_back = old->id.hashed;
   mod->rolled_back_hash = old->id.hash;
+}
+
+/* v's content hash, from its private copy (the bytes that were loaded) if its reload did not
+ * compute it. The caller keeps v loaded; no lock held. */
+static void version_hash(hm_registry *reg, hm__version *v) {
+  hm__file f;
+  int known;
+  pthread_mutex_lock(&reg->lock);
+  known = v->id.hashed;
+  pthread_mutex_unlock(&reg->lock);
+  if (known || v->copy_path == NULL ||
+      hm__file_read(&reg->a, v->copy_path, HM__READ_ALLOW_WRITABLE | HM__READ_HASH, &f, NULL) != 0)
+    return;
+  pthread_mutex_lock(&reg->lock);
+  v->id.hash = f.id.hash;
+  v->id.hashed = 1;
+  pthread_mutex_unlock(&reg->lock);
+  hm__file_release(&reg->a, &f);
+}
+
+void hm__hash_current(hm_module *mod) {
+  hm_registry *reg = mod->reg;
+  hm__version *v;
+  pthread_mutex_lock(&reg->lock);
+  v = mod->cur;
+  if (v == NULL || v->id.hashed) {
+    pthread_mutex_unlock(&reg->lock);
+    return;
+  }
+  hm__version_ref(v);
+  pthread_mutex_unlock(&reg->lock);
+  version_hash(reg, v);
+  hm__version_unref(reg, v);
 }
 
 /* Publish: one atomic store switches every live handle of the module together. Nothing
@@ -960,6 +996,10 @@ static int reload_job_run(reload_job *jp, const char *path, const hm__file *file
       hm__version_unref(j.reg, j.v);
     return rc;
   }
+  /* The build rolled back from stays "no change" for the watcher: its hash is needed. j.old
+   * is kept loaded by the reload lock. */
+  if (j.flags & HM__RELOAD_ROLLBACK)
+    version_hash(j.reg, j.old);
   rc = job_load(&j, file);
   if (rc == 0)
     rc = job_resolve(&j);

@@ -174,6 +174,11 @@ HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t 
  * transient failures with HM__RELOAD_WATCHER. */
 HM__HIDDEN int hm__reload(hm_module *mod, const char *path, const hm__file *file,
                           unsigned flags);
+/* Make sure the current version's content hash is known (id.hashed), computing it from
+ * its private copy if the reload that loaded it skipped it (no watcher then). Best effort:
+ * a copy that cannot be read leaves it unknown, which only costs a reload of identical
+ * bytes. No lock held; not from module code. */
+HM__HIDDEN void hm__hash_current(hm_module *mod);
 /* Tell the watcher, if one runs, that modules or their paths changed. No lock held. */
 HM__HIDDEN void hm__watch_poke(hm_registry *reg);
 /* HM_EFORKED (detail recorded) for a registry made before fork(), in the child. */

@@ -252,7 +252,7 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
    * quiet period decided, the lease is not asked (it may not be what the host wants). */
   sf.read_rc = fd < 0 ? fd
                       : hm__file_read_fd(&w->a, fd, file_path(wm),
-                                         (reg->flags & HM__READ_ALLOW_WRITABLE) |
+                                         (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_HASH |
                                              (wm->st.method == HM__BY_LEASE ? HM__READ_PROBE : 0),
                                          &f, NULL);
   if (sf.read_rc == 0) {
@@ -271,6 +271,8 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
     if (sf.events_pending)
       wm->dirty = 1;
   }
+  if (sf.read_rc == 0)
+    hm__hash_current(wm->mod); /* an explicit reload left it to the first watcher to ask */
   pthread_mutex_lock(&reg->lock);
   if (wm->mod->cur == NULL) {
     pthread_mutex_unlock(&reg->lock);
@@ -279,7 +281,8 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
   }
   sf.cur = wm->mod->cur->num;
   /* After a rollback, the build it rolled back from is no change either, until it changes. */
-  sf.same_as_current = sf.read_rc == 0 && (f.id.hash == wm->mod->cur->id.hash ||
+  sf.same_as_current = sf.read_rc == 0 && ((wm->mod->cur->id.hashed &&
+                                            f.id.hash == wm->mod->cur->id.hash) ||
                                            (wm->mod->have_rolled_back &&
                                             f.id.hash == wm->mod->rolled_back_hash));
   if (sf.same_as_current)

@@ -239,6 +239,28 @@ static void t_touch_and_identical_bytes(void **state) {
   wt_expect_one_new(f, before, loads, 2);
 }
 
+/* A reload made while no watcher ran does not hash the file (only a watcher needs that); a
+ * watcher started later still takes the same bytes at the path as no change: it hashes the
+ * current version's private copy when it first compares. */
+static void t_identical_after_unwatched_reload(void **state) {
+  wt *f = *state;
+  unsigned before;
+  int loads;
+  wt_load(f, hmt_mod("square_v1"));
+  hmt_install(hmt_mod("square_v2"), f->path);
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  wt_start(f);
+  before = hm_module_version(f->mod);
+  loads = wt_count(f, HM_EVENT_LOADED);
+  hmt_install(hmt_mod("square_v2"), f->path); /* the same bytes, a new inode */
+  wt_sync(f);
+  assert_int_equal(hm_module_version(f->mod), before);
+  assert_int_equal(wt_count(f, HM_EVENT_LOADED), loads);
+  assert_int_equal(wt_count(f, HM_EVENT_CHANGED), 0);
+  hmt_install(hmt_mod("square_v3"), f->path);
+  wt_expect_one_new(f, before, loads, 3);
+}
+
 /* A writer that closes a half file has finished it: it is refused, once, with a message
  * naming it; the old version serves on; the next good build is taken. In the timing run an
  * incomplete file is only waited for. */
@@ -754,6 +776,7 @@ int main(void) {
       T(t_burst_of_builds, setup),
       T(t_finished_without_quiet_period, setup_long_quiet),
       T(t_touch_and_identical_bytes, setup),
+      T(t_identical_after_unwatched_reload, setup),
       T(t_finished_incomplete_file_refused, setup),
       T(t_final_refusal_holds_per_version, setup),
       T(t_fifo_at_path, setup),
