@@ -3,16 +3,18 @@
  *
  *   hm_bench                      every figure, one `name value` line each on stdout
  *   hm_bench --reload-timing      only the reload.* figures (bench/run uses it to time
- *                                 reloads with the private directory on tmpfs too)
- *   hm_bench --reloads-only [--iters N]
+ *                                 reloads with the private directory on disk too)
+ *   hm_bench --reloads-only [--fast] [--iters N]
  *                                 N reloads and nothing else (for callgrind's count of
- *                                 instructions inside hm_module_reload)
+ *                                 instructions inside hm_module_reload); --fast: of the
+ *                                 FAST_RELOAD build
  *   hm_bench --calls-only [--only raw|live|snapshot] [--iters N]
  *                                 run the call loops once each, N calls, and print nothing
  *                                 but a note; bench/run runs this under callgrind with
  *                                 --toggle-collect=hm_bench_loop_<kind>* to count
  *                                 instructions per call
- *   --moddir DIR                  where benchmod_v1.so and benchmod_v2.so are
+ *   --moddir DIR                  where benchmod_v1.so, benchmod_v2.so and their
+ *                                 FAST_RELOAD builds benchmod_fast_v1.so, _v2.so are
  *   --quick                       fewer rounds and reloads (a smoke run, not for figures)
  *   --verbose                     also print each round's call timings on stderr
  *
@@ -531,49 +533,82 @@ static void reload_fx_close(reload_fx *f) {
   free(f->dir);
 }
 
-/* hm_module_reload of a small module, alternating between two builds installed at its path.
+/* One timed hm_module_reload of fixture `f`, after installing build `b` and waiting for the
+ * reclaimer to unload what the previous reload retired. Wall-clock and CPU microseconds. */
+static void timed_reload(reload_fx *f, const unsigned char *b, size_t len, double *us,
+                         double *cpu) {
+  double t0, t1, c0, c1;
+  int rc;
+  install(b, len, f->path);
+  (void)wait_retired(f->reg, 1.0);
+  c0 = cpu_ns();
+  t0 = now_ns();
+  rc = hm_module_reload(f->mod);
+  t1 = now_ns();
+  c1 = cpu_ns();
+  check(rc, f->reg, "hm_module_reload");
+  *us = (t1 - t0) / 1e3;
+  *cpu = (c1 - c0) / 1e3;
+}
+
+/* hm_module_reload of a small module, alternating between two builds installed at its path;
+ * beside it, in the same run and alternating with it sample by sample (so both see the same
+ * machine), the same module built with FAST_RELOAD (-z norelro -z noseparate-code).
  * Outside the timed region: the install, and waiting for the registry's reclaimer to unload
  * the version the previous reload retired, so each sample is one reload on its own, as in
  * real use (back-to-back reloads are the soak's business). Wall-clock time is what the
  * caller waits; the calling thread's CPU time is given beside it, since on a busy machine
  * the wall clock also counts time spent preempted. */
-static void bench_reload(const unsigned char *v[2], const size_t vlen[2]) {
+static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
+                         const unsigned char *fv[2], const size_t fvlen[2]) {
   int samples = quick ? 200 : 2000, warm = quick ? 20 : 100;
   double *us = calloc((size_t)samples, sizeof(double));
   double *cpu = calloc((size_t)samples, sizeof(double));
-  reload_fx f;
-  hm_live *live;
+  double *fus = calloc((size_t)samples, sizeof(double));
+  double *fcpu = calloc((size_t)samples, sizeof(double));
+  reload_fx f, g;
+  hm_live *live, *flive;
   double start = now_ns();
 
   reload_fx_open(&f, "r", v[0], vlen[0]);
+  reload_fx_open(&g, "fast", fv[0], fvlen[0]);
   check(hm_live_get(f.reg, "r:add1", &live), f.reg, "hm_live_get");
+  check(hm_live_get(g.reg, "fast:add1", &flive), g.reg, "hm_live_get");
   for (int i = 0; i < warm + samples; i++) {
-    double t0, t1, c0, c1;
-    int rc;
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
-    (void)wait_retired(f.reg, 1.0);
-    c0 = cpu_ns();
-    t0 = now_ns();
-    rc = hm_module_reload(f.mod);
-    t1 = now_ns();
-    c1 = cpu_ns();
-    check(rc, f.reg, "hm_module_reload");
+    int k = i >= warm ? i - warm : 0, next = (i + 1) % 2;
+    double u, c, fu, fc;
+    if (i % 2 == 0) {
+      timed_reload(&f, v[next], vlen[next], &u, &c);
+      timed_reload(&g, fv[next], fvlen[next], &fu, &fc);
+    } else {
+      timed_reload(&g, fv[next], fvlen[next], &fu, &fc);
+      timed_reload(&f, v[next], vlen[next], &u, &c);
+    }
     if (i >= warm) {
-      us[i - warm] = (t1 - t0) / 1e3;
-      cpu[i - warm] = (c1 - c0) / 1e3;
+      us[k] = u;
+      cpu[k] = c;
+      fus[k] = fu;
+      fcpu[k] = fc;
     }
   }
-  if (HM_LIVE_CALL(live, add_fn, 1) != 2)
+  if (HM_LIVE_CALL(live, add_fn, 1) != 2 || HM_LIVE_CALL(flive, add_fn, 1) != 2)
     die("reloaded add1 does not add 1");
   printf("reload.api_us_p50 %.1f\n", percentile(us, (size_t)samples, 50));
   printf("reload.api_us_p99 %.1f\n", percentile(us, (size_t)samples, 99));
   printf("reload.api_cpu_us_p50 %.1f\n", percentile(cpu, (size_t)samples, 50));
-  fprintf(stderr, "# reload: %d samples in %.1f s, module file %zu bytes\n", samples,
-          (now_ns() - start) / 1e9, vlen[0]);
+  printf("reload.fast_us_p50 %.1f\n", percentile(fus, (size_t)samples, 50));
+  printf("reload.fast_us_p99 %.1f\n", percentile(fus, (size_t)samples, 99));
+  printf("reload.fast_cpu_us_p50 %.1f\n", percentile(fcpu, (size_t)samples, 50));
+  fprintf(stderr, "# reload: %d samples of each in %.1f s, module file %zu bytes (FAST_RELOAD "
+          "build %zu), private directory %s\n", samples, (now_ns() - start) / 1e9, vlen[0],
+          fvlen[0], hm_registry_dir(f.reg));
   fflush(stdout);
   reload_fx_close(&f);
+  reload_fx_close(&g);
   free(us);
   free(cpu);
+  free(fus);
+  free(fcpu);
 }
 
 extern char **environ;
@@ -787,14 +822,14 @@ static const char *read_side(void) { return hm__reader_fenced ? "fenced" : "memb
 static void usage(void) {
   fputs("usage: hm_bench [--moddir DIR] [--quick] [--verbose]\n"
         "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n"
-        "       hm_bench --reloads-only [--iters N] [--moddir DIR]\n"
+        "       hm_bench --reloads-only [--fast] [--iters N] [--moddir DIR]\n"
         "       hm_bench --reload-timing [--moddir DIR]\n",
         stderr);
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  int calls_only = 0, reload_only = 0, reload_timing = 0, only = -1;
+  int calls_only = 0, reload_only = 0, reload_timing = 0, only = -1, fast = 0;
   long iters = 1000000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--calls-only") == 0) {
@@ -803,6 +838,8 @@ int main(int argc, char **argv) {
       reload_only = 1;
     } else if (strcmp(argv[i], "--reload-timing") == 0) {
       reload_timing = 1;
+    } else if (strcmp(argv[i], "--fast") == 0) {
+      fast = 1;
     } else if (strcmp(argv[i], "--quick") == 0) {
       quick = 1;
     } else if (strcmp(argv[i], "--verbose") == 0) {
@@ -838,33 +875,41 @@ int main(int argc, char **argv) {
   }
 
   {
-    const unsigned char *v[2];
-    size_t vlen[2];
-    unsigned char *b0, *b1;
+    const unsigned char *v[2], *fv[2];
+    size_t vlen[2], fvlen[2];
+    unsigned char *b0, *b1, *f0, *f1;
     context_line();
     b0 = read_file(modpath("benchmod_v1"), &vlen[0]);
     b1 = read_file(modpath("benchmod_v2"), &vlen[1]);
+    f0 = read_file(modpath("benchmod_fast_v1"), &fvlen[0]);
+    f1 = read_file(modpath("benchmod_fast_v2"), &fvlen[1]);
     v[0] = b0;
     v[1] = b1;
+    fv[0] = f0;
+    fv[1] = f1;
     if (reload_only || reload_timing) {
       if (reload_only) {
-        reloads_only(v, vlen, iters);
+        reloads_only(fast ? fv : v, fast ? fvlen : vlen, iters);
       } else {
-        bench_reload(v, vlen);
+        bench_reload(v, vlen, fv, fvlen);
         bench_probe(v, vlen);
       }
       free(b0);
       free(b1);
+      free(f0);
+      free(f1);
       return 0;
     }
     bench_calls();
     fprintf(stderr, "# read side: %s\n", read_side());
-    bench_reload(v, vlen);
+    bench_reload(v, vlen, fv, fvlen);
     bench_probe(v, vlen);
     bench_soak(v, vlen);
     bench_lookup();
     free(b0);
     free(b1);
+    free(f0);
+    free(f1);
   }
   return 0;
 }

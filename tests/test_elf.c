@@ -910,6 +910,58 @@ static int load_sample(void) {
   return 0;
 }
 
+/* ---- FAST_RELOAD (cmake/HotmodModule.cmake) ---------------------------------------------- */
+
+#ifdef HM_TEST_MODDIR
+/* PT_LOAD and PT_GNU_RELRO headers of a built module. */
+static void segments(const char *name, int *loads, int *relro) {
+  char path[4096];
+  FILE *f;
+  ElfW(Ehdr) eh;
+  snprintf(path, sizeof path, "%s/%s", HM_TEST_MODDIR, name);
+  f = fopen(path, "rb");
+  assert_non_null(f);
+  assert_int_equal(fread(&eh, sizeof eh, 1, f), 1);
+  *loads = *relro = 0;
+  for (unsigned i = 0; i < eh.e_phnum; i++) {
+    ElfW(Phdr) ph;
+    assert_int_equal(fseek(f, (long)(eh.e_phoff + (ElfW(Off))i * eh.e_phentsize), SEEK_SET), 0);
+    assert_int_equal(fread(&ph, sizeof ph, 1, f), 1);
+    *loads += ph.p_type == PT_LOAD;
+    *relro += ph.p_type == PT_GNU_RELRO;
+  }
+  fclose(f);
+}
+
+/* The same source built by hotmod_add_module with and without FAST_RELOAD: the fast one has
+ * no RELRO segment and no more mappings, and loads. */
+static void fast_reload_layout(void **state) {
+  int loads, relro, fast_loads, fast_relro;
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  hm_registry *reg;
+  hm_module *mod;
+  hm_snapshot *snap;
+  char path[4096];
+  (void)state;
+  segments("lint_clean.so", &loads, &relro);
+  segments("lint_fast.so", &fast_loads, &fast_relro);
+  print_message("default: %d PT_LOAD, %d RELRO; FAST_RELOAD: %d PT_LOAD, %d RELRO\n", loads,
+                relro, fast_loads, fast_relro);
+  assert_int_equal(relro, 1);
+  assert_int_equal(fast_relro, 0);
+  assert_true(fast_loads <= loads);
+  o.flags = HM_FLAG_QUIET;
+  assert_int_equal(hm_registry_new(&reg, &o), 0);
+  snprintf(path, sizeof path, "%s/lint_fast.so", HM_TEST_MODDIR);
+  assert_int_equal(hm_module_load(reg, "fast", path, &mod), 0);
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(hm_snapshot_acquire(reg, "fast:version", &snap), 0);
+  assert_int_equal(((int (*)(void))hm_snapshot_fn(snap))(), 1);
+  hm_snapshot_release(snap);
+  hm_registry_free(reg);
+}
+#endif
+
 int main(int argc, char **argv) {
   if (argc > 1)
     sample_path = argv[1];
@@ -928,6 +980,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(relocs_with_many_headers_are_linear),
       cmocka_unit_test(tls_headers_are_linear),
       cmocka_unit_test(too_many_loads_refused),
+#ifdef HM_TEST_MODDIR
+      cmocka_unit_test(fast_reload_layout),
+#endif
       cmocka_unit_test(loads_out_of_order_refused),
       cmocka_unit_test(no_hash_huge_symbol_refused),
       cmocka_unit_test(no_hash_symbol_past_dynsym_refused),
