@@ -19,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -682,12 +683,16 @@ static hm_registry *default_registry(const char *tmpdir, const char *xdg) {
   return registry_in(NULL);
 }
 
-/* A directory of ours on /dev/shm with `mode`, or NULL (skipped) if /dev/shm is no tmpfs. */
+/* A directory of ours on /dev/shm with `mode`, or NULL (skipped) if /dev/shm is no tmpfs
+ * or is mounted noexec (as in Docker's default containers). */
 static char *shm_dir(mode_t mode) {
+  struct statvfs vfs;
   char *d = malloc(64);
   snprintf(d, 64, "/dev/shm/hmtest-xdg-XXXXXX");
-  if (!is_tmpfs("/dev/shm") || mkdtemp(d) == NULL) {
-    print_message("skipped: no tmpfs at /dev/shm to stand in for XDG_RUNTIME_DIR\n");
+  if (!is_tmpfs("/dev/shm") || statvfs("/dev/shm", &vfs) != 0 || (vfs.f_flag & ST_NOEXEC) ||
+      mkdtemp(d) == NULL) {
+    print_message("skipped: no exec-capable tmpfs at /dev/shm to stand in for "
+                  "XDG_RUNTIME_DIR\n");
     free(d);
     return NULL;
   }
@@ -809,9 +814,14 @@ static void t_spill_when_full(void **state) {
   hm_registry *reg;
   hm_module *mod = NULL;
   hm_live *ver;
+  struct statvfs vfs;
   int rc;
   if (small == NULL)
     return;
+  if (statvfs("/tmp", &vfs) != 0 || (vfs.f_flag & ST_NOEXEC)) {
+    print_message("skipped: /tmp, where copies spill over to, is mounted noexec\n");
+    return;
+  }
   fill(small);
   env_save(&env);
   reg = default_registry(NULL, small);
