@@ -144,6 +144,10 @@ static void t_rollback_reused_still_owned(void **state) {
   assert_int_equal(call(f->reg, "st:bump"), 3);
   assert_int_equal(call(f->reg, "st:generations"), 3);
   hm_snapshot_release(s);
+  /* The next module may be mapped where a version unloaded now was: TSan sees no order
+   * between the reclaimer's dlclose and this thread's dlopen (glibc's loader lock orders
+   * them, out of its sight), so wait for the unloads first. */
+  assert_true(hmt_wait_until(no_retired, f->reg, 10.0));
 
   /* Adopted: the reused version's old state went on with its successor. */
   assert_int_equal(hm_module_load(f->reg, "ad", hmt_mod("stateful_v1"), &m), 0);
