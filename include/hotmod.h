@@ -586,18 +586,18 @@ HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
  * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,
  * the version returned stays mapped, even if a reload replaces it meanwhile. Pairs nest on a
  * thread (up to 2^31 - 1 deep; 2^15 - 1 on 32-bit systems), and a thread may be inside calls
- * of several handles at once. No locks, no shared
- * writes: the cost is a few thread-local instructions. Any thread may call them; a thread
- * registers itself on its first call and unregisters when it exits. Do not keep the returned
- * pointer after leave. A leave without its enter aborts the program in builds without
- * NDEBUG. A call may block as long as it likes: reloads and other callers go on. While it
- * lasts, no version retired after it started is unloaded, in any registry of the process
- * (grace periods are process-wide, as in RCU); they all go within about 4 ms after it
- * returns: the registry's reclaimer thread notices a retired version within 2 ms, and checks
- * every 2 ms at most for the calls that keep it (plus the time the unload hooks and dlclose
- * of versions queued before it take, and any delay the scheduler adds). Versions whose last
- * user is a snapshot are unloaded within 2 ms after it is released, regardless. Every enter needs its leave, also when the call ends by an exception or a
- * longjmp: use HM_LIVE_CALL, which leaves on unwinding.
+ * of several handles at once. No locks, no shared writes: the cost is a few thread-local
+ * instructions. Any thread may call them; a thread registers itself on its first call and
+ * unregisters when it exits. Do not keep the returned pointer after leave. A leave without
+ * its enter aborts the program in builds without NDEBUG. A call may block as long as it
+ * likes: reloads and other callers go on. While it lasts, no version retired after it
+ * started is unloaded, in any registry of the process (grace periods are process-wide, as in
+ * RCU); they all go within about 4 ms after it returns: the registry's reclaimer thread
+ * notices a retired version within 2 ms, and checks every 2 ms at most for the calls that
+ * keep it (plus the time the unload hooks and dlclose of versions queued before it take, and
+ * any delay the scheduler adds). Versions whose last user is a snapshot are unloaded within
+ * 2 ms after it is released, regardless. Every enter needs its leave, also when the call
+ * ends by an exception or a longjmp: use HM_LIVE_CALL, which leaves on unwinding.
  * Ownership: the returned pointer is borrowed, valid until the matching leave.
  * NULL: `live` must not be NULL (a crash): use hm_live_enter_fn to have NULL checked.
  * Threads: any, concurrently with everything, including reloads and unloads of the module;
