@@ -63,7 +63,7 @@ extern "C" {
 
 /* The version of this header. While the major is 0, each minor may break the ABI. */
 #define HM_VERSION_MAJOR 0
-#define HM_VERSION_MINOR 2
+#define HM_VERSION_MINOR 3
 #define HM_VERSION_PATCH 0
 /* 0xMMmmpp: one byte each for major, minor and patch, for comparisons in #if. */
 #define HM_VERSION_HEX ((HM_VERSION_MAJOR << 16) | (HM_VERSION_MINOR << 8) | HM_VERSION_PATCH)
@@ -585,16 +585,19 @@ HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
 /* hm_live_enter starts a call and returns the current version's function (NULL if the module
  * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,
  * the version returned stays mapped, even if a reload replaces it meanwhile. Pairs nest on a
- * thread, and a thread may be inside calls of several handles at once. No locks, no shared
- * writes: the cost is a few thread-local instructions. Any thread may call them; a thread
- * registers itself on its first call and unregisters when it exits. Do not keep the returned
- * pointer after leave. A leave without its enter aborts the program in builds without
- * NDEBUG. A call may block as long as it likes: reloads and other callers go on. While it
- * lasts, no version retired after it started is unloaded, in any registry of the process
- * (grace periods are process-wide, as in RCU); they all go within milliseconds after it
- * returns. Versions whose last user is a snapshot are unloaded when it is released,
- * regardless. Every enter needs its leave, also when the call ends by an exception or a
- * longjmp: use HM_LIVE_CALL, which leaves on unwinding.
+ * thread (up to 2^31 - 1 deep; 2^15 - 1 on 32-bit systems), and a thread may be inside calls
+ * of several handles at once. No locks, no shared writes: the cost is a few thread-local
+ * instructions. Any thread may call them; a thread registers itself on its first call and
+ * unregisters when it exits. Do not keep the returned pointer after leave. A leave without
+ * its enter aborts the program in builds without NDEBUG. A call may block as long as it
+ * likes: reloads and other callers go on. While it lasts, no version retired after it
+ * started is unloaded, in any registry of the process (grace periods are process-wide, as in
+ * RCU); they all go within about 4 ms after it returns: the registry's reclaimer thread
+ * notices a retired version within 2 ms, and checks every 2 ms at most for the calls that
+ * keep it (plus the time the unload hooks and dlclose of versions queued before it take, and
+ * any delay the scheduler adds). Versions whose last user is a snapshot are unloaded within
+ * 2 ms after it is released, regardless. Every enter needs its leave, also when the call
+ * ends by an exception or a longjmp: use HM_LIVE_CALL, which leaves on unwinding.
  * Ownership: the returned pointer is borrowed, valid until the matching leave.
  * NULL: `live` must not be NULL (a crash): use hm_live_enter_fn to have NULL checked.
  * Threads: any, concurrently with everything, including reloads and unloads of the module;
@@ -839,15 +842,18 @@ struct hm__live_head {
   size_t slot;
 };
 
-/* Per-thread read-side state of the grace-period scheme (src/reclaim.c explains it). */
-struct hm__reader {
-  unsigned long nest;      /* depth of nested live calls on this thread */
-  unsigned long long ctr;  /* 0: outside; else the grace-period counter read at entry */
-  int mode;                /* 0: not registered yet; 1: membarrier; 2: fenced stores */
-  int pad_;
-  struct hm__reader *next, *prev;
-};
+/* The read side of the grace-period scheme (src/reclaim.c explains it) is one thread-local
+ * word, hm__rd. The low half of the word holds the depth of the thread's nested live calls
+ * and, in its top bit, HM__RD_SLOW, which sends the thread's next outermost enter to the slow
+ * path (the thread has not registered yet, or readers order their stores themselves: no
+ * membarrier, or TSan); the high half holds the grace period the outermost call entered in.
+ * So "outermost, fast" is "low half zero", one test. hm__gp is the current grace period in
+ * the same layout, with a depth of 1 and HM__RD_SLOW while readers must fence: the outermost
+ * enter of a registered thread copies it into hm__rd as it is. */
+#define HM__RD_SLOW (1UL << (sizeof(unsigned long) * 4 - 1))
+#define HM__RD_DEPTH (HM__RD_SLOW - 1)
 
+/* The library's own code and the tests take the fenced path under ThreadSanitizer. */
 #if defined(__SANITIZE_THREAD__)
 #define HM__TSAN 1
 #elif defined(__has_feature)
@@ -856,45 +862,40 @@ struct hm__reader {
 #endif
 #endif
 
-HM_EXTERN extern __thread struct hm__reader hm__self __attribute__((tls_model("initial-exec")));
-HM_EXTERN extern unsigned long long hm__gp_ctr;
+HM_EXTERN extern __thread unsigned long hm__rd __attribute__((tls_model("initial-exec")));
+HM_EXTERN extern unsigned long hm__gp;
 HM_EXTERN extern int hm__reader_fenced;
-HM_EXTERN void hm__reader_enter_slow(unsigned long long g);
+HM_EXTERN void hm__rd_enter_slow(void);
 HM_EXTERN void hm__reader_unbalanced(void);
 
 static inline hm_fn hm_live_enter(hm_live *live) {
-  struct hm__reader *r = &hm__self;
   const struct hm__live_head *h = (const struct hm__live_head *)(const void *)live;
+  unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
   hm_fn *fns;
-  if (r->nest++ == 0) {
-    unsigned long long g = __atomic_load_n(&hm__gp_ctr, __ATOMIC_ACQUIRE);
-#ifndef HM__TSAN
-    if (__builtin_expect(r->mode == 1, 1)) {
-      /* The writer's membarrier() orders this store before our load of the table. */
-      __atomic_store_n(&r->ctr, g, __ATOMIC_RELAXED);
-      __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    } else
-#endif
-    {
-      /* First call on this thread, or no membarrier: a sequentially consistent store.
-       * ThreadSanitizer does not see the writer's membarrier(); it does see this. */
-      hm__reader_enter_slow(g);
-    }
+  if (__builtin_expect((w & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
+    /* Outermost call of a registered thread: the writer's membarrier() orders this store
+     * before our load of the table. */
+    __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1)) {
+    __atomic_store_n(&hm__rd, w + 1, __ATOMIC_RELAXED); /* nested: the outer call protects */
+  } else {
+    hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
   }
   fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
   return fns[h->slot];
 }
 
 static inline void hm_live_leave(hm_live *live) {
-  struct hm__reader *r = &hm__self;
+  unsigned long w;
   (void)live;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
 #ifndef NDEBUG
-  if (__builtin_expect(r->nest == 0, 0))
+  if (__builtin_expect((w & HM__RD_DEPTH) == 0, 0))
     hm__reader_unbalanced();
 #endif
-  if (--r->nest == 0)
-    __atomic_store_n(&r->ctr, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&hm__rd, w - 1, __ATOMIC_RELEASE);
 }
 
 /* HM_LIVE_CALL's cleanup: runs when the call's scope ends, by return or by unwinding. */

@@ -207,9 +207,9 @@ HM__HIDDEN int hm__privdir_sweep(const char *private_root);
 
 /* Start a grace period after publishing new pointers: returns the target that
  * hm__gp_passed must see. */
-HM__HIDDEN unsigned long long hm__gp_start(void);
+HM__HIDDEN unsigned long hm__gp_start(void);
 /* Non-blocking: 1 once every live call that could have read the old pointers has left. */
-HM__HIDDEN int hm__gp_passed(unsigned long long target);
+HM__HIDDEN int hm__gp_passed(unsigned long target);
 
 typedef struct hm__reclaimer hm__reclaimer;
 typedef void (*hm__defer_fn)(void *arg);

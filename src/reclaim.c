@@ -2,27 +2,38 @@
  * Reclamation: run "free this once no reader can see it" callbacks, and the read side that
  * makes live calls cheap. It knows nothing of modules or files.
  *
- * The read side (hm_live_enter/leave in hotmod.h) is a memb-style RCU read section. Each
- * thread owns a struct hm__reader in initial-exec TLS. On entering its outermost live call,
- * it copies the process-wide counter hm__gp_ctr into its `ctr` and then loads the published
- * function table; on leaving it stores 0. No fence, no shared write.
+ * The read side (hm_live_enter/leave in hotmod.h) is a memb-style RCU read section, as
+ * liburcu's memb flavour reads. Each thread owns one word, hm__rd, in initial-exec TLS: the
+ * depth of its nested live calls and the flag HM__RD_SLOW in the low half, and the grace
+ * period (GP) its outermost call entered in in the high half. The process-wide hm__gp has the
+ * same layout with a depth of 1. On entering its outermost call, a thread whose word has
+ * neither depth nor flag copies hm__gp into its word (so the depth becomes 1) and then loads
+ * the published function table; a nested enter adds 1 and a leave subtracts 1. No fence, no
+ * shared write. Everything else is in hm__rd_enter_slow: a thread's first call registers it
+ * (its word starts as HM__RD_SLOW), and while readers must fence (no membarrier, TSan) hm__gp
+ * carries HM__RD_SLOW, so every word copied from it sends the next outermost enter there too.
  *
- * The write side publishes a new table, increments hm__gp_ctr (the new value is the grace
+ * The write side publishes a new table, adds one GP to hm__gp (the new value is the grace
  * period's target), then calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
- * full memory barrier on every thread of the process. After that, a reader's `ctr` is either
- *   0                 it is outside any call (anything it read before is finished), or
- *   >= target         it entered after the increment, so it loaded the new table, or
- *   < target          it may still hold the old table: wait until it changes.
- * A 64-bit counter never wraps, so one pass suffices (no parity flip as in liburcu).
+ * full memory barrier on every thread of the process. After that, a reader's word has
+ *   depth 0           it is outside any call (anything it read before is finished), or
+ *   GP >= target      it entered after the increment, so it loaded the new table, or
+ *   GP < target       it may still hold the old table: wait until the word changes.
+ * GPs are compared modulo their width (32 bits on 64-bit systems): a reader inside a call
+ * holds back every grace period after the one it entered in, and each reclaimer waits for
+ * its grace period before it starts another, so hm__gp runs ahead of a reader's GP by at
+ * most the number of registries, far from wrapping.
  *
  * Without membarrier (old kernels, seccomp, or HOTMOD_NO_MEMBARRIER=1 in the environment),
- * readers store `ctr` with a sequentially consistent store instead, which orders it before
- * the table load on their own. ThreadSanitizer builds always take that path: TSan does not
- * model membarrier(), but it does model these atomics, so it checks the real ordering.
+ * the slow path stores the word with a sequentially consistent store, which orders it
+ * before the table load on its own. ThreadSanitizer builds always take that path: TSan does
+ * not model membarrier(), but it does model these atomics, so it checks the real ordering.
  *
  * Waiting never blocks anyone: the reclaimer thread polls hm__gp_passed with a growing sleep
- * (capped at a few milliseconds), so a reader that stays inside a call for a long time only
- * delays its own callbacks, and they run within milliseconds after it returns.
+ * (capped at 2 ms), so a reader that stays inside a call for a long time only delays its own
+ * callbacks, and they run within 2 ms after it returns. Nor does queuing work: hm__defer
+ * wakes the reclaimer only when it is parked (see POLL_NS below), so that a retired version
+ * is picked up within 2 ms and the whole bound is about 4 ms, as hotmod.h states.
  */
 #include "internal.h"
 
@@ -34,18 +45,33 @@
 #include <time.h>
 #include <unistd.h>
 
-__thread struct hm__reader hm__self __attribute__((tls_model("initial-exec")));
-unsigned long long hm__gp_ctr = 1;
-int hm__reader_fenced = 1; /* until membarrier is known to work */
+#define GP_STEP (HM__RD_SLOW << 1) /* one grace period */
+#define GP_MASK (~(HM__RD_DEPTH | HM__RD_SLOW))
 
+__thread unsigned long hm__rd __attribute__((tls_model("initial-exec"))) = HM__RD_SLOW;
+/* GP 1, depth 1; fenced until membarrier is known to work. */
+unsigned long hm__gp = GP_STEP | HM__RD_SLOW | 1;
+int hm__reader_fenced = 1;
+
+/* A registered thread: where its word is, in the list the writer scans. */
+struct reader {
+  unsigned long *word;
+  struct reader *next, *prev;
+  int registered;
+};
+
+static __thread struct reader self;
 static pthread_mutex_t readers_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hm__reader *readers; /* list of registered threads' readers */
+static struct reader *readers; /* list of registered threads */
 static pthread_key_t exit_key;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* Shared by the reclaimers of all registries: accessed atomically. */
 static int use_membarrier;
+/* membarrier() stopped working after readers relied on it (see hm__gp_start). */
+static int degraded;
 
 static void reader_exit(void *p) {
-  struct hm__reader *r = p;
+  struct reader *r = p;
   pthread_mutex_lock(&readers_lock);
   if (r->prev)
     r->prev->next = r->next;
@@ -54,8 +80,10 @@ static void reader_exit(void *p) {
   if (r->next)
     r->next->prev = r->prev;
   r->next = r->prev = NULL;
-  r->mode = 0;
+  r->registered = 0;
   pthread_mutex_unlock(&readers_lock);
+  /* A live call made later in this thread's exit (another key's destructor) registers again. */
+  __atomic_store_n(&hm__rd, HM__RD_SLOW, __ATOMIC_RELAXED);
 }
 
 static void init(void) {
@@ -73,7 +101,9 @@ static void init(void) {
     long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0);
     if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
         syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0) {
-      use_membarrier = 1;
+      __atomic_store_n(&use_membarrier, 1, __ATOMIC_RELAXED);
+      /* Before any reader registers (they all come through here first). */
+      __atomic_and_fetch(&hm__gp, ~HM__RD_SLOW, __ATOMIC_SEQ_CST);
       __atomic_store_n(&hm__reader_fenced, 0, __ATOMIC_SEQ_CST);
     }
   }
@@ -82,16 +112,16 @@ static void init(void) {
 #endif
 }
 
-static void reader_register(struct hm__reader *r) {
+static void reader_register(struct reader *r) {
   pthread_once(&init_once, init);
   pthread_mutex_lock(&readers_lock);
+  r->word = &hm__rd;
   r->prev = NULL;
   r->next = readers;
   if (readers)
     readers->prev = r;
   readers = r;
-  /* Fixed for the thread's life: init() has run, so the process's choice is made. */
-  r->mode = __atomic_load_n(&hm__reader_fenced, __ATOMIC_RELAXED) ? 2 : 1;
+  r->registered = 1;
   pthread_mutex_unlock(&readers_lock);
   /* A non-NULL value makes the key's destructor run when this thread exits. */
   (void)pthread_setspecific(exit_key, r);
@@ -102,13 +132,14 @@ void hm__reader_unbalanced(void) {
   abort();
 }
 
-void hm__reader_enter_slow(unsigned long long g) {
-  struct hm__reader *r = &hm__self;
-  if (r->mode == 0)
-    reader_register(r);
-  /* Sequentially consistent, so the store is ordered before the table load that follows
-   * even without the writer's membarrier(); after registering, either mode may use it. */
-  __atomic_store_n(&r->ctr, g, __ATOMIC_SEQ_CST);
+/* The outermost enter of a thread whose word has HM__RD_SLOW: not registered yet, or
+ * readers fence. Sequentially consistent, so the store is ordered before the table load
+ * that follows even without the writer's membarrier(); hm__gp is read after registering,
+ * so the word takes the process's current mode. */
+void hm__rd_enter_slow(void) {
+  if (!self.registered)
+    reader_register(&self);
+  __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
 }
 
 static void sleep_ns(long ns) {
@@ -119,10 +150,11 @@ static void sleep_ns(long ns) {
 /* Make every reader's earlier stores visible before we read the reader list. Once
  * registered, MEMBARRIER_CMD_PRIVATE_EXPEDITED does not fail; should it ever (a seccomp
  * filter added later, a kernel change), register again, then fall back to the global
- * command, which needs no registration; never spin on it. If nothing works the readers are
- * switched to fenced stores, and one slow round of the global-free fallback is waited out. */
+ * command, which needs no registration; never spin on it. If nothing works, readers are
+ * switched to fenced stores; hm__gp_start waits out the switch. */
 static void writer_barrier(void) {
-  if (!use_membarrier)
+  /* Acquire: a writer that sees it 0 after a switch also sees `degraded`. */
+  if (!__atomic_load_n(&use_membarrier, __ATOMIC_ACQUIRE))
     return;
   if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
     return;
@@ -132,30 +164,43 @@ static void writer_barrier(void) {
   if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0) == 0)
     return;
   {
-    struct hm__reader *r;
     static int warned;
     if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
       fputs("hotmod: membarrier() stopped working; live calls use fenced stores from now on\n",
             stderr);
-    /* From here on every reader fences its own store; readers already inside a call keep
-     * the grace period open until they leave, which the reader list shows. */
+    /* From here on every word a reader copies sends its next outermost enter to the fenced
+     * slow path. Readers already inside a call keep the grace period open until they leave,
+     * as their words show. */
+    __atomic_or_fetch(&hm__gp, HM__RD_SLOW, __ATOMIC_SEQ_CST);
     __atomic_store_n(&hm__reader_fenced, 1, __ATOMIC_SEQ_CST);
-    pthread_mutex_lock(&readers_lock);
-    for (r = readers; r != NULL; r = r->next)
-      __atomic_store_n(&r->mode, 2, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&readers_lock);
-    use_membarrier = 0;
-    /* Stores that readers made before the switch without a fence are drained from their
-     * store buffers long before this sleep ends. */
-    sleep_ns(1000000);
+    __atomic_store_n(&degraded, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&use_membarrier, 0, __ATOMIC_RELEASE);
   }
 }
 
-unsigned long long hm__gp_start(void) {
-  unsigned long long target;
+/* After the switch to fenced readers, 1 while a registered reader's word lacks HM__RD_SLOW:
+ * its next outermost enter copies hm__gp without a fence (once; the word it stores has the
+ * flag). */
+static int unfenced_readers(void) {
+  const struct reader *r;
+  int found = 0;
+  pthread_mutex_lock(&readers_lock);
+  for (r = readers; r != NULL && !found; r = r->next)
+    found = !(__atomic_load_n(r->word, __ATOMIC_SEQ_CST) & HM__RD_SLOW);
+  pthread_mutex_unlock(&readers_lock);
+  return found;
+}
+
+unsigned long hm__gp_start(void) {
+  unsigned long target;
   pthread_once(&init_once, init);
-  target = __atomic_add_fetch(&hm__gp_ctr, 1, __ATOMIC_SEQ_CST);
+  target = __atomic_add_fetch(&hm__gp, GP_STEP, __ATOMIC_SEQ_CST);
   writer_barrier();
+  /* Since the switch, a thread whose word lacks the flag may still enter without a fence,
+   * once, or may have done so just before the switch. Such a store leaves its thread's
+   * store buffer long before this sleep ends: the words read after it show the call. */
+  if (__atomic_load_n(&degraded, __ATOMIC_RELAXED) && unfenced_readers())
+    sleep_ns(1000000);
   return target;
 }
 
@@ -169,23 +214,27 @@ void hm__readers_postfork(int child) {
      * not own (glibc reuses dead threads' stacks, and their TLS with them): forget them, or
      * a grace period would wait forever for a call that will never return. This thread keeps
      * its reader, and its nesting, if it was inside a live call when it forked. */
-    struct hm__reader *self = &hm__self;
     readers = NULL;
-    if (self->mode != 0) {
-      self->next = self->prev = NULL;
-      readers = self;
+    if (self.registered) {
+      self.next = self.prev = NULL;
+      readers = &self;
     }
   }
   pthread_mutex_unlock(&readers_lock);
 }
 
-int hm__gp_passed(unsigned long long target) {
-  const struct hm__reader *r;
+/* Modulo the GP's width: older when the difference, as a signed number, is negative. */
+static int gp_older(unsigned long word, unsigned long target) {
+  return (long)((word & GP_MASK) - (target & GP_MASK)) < 0;
+}
+
+int hm__gp_passed(unsigned long target) {
+  const struct reader *r;
   int passed = 1;
   pthread_mutex_lock(&readers_lock);
   for (r = readers; r != NULL; r = r->next) {
-    unsigned long long c = __atomic_load_n(&r->ctr, __ATOMIC_SEQ_CST);
-    if (c != 0 && c < target) {
+    unsigned long w = __atomic_load_n(r->word, __ATOMIC_SEQ_CST);
+    if ((w & HM__RD_DEPTH) != 0 && gp_older(w, target)) {
       passed = 0;
       break;
     }
@@ -196,6 +245,14 @@ int hm__gp_passed(unsigned long long target) {
 
 /* ---- The reclaimer thread -------------------------------------------------------------- */
 
+/* How the reclaimer waits for work. Waking a parked thread costs the caller a futex call
+ * (19-35 us on the reload's path on a 2-vCPU VM, most of it the switch to the woken thread),
+ * so after doing work the reclaimer keeps looking for more every POLL_NS for LINGER_NS; only
+ * then does it park, and only a deferral that finds it parked wakes it. Reloads that follow
+ * one another within LINGER_NS never signal; an idle registry has no timer running. */
+#define POLL_NS 2000000L         /* 2 ms: the most a deferral waits to be picked up */
+#define LINGER_NS 2000000000LL   /* 2 s without work before parking */
+
 struct hm__reclaimer {
   hm__allocator a;
   pthread_mutex_t lock;
@@ -203,8 +260,32 @@ struct hm__reclaimer {
   hm__defer_node *head, **tail;
   unsigned long long queued, done;
   int stop;
+  int parked; /* waiting on `wake` without a timeout: a deferral must signal */
   pthread_t thread;
 };
+
+static long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Wait (under rc->lock) until work is queued or the reclaimer is stopped: polling every
+ * POLL_NS while work was done less than LINGER_NS ago, parked after that. */
+static void wait_for_work(hm__reclaimer *rc, long long last_work) {
+  while (rc->head == NULL && !rc->stop) {
+    long long now = mono_ns();
+    if (now - last_work < LINGER_NS) {
+      long long until = now + POLL_NS;
+      struct timespec ts = {(time_t)(until / 1000000000LL), (long)(until % 1000000000LL)};
+      (void)pthread_cond_timedwait(&rc->wake, &rc->lock, &ts);
+    } else {
+      rc->parked = 1;
+      pthread_cond_wait(&rc->wake, &rc->lock);
+      rc->parked = 0;
+    }
+  }
+}
 
 
 /* Take everything queued (under rc->lock). */
@@ -245,13 +326,14 @@ static void count_done(hm__reclaimer *rc, unsigned long long ran) {
 
 static void *reclaimer_main(void *arg) {
   hm__reclaimer *rc = arg;
+  long long last_work = mono_ns() - LINGER_NS; /* parked until the first deferral */
   pthread_mutex_lock(&rc->lock);
   for (;;) {
     hm__defer_node *gp = NULL, **gp_tail = &gp, *batch, *n, *next;
-    unsigned long long target, ran;
+    unsigned long target;
+    unsigned long long ran;
     long wait = 20000; /* 20 us, doubling up to 2 ms */
-    while (rc->head == NULL && !rc->stop)
-      pthread_cond_wait(&rc->wake, &rc->lock);
+    wait_for_work(rc, last_work);
     if (rc->head == NULL)
       break;
     batch = take_all(rc);
@@ -291,6 +373,7 @@ static void *reclaimer_main(void *arg) {
       }
       count_done(rc, ran);
     }
+    last_work = mono_ns();
     pthread_mutex_lock(&rc->lock);
   }
   pthread_mutex_unlock(&rc->lock);
@@ -305,7 +388,13 @@ int hm__reclaimer_new(hm__reclaimer **out, const hm__allocator *a) {
   rc->a = *a;
   rc->tail = &rc->head;
   pthread_mutex_init(&rc->lock, NULL);
-  pthread_cond_init(&rc->wake, NULL);
+  {
+    pthread_condattr_t ca; /* the polling waits time out on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rc->wake, &ca);
+    pthread_condattr_destroy(&ca);
+  }
   pthread_cond_init(&rc->idle, NULL);
   rv = pthread_create(&rc->thread, NULL, reclaimer_main, rc);
   if (rv != 0) {
@@ -325,16 +414,25 @@ void hm__defer(hm__reclaimer *rc, hm__defer_node *node, hm__defer_fn fn, void *a
   node->fn = fn;
   node->arg = arg;
   node->after_gp = after_gp;
+  int wake;
   pthread_mutex_lock(&rc->lock);
   *rc->tail = node;
   rc->tail = &node->next;
   rc->queued++;
-  pthread_cond_signal(&rc->wake);
+  /* A polling reclaimer finds the node within POLL_NS by itself. */
+  wake = rc->parked;
+  rc->parked = 0;
   pthread_mutex_unlock(&rc->lock);
+  /* Signalled after unlocking, so the woken thread does not block on the lock at once. It
+   * was waiting when we held the lock, so the signal cannot be missed. */
+  if (wake)
+    pthread_cond_signal(&rc->wake);
 }
 
 void hm__reclaimer_drain(hm__reclaimer *rc) {
   pthread_mutex_lock(&rc->lock);
+  /* Whoever drains waits for the work: do not leave it to the next poll. */
+  pthread_cond_signal(&rc->wake);
   /* Callbacks may defer more work (a freed table drops the last reference of a version);
    * wait until nothing is queued at all. */
   while (rc->done < rc->queued)
