@@ -611,6 +611,49 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   free(fcpu);
 }
 
+/* What a host's loop feels when it applies a queued reload at its safe point: the module is
+ * in HM_RELOAD_QUEUED mode with the watcher running; after each new build is installed, the
+ * loop calls hm_registry_poll until it applies the build (a poll that finds nothing queued
+ * costs a lock and returns 0), and the call that applies it is timed: today it reads, checks,
+ * copies and dlopens the build on the host's thread, then runs the hooks and publishes.
+ * Between samples, as in bench_reload, the retired version is left to be unloaded. */
+static void bench_poll_stall(const unsigned char *v[2], const size_t vlen[2]) {
+  int samples = quick ? 50 : 300, warm = quick ? 5 : 20;
+  double *us = calloc((size_t)samples, sizeof(double));
+  reload_fx f;
+  reload_fx_open(&f, "q", v[0], vlen[0]);
+  if (us == NULL)
+    die("out of memory");
+  check(hm_module_set_reload_mode(f.mod, HM_RELOAD_QUEUED), f.reg, "hm_module_set_reload_mode");
+  check(hm_watch_start(f.reg), f.reg, "hm_watch_start");
+  for (int i = 0; i < warm + samples; i++) {
+    double t0, t1, deadline;
+    int n;
+    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    deadline = now_ns() + 10e9;
+    for (;;) {
+      t0 = now_ns();
+      n = hm_registry_poll(f.reg);
+      t1 = now_ns();
+      if (n != 0)
+        break;
+      if (t1 > deadline)
+        die("the watcher queued no reload within 10 s");
+      sleep_us(50);
+    }
+    check(n < 0 ? n : 0, f.reg, "hm_registry_poll");
+    if (i >= warm)
+      us[i - warm] = (t1 - t0) / 1e3;
+    (void)wait_retired(f.reg, 1.0);
+  }
+  printf("reload.poll_stall_us_p50 %.1f\n", percentile(us, (size_t)samples, 50));
+  printf("reload.poll_stall_us_p99 %.1f\n", percentile(us, (size_t)samples, 99));
+  fflush(stdout);
+  hm_watch_stop(f.reg);
+  reload_fx_close(&f);
+  free(us);
+}
+
 extern char **environ;
 
 /* The floor under the probe's cost: starting a program that does nothing (true) and
@@ -892,6 +935,7 @@ int main(int argc, char **argv) {
         reloads_only(fast ? fv : v, fast ? fvlen : vlen, iters);
       } else {
         bench_reload(v, vlen, fv, fvlen);
+        bench_poll_stall(v, vlen);
         bench_probe(v, vlen);
       }
       free(b0);
@@ -903,6 +947,7 @@ int main(int argc, char **argv) {
     bench_calls();
     fprintf(stderr, "# read side: %s\n", read_side());
     bench_reload(v, vlen, fv, fvlen);
+    bench_poll_stall(v, vlen);
     bench_probe(v, vlen);
     bench_soak(v, vlen);
     bench_lookup();
