@@ -613,9 +613,10 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
 
 /* What a host's loop feels when it applies a queued reload at its safe point: the module is
  * in HM_RELOAD_QUEUED mode with the watcher running; after each new build is installed, the
- * loop calls hm_registry_poll until it applies the build (a poll that finds nothing queued
- * costs a lock and returns 0), and the call that applies it is timed: today it reads, checks,
- * copies and dlopens the build on the host's thread, then runs the hooks and publishes.
+ * loop calls hm_registry_poll until it publishes the build (a poll that finds nothing
+ * prepared costs a lock and returns 0), and the call that publishes it is timed. The watcher
+ * has read, checked, copied and dlopened the build on its own thread; the poll resolves what
+ * is left, runs the hooks and publishes.
  * Between samples, as in bench_reload, the retired version is left to be unloaded. */
 static void bench_poll_stall(const unsigned char *v[2], const size_t vlen[2]) {
   int samples = quick ? 50 : 300, warm = quick ? 5 : 20;

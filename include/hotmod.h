@@ -248,7 +248,8 @@ typedef enum hm_lint_policy {
 typedef enum hm_reload_mode {
   HM_RELOAD_DEFAULT = 0,   /* per module: follow the registry; per registry: immediate */
   HM_RELOAD_IMMEDIATE = 1, /* the watcher reloads as soon as a build is finished */
-  HM_RELOAD_QUEUED = 2     /* the watcher marks the module; hm_registry_poll applies it */
+  HM_RELOAD_QUEUED = 2     /* the watcher prepares the new version (loads it without
+                              publishing it); hm_registry_poll publishes it */
 } hm_reload_mode;
 
 /* The version of hm_registry_options this header defines (fields up to probe_timeout_ms). */
@@ -668,8 +669,9 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  * complete ELF shared object whose bytes differ from the current version's is a new build
  * (identical bytes, a touch, are no change). The watcher sends HM_EVENT_CHANGED for it, then
  * by the module's reload mode reloads the module at once on the watcher's thread
- * (HM_RELOAD_IMMEDIATE; LOADED or REJECTED follow there) or marks it for hm_registry_poll
- * (HM_RELOAD_QUEUED). The bytes it checked are the bytes it loads.
+ * (HM_RELOAD_IMMEDIATE; LOADED or REJECTED follow there) or prepares it for hm_registry_poll
+ * (HM_RELOAD_QUEUED: loaded on the watcher's thread, REJECTED there if it fails, published
+ * by the poll). The bytes it checked are the bytes it loads.
  *
  * HM_EVENT_REJECTED from the watcher always means a finished file was refused: not an ELF
  * shared object, incomplete although its writer closed it, a missing symbol, a hook that
@@ -702,7 +704,9 @@ HM_EXTERN int hm_module_watch_method(const hm_module *mod);
 
 /* Start the watcher on a thread and a libuv loop of the registry's own (to run it on the
  * host's loop instead, see hm_watch_attach in hotmod/uv.h). Its thread runs the event
- * callback for CHANGED events and, in immediate mode, the reloads and their events.
+ * callback for CHANGED events and, in immediate mode, the reloads and their events; in
+ * queued mode, the preparation of each build (see hm_registry_poll), its module's
+ * constructors and its REJECTED events.
  * Ownership: the registry owns the watcher; hm_watch_stop or hm_registry_free ends it.
  * NULL: HM_EINVAL.
  * Threads: any; of two concurrent starts one gets HM_EALREADY. From module code: HM_EBUSY.
@@ -712,8 +716,8 @@ HM_EXTERN int hm_module_watch_method(const hm_module *mod);
 HM_EXTERN int hm_watch_start(hm_registry *reg);
 
 /* Stop the watcher started by hm_watch_start or hm_watch_attach (hotmod/uv.h), waiting for
- * its thread to finish (a reload under way completes first). Queued reloads stay queued.
- * hm_registry_free calls it.
+ * its thread to finish (a reload under way completes first). Reloads already prepared stay
+ * prepared for hm_registry_poll. hm_registry_free calls it.
  * NULL: a no-op; so is a registry with no watcher running, or one inherited by a forked
  * child.
  * Threads: any, except that a watcher attached to a host loop must be stopped on that
@@ -723,22 +727,36 @@ HM_EXTERN int hm_watch_start(hm_registry *reg);
 HM_EXTERN void hm_watch_stop(hm_registry *reg);
 
 /* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). It applies to the
- * changes the watcher sees from then on; a reload already queued stays queued.
+ * changes the watcher sees from then on; a reload already prepared stays prepared (the next
+ * poll publishes it, the next reload of the module drops it).
  * NULL: HM_EINVAL.
  * Threads: any; also module code.
  * Errors: HM_EINVAL (NULL module, unknown mode). */
 HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
 
-/* Apply the reloads the watcher queued for modules in HM_RELOAD_QUEUED mode, each from its
- * file as it is now. Returns how many modules got a new version (>= 0). A queued file that
- * is refused is not counted; its REJECTED event is sent, except for failures a later try may
- * not meet, which the watcher retries (as in immediate mode) and queues again. A queued
- * change whose file went back to the current version's bytes is dropped. Call it at a safe
- * point of the host: the reloads, their hooks and their events run on the calling thread.
+/* Publish the reloads the watcher prepared for modules in HM_RELOAD_QUEUED mode, and return
+ * how many it published (>= 0).
+ * What runs where: for a finished new build the watcher does, on its own thread, everything
+ * callers cannot see: it reads the file, checks it, makes the private copy and dlopens it
+ * (the module's constructors run there), then resolves the symbols of the module's live
+ * handles and checks the signatures of typed ones. A build that fails there is REJECTED from
+ * the watcher's thread (hm_event_detail says why), and the poll never sees it. The poll runs
+ * only the rest, on the calling thread: the symbols of live handles taken since the build
+ * was prepared, the state hooks (save, then the new version's load hook), the publish, and
+ * the LOADED, WARNING and RETIRED events. A failure there (a symbol or signature a handle
+ * taken since the preparation needs, a load hook that refuses) is REJECTED from the poll.
+ * A module holds at most one prepared build: a newer build replaces it (the older one is
+ * unloaded on the watcher's thread, with no event). A prepared build is also dropped
+ * quietly once it no longer follows the current version: after an explicit reload,
+ * rollback or unload of the module, or when the file goes back to the current version's
+ * bytes. hm_registry_free unloads one still waiting. Failures a later try may not meet are
+ * retried by the watcher, as in immediate mode, and prepared again.
+ * Call it at a safe point of the host (a frame boundary, between requests): no reload
+ * changes what callers see at any other time.
  * NULL: HM_EINVAL.
- * Threads: any; a module's queued reload is taken by one poller only. From module code:
+ * Threads: any; a module's prepared reload is taken by one poller only. From module code:
  * HM_EBUSY.
- * Errors: HM_EINVAL, HM_EBUSY, HM_EFORKED. (A refused file is not an error of the poll: its
+ * Errors: HM_EINVAL, HM_EBUSY, HM_EFORKED. (A refused build is not an error of the poll: its
  * REJECTED event tells.) */
 HM_EXTERN int hm_registry_poll(hm_registry *reg);
 

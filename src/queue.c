@@ -1,7 +1,7 @@
 /*
  * Reload modes and queued reloads: what the watcher does with a finished build, decided per
- * module, and hm_registry_poll, which applies queued reloads at the host's safe point. No
- * libuv here: the watcher marks a module `pending`; polling reloads it.
+ * module, and hm_registry_poll, which publishes queued reloads at the host's safe point. No
+ * libuv here: the watcher prepares the new version (hm__prepare); polling publishes it.
  */
 #include "registry.h"
 
@@ -26,14 +26,13 @@ static hm_module **take_pending(hm_registry *reg, size_t *n) {
   size_t i, k = 0;
   pthread_mutex_lock(&reg->lock);
   for (i = 0; i < reg->nmods; i++)
-    k += reg->mods[i]->pending && reg->mods[i]->cur != NULL;
+    k += reg->mods[i]->prepared != NULL && reg->mods[i]->cur != NULL;
   if (k != 0 && (due = hm__malloc(&reg->a, k * sizeof *due)) != NULL) {
     k = 0;
     for (i = 0; i < reg->nmods; i++) {
       hm_module *mod = reg->mods[i];
-      if (mod->pending && mod->cur != NULL)
+      if (mod->prepared != NULL && mod->cur != NULL)
         due[k++] = mod; /* loaded modules are never freed before the registry */
-      mod->pending = 0;
     }
   }
   pthread_mutex_unlock(&reg->lock);
@@ -54,13 +53,12 @@ int hm_registry_poll(hm_registry *reg) {
   due = take_pending(reg, &n);
   for (i = 0; i < n; i++) {
     /* As the watcher would: a transient failure is not reported yet; the watcher retries
-     * it on its schedule and queues it again. A file found incomplete now, which the
-     * watcher found complete, is being rewritten: its writer's close queues it again. */
-    int rc = hm__reload(due[i], NULL, NULL, HM__RELOAD_WATCHER | HM__RELOAD_QUEUED);
+     * it on its schedule (reading and preparing the file again) and queues it again. */
+    int rc = hm__prepared_apply(due[i]);
     if (rc == 0) {
       if (applied < INT_MAX)
         applied++;
-    } else if (!hm__err_is_final(rc)) {
+    } else if (rc < 0 && !hm__err_is_final(rc)) {
       pthread_mutex_lock(&reg->lock);
       due[i]->poll_rc = rc;
       pthread_mutex_unlock(&reg->lock);

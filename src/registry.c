@@ -345,8 +345,10 @@ static void free_memory(hm_registry *reg) {
 static void free_forked(hm_registry *reg) {
   size_t i, pinned = 0;
   hm__reclaimer_forget(reg->rc);
-  for (i = 0; i < reg->nmods; i++)
+  for (i = 0; i < reg->nmods; i++) {
+    hm__prepared_drop(reg->mods[i], 1);
     pinned += orphan_pinned(reg->mods[i], 1);
+  }
   (void)pinned;
   free_memory(reg);
 }
@@ -374,9 +376,11 @@ void hm_registry_free(hm_registry *reg) {
   if (reg->watch_reap != NULL)
     reg->watch_reap(reg);
   /* Retire every current version; the reclaimer unloads them once live calls have left. */
-  for (i = 0; i < reg->nmods; i++)
+  for (i = 0; i < reg->nmods; i++) {
     if (reg->mods[i]->cur != NULL)
       hm_module_unload(reg->mods[i]);
+    hm__prepared_drop(reg->mods[i], 0); /* left only if that unload failed */
+  }
   hm__reclaimer_drain(reg->rc);
   /* Versions that snapshots pin still get their unload hooks, which may release snapshots
    * of other modules and so let those versions go normally. */
@@ -574,6 +578,7 @@ typedef struct reload_job {
   hm__version *v;    /* the new version, until published */
   int reused;        /* rollback: v is an older version still loaded, not a new load */
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
+  hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
   unsigned nwarn;    /* lint findings to report once the version is current */
   char warn[8][400];
 } reload_job;
@@ -719,11 +724,15 @@ static int job_load(reload_job *j, const hm__file *given) {
  * a slot it adds resolves in the new version too, and completes the incoming table. */
 static int job_resolve(reload_job *j) {
   hm_registry *reg = j->reg;
-  hm__table *t = hm__table_new(reg, j->v, 0);
+  hm__table *t = j->table;
   int rc;
+  /* A prepared reload resumes the table its preparation filled: only slots added since are
+   * left to resolve. */
+  j->table = NULL;
+  if (t == NULL && (t = hm__table_new(reg, j->v, 0)) != NULL)
+    t->n = 0;
   if (t == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", j->path);
-  t->n = 0;
   pthread_mutex_lock(&reg->lock);
   j->mod->incoming = j->v;
   j->mod->incoming_table = t;
@@ -945,7 +954,7 @@ static int job_reject(reload_job *j, int rc) {
   hm_registry *reg = j->reg;
   hm__table *t = NULL;
   int report = !(j->flags & HM__RELOAD_WATCHER) ||
-               (hm__err_is_final(rc) && !((j->flags & HM__RELOAD_QUEUED) && rc == HM_EBADELF));
+               hm__err_is_final(rc);
   char detail[1024];
   pthread_mutex_lock(&reg->lock);
   if (j->v != NULL && j->mod->incoming == j->v) {
@@ -960,6 +969,7 @@ static int job_reject(reload_job *j, int rc) {
    * keep the detail of this failure for the event. */
   snprintf(detail, sizeof detail, "%s", hm_errmsg());
   hm__table_discard(t);
+  hm__table_discard(j->table);
   if (j->v != NULL && j->reused)
     hm__version_unref(reg, j->v); /* still loaded for whoever pins it */
   else if (j->v != NULL)
@@ -982,33 +992,47 @@ int hm__reload(hm_module *mod, const char *path, const hm__file *file, unsigned 
   return reload_job_run(&j, path, file);
 }
 
-/* Run a reload job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */
-static int reload_job_run(reload_job *jp, const char *path, const hm__file *file) {
+/* Take the module's prepared reload off it, if any. Under reg->lock. */
+static reload_job *prepared_take(hm_module *mod) {
+  reload_job *p = mod->prepared;
+  mod->prepared = NULL;
+  return p;
+}
+
+/* A prepared reload that will not be published: unloaded now, quietly (its load hook never
+ * ran, and nobody was told it would come). No lock held. */
+static void prepared_discard(reload_job *p) {
+  hm_registry *reg;
+  if (p == NULL)
+    return;
+  reg = p->reg;
+  hm__table_discard(p->table);
+  hm__version_discard(reg, p->v);
+  hm__free(&reg->a, p->path);
+  hm__free(&reg->a, p);
+}
+
+/* The second half of every reload, under the module's reload_lock with the new version
+ * loaded: resolve, check, hand over, publish (or refuse), then the events. Releases
+ * reload_lock. */
+static int job_complete(reload_job *jp) {
   reload_job j = *jp;
   hm_module *mod = j.mod;
+  reload_job *stale = NULL;
   unsigned num;
-  int rc;
-  pthread_mutex_lock(&mod->reload_lock);
-  rc = job_begin(&j, path);
-  if (rc != 0) {
-    pthread_mutex_unlock(&mod->reload_lock);
-    if (j.reused)
-      hm__version_unref(j.reg, j.v);
-    return rc;
-  }
-  /* The build rolled back from stays "no change" for the watcher: its hash is needed. j.old
-   * is kept loaded by the reload lock. */
-  if (j.flags & HM__RELOAD_ROLLBACK)
-    version_hash(j.reg, j.old);
-  rc = job_load(&j, file);
-  if (rc == 0)
-    rc = job_resolve(&j);
+  int rc = job_resolve(&j);
   if (rc == 0)
     rc = job_check_signatures(&j);
   if (rc == 0)
     rc = job_handover(&j);
-  if (rc == 0)
+  if (rc == 0) {
     job_publish(&j);
+    /* A build prepared for the version this one replaced cannot be published any more. */
+    pthread_mutex_lock(&j.reg->lock);
+    if (mod->prepared != NULL)
+      stale = prepared_take(mod);
+    pthread_mutex_unlock(&j.reg->lock);
+  }
   if (rc != 0) {
     pthread_mutex_unlock(&mod->reload_lock);
     return job_reject(&j, rc);
@@ -1016,6 +1040,7 @@ static int reload_job_run(reload_job *jp, const char *path, const hm__file *file
   /* Once the lock is released another thread may retire and unload the new version. */
   num = j.v->num;
   pthread_mutex_unlock(&mod->reload_lock);
+  prepared_discard(stale);
   hm__free(&j.reg->a, j.path); /* NULL when it became the module's path */
   if (j.new_path)
     hm__watch_poke(j.reg); /* a new path (a load, or hm_module_reload_from) is watched too */
@@ -1032,6 +1057,126 @@ static int reload_job_run(reload_job *jp, const char *path, const hm__file *file
     hm__version_unref(j.reg, j.old);
   }
   return 0;
+}
+
+/* Run a reload job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */
+static int reload_job_run(reload_job *jp, const char *path, const hm__file *file) {
+  reload_job j = *jp;
+  hm_module *mod = j.mod;
+  int rc;
+  pthread_mutex_lock(&mod->reload_lock);
+  rc = job_begin(&j, path);
+  if (rc != 0) {
+    pthread_mutex_unlock(&mod->reload_lock);
+    if (j.reused)
+      hm__version_unref(j.reg, j.v);
+    return rc;
+  }
+  /* The build rolled back from stays "no change" for the watcher: its hash is needed. j.old
+   * is kept loaded by the reload lock. */
+  if (j.flags & HM__RELOAD_ROLLBACK)
+    version_hash(j.reg, j.old);
+  rc = job_load(&j, file);
+  if (rc != 0) {
+    pthread_mutex_unlock(&mod->reload_lock);
+    return job_reject(&j, rc);
+  }
+  return job_complete(&j);
+}
+
+/* ---- Prepared reloads (queued mode) ----------------------------------------------------- */
+
+int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
+  hm_registry *reg = mod->reg;
+  reload_job *j = hm__calloc(&reg->a, 1, sizeof *j), *prev;
+  int rc;
+  if (j == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory preparing a reload of %s", mod->name);
+  j->mod = mod;
+  j->reg = reg;
+  j->flags = HM__RELOAD_WATCHER;
+  pthread_mutex_lock(&mod->reload_lock);
+  rc = job_begin(j, path);
+  if (rc != 0) {
+    pthread_mutex_unlock(&mod->reload_lock);
+    hm__free(&reg->a, j);
+    return rc;
+  }
+  rc = job_load(j, file);
+  /* Every live slot known now, resolved and type-checked here: a build that lacks one is
+   * refused on this thread. The table goes back to the job until the poll resumes it. */
+  if (rc == 0 && (rc = job_resolve(j)) == 0) {
+    pthread_mutex_lock(&reg->lock);
+    j->table = mod->incoming_table;
+    mod->incoming = NULL;
+    mod->incoming_table = NULL;
+    pthread_mutex_unlock(&reg->lock);
+    rc = job_check_signatures(j);
+  }
+  if (rc != 0) {
+    pthread_mutex_unlock(&mod->reload_lock);
+    rc = job_reject(j, rc);
+    hm__free(&reg->a, j);
+    return rc;
+  }
+  /* Installed before reload_lock goes, so an unload or reload that follows sees it. */
+  j->old = NULL; /* not kept alive: the poll checks that the version it replaces is current */
+  pthread_mutex_lock(&reg->lock);
+  prev = prepared_take(mod);
+  mod->prepared = j;
+  pthread_mutex_unlock(&reg->lock);
+  pthread_mutex_unlock(&mod->reload_lock);
+  prepared_discard(prev); /* superseded by the newer build */
+  return 0;
+}
+
+int hm__prepared_apply(hm_module *mod) {
+  hm_registry *reg = mod->reg;
+  reload_job *p, j;
+  pthread_mutex_lock(&mod->reload_lock);
+  pthread_mutex_lock(&reg->lock);
+  p = mod->prepared;
+  if (p == NULL) {
+    pthread_mutex_unlock(&reg->lock);
+    pthread_mutex_unlock(&mod->reload_lock);
+    return 1; /* another poller took it, or it was dropped */
+  }
+  (void)prepared_take(mod);
+  /* Prepared for the version that is current, at the module's path? Numbers are never
+   * reused, so a version retired since cannot pass for it. */
+  if (mod->cur == NULL || mod->cur->num != p->oldnum || strcmp(p->path, mod->path) != 0) {
+    pthread_mutex_unlock(&reg->lock);
+    pthread_mutex_unlock(&mod->reload_lock);
+    prepared_discard(p);
+    return 1;
+  }
+  j = *p;
+  j.old = mod->cur; /* kept current, and alive, by reload_lock */
+  pthread_mutex_unlock(&reg->lock);
+  hm__free(&reg->a, p);
+  return job_complete(&j);
+}
+
+void hm__prepared_drop(hm_module *mod, int forked) {
+  reload_job *p;
+  pthread_mutex_lock(&mod->reg->lock);
+  p = prepared_take(mod);
+  pthread_mutex_unlock(&mod->reg->lock);
+  if (p == NULL)
+    return;
+  if (!forked) {
+    prepared_discard(p);
+    return;
+  }
+  /* A forked child frees memory only: the mapping and the copy are the parent's. */
+  {
+    hm__allocator a = p->v->a;
+    hm__free(&p->reg->a, p->table);
+    hm__free(&a, p->v->copy_path);
+    hm__free(&a, p->v);
+    hm__free(&p->reg->a, p->path);
+    hm__free(&p->reg->a, p);
+  }
 }
 
 static int reload_checks(hm_module *mod, const char *what) {
@@ -1131,6 +1276,7 @@ int hm_module_rollback(hm_module *mod) {
 
 int hm_module_unload(hm_module *mod) {
   hm_registry *reg;
+  reload_job *stale;
   hm__table *t;
   hm__version *old;
   unsigned oldnum;
@@ -1155,6 +1301,7 @@ int hm_module_unload(hm_module *mod) {
   }
   oldnum = old->num;
   mod->cur = NULL;
+  stale = prepared_take(mod);
   /* Nothing to roll back to once the module is gone; a load by name starts afresh. */
   drop_kept(mod);
   mod->nhist = 0;
@@ -1163,6 +1310,7 @@ int hm_module_unload(hm_module *mod) {
   hm__publish(mod, t);
   pthread_mutex_unlock(&reg->lock);
   pthread_mutex_unlock(&mod->reload_lock);
+  prepared_discard(stale);
   hm__watch_poke(reg);
   hm__emit(reg, HM_EVENT_RETIRED, mod, oldnum, 0);
   hm__version_unref(reg, old);

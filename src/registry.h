@@ -45,7 +45,8 @@ struct hm_module {
   hm_lint_policy lint;         /* per-module override; under reg->lock */
   int probe;                   /* crash containment: 0 as the registry, 1 on, 2 off; under
                                   reg->lock */
-  int pending;                 /* the watcher queued a reload; under reg->lock */
+  struct reload_job *prepared; /* queued mode: the build the watcher prepared for
+                                  hm_registry_poll (registry.c); under reg->lock */
   int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
   /* Rollback (all under reg->lock): the builds that were current before this one, oldest
@@ -166,14 +167,24 @@ HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t 
                                    reported (the watcher retries them), and `path`, if given,
                                    must still be the module's path (HM_EAGAIN otherwise) */
 #define HM__RELOAD_ROLLBACK 0x8u /* hm_module_rollback: an older build comes back */
-#define HM__RELOAD_QUEUED 0x4u  /* with WATCHER: hm_registry_poll reading a file the watcher
-                                   found complete; an incomplete one now is being rewritten,
-                                   not reported (the watcher queues the rewrite) */
 /* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
  * checked), else from `path` (NULL: the module's path). Reports REJECTED itself, except for
  * transient failures with HM__RELOAD_WATCHER. */
 HM__HIDDEN int hm__reload(hm_module *mod, const char *path, const hm__file *file,
                           unsigned flags);
+/* Queued mode, on the watcher's thread: load a build (`file`: the bytes it read at `path`)
+ * without publishing it (read, check, copy, dlopen, the live slots resolved and their
+ * signatures checked) and keep it as the module's prepared reload, replacing and
+ * discarding one prepared before. 0, or the error, reported as hm__reload reports it. */
+HM__HIDDEN int hm__prepare(hm_module *mod, const char *path, const hm__file *file);
+/* hm_registry_poll: publish the module's prepared reload (the hooks and the publish, and
+ * the live slots added since it was prepared). 0 when published; 1 when there was none, or
+ * it was prepared for a version no longer current (discarded quietly); or the error,
+ * reported as hm__reload reports it. No lock held. */
+HM__HIDDEN int hm__prepared_apply(hm_module *mod);
+/* Discard the module's prepared reload, if any (forked: free its memory only, in a child
+ * after fork()). No lock held. */
+HM__HIDDEN void hm__prepared_drop(hm_module *mod, int forked);
 /* Make sure the current version's content hash is known (id.hashed), computing it from
  * its private copy if the reload that loaded it skipped it (no watcher then). Best effort:
  * a copy that cannot be read leaves it unknown, which only costs a reload of identical

@@ -204,7 +204,7 @@ static void after_failure(hm__wmod *wm, int rc, uint64_t key, unsigned cur) {
   }
 }
 
-/* A finished new build: reload it at once, or queue it for hm_registry_poll. */
+/* A finished new build: reload it at once, or prepare it for hm_registry_poll. */
 static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
   hm__watcher *w = wm->w;
   hm_registry *reg = w->reg;
@@ -218,21 +218,24 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
     return;
   }
   mode = mode_of(mod);
-  if (mode == HM_RELOAD_QUEUED) {
-    if (mod->pending && wm->have_queued && wm->queued_hash == f->id.hash) {
-      pthread_mutex_unlock(&reg->lock);
-      return; /* already queued */
-    }
-    mod->pending = 1;
-    wm->have_queued = 1;
-    wm->queued_hash = f->id.hash;
+  if (mode == HM_RELOAD_QUEUED && mod->prepared != NULL && wm->have_queued &&
+      wm->queued_hash == f->id.hash) {
+    pthread_mutex_unlock(&reg->lock);
+    return; /* already prepared */
   }
   pthread_mutex_unlock(&reg->lock);
 
   hm__emit(reg, HM_EVENT_CHANGED, mod, cur, 0);
-  if (mode == HM_RELOAD_QUEUED || hm__watch_winding_down(w))
+  if (hm__watch_winding_down(w))
     return;
-  rc = hm__reload(mod, wm->path, f, HM__RELOAD_WATCHER);
+  if (mode == HM_RELOAD_QUEUED) {
+    /* Everything callers cannot see happens here; the host's poll only publishes. */
+    rc = hm__prepare(mod, wm->path, f);
+    wm->have_queued = rc == 0;
+    wm->queued_hash = f->id.hash;
+  } else {
+    rc = hm__reload(mod, wm->path, f, HM__RELOAD_WATCHER);
+  }
   after_failure(wm, rc, key, cur);
 }
 
@@ -285,9 +288,9 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
                                             f.id.hash == wm->mod->cur->id.hash) ||
                                            (wm->mod->have_rolled_back &&
                                             f.id.hash == wm->mod->rolled_back_hash));
-  if (sf.same_as_current)
-    wm->mod->pending = 0; /* back to what serves: a queued reload has nothing left to do */
   pthread_mutex_unlock(&reg->lock);
+  if (sf.same_as_current)
+    hm__prepared_drop(wm->mod, 0); /* back to what serves: nothing left to publish */
 
   switch (hm__settle_checked(&wm->st, &sf, settle_due, w->settle_ms)) {
   case HM__DO_QUIET:

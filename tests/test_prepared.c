@@ -1,0 +1,230 @@
+/* Prepared reloads (HM_RELOAD_QUEUED): the watcher reads, checks, copies and dlopens a new
+ * build on its own thread, resolves the live slots and checks their signatures; the host's
+ * hm_registry_poll runs only the hooks and the publish. A build that fails preparation is
+ * REJECTED from the watcher's thread; a prepared build that a newer one, an explicit
+ * reload or an unload supersedes is discarded.
+ *
+ * The module "sq" is tests/modules/reentrant.c (its constructor, destructor and load hook
+ * call the hmt_in_* functions this program exports) or square.c (v3 lacks bonus()). No
+ * assertion is about time: the watcher's work is awaited with wt_sync or a polled deadline. */
+#include "watchutil.h"
+
+#include "hotmod/module.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define NV 8
+static pid_t g_main_tid;
+static pid_t g_ctor_tid[NV], g_load_tid[NV]; /* atomic: who ran version n's code, 0: none */
+static int g_dtor[NV];                       /* atomic: times version n's destructor ran */
+
+static pid_t tid(void) { return (pid_t)syscall(SYS_gettid); }
+
+void hmt_in_constructor(int version);
+void hmt_in_destructor(int version);
+int hmt_in_load_hook(int version);
+void hmt_in_unload_hook(int version);
+
+void hmt_in_constructor(int version) {
+  if (version > 0 && version < NV)
+    __atomic_store_n(&g_ctor_tid[version], tid(), __ATOMIC_SEQ_CST);
+}
+void hmt_in_destructor(int version) {
+  if (version > 0 && version < NV)
+    __atomic_add_fetch(&g_dtor[version], 1, __ATOMIC_SEQ_CST);
+}
+int hmt_in_load_hook(int version) {
+  if (version > 0 && version < NV)
+    __atomic_store_n(&g_load_tid[version], tid(), __ATOMIC_SEQ_CST);
+  return HM_LOAD_CONVERTED;
+}
+void hmt_in_unload_hook(int version) { (void)version; }
+
+static int setup(void **state) {
+  memset(g_ctor_tid, 0, sizeof g_ctor_tid);
+  memset(g_load_tid, 0, sizeof g_load_tid);
+  memset(g_dtor, 0, sizeof g_dtor);
+  g_main_tid = tid();
+  *state = wt_new(HM_RELOAD_QUEUED, 0, 0);
+  return 0;
+}
+
+static int teardown(void **state) {
+  wt_free(*state);
+  return 0;
+}
+
+typedef struct ran {
+  pid_t *who;
+  int n;
+} ran;
+
+static int has_run(void *arg) {
+  ran *r = arg;
+  return __atomic_load_n(&r->who[r->n], __ATOMIC_SEQ_CST) != 0;
+}
+
+static int dtor_count(int n) { return __atomic_load_n(&g_dtor[n], __ATOMIC_SEQ_CST); }
+
+/* Load and constructors on the watcher's thread; the load hook and the publish on the thread
+ * that polls. Before the poll the new build is loaded but nothing serves it. */
+static void t_prepared_on_the_watcher_thread(void **state) {
+  wt *f = *state;
+  ran ctor2 = {g_ctor_tid, 2};
+  wt_load(f, hmt_mod("reentrant_v1"));
+  assert_int_equal(g_ctor_tid[1], g_main_tid);
+  wt_start(f);
+  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  assert_true(hmt_wait_until(has_run, &ctor2, WT_DEADLINE));
+  wt_sync(f);
+  assert_int_not_equal(g_ctor_tid[2], g_main_tid);
+  assert_int_equal(g_load_tid[2], 0);
+  assert_int_equal(hm_module_version(f->mod), 1);
+  assert_int_equal(wt_live(f->live), 1);
+  assert_int_equal(wt_count(f, HM_EVENT_LOADED), 1);
+  assert_int_equal(hm_registry_poll(f->reg), 1);
+  assert_int_equal(g_load_tid[2], g_main_tid);
+  assert_int_equal(hm_module_version(f->mod), 2);
+  assert_int_equal(wt_live(f->live), 2);
+  assert_int_equal(wt_count(f, HM_EVENT_LOADED), 2);
+  assert_int_equal(dtor_count(2), 0);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+}
+
+/* A newer build replaces the prepared one, which is unloaded by the watcher: one publish. */
+static void t_prepared_superseded(void **state) {
+  wt *f = *state;
+  wt_load(f, hmt_mod("reentrant_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_not_equal(g_ctor_tid[2], 0);
+  hmt_install(hmt_mod("reentrant_v3"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 2);
+  wt_sync(f);
+  assert_int_equal(dtor_count(2), 1); /* discarded before any poll */
+  assert_int_equal(g_load_tid[2], 0);
+  assert_int_equal(hm_registry_poll(f->reg), 1);
+  assert_int_equal(wt_live(f->live), 3);
+  assert_int_equal(hm_module_version(f->mod), 2);
+  assert_int_equal(wt_count(f, HM_EVENT_LOADED), 2);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+}
+
+/* A build lacking a symbol a live handle uses is refused by the watcher: REJECTED with no
+ * poll, and nothing for the poll to do. */
+static void t_prepare_refused_on_the_watcher_thread(void **state) {
+  wt *f = *state;
+  hm_live *bonus = NULL;
+  wt_load(f, hmt_mod("square_v1"));
+  assert_int_equal(hm_live_get(f->reg, "sq:bonus", &bonus), 0);
+  wt_start(f);
+  hmt_install(hmt_mod("square_v3"), f->path);
+  wt_wait_count(f, HM_EVENT_REJECTED, 1);
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.last_err, HM_ENOSYM);
+  assert_non_null(strstr(f->log.last_reject, "bonus"));
+  pthread_mutex_unlock(&f->log.mu);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(wt_live(f->live), 1);
+  assert_int_equal(HM_LIVE_CALL(bonus, int (*)(void)), 101);
+}
+
+/* Slots taken after the preparation are resolved by the poll: present, they serve the new
+ * version; missing, the poll refuses the build and the old version keeps serving. */
+static void t_slot_added_after_preparation(void **state) {
+  wt *f = *state;
+  hm_live *bonus = NULL;
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("square_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_equal(hm_live_get(f->reg, "sq:bonus", &bonus), 0);
+  assert_int_equal(HM_LIVE_CALL(bonus, int (*)(void)), 101);
+  assert_int_equal(hm_registry_poll(f->reg), 1);
+  assert_int_equal(HM_LIVE_CALL(bonus, int (*)(void)), 102);
+  assert_int_equal(wt_live(f->live), 2);
+}
+
+/* v3 lacks bonus(), which no live handle used when the watcher prepared it. */
+static void t_slot_missing_after_preparation(void **state) {
+  wt *f = *state;
+  hm_live *bonus = NULL;
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("square_v3"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_equal(hm_live_get(f->reg, "sq:bonus", &bonus), 0);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 1);
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.last_err, HM_ENOSYM);
+  pthread_mutex_unlock(&f->log.mu);
+  assert_int_equal(HM_LIVE_CALL(bonus, int (*)(void)), 101);
+  assert_int_equal(wt_live(f->live), 1);
+  assert_int_equal(hm_module_version(f->mod), 1);
+}
+
+/* An explicit reload or an unload after the preparation: the prepared build is dropped. */
+static void t_prepared_then_explicit_reload_or_unload(void **state) {
+  wt *f = *state;
+  wt_load(f, hmt_mod("reentrant_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_not_equal(g_ctor_tid[2], 0);
+  assert_int_equal(hm_module_reload(f->mod), 0); /* the same file: v2, loaded again */
+  assert_int_equal(wt_live(f->live), 2);
+  assert_int_equal(dtor_count(2), 1); /* the prepared copy */
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(hm_module_version(f->mod), 2);
+  hmt_install(hmt_mod("reentrant_v3"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 2);
+  wt_sync(f);
+  assert_int_not_equal(g_ctor_tid[3], 0);
+  assert_int_equal(hm_module_unload(f->mod), 0);
+  assert_int_equal(dtor_count(3), 1);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(hm_module_version(f->mod), 0);
+  assert_int_equal(g_load_tid[3], 0);
+}
+
+/* Freed with a prepared build waiting: it is unloaded (ASan and valgrind see no leak). */
+static void t_free_with_prepared(void **state) {
+  wt *f = *state;
+  wt_load(f, hmt_mod("reentrant_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_not_equal(g_ctor_tid[2], 0);
+  assert_int_equal(dtor_count(2), 0);
+  hm_registry_free(f->reg);
+  f->reg = NULL;
+  assert_int_equal(dtor_count(2), 1);
+  assert_int_equal(g_load_tid[2], 0);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(t_prepared_on_the_watcher_thread),
+      T(t_prepared_superseded),
+      T(t_prepare_refused_on_the_watcher_thread),
+      T(t_slot_added_after_preparation),
+      T(t_slot_missing_after_preparation),
+      T(t_prepared_then_explicit_reload_or_unload),
+      T(t_free_with_prepared),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
