@@ -13,6 +13,10 @@
  *                                 but a note; bench/run runs this under callgrind with
  *                                 --toggle-collect=hm_bench_loop_<kind>* to count
  *                                 instructions per call
+ *   hm_bench --calls50            only the call.live_vs_raw_50ns figures: starts itself
+ *                                 again as --calls50-child CPU in HM_BENCH_CALLS50_PROCS
+ *                                 processes (default 24), one after the other, each pinned
+ *                                 to one CPU, and prints the median over them
  *   --moddir DIR                  where benchmod_v1.so, benchmod_v2.so and their
  *                                 FAST_RELOAD builds benchmod_fast_v1.so, _v2.so are
  *   --quick                       fewer rounds and reloads (a smoke run, not for figures)
@@ -32,6 +36,7 @@
 #include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -54,6 +59,9 @@
 #define NOINLINE __attribute__((noinline))
 
 typedef int (*add_fn)(int);
+typedef unsigned (*work_fn)(unsigned);
+
+extern char **environ;
 
 static const char *moddir = HM_BENCH_MODDIR;
 static int quick, verbose;
@@ -278,6 +286,40 @@ NOINLINE static unsigned hm_bench_loop_live(hm_live *l, long n) {
   return acc;
 }
 
+/* The same two ways of calling, for the module's work50 (about 50 ns of work), in two
+ * shapes. Independent calls (`acc += f(i)`): what a host's loop over many items does; the
+ * CPU may start the next call's work while the previous one is still running, so what the
+ * calling mechanism adds (instructions in flight, not only time on a path) shows. Chained
+ * calls (`acc = f(acc + i)`): each call needs the previous one's result, so the loop's time
+ * is the callee's latency plus whatever the calling mechanism adds to the dependency path. */
+NOINLINE static unsigned hm_bench_loop_raw50(work_fn f, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc += f((unsigned)i);
+  return acc;
+}
+
+NOINLINE static unsigned hm_bench_loop_live50(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc += HM_LIVE_CALL(l, work_fn, (unsigned)i);
+  return acc;
+}
+
+NOINLINE static unsigned hm_bench_loop_raw50_chained(work_fn f, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc = f(acc + (unsigned)i);
+  return acc;
+}
+
+NOINLINE static unsigned hm_bench_loop_live50_chained(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc = HM_LIVE_CALL(l, work_fn, acc + (unsigned)i);
+  return acc;
+}
+
 enum kind { K_RAW, K_LIVE, K_SNAPSHOT, K_N };
 static const char *const kind_name[K_N] = {"raw", "live", "snapshot"};
 
@@ -435,6 +477,9 @@ static void bench_calls(void) {
               ns[K_LIVE][r], ns[K_SNAPSHOT][r]);
   }
   printf("call.live_vs_raw %.3f\n", median(ratio_live, (size_t)rounds));
+  /* Its spread over the rounds: a trivial loop runs at one of a few discrete speeds here. */
+  printf("call.live_vs_raw_p10 %.3f\n", percentile(ratio_live, (size_t)rounds, 10));
+  printf("call.live_vs_raw_p90 %.3f\n", percentile(ratio_live, (size_t)rounds, 90));
   printf("call.snapshot_vs_raw %.3f\n", median(ratio_snap, (size_t)rounds));
   fflush(stdout);
 
@@ -508,6 +553,170 @@ static void bench_calls(void) {
   free(ns1);
   free(ns2);
   free(ratio_mt_all);
+}
+
+/* ---- A callee doing about 50 ns of work, live against raw, over many pinned processes ---- *
+ * A single process's ratio depends on where its code and data happened to land (the
+ * trivial loops show stable per-address speeds; see bench/README.md), so the figure is the
+ * median over separate processes, each started fresh (its own addresses, caches and
+ * predictor state), pinned to one CPU, alternating between the CPUs the benchmark may use. */
+
+enum { C50_RAW, C50_LIVE, C50_RAW_CHAINED, C50_LIVE_CHAINED, C50_N };
+
+static unsigned calls50_loop(int k, work_fn f, hm_live *l, long n) {
+  switch (k) {
+  case C50_RAW:
+    return hm_bench_loop_raw50(f, n);
+  case C50_LIVE:
+    return hm_bench_loop_live50(l, n);
+  case C50_RAW_CHAINED:
+    return hm_bench_loop_raw50_chained(f, n);
+  default:
+    return hm_bench_loop_live50_chained(l, n);
+  }
+}
+
+/* In the child: rounds of the four loops, interleaved, the order reversed every other round
+ * (raw, live, raw chained, live chained; then live chained, raw chained, live, raw), each
+ * loop timed with the thread's CPU clock. Prints one line: the medians of the per-round
+ * ratios live/raw (independent, chained) and the median ns per call of each loop. */
+static int calls50_child(int cpu) {
+  int rounds = quick ? 11 : 41;
+  double *ns[C50_N], *ratio = calloc((size_t)rounds, sizeof(double));
+  double *ratio_c = calloc((size_t)rounds, sizeof(double));
+  hm_registry *reg;
+  hm_snapshot *snap;
+  hm_live *l;
+  work_fn f;
+  cpu_set_t set;
+  long n = 25000; /* about 1.3 ms per loop at 50 ns per call */
+  unsigned acc = 0;
+
+  for (int k = 0; k < C50_N; k++)
+    if ((ns[k] = calloc((size_t)rounds, sizeof(double))) == NULL)
+      die("out of memory");
+  if (ratio == NULL || ratio_c == NULL)
+    die("out of memory");
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0)
+    die("sched_setaffinity(%d): %s", cpu, strerror(errno));
+  reg = new_registry();
+  check(hm_module_load(reg, "w", modpath("benchmod_v1"), NULL), reg, "hm_module_load");
+  check(hm_snapshot_acquire(reg, "w:work50", &snap), reg, "hm_snapshot_acquire");
+  check(hm_live_get(reg, "w:work50", &l), reg, "hm_live_get");
+  f = (work_fn)hm_snapshot_fn(snap);
+  /* Registers the thread (kept out of the loops), and checks both ways call the same code. */
+  if (HM_LIVE_CALL(l, work_fn, 7u) != f(7u))
+    die("live and raw work50 differ");
+  for (int k = 0; k < C50_N; k++) /* warm up */
+    acc += calls50_loop(k, f, l, n / 4);
+  for (int r = 0; r < rounds; r++) {
+    for (int j = 0; j < C50_N; j++) {
+      int k = r % 2 ? C50_N - 1 - j : j;
+      double t0 = cpu_ns(), t1;
+      acc += calls50_loop(k, f, l, n);
+      t1 = cpu_ns();
+      ns[k][r] = (t1 - t0) / (double)n;
+    }
+    ratio[r] = ns[C50_LIVE][r] / ns[C50_RAW][r];
+    ratio_c[r] = ns[C50_LIVE_CHAINED][r] / ns[C50_RAW_CHAINED][r];
+  }
+  sink(acc);
+  printf("calls50 %.5f %.5f", median(ratio, (size_t)rounds), median(ratio_c, (size_t)rounds));
+  for (int k = 0; k < C50_N; k++)
+    printf(" %.3f", median(ns[k], (size_t)rounds));
+  printf("\n");
+  fflush(stdout);
+  hm_snapshot_release(snap);
+  hm_registry_free(reg);
+  for (int k = 0; k < C50_N; k++)
+    free(ns[k]);
+  free(ratio);
+  free(ratio_c);
+  return 0;
+}
+
+/* One child: this program again with --calls50-child CPU; its line parsed into r[6]. */
+static void calls50_spawn(int cpu, double r[6]) {
+  char cpus[16], line[256];
+  char *argv[] = {"hm_bench", "--calls50-child", cpus, "--moddir", (char *)moddir,
+                  quick ? "--quick" : NULL, NULL};
+  posix_spawn_file_actions_t fa;
+  int fds[2], st, ok;
+  pid_t pid;
+  FILE *in;
+
+  snprintf(cpus, sizeof cpus, "%d", cpu);
+  if (pipe(fds) != 0)
+    die("pipe: %s", strerror(errno));
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  posix_spawn_file_actions_addclose(&fa, fds[1]);
+  if (posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ) != 0)
+    die("cannot start /proc/self/exe --calls50-child");
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  in = fdopen(fds[0], "r");
+  ok = in != NULL && fgets(line, sizeof line, in) != NULL &&
+       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2], &r[3], &r[4],
+              &r[5]) == 6;
+  if (in != NULL)
+    fclose(in);
+  if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ok)
+    die("the --calls50-child process on CPU %d failed", cpu);
+}
+
+/* The CPUs this process may run on (its affinity mask); at most `max`. */
+static int allowed_cpus(int *cpu, int max) {
+  cpu_set_t set;
+  int n = 0;
+  if (sched_getaffinity(0, sizeof set, &set) != 0)
+    die("sched_getaffinity: %s", strerror(errno));
+  for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+    if (CPU_ISSET(c, &set))
+      cpu[n++] = c;
+  return n;
+}
+
+static void bench_calls50(void) {
+  const char *env = getenv("HM_BENCH_CALLS50_PROCS");
+  int procs = env && *env ? atoi(env) : quick ? 4 : 24, cpu[64], ncpu = allowed_cpus(cpu, 64);
+  double *v[6], start = now_ns();
+
+  if (procs < 1)
+    procs = 1;
+  if (ncpu > 2) /* alternate between two CPUs, as on the 2-vCPU machine the figures come from */
+    ncpu = 2;
+  for (int i = 0; i < 6; i++)
+    if ((v[i] = calloc((size_t)procs, sizeof(double))) == NULL)
+      die("out of memory");
+  fprintf(stderr, "# calls50: per process (CPU: live/raw, chained live/raw, raw ns):");
+  for (int p = 0; p < procs; p++) {
+    double r[6];
+    calls50_spawn(cpu[p % ncpu], r);
+    for (int i = 0; i < 6; i++)
+      v[i][p] = r[i];
+    fprintf(stderr, "%s %d: %.3f %.3f %.1f", p % 6 ? "," : "\n#  ", cpu[p % ncpu], r[0], r[1],
+            r[2]);
+  }
+  fputc('\n', stderr);
+  /* median() sorts, so the extremes are the first and last elements after it. */
+  printf("call.live_vs_raw_50ns %.3f\n", median(v[0], (size_t)procs));
+  printf("call.live_vs_raw_50ns_min %.3f\n", v[0][0]);
+  printf("call.live_vs_raw_50ns_max %.3f\n", v[0][procs - 1]);
+  printf("call.live_vs_raw_50ns_chained %.3f\n", median(v[1], (size_t)procs));
+  printf("call.live_vs_raw_50ns_chained_min %.3f\n", v[1][0]);
+  printf("call.live_vs_raw_50ns_chained_max %.3f\n", v[1][procs - 1]);
+  printf("call.callee50_ns %.1f\n", median(v[2], (size_t)procs));
+  printf("call.callee50_chained_ns %.1f\n", median(v[4], (size_t)procs));
+  fprintf(stderr, "# calls50: %d processes in %.1f s; live ns per call (median) %.1f, chained "
+          "%.1f\n", procs, (now_ns() - start) / 1e9, median(v[3], (size_t)procs),
+          median(v[5], (size_t)procs));
+  fflush(stdout);
+  for (int i = 0; i < 6; i++)
+    free(v[i]);
 }
 
 /* A module loaded from a temporary directory, for the reload figures. */
@@ -654,8 +863,6 @@ static void bench_poll_stall(const unsigned char *v[2], const size_t vlen[2]) {
   reload_fx_close(&f);
   free(us);
 }
-
-extern char **environ;
 
 /* The floor under the probe's cost: starting a program that does nothing (true) and
  * waiting for it, in microseconds. */
@@ -867,13 +1074,15 @@ static void usage(void) {
   fputs("usage: hm_bench [--moddir DIR] [--quick] [--verbose]\n"
         "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n"
         "       hm_bench --reloads-only [--fast] [--iters N] [--moddir DIR]\n"
-        "       hm_bench --reload-timing [--moddir DIR]\n",
+        "       hm_bench --reload-timing [--moddir DIR]\n"
+        "       hm_bench --calls50 [--quick] [--moddir DIR]\n",
         stderr);
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  int calls_only = 0, reload_only = 0, reload_timing = 0, only = -1, fast = 0;
+  int calls_only = 0, reload_only = 0, reload_timing = 0, only = -1, fast = 0, calls50 = 0;
+  int calls50_cpu = -1;
   long iters = 1000000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--calls-only") == 0) {
@@ -882,6 +1091,10 @@ int main(int argc, char **argv) {
       reload_only = 1;
     } else if (strcmp(argv[i], "--reload-timing") == 0) {
       reload_timing = 1;
+    } else if (strcmp(argv[i], "--calls50") == 0) {
+      calls50 = 1;
+    } else if (strcmp(argv[i], "--calls50-child") == 0 && i + 1 < argc) {
+      calls50_cpu = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--fast") == 0) {
       fast = 1;
     } else if (strcmp(argv[i], "--quick") == 0) {
@@ -906,6 +1119,12 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (calls50_cpu >= 0)
+    return calls50_child(calls50_cpu);
+  if (calls50) {
+    bench_calls50();
+    return 0;
+  }
   if (calls_only) {
     struct call_env e;
     call_setup(&e);
@@ -947,6 +1166,7 @@ int main(int argc, char **argv) {
     }
     bench_calls();
     fprintf(stderr, "# read side: %s\n", read_side());
+    bench_calls50();
     bench_reload(v, vlen, fv, fvlen);
     bench_poll_stall(v, vlen);
     bench_probe(v, vlen);
