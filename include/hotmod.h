@@ -888,17 +888,20 @@ HM_EXTERN void hm__reader_unbalanced(void);
 
 static inline hm_fn hm_live_enter(hm_live *live) {
   const struct hm__live_head *h = (const struct hm__live_head *)(const void *)live;
-  unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
   hm_fn *fns;
-  if (__builtin_expect((w & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
+  /* A plain read, so that the test can be one instruction: only this thread writes its
+   * word (the others only read it). */
+  if (__builtin_expect((hm__rd & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
     /* Outermost call of a registered thread: the writer's membarrier() orders this store
      * before our load of the table. */
     __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  } else if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1)) {
-    __atomic_store_n(&hm__rd, w + 1, __ATOMIC_RELAXED); /* nested: the outer call protects */
   } else {
-    hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
+    unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
+    if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1))
+      __atomic_store_n(&hm__rd, w + 1, __ATOMIC_RELAXED); /* nested: the outer call protects */
+    else
+      hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
   }
   fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
   return fns[h->slot];

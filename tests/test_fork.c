@@ -3,7 +3,9 @@
  * registries of its own, whose grace periods are not held up by the parent's threads that
  * were inside live calls at the fork. The parent carries on as if nothing happened. */
 #include "util.h"
+#include "watchutil.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -231,10 +233,56 @@ static void t_fork_inside_live_call(void **state) {
   free(dir);
 }
 
+/* A reload the watcher prepared (queued mode) when the process forks: the child frees the
+ * registry without touching the mapping or the copy (the parent's), and the parent's poll
+ * still publishes the build. */
+static int count_files(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+static void t_fork_with_prepared_reload(void **state) {
+  wt *f = wt_new(HM_RELOAD_QUEUED, 0, 0);
+  pid_t pid;
+  int status = 0, files;
+  (void)state;
+  wt_load(f, hmt_mod("square_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("square_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  files = count_files(hm_registry_dir(f->reg));
+  assert_true(files >= 2); /* the current version's copy and the prepared one's */
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int rc = hm_registry_poll(f->reg) == HM_EFORKED ? 0 : 1;
+    if (rc == 0 && wt_live(f->live) != 1)
+      rc = 2;
+    hm_registry_free(f->reg);
+    _exit(rc);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(count_files(hm_registry_dir(f->reg)), files);
+  assert_int_equal(hm_registry_poll(f->reg), 1);
+  assert_int_equal(wt_live(f->live), 2);
+  wt_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_fork_with_caller_inside),
       cmocka_unit_test(t_fork_inside_live_call),
+      cmocka_unit_test(t_fork_with_prepared_reload),
   };
 #if defined(__SANITIZE_THREAD__)
   /* ThreadSanitizer cannot follow a multi-threaded process's child that starts threads of
