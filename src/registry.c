@@ -579,9 +579,17 @@ typedef struct reload_job {
   int reused;        /* rollback: v is an older version still loaded, not a new load */
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
   hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
+  int old_copy;      /* old's private copy is still there (looked at before any lock) */
   unsigned nwarn;    /* lint findings to report once the version is current */
   char warn[8][400];
 } reload_job;
+
+/* Is old's private copy still there? It may be gone already (a version that came back by a
+ * reused rollback). Asked under reload_lock, which keeps old current, before reg->lock is
+ * taken to publish. */
+static int copy_present(const hm__version *old) {
+  return old != NULL && old->copy_path != NULL && access(old->copy_path, F_OK) == 0;
+}
 
 /* Under the module's reload_lock: is the module in the state the caller expects? */
 static int job_begin(reload_job *j, const char *path) {
@@ -818,10 +826,27 @@ static int job_handover(reload_job *j) {
 
 #define HM__HISTORY_MAX 64
 
+/* The reclaimer deletes a kept copy that nothing maps any more: the unlink is a system call
+ * that a reload (or a poll) need not wait for. */
+typedef struct kept_unlink {
+  hm__defer_node node;
+  hm__allocator a;
+  char *path;
+} kept_unlink;
+
+static void kept_unlink_run(void *arg) {
+  kept_unlink *k = arg;
+  hm__allocator a = k->a;
+  unlink(k->path);
+  hm__free(&a, k->path);
+  hm__free(&a, k);
+}
+
 /* Forget the kept copy. Under reg->lock. A version still loaded keeps its file until it is
  * unloaded (gdb and perf read it); one already unloaded left it here to delete. */
 static void drop_kept(hm_module *mod) {
   hm__version *v;
+  kept_unlink *k;
   if (mod->kept_path == NULL)
     return;
   for (v = mod->versions; v != NULL; v = v->next)
@@ -829,18 +854,25 @@ static void drop_kept(hm_module *mod) {
       break;
   /* Still on the list means its unload has not begun (the list goes first, under this
    * lock), so it will see copy_kept cleared and delete its file itself. */
-  if (v != NULL)
+  if (v != NULL) {
     __atomic_store_n(&v->copy_kept, 0, __ATOMIC_RELEASE);
-  else
+  } else if (mod->reg->rc != NULL && (k = hm__malloc(&mod->reg->a, sizeof *k)) != NULL) {
+    k->a = mod->reg->a;
+    k->path = mod->kept_path; /* the reclaimer's now */
+    mod->kept_path = NULL;
+    hm__defer(mod->reg->rc, &k->node, kept_unlink_run, k, 0);
+  } else {
     unlink(mod->kept_path);
+  }
   hm__free(&mod->reg->a, mod->kept_path);
   mod->kept_path = NULL;
   mod->kept_build = 0;
 }
 
 /* A reload replaced `old` (NULL on a first load): it joins the history, and its private copy
- * becomes the one kept for rollback (the one kept before goes). Under reg->lock. */
-static void superseded(hm_module *mod, hm__version *old) {
+ * (when `old_copy` says it is still there) becomes the one kept for rollback (the one kept
+ * before goes). Under reg->lock. */
+static void superseded(hm_module *mod, hm__version *old, int old_copy) {
   hm_registry *reg = mod->reg;
   mod->have_rolled_back = 0;
   drop_kept(mod);
@@ -861,9 +893,7 @@ static void superseded(hm_module *mod, hm__version *old) {
   }
   if (mod->nhist < mod->caphist)
     mod->hist[mod->nhist++] = old->build;
-  /* Its copy may be gone already (a version that came back by a reused rollback). */
-  if (old->copy_path != NULL && access(old->copy_path, F_OK) == 0 &&
-      (mod->kept_path = hm__strdup(&reg->a, old->copy_path)) != NULL) {
+  if (old_copy && (mod->kept_path = hm__strdup(&reg->a, old->copy_path)) != NULL) {
     mod->kept_build = old->build;
     __atomic_store_n(&old->copy_kept, 1, __ATOMIC_RELEASE);
   }
@@ -934,7 +964,7 @@ static void job_publish(reload_job *j) {
   if (j->flags & HM__RELOAD_ROLLBACK)
     rolled_back(mod, j->old);
   else
-    superseded(mod, j->old);
+    superseded(mod, j->old, j->old_copy);
   if (!j->reused) {
     v->published = 1;
     v->next = mod->versions;
@@ -1081,6 +1111,7 @@ static int reload_job_run(reload_job *jp, const char *path, const hm__file *file
     pthread_mutex_unlock(&mod->reload_lock);
     return job_reject(&j, rc);
   }
+  j.old_copy = !(j.flags & HM__RELOAD_ROLLBACK) && copy_present(j.old);
   return job_complete(&j);
 }
 
@@ -1119,7 +1150,10 @@ int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
     hm__free(&reg->a, j);
     return rc;
   }
-  /* Installed before reload_lock goes, so an unload or reload that follows sees it. */
+  /* Installed before reload_lock goes, so an unload or reload that follows sees it. The
+   * current version's copy is looked at here, off the poller's thread; the poll publishes
+   * only over that same version. */
+  j->old_copy = copy_present(j->old);
   j->old = NULL; /* not kept alive: the poll checks that the version it replaces is current */
   pthread_mutex_lock(&reg->lock);
   prev = prepared_take(mod);
