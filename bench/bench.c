@@ -32,6 +32,7 @@
 #include "hotmod.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gnu/libc-version.h>
@@ -768,6 +769,81 @@ static void timed_reload(reload_fx *f, const unsigned char *b, size_t len, doubl
  * real use (back-to-back reloads are the soak's business). Wall-clock time is what the
  * caller waits; the calling thread's CPU time is given beside it, since on a busy machine
  * the wall clock also counts time spent preempted. */
+/* The floor under a reload: what any loader that keeps a private copy of the build must do,
+ * done by hand with no checks at all: open and read the new build, write the private copy
+ * into a directory on the same filesystem as the registry's, dlopen it, dlsym one symbol.
+ * Timed like hm_module_reload (the build is installed first, untimed); the previous object is
+ * dlclosed and its copy deleted after the timing, as hotmod's reclaimer does off the
+ * caller's path. */
+typedef struct floor_fx {
+  char *dir;       /* the copies */
+  char *srcdir;    /* the build */
+  char src[4200];
+  void *prev;
+  char prev_copy[4300];
+  unsigned long seq;
+} floor_fx;
+
+static void floor_open(floor_fx *x, const char *regdir) {
+  char parent[4096], *slash;
+  memset(x, 0, sizeof *x);
+  snprintf(parent, sizeof parent, "%s", regdir);
+  slash = strrchr(parent, '/');
+  if (slash == NULL || slash == parent)
+    die("unexpected registry directory %s", regdir);
+  *slash = '\0';
+  x->dir = malloc(4200);
+  if (x->dir == NULL)
+    die("out of memory");
+  snprintf(x->dir, 4200, "%s/hm_bench_floor-XXXXXX", parent);
+  if (mkdtemp(x->dir) == NULL)
+    die("mkdtemp %s: %s", x->dir, strerror(errno));
+  x->srcdir = make_tmpdir();
+  snprintf(x->src, sizeof x->src, "%s/benchmod.so", x->srcdir);
+}
+
+static void floor_close(floor_fx *x) {
+  if (x->prev != NULL)
+    dlclose(x->prev);
+  rm_rf(x->dir);
+  rm_rf(x->srcdir);
+  free(x->dir);
+  free(x->srcdir);
+}
+
+static void floor_reload(floor_fx *x, const unsigned char *b, size_t len, double *us) {
+  char copy[4300];
+  struct stat st;
+  unsigned char *buf;
+  double t0, t1;
+  void *h;
+  int fd;
+  install(b, len, x->src);
+  t0 = now_ns();
+  fd = open(x->src, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0 || (buf = malloc((size_t)st.st_size)) == NULL ||
+      pread(fd, buf, (size_t)st.st_size, 0) != st.st_size)
+    die("floor: cannot read %s", x->src);
+  close(fd);
+  snprintf(copy, sizeof copy, "%s/c.%lu.so", x->dir, x->seq++);
+  fd = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+  if (fd < 0 || write(fd, buf, (size_t)st.st_size) != st.st_size)
+    die("floor: cannot write %s", copy);
+  close(fd);
+  h = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL || dlsym(h, "add1") == NULL)
+    die("floor: %s", dlerror());
+  t1 = now_ns();
+  free(buf);
+  if (x->prev != NULL) {
+    dlclose(x->prev);
+    unlink(x->prev_copy);
+  }
+  x->prev = h;
+  snprintf(x->prev_copy, sizeof x->prev_copy, "%s", copy);
+  *us = (t1 - t0) / 1e3;
+}
+
 static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
                          const unsigned char *fv[2], const size_t fvlen[2]) {
   int samples = quick ? 200 : 2000, warm = quick ? 20 : 100;
@@ -775,7 +851,10 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   double *cpu = calloc((size_t)samples, sizeof(double));
   double *fus = calloc((size_t)samples, sizeof(double));
   double *fcpu = calloc((size_t)samples, sizeof(double));
+  double *flo = calloc((size_t)samples, sizeof(double));
+  double *fflo = calloc((size_t)samples, sizeof(double));
   reload_fx f, g;
+  floor_fx x, y;
   hm_live *live, *flive;
   double start = now_ns();
 
@@ -783,14 +862,20 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   reload_fx_open(&g, "fast", fv[0], fvlen[0]);
   check(hm_live_get(f.reg, "r:add1", &live), f.reg, "hm_live_get");
   check(hm_live_get(g.reg, "fast:add1", &flive), g.reg, "hm_live_get");
+  floor_open(&x, hm_registry_dir(f.reg));
+  floor_open(&y, hm_registry_dir(f.reg));
   for (int i = 0; i < warm + samples; i++) {
     int k = i >= warm ? i - warm : 0, next = (i + 1) % 2;
-    double u, c, fu, fc;
+    double u, c, fu, fc, lo, flo1;
     if (i % 2 == 0) {
       timed_reload(&f, v[next], vlen[next], &u, &c);
+      floor_reload(&x, v[next], vlen[next], &lo);
       timed_reload(&g, fv[next], fvlen[next], &fu, &fc);
+      floor_reload(&y, fv[next], fvlen[next], &flo1);
     } else {
+      floor_reload(&y, fv[next], fvlen[next], &flo1);
       timed_reload(&g, fv[next], fvlen[next], &fu, &fc);
+      floor_reload(&x, v[next], vlen[next], &lo);
       timed_reload(&f, v[next], vlen[next], &u, &c);
     }
     if (i >= warm) {
@@ -798,8 +883,12 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
       cpu[k] = c;
       fus[k] = fu;
       fcpu[k] = fc;
+      flo[k] = lo;
+      fflo[k] = flo1;
     }
   }
+  floor_close(&x);
+  floor_close(&y);
   if (HM_LIVE_CALL(live, add_fn, 1) != 2 || HM_LIVE_CALL(flive, add_fn, 1) != 2)
     die("reloaded add1 does not add 1");
   printf("reload.api_us_p50 %.1f\n", percentile(us, (size_t)samples, 50));
@@ -808,6 +897,14 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   printf("reload.fast_us_p50 %.1f\n", percentile(fus, (size_t)samples, 50));
   printf("reload.fast_us_p99 %.1f\n", percentile(fus, (size_t)samples, 99));
   printf("reload.fast_cpu_us_p50 %.1f\n", percentile(fcpu, (size_t)samples, 50));
+  {
+    double a = percentile(us, (size_t)samples, 50), fa = percentile(fus, (size_t)samples, 50);
+    double lo = percentile(flo, (size_t)samples, 50), flo1 = percentile(fflo, (size_t)samples, 50);
+    printf("reload.floor_us_p50 %.1f\n", lo);
+    printf("reload.fast_floor_us_p50 %.1f\n", flo1);
+    printf("reload.api_vs_floor %.2f\n", a / lo);
+    printf("reload.fast_vs_floor %.2f\n", fa / flo1);
+  }
   fprintf(stderr, "# reload: %d samples of each in %.1f s, module file %zu bytes (FAST_RELOAD "
           "build %zu), private directory %s\n", samples, (now_ns() - start) / 1e9, vlen[0],
           fvlen[0], hm_registry_dir(f.reg));
@@ -818,6 +915,8 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   free(cpu);
   free(fus);
   free(fcpu);
+  free(flo);
+  free(fflo);
 }
 
 /* What a host's loop feels when it applies a queued reload at its safe point: the module is
