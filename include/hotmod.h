@@ -394,7 +394,8 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * device, refused at once without waiting on it; the message says which), -ELOOP (a loop of
  * symbolic links), HM_EBADELF, HM_EAGAIN (a process has the file open for writing, it
  * changed while it was read, or the path was made to lead elsewhere meanwhile), HM_EDLOPEN,
- * HM_EABI, HM_EHOOK, HM_ELINT (lint policy HM_LINT_REJECT), HM_ECRASHED and HM_ETIMEDOUT
+ * HM_EABI (a descriptor of another module ABI, or linked against another libhotmod than
+ * this one), HM_EHOOK, HM_ELINT (lint policy HM_LINT_REJECT), HM_ECRASHED and HM_ETIMEDOUT
  * (crash containment), HM_ENOSYM and HM_ESIG (a revived module's live handles), HM_EIO,
  * HM_ENOMEM, HM_EBUSY, HM_EFORKED, or another negative errno of a system call (e.g. -ENOSPC
  * writing the private copy, -EMFILE). On error nothing is created. */

@@ -904,11 +904,16 @@ static void scan_dyn_strings(ck *c, const dyninfo *d, uint64_t doff, uint64_t co
   if (info == NULL || !map_vaddr(c, d->val[DT_STRTAB], d->val[DT_STRSZ], &stroff, &stravail))
     return;
   const char *strs = (const char *)c->buf + stroff; /* offsets checked: check_dyn_names */
-  for (uint64_t i = 0; i < count && !(info->lint & HM__LINT_NEEDED); i++) {
+  for (uint64_t i = 0; i < count && !((info->lint & HM__LINT_NEEDED) && info->hotmod_needed);
+       i++) {
     ElfW(Dyn) e;
     c->steps++;
     memcpy(&e, c->buf + doff + i * sizeof e, sizeof e);
-    if (e.d_tag == DT_NEEDED && !system_library(strs + e.d_un.d_val)) {
+    if (e.d_tag == DT_NEEDED && info->hotmod_needed == NULL &&
+        strncmp(strs + e.d_un.d_val, "libhotmod.so", 12) == 0)
+      info->hotmod_needed = strs + e.d_un.d_val;
+    if (e.d_tag == DT_NEEDED && !(info->lint & HM__LINT_NEEDED) &&
+        !system_library(strs + e.d_un.d_val)) {
       info->lint |= HM__LINT_NEEDED;
       info->needed = strs + e.d_un.d_val;
     }

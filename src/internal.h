@@ -86,6 +86,7 @@ typedef struct hm__elf_info {
   const char *unique_sym; /* HM__LINT_UNIQUE: one STB_GNU_UNIQUE symbol it defines */
   const char *needed;     /* HM__LINT_NEEDED: one library it needs that is not a system one */
   const char *runpath;    /* HM__LINT_ORIGIN: the RUNPATH or RPATH with $ORIGIN */
+  const char *hotmod_needed; /* the first DT_NEEDED naming libhotmod.so*, or NULL */
   /* Work the check did, in steps of bounded cost (one table entry read, one segment
    * probed). Set on failure too, where the other fields are cleared: the tests bound it by
    * the file size, so that a crafted file cannot make the check slow. */
@@ -320,8 +321,9 @@ typedef struct hm__load_opts {
 } hm__load_opts;
 
 /* The preflight's last step, after hm__elf_check: a module descriptor this library can use
- * (the same module ABI, at least the fields it knows), or HM_EABI with the detail recorded.
- * 0 for a module without a descriptor. */
+ * (the same module ABI, at least the fields it knows), and no libhotmod among the libraries
+ * it needs other than this one (HM__SONAME); else HM_EABI with the detail recorded. 0 for a
+ * module without a descriptor that needs no libhotmod. */
 HM__HIDDEN int hm__desc_check(const char *path, const hm__elf_info *elf);
 /* Check `f`'s bytes, write them to a private copy in `dir` (named after `name` and `seq`)
  * and dlopen it (the module's constructors run here). Lint findings in o->reject_lint

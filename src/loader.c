@@ -84,9 +84,17 @@ static int abi_refused(const char *path, unsigned abi, unsigned size) {
 }
 
 int hm__desc_check(const char *path, const hm__elf_info *elf) {
-  return elf->has_desc && !desc_ok(elf->desc_abi, elf->desc_size)
-             ? abi_refused(path, elf->desc_abi, elf->desc_size)
-             : 0;
+  if (elf->has_desc && !desc_ok(elf->desc_abi, elf->desc_size))
+    return abi_refused(path, elf->desc_abi, elf->desc_size);
+  /* A module that calls the API itself must use this very library: another libhotmod in the
+   * process would have read sides of its own, which grace periods here never wait for. */
+  if (elf->hotmod_needed != NULL && strcmp(elf->hotmod_needed, HM__SONAME) != 0)
+    return hm__fail(HM_EABI,
+                    "%s is linked against %s, but this hotmod is %s: rebuild it against this "
+                    "hotmod (two copies of the library in one process would not see each "
+                    "other's live calls)",
+                    path, elf->hotmod_needed, HM__SONAME);
+  return 0;
 }
 
 /* Refuse for the first finding in `bits`, in words. */

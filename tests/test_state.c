@@ -145,8 +145,24 @@ static void t_wrong_abi_refused_before_code_runs(void **state) {
   free(dir);
 }
 
+/* A module linked against another libhotmod than the host's (here a stand-in with the
+ * soname of 0.2) would bring a second copy of the library, whose live calls this one's
+ * grace periods never see: refused, and the module that serves keeps serving. */
+static void t_other_libhotmod_refused(void **state) {
+  hm_registry *reg = *state;
+  hm_module *m = NULL;
+  assert_int_equal(hm_module_load(reg, "oh", hmt_mod("square_v2_other_hotmod"), NULL), HM_EABI);
+  assert_non_null(strstr(hm_errmsg(), "libhotmod.so.0.2"));
+  assert_int_equal(hm_module_load(reg, "oh", hmt_mod("square_v1"), &m), 0);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("square_v2_other_hotmod")), HM_EABI);
+  assert_int_equal(hm_module_version(m), 1);
+  /* A module linked against this very library is taken. */
+  assert_int_equal(hm_module_load(reg, "lt", hmt_mod("lint_livetls"), NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(t_other_libhotmod_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(t_counter_kept_or_reset, setup, teardown),
       cmocka_unit_test_setup_teardown(t_migration, setup, teardown),
       cmocka_unit_test_setup_teardown(t_refused_migration_changes_nothing, setup, teardown),
