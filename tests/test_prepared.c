@@ -70,6 +70,11 @@ static int has_run(void *arg) {
 
 static int dtor_count(int n) { return __atomic_load_n(&g_dtor[n], __ATOMIC_SEQ_CST); }
 
+static int v1_unloaded(void *arg) {
+  (void)arg;
+  return dtor_count(1) == 1;
+}
+
 /* Load and constructors on the watcher's thread; the load hook and the publish on the thread
  * that polls. Before the poll the new build is loaded but nothing serves it. */
 static void t_prepared_on_the_watcher_thread(void **state) {
@@ -91,8 +96,13 @@ static void t_prepared_on_the_watcher_thread(void **state) {
   assert_int_equal(hm_module_version(f->mod), 2);
   assert_int_equal(wt_live(f->live), 2);
   assert_int_equal(wt_count(f, HM_EVENT_LOADED), 2);
+  assert_int_equal(wt_count(f, HM_EVENT_RETIRED), 1);
   assert_int_equal(dtor_count(2), 0);
   assert_int_equal(hm_registry_poll(f->reg), 0);
+  /* The version it replaced is retired and, once no call is in it, unloaded. */
+  assert_true(hmt_wait_until(v1_unloaded, NULL, WT_DEADLINE));
+  assert_int_equal(hm_module_rollback(f->mod), 0);
+  assert_int_equal(wt_live(f->live), 1);
 }
 
 /* A newer build replaces the prepared one, which is unloaded by the watcher: one publish. */
@@ -214,6 +224,26 @@ static void t_free_with_prepared(void **state) {
   assert_int_equal(g_load_tid[2], 0);
 }
 
+/* The file goes back to the current version's bytes: nothing is left to publish, and the
+ * prepared build is unloaded. */
+static void t_prepared_file_back_to_current(void **state) {
+  wt *f = *state;
+  wt_load(f, hmt_mod("reentrant_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_not_equal(g_ctor_tid[2], 0);
+  hmt_install(hmt_mod("reentrant_v1"), f->path);
+  wt_sync(f);
+  assert_int_equal(dtor_count(2), 1);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(hm_module_version(f->mod), 1);
+  assert_int_equal(wt_live(f->live), 1);
+  assert_int_equal(g_load_tid[2], 0);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -225,6 +255,7 @@ int main(void) {
       T(t_slot_missing_after_preparation),
       T(t_prepared_then_explicit_reload_or_unload),
       T(t_free_with_prepared),
+      T(t_prepared_file_back_to_current),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
