@@ -47,15 +47,17 @@ const char *hm_err_name(int err) {
 }
 
 int hm__err_is_final(int err) {
-  /* What the file's own bytes or permissions decide: the same bytes fail the same way.
-   * Everything else (memory, descriptors, I/O, a dependency that is not there yet) may
-   * succeed on a later try. */
+  /* What the file's own bytes or permissions decide: the same bytes fail the same way (a
+   * signature declared otherwise than a typed live handle needs too: a handle, once typed,
+   * stays typed). Everything else (memory, descriptors, I/O, a dependency that is not
+   * there yet) may succeed on a later try. */
   switch (err) {
   case HM_ENOTELF:
   case HM_EBADELF:
   case HM_ENOSYM:
   case HM_EABI:
   case HM_EHOOK:
+  case HM_ESIG:
   case HM_EACCES:
     return 1;
   default:

@@ -12,6 +12,7 @@
 #include "hotmod/module.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -244,6 +245,65 @@ static void t_prepared_file_back_to_current(void **state) {
   assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
 }
 
+/* How many mappings of module sq's private copies the process has. */
+static int sq_maps(wt *f) {
+  char needle[4200];
+  snprintf(needle, sizeof needle, "%s/sq.", hm_registry_dir(f->reg));
+  return hmt_maps_count(needle);
+}
+
+typedef double (*dfn)(double);
+
+/* A typed handle whose new build declares another signature: the watcher refuses it at
+ * once with HM_ESIG (the file's own bytes decide: a retry cannot help), unloads it, and
+ * leaves nothing for the poll. */
+static void t_prepare_signature_refused(void **state) {
+  wt *f = *state;
+  hm_live *fn = NULL;
+  int maps;
+  wt_load(f, hmt_mod("sig_v1"));
+  assert_int_equal(hm_live_get_typed(f->reg, "sq:my_function", "double(double)", &fn), 0);
+  wt_start(f);
+  maps = sq_maps(f);
+  assert_true(maps > 0);
+  hmt_install(hmt_mod("sig_v3"), f->path);
+  wt_wait_count(f, HM_EVENT_REJECTED, 1);
+  assert_int_equal(wt_count(f, HM_EVENT_CHANGED), 1); /* refused on its first try */
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.last_err, HM_ESIG);
+  assert_non_null(strstr(f->log.last_reject, "my_function"));
+  assert_non_null(strstr(f->log.last_reject, "float(float)"));
+  pthread_mutex_unlock(&f->log.mu);
+  assert_int_equal(sq_maps(f), maps); /* the refused build is unloaded */
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(hm_module_version(f->mod), 1);
+  assert_true(HM_LIVE_CALL(fn, dfn, 2.0) == 2.0);
+}
+
+/* A handle typed after the preparation: the poll checks it and refuses a build that
+ * declares another signature, REJECTED from the poll with HM_ESIG; the old version serves. */
+static void t_slot_typed_after_preparation(void **state) {
+  wt *f = *state;
+  hm_live *fn = NULL, *typed = NULL;
+  wt_load(f, hmt_mod("sig_v1"));
+  assert_int_equal(hm_live_get(f->reg, "sq:my_function", &fn), 0);
+  wt_start(f);
+  hmt_install(hmt_mod("sig_v3"), f->path); /* declares float(float): no handle is typed yet */
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+  assert_int_equal(hm_live_get_typed(f->reg, "sq:my_function", "double(double)", &typed), 0);
+  assert_ptr_equal(typed, fn);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 1);
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.last_err, HM_ESIG);
+  pthread_mutex_unlock(&f->log.mu);
+  assert_int_equal(hm_module_version(f->mod), 1);
+  assert_true(HM_LIVE_CALL(fn, dfn, 2.0) == 2.0);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -256,6 +316,8 @@ int main(void) {
       T(t_prepared_then_explicit_reload_or_unload),
       T(t_free_with_prepared),
       T(t_prepared_file_back_to_current),
+      T(t_prepare_signature_refused),
+      T(t_slot_typed_after_preparation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
