@@ -1167,7 +1167,11 @@ int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
 int hm__prepared_apply(hm_module *mod) {
   hm_registry *reg = mod->reg;
   reload_job *p, j;
-  pthread_mutex_lock(&mod->reload_lock);
+  /* Never wait for a load: the lock is held while the watcher prepares a newer build (the
+   * read, the copy, dlopen, a probe) or another thread reloads the module. Either replaces
+   * what is prepared now; what is left, the next poll publishes. */
+  if (pthread_mutex_trylock(&mod->reload_lock) != 0)
+    return 1;
   pthread_mutex_lock(&reg->lock);
   p = mod->prepared;
   if (p == NULL) {

@@ -178,8 +178,9 @@ HM__HIDDEN int hm__reload(hm_module *mod, const char *path, const hm__file *file
  * discarding one prepared before. 0, or the error, reported as hm__reload reports it. */
 HM__HIDDEN int hm__prepare(hm_module *mod, const char *path, const hm__file *file);
 /* hm_registry_poll: publish the module's prepared reload (the hooks and the publish, and
- * the live slots added since it was prepared). 0 when published; 1 when there was none, or
- * it was prepared for a version no longer current (discarded quietly); or the error,
+ * the live slots added since it was prepared). 0 when published; 1 when there was none, it
+ * was prepared for a version no longer current (discarded quietly), or the module is being
+ * loaded meanwhile (left for the next poll: no wait); or the error,
  * reported as hm__reload reports it. No lock held. */
 HM__HIDDEN int hm__prepared_apply(hm_module *mod);
 /* Discard the module's prepared reload, if any (forked: free its memory only, in a child

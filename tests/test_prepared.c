@@ -22,6 +22,8 @@
 static pid_t g_main_tid;
 static pid_t g_ctor_tid[NV], g_load_tid[NV]; /* atomic: who ran version n's code, 0: none */
 static int g_dtor[NV];                       /* atomic: times version n's destructor ran */
+static int g_hold;    /* atomic: the constructor of this version waits while it is set */
+static int g_holding; /* atomic: that constructor is waiting */
 
 static pid_t tid(void) { return (pid_t)syscall(SYS_gettid); }
 
@@ -30,9 +32,19 @@ void hmt_in_destructor(int version);
 int hmt_in_load_hook(int version);
 void hmt_in_unload_hook(int version);
 
+static int released(void *arg) {
+  (void)arg;
+  return __atomic_load_n(&g_hold, __ATOMIC_SEQ_CST) == 0;
+}
+
 void hmt_in_constructor(int version) {
   if (version > 0 && version < NV)
     __atomic_store_n(&g_ctor_tid[version], tid(), __ATOMIC_SEQ_CST);
+  if (version == __atomic_load_n(&g_hold, __ATOMIC_SEQ_CST)) {
+    __atomic_store_n(&g_holding, 1, __ATOMIC_SEQ_CST);
+    (void)hmt_wait_until(released, NULL, WT_DEADLINE); /* bounded, should the test fail */
+    __atomic_store_n(&g_holding, 0, __ATOMIC_SEQ_CST);
+  }
 }
 void hmt_in_destructor(int version) {
   if (version > 0 && version < NV)
@@ -49,6 +61,7 @@ static int setup(void **state) {
   memset(g_ctor_tid, 0, sizeof g_ctor_tid);
   memset(g_load_tid, 0, sizeof g_load_tid);
   memset(g_dtor, 0, sizeof g_dtor);
+  g_hold = g_holding = 0;
   g_main_tid = tid();
   *state = wt_new(HM_RELOAD_QUEUED, 0, 0);
   return 0;
@@ -304,6 +317,31 @@ static void t_slot_typed_after_preparation(void **state) {
   assert_int_equal(hm_registry_poll(f->reg), 0);
 }
 
+/* The poll never waits for a load: while the watcher is inside a newer build's dlopen (its
+ * constructor held here), the poll leaves the module for the next one, which publishes the
+ * newer build. */
+static void t_poll_does_not_wait_for_a_preparation(void **state) {
+  wt *f = *state;
+  ran ctor3 = {g_ctor_tid, 3};
+  wt_load(f, hmt_mod("reentrant_v1"));
+  wt_start(f);
+  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  wt_wait_count(f, HM_EVENT_CHANGED, 1);
+  wt_sync(f);
+  __atomic_store_n(&g_hold, 3, __ATOMIC_SEQ_CST);
+  hmt_install(hmt_mod("reentrant_v3"), f->path);
+  assert_true(hmt_wait_until(has_run, &ctor3, WT_DEADLINE));
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  assert_int_equal(__atomic_load_n(&g_holding, __ATOMIC_SEQ_CST), 1); /* still in dlopen */
+  assert_int_equal(wt_live(f->live), 1);
+  __atomic_store_n(&g_hold, 0, __ATOMIC_SEQ_CST);
+  wt_sync(f);
+  assert_int_equal(dtor_count(2), 1); /* superseded */
+  assert_int_equal(hm_registry_poll(f->reg), 1);
+  assert_int_equal(wt_live(f->live), 3);
+  assert_int_equal(g_load_tid[2], 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -318,6 +356,7 @@ int main(void) {
       T(t_prepared_file_back_to_current),
       T(t_prepare_signature_refused),
       T(t_slot_typed_after_preparation),
+      T(t_poll_does_not_wait_for_a_preparation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
