@@ -913,11 +913,11 @@ static inline hm_fn hm_live_enter(hm_live *live) {
 static inline void hm_live_leave(hm_live *live) {
   (void)live;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-#if defined(__x86_64__) && defined(NDEBUG) && !defined(HM__TSAN)
-  /* One instruction, a decrement in memory. Only this thread writes its word, and others
-   * only read it, so the read-modify-write needs no lock prefix; x86-64 keeps the call's
-   * loads before this store (a release), and the asm keeps the compiler from moving memory
-   * accesses across it. */
+#if defined(__x86_64__) && defined(__LP64__) && defined(NDEBUG) && !defined(HM__TSAN)
+  /* One instruction, a decrement in memory (of 64 bits: not on x32, whose long has 32).
+   * Only this thread writes its word, and others only read it, so the read-modify-write
+   * needs no lock prefix; x86-64 keeps the call's loads before this store (a release), and
+   * the asm keeps the compiler from moving memory accesses across it. */
   __asm__ __volatile__("subq $1, %0" : "+m"(hm__rd) : : "memory");
 #else
   {
