@@ -5,7 +5,6 @@
 #include "util.h"
 #include "watchutil.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -236,18 +235,6 @@ static void t_fork_inside_live_call(void **state) {
 /* A reload the watcher prepared (queued mode) when the process forks: the child frees the
  * registry without touching the mapping or the copy (the parent's), and the parent's poll
  * still publishes the build. */
-static int count_files(const char *dir) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-  if (d == NULL)
-    return -1;
-  while ((e = readdir(d)) != NULL)
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
-}
-
 static void t_fork_with_prepared_reload(void **state) {
   wt *f = wt_new(HM_RELOAD_QUEUED, 0, 0);
   pid_t pid;
@@ -258,7 +245,7 @@ static void t_fork_with_prepared_reload(void **state) {
   hmt_install(hmt_mod("square_v2"), f->path);
   wt_wait_count(f, HM_EVENT_CHANGED, 1);
   wt_sync(f);
-  files = count_files(hm_registry_dir(f->reg));
+  files = hmt_count_files(hm_registry_dir(f->reg));
   assert_true(files >= 2); /* the current version's copy and the prepared one's */
   pid = fork();
   assert_true(pid >= 0);
@@ -272,7 +259,7 @@ static void t_fork_with_prepared_reload(void **state) {
   assert_int_equal(waitpid(pid, &status, 0), pid);
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
-  assert_int_equal(count_files(hm_registry_dir(f->reg)), files);
+  assert_int_equal(hmt_count_files(hm_registry_dir(f->reg)), files);
   assert_int_equal(hm_registry_poll(f->reg), 1);
   assert_int_equal(wt_live(f->live), 2);
   wt_free(f);
