@@ -5,8 +5,9 @@
  * reload or an unload supersedes is discarded.
  *
  * The module "sq" is tests/modules/reentrant.c (its constructor, destructor and load hook
- * call the hmt_in_* functions this program exports) or square.c (v3 lacks bonus()). No
- * assertion is about time: the watcher's work is awaited with wt_sync or a polled deadline. */
+ * call the hmt_in_* functions this program exports), square.c (v3 lacks bonus()) or sig.c
+ * (v3 declares my_function float(float), v1 double(double)). No assertion is about time:
+ * the watcher's work is awaited with wt_sync or a polled deadline. */
 #include "watchutil.h"
 
 #include "hotmod/module.h"
@@ -270,8 +271,7 @@ typedef double (*dfn)(double);
 /* A typed handle whose new build declares another signature: the watcher refuses it at
  * once with HM_ESIG (the file's own bytes decide: a retry cannot help), unloads it, and
  * leaves nothing for the poll. */
-static void t_prepare_signature_refused(void **state) {
-  wt *f = *state;
+static void signature_refused(wt *f) {
   hm_live *fn = NULL;
   int maps;
   wt_load(f, hmt_mod("sig_v1"));
@@ -291,6 +291,16 @@ static void t_prepare_signature_refused(void **state) {
   assert_int_equal(hm_registry_poll(f->reg), 0);
   assert_int_equal(hm_module_version(f->mod), 1);
   assert_true(HM_LIVE_CALL(fn, dfn, 2.0) == 2.0);
+}
+
+static void t_prepare_signature_refused(void **state) { signature_refused(*state); }
+
+/* The same refusal in immediate mode (no preparation): at once too. */
+static void t_immediate_signature_refused(void **state) {
+  wt *f = wt_new(HM_RELOAD_IMMEDIATE, 0, 0);
+  (void)state;
+  signature_refused(f);
+  wt_free(f);
 }
 
 /* A handle typed after the preparation: the poll checks it and refuses a build that
@@ -355,6 +365,7 @@ int main(void) {
       T(t_free_with_prepared),
       T(t_prepared_file_back_to_current),
       T(t_prepare_signature_refused),
+      cmocka_unit_test(t_immediate_signature_refused),
       T(t_slot_typed_after_preparation),
       T(t_poll_does_not_wait_for_a_preparation),
   };
