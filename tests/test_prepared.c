@@ -120,15 +120,20 @@ static void t_prepared_on_the_watcher_thread(void **state) {
   assert_int_equal(wt_live(f->live), 1);
 }
 
-/* A newer build replaces the prepared one, which is unloaded by the watcher: one publish. */
-static void t_prepared_superseded(void **state) {
-  wt *f = *state;
+/* reentrant v1 loaded and watched, v2 installed and prepared (its constructor ran). */
+static void prepare_v2(wt *f) {
   wt_load(f, hmt_mod("reentrant_v1"));
   wt_start(f);
   hmt_install(hmt_mod("reentrant_v2"), f->path);
   wt_wait_count(f, HM_EVENT_CHANGED, 1);
   wt_sync(f);
   assert_int_not_equal(g_ctor_tid[2], 0);
+}
+
+/* A newer build replaces the prepared one, which is unloaded by the watcher: one publish. */
+static void t_prepared_superseded(void **state) {
+  wt *f = *state;
+  prepare_v2(f);
   hmt_install(hmt_mod("reentrant_v3"), f->path);
   wt_wait_count(f, HM_EVENT_CHANGED, 2);
   wt_sync(f);
@@ -201,12 +206,7 @@ static void t_slot_missing_after_preparation(void **state) {
 /* An explicit reload or an unload after the preparation: the prepared build is dropped. */
 static void t_prepared_then_explicit_reload_or_unload(void **state) {
   wt *f = *state;
-  wt_load(f, hmt_mod("reentrant_v1"));
-  wt_start(f);
-  hmt_install(hmt_mod("reentrant_v2"), f->path);
-  wt_wait_count(f, HM_EVENT_CHANGED, 1);
-  wt_sync(f);
-  assert_int_not_equal(g_ctor_tid[2], 0);
+  prepare_v2(f);
   assert_int_equal(hm_module_reload(f->mod), 0); /* the same file: v2, loaded again */
   assert_int_equal(wt_live(f->live), 2);
   assert_int_equal(dtor_count(2), 1); /* the prepared copy */
@@ -226,12 +226,7 @@ static void t_prepared_then_explicit_reload_or_unload(void **state) {
 /* Freed with a prepared build waiting: it is unloaded (ASan and valgrind see no leak). */
 static void t_free_with_prepared(void **state) {
   wt *f = *state;
-  wt_load(f, hmt_mod("reentrant_v1"));
-  wt_start(f);
-  hmt_install(hmt_mod("reentrant_v2"), f->path);
-  wt_wait_count(f, HM_EVENT_CHANGED, 1);
-  wt_sync(f);
-  assert_int_not_equal(g_ctor_tid[2], 0);
+  prepare_v2(f);
   assert_int_equal(dtor_count(2), 0);
   hm_registry_free(f->reg);
   f->reg = NULL;
@@ -243,12 +238,7 @@ static void t_free_with_prepared(void **state) {
  * prepared build is unloaded. */
 static void t_prepared_file_back_to_current(void **state) {
   wt *f = *state;
-  wt_load(f, hmt_mod("reentrant_v1"));
-  wt_start(f);
-  hmt_install(hmt_mod("reentrant_v2"), f->path);
-  wt_wait_count(f, HM_EVENT_CHANGED, 1);
-  wt_sync(f);
-  assert_int_not_equal(g_ctor_tid[2], 0);
+  prepare_v2(f);
   hmt_install(hmt_mod("reentrant_v1"), f->path);
   wt_sync(f);
   assert_int_equal(dtor_count(2), 1);
@@ -333,11 +323,7 @@ static void t_slot_typed_after_preparation(void **state) {
 static void t_poll_does_not_wait_for_a_preparation(void **state) {
   wt *f = *state;
   ran ctor3 = {g_ctor_tid, 3};
-  wt_load(f, hmt_mod("reentrant_v1"));
-  wt_start(f);
-  hmt_install(hmt_mod("reentrant_v2"), f->path);
-  wt_wait_count(f, HM_EVENT_CHANGED, 1);
-  wt_sync(f);
+  prepare_v2(f);
   __atomic_store_n(&g_hold, 3, __ATOMIC_SEQ_CST);
   hmt_install(hmt_mod("reentrant_v3"), f->path);
   assert_true(hmt_wait_until(has_run, &ctor3, WT_DEADLINE));
