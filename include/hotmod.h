@@ -749,8 +749,8 @@ HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
  * A module holds at most one prepared build: a newer build replaces it (the older one is
  * unloaded on the watcher's thread, with no event). A prepared build is also dropped
  * quietly once it no longer follows the current version: after an explicit reload,
- * rollback or unload of the module, or when the file goes back to the current version's
- * bytes. hm_registry_free unloads one still waiting. Failures a later try may not meet are
+ * rollback or unload of the module that succeeds (on that call's thread), or when the file
+ * goes back to the current version's bytes. hm_registry_free unloads one still waiting. Failures a later try may not meet are
  * retried by the watcher, as in immediate mode, and prepared again. The poll never waits
  * for a load: a module whose newer build the watcher is preparing at that moment, or that
  * another thread is reloading, is left for the next poll.
