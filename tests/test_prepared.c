@@ -121,12 +121,17 @@ static void t_prepared_on_the_watcher_thread(void **state) {
 }
 
 /* reentrant v1 loaded and watched, v2 installed and prepared (its constructor ran). */
-static void prepare_v2(wt *f) {
-  wt_load(f, hmt_mod("reentrant_v1"));
+/* Load `first` as sq, start the watcher, install `next` and wait until it is prepared. */
+static void prepare(wt *f, const char *first, const char *next) {
+  wt_load(f, hmt_mod(first));
   wt_start(f);
-  hmt_install(hmt_mod("reentrant_v2"), f->path);
+  hmt_install(hmt_mod(next), f->path);
   wt_wait_count(f, HM_EVENT_CHANGED, 1);
   wt_sync(f);
+}
+
+static void prepare_v2(wt *f) {
+  prepare(f, "reentrant_v1", "reentrant_v2");
   assert_int_not_equal(g_ctor_tid[2], 0);
 }
 
@@ -170,11 +175,7 @@ static void t_prepare_refused_on_the_watcher_thread(void **state) {
 static void t_slot_added_after_preparation(void **state) {
   wt *f = *state;
   hm_live *bonus = NULL;
-  wt_load(f, hmt_mod("square_v1"));
-  wt_start(f);
-  hmt_install(hmt_mod("square_v2"), f->path);
-  wt_wait_count(f, HM_EVENT_CHANGED, 1);
-  wt_sync(f);
+  prepare(f, "square_v1", "square_v2");
   assert_int_equal(hm_live_get(f->reg, "sq:bonus", &bonus), 0);
   assert_int_equal(HM_LIVE_CALL(bonus, int (*)(void)), 101);
   assert_int_equal(hm_registry_poll(f->reg), 1);
@@ -186,11 +187,7 @@ static void t_slot_added_after_preparation(void **state) {
 static void t_slot_missing_after_preparation(void **state) {
   wt *f = *state;
   hm_live *bonus = NULL;
-  wt_load(f, hmt_mod("square_v1"));
-  wt_start(f);
-  hmt_install(hmt_mod("square_v3"), f->path);
-  wt_wait_count(f, HM_EVENT_CHANGED, 1);
-  wt_sync(f);
+  prepare(f, "square_v1", "square_v3");
   assert_int_equal(hm_live_get(f->reg, "sq:bonus", &bonus), 0);
   assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
   assert_int_equal(hm_registry_poll(f->reg), 0);
