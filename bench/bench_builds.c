@@ -1,7 +1,7 @@
 /* The host for bench/builds: real toolchains write the watched module, and this program
  * records what the watcher makes of it.
  *
- *   hm_bench_builds --module PATH --events FILE [--quiet-ms N]
+ *   hm_bench_builds --module PATH --events FILE [--quiet-ms N] [--queued]
  *
  * It loads the module at PATH, takes live handles on its `int bench_version(void)` (the
  * build's version number) and `int bench_verify(void)` (the same number if the module's
@@ -29,6 +29,9 @@
  *                                 <bench_verify>`
  *   mark <text>                   log it; answers `ok`
  *   quit (or end of input)        free the registry (which stops the watcher); `bye`
+ *
+ * With --queued the registry's reload mode is HM_RELOAD_QUEUED: the watcher prepares each
+ * build and `wait` calls hm_registry_poll before each look, as a host's frame loop would.
  *
  * At start it prints `ready <version>` once the watcher runs. It uses only the public API
  * that will stay: hm_registry_new with hm_registry_options, hm_module_load, hm_live_get,
@@ -116,13 +119,14 @@ static void on_event(hm_event ev, hm_module *mod, unsigned num, int err, void *u
 }
 
 static int usage(void) {
-  fprintf(stderr, "usage: hm_bench_builds --module PATH --events FILE [--quiet-ms N]\n");
+  fprintf(stderr, "usage: hm_bench_builds --module PATH --events FILE [--quiet-ms N] [--queued]\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
   const char *path = NULL, *events = NULL;
   unsigned quiet_ms = 0;
+  int queued = 0;
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   hm_live *lv = NULL, *lc = NULL;
   host h;
@@ -136,6 +140,8 @@ int main(int argc, char **argv) {
       events = argv[++i];
     else if (strcmp(argv[i], "--quiet-ms") == 0 && i + 1 < argc)
       quiet_ms = (unsigned)strtoul(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--queued") == 0)
+      queued = 1;
     else
       return usage();
   }
@@ -155,6 +161,7 @@ int main(int argc, char **argv) {
   o.on_event = on_event;
   o.event_userdata = &h;
   o.quiet_ms = quiet_ms;
+  o.reload_mode = queued ? HM_RELOAD_QUEUED : HM_RELOAD_DEFAULT;
   rc = hm_registry_new(&h.reg, &o);
   if (rc == 0)
     rc = hm_module_load(h.reg, "bb", path, NULL);
@@ -193,6 +200,8 @@ int main(int argc, char **argv) {
        * (it is near the start of the module): a build counts once its self-check agrees,
        * and a torn one is followed by the finished one when its writer closes it. */
       for (;;) {
+        if (queued)
+          (void)hm_registry_poll(h.reg);
         got = call_live(lv);
         if (got == want && call_live(lc) == want) {
           ok = 1;
