@@ -175,8 +175,10 @@ declare -A base=() rel=() kept=()
 parse_result "$work/wrk-base.txt" base
 
 # ---- 2. and 3. wrk while builds go in --------------------------------------------------
-served_since() { # $1: a request count; true once the server has served 20 more
-  stat requests && [ "$sv" -ge $(($1 + 20)) ]
+served_since() { # $1: a count of handled requests; true once the handler has answered 20 more
+  # (`handled`, not `requests`: these /-/stats polls are requests too, and under load they
+  # alone could reach 20 before wrk's first request, so a build could go unseen by wrk)
+  stat handled && [ "$sv" -ge $(($1 + 20)) ]
 }
 wrk_running() { kill -0 "$wpid" 2>/dev/null || fail "wrk ended early"; }
 version_is() { stat module_version && [ "$sv" = "$1" ] && wrk_running; }
@@ -189,7 +191,7 @@ reload_run() { # wrk-output next-build-function
   local out=$1 next=$2 v t0 wrc=0
   nice -n 10 "$wrk" "${wrk_args[@]}" -d300s -s "$src/check.lua" "$url" >"$out" 2>&1 &
   wpid=$!
-  stat requests || fail "no /-/stats from the server"
+  stat handled || fail "no /-/stats from the server"
   r0=$sv
   wait_for "traffic from wrk" 20 served_since "$r0"
   stat module_version || fail "no /-/stats from the server"
@@ -200,7 +202,7 @@ reload_run() { # wrk-output next-build-function
     wait_for "requests served by the build before v$v" 30 served_since "$r0"
     mv -f "$path" "$work/http_handler.so"
     wait_for "module version $((mv0 + v - 1))" 30 version_is $((mv0 + v - 1))
-    stat requests || fail "no /-/stats from the server"
+    stat handled || fail "no /-/stats from the server"
     r0=$sv
   done
   wait_for "requests served by the last build" 30 served_since "$r0"

@@ -55,7 +55,8 @@ struct server {
   hm_live *handle; /* handler:http_handle */
   struct conn *conns;
   unsigned long nconns;
-  unsigned long long requests;
+  unsigned long long requests; /* every request answered */
+  unsigned long long handled;  /* those the handler module answered (not /-/ pages) */
   int quiet, stopping;
 };
 
@@ -401,11 +402,13 @@ static void serve(struct conn *c, struct request *rq) {
     } else {
       unsigned v = hm_module_version(srv->mod);
       res.len = (size_t)snprintf(body, sizeof body,
-                                 "module_version %u\nreloads %u\nrequests %llu\nconnections %lu\n",
-                                 v, v > 0 ? v - 1 : 0, srv->requests, srv->nconns);
+                                 "module_version %u\nreloads %u\nrequests %llu\nhandled %llu\n"
+                                 "connections %lu\n",
+                                 v, v > 0 ? v - 1 : 0, srv->requests, srv->handled, srv->nconns);
     }
   } else {
     struct http_request req = {rq->method, rq->target, rq->body, rq->body_len, srv->requests};
+    srv->handled++;
     /* The live call: whichever build is current now runs this request to the end. */
     int rc = HM_LIVE_CALL(srv->handle, http_handle_fn, &req, &res);
     if (rc != 0 || res.len > res.cap || res.status < 100 || res.status > 599 ||
