@@ -50,17 +50,23 @@ static int write_copy(const char *path, const char *copy, const unsigned char *b
   return 0;
 }
 
-/* The copy's file name: the module name with anything but [A-Za-z0-9_.-] replaced, so a name
- * can never climb out of the private directory. */
+/* The longest part of a module name a copy's file name carries: with ".SEQ.so" (at most 24
+ * characters) it stays within NAME_MAX (255) for every valid name (up to 255 characters)
+ * and every sequence number. The sequence number alone makes the name unique. */
+#define HM__COPY_NAME_MAX 200
+
+/* The copy's file name: the module name (its first HM__COPY_NAME_MAX characters) with
+ * anything but [A-Za-z0-9_.-] replaced, so a name can never climb out of the private
+ * directory. */
 static char *copy_name(const hm__allocator *a, const char *dir, const char *name,
                        unsigned long seq) {
-  size_t n = strlen(dir) + strlen(name) + 48, i, namelen = strlen(name);
+  size_t namelen = strnlen(name, HM__COPY_NAME_MAX), n = strlen(dir) + namelen + 48, i;
   char *p = hm__malloc(a, n), *base;
   if (p == NULL)
     return NULL;
   snprintf(p, n, "%s/", dir);
   base = p + strlen(p);
-  snprintf(base, n - (size_t)(base - p), "%s.%lu.so", name, seq);
+  snprintf(base, n - (size_t)(base - p), "%.*s.%lu.so", (int)namelen, name, seq);
   for (i = 0; base[i] && i < namelen; i++) {
     char c = base[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

@@ -794,6 +794,37 @@ static void test_leak_detected(void **state) {
   hm_registry_free(reg);
 }
 
+/* Every name the validation accepts (1-255 characters) loads and reloads past the
+ * thousandth copy: the copy's file name ("NAME.SEQ.so") used to pass NAME_MAX, at once for
+ * 251-255 characters (ENAMETOOLONG) and from the 999th, 99th or 9th copy for 248-250. */
+static void test_long_names(void **state) {
+  fixture *f = *state;
+  static const size_t lens[] = {200, 248, 249, 250, 251, 254, 255};
+  hm_module *mods[sizeof lens / sizeof lens[0]];
+  hm_live *l;
+  char name[300];
+  size_t i;
+  long k, n = hmt_scaled(1000);
+  for (i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    memset(name, 'a' + (int)i, lens[i]);
+    name[lens[i]] = '\0';
+    assert_int_equal(hm_module_load(f->reg, name, hmt_mod("square_v1"), &mods[i]), 0);
+  }
+  memset(name, 'x', 256);
+  name[256] = '\0';
+  assert_int_equal(hm_module_load(f->reg, name, hmt_mod("square_v1"), NULL), HM_EINVAL);
+  /* The copies' sequence numbers are the registry's: past 1000 whichever module reloads. */
+  for (k = 0; k < n; k++) {
+    i = (size_t)k % (sizeof lens / sizeof lens[0]);
+    if (hm_module_reload_from(mods[i], hmt_mod(k % 2 ? "square_v1" : "square_v2")) != 0)
+      fail_msg("reload %ld of the %zu-character name: %s", k, lens[i], hm_errmsg());
+  }
+  memset(name, 'a', lens[0]);
+  snprintf(name + lens[0], sizeof name - lens[0], ":version");
+  assert_int_equal(hm_live_get(f->reg, name, &l), 0);
+  assert_int_equal(HM_LIVE_CALL(l, ifn), hm_module_version(mods[0]) % 2 ? 1 : 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_live_follows_reload, setup, teardown),
@@ -809,6 +840,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_events, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unload_and_revive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_long_names, setup, teardown),
       cmocka_unit_test(test_error_table),
       cmocka_unit_test(test_error_texts_distinct),
       cmocka_unit_test_setup_teardown(test_null_arguments, setup, teardown),
