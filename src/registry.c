@@ -979,7 +979,9 @@ static void job_publish(reload_job *j) {
   pthread_mutex_unlock(&reg->lock);
 }
 
-/* Nothing changed: take back what the reload made, and report it. */
+/* Nothing changed: take back what the reload made, and report it. Called with the module's
+ * reload_lock held, and releases it: the incoming version and table are this job's only
+ * while it holds the lock (a reload that starts once it is released installs its own). */
 static int job_reject(reload_job *j, int rc) {
   hm_registry *reg = j->reg;
   hm__table *t = NULL;
@@ -995,6 +997,7 @@ static int job_reject(reload_job *j, int rc) {
   if (report)
     reg->stats.rejects++;
   pthread_mutex_unlock(&reg->lock);
+  pthread_mutex_unlock(&j->mod->reload_lock);
   /* The refused version's destructors run in the discard and may fail calls of their own:
    * keep the detail of this failure for the event. */
   snprintf(detail, sizeof detail, "%s", hm_errmsg());
@@ -1063,10 +1066,8 @@ static int job_complete(reload_job *jp) {
       stale = prepared_take(mod);
     pthread_mutex_unlock(&j.reg->lock);
   }
-  if (rc != 0) {
-    pthread_mutex_unlock(&mod->reload_lock);
-    return job_reject(&j, rc);
-  }
+  if (rc != 0)
+    return job_reject(&j, rc); /* releases reload_lock */
   /* Once the lock is released another thread may retire and unload the new version. */
   num = j.v->num;
   pthread_mutex_unlock(&mod->reload_lock);
@@ -1107,10 +1108,8 @@ static int reload_job_run(reload_job *jp, const char *path, const hm__file *file
   if (j.flags & HM__RELOAD_ROLLBACK)
     version_hash(j.reg, j.old);
   rc = job_load(&j, file);
-  if (rc != 0) {
-    pthread_mutex_unlock(&mod->reload_lock);
-    return job_reject(&j, rc);
-  }
+  if (rc != 0)
+    return job_reject(&j, rc); /* releases reload_lock */
   j.old_copy = !(j.flags & HM__RELOAD_ROLLBACK) && copy_present(j.old);
   return job_complete(&j);
 }
@@ -1145,8 +1144,7 @@ int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
     rc = job_check_signatures(j);
   }
   if (rc != 0) {
-    pthread_mutex_unlock(&mod->reload_lock);
-    rc = job_reject(j, rc);
+    rc = job_reject(j, rc); /* releases reload_lock */
     hm__free(&reg->a, j);
     return rc;
   }
