@@ -62,8 +62,8 @@ static hm__version *current_of(hm_registry *reg, const char *modname, hm_module 
 static int missing_symbol(hm_module *mod, const hm__version *v, const char *sym) {
   /* The module's path is read without its lock: only for the message, and it is replaced
    * only by a reload_from, which the caller does not race in any test we know of. */
-  return hm__fail(HM_ENOSYM, "module %s (version %u) has no symbol %s", mod->name, v->num,
-                  sym);
+  return hm__fail(HM_ENOSYM, "module %s (version %u) has no symbol %s", mod->name,
+                  __atomic_load_n(&v->num, __ATOMIC_RELAXED), sym);
 }
 
 /* ---- Snapshots ------------------------------------------------------------------------- */
@@ -75,6 +75,7 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
   hm__version *v;
   hm_snapshot *s;
   hm_fn fn;
+  unsigned num = 0;
   int rc;
   if (out != NULL)
     *out = NULL;
@@ -86,6 +87,10 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
     return hm__fail(HM_ENOMEM, "out of memory acquiring %s", qualified);
   pthread_mutex_lock(&reg->lock);
   v = current_of(reg, modname, &mod);
+  /* Its number now: once the lock is released, a rollback that brings it back after a
+   * newer version may renumber it. */
+  if (v != NULL)
+    num = v->num;
   pthread_mutex_unlock(&reg->lock);
   if (v == NULL) {
     hm__free(&reg->a, s);
@@ -103,7 +108,7 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
   /* The reference taken above is the snapshot's. */
   s->fn = fn;
   s->v = v;
-  s->num = v->num;
+  s->num = num;
   s->reg = reg;
   s->a = reg->a;
   *out = s;

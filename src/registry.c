@@ -790,7 +790,9 @@ static int job_handover(reload_job *j) {
     return 0; /* plain modules: no hook, no lock */
   memset(&ctx, 0, sizeof ctx);
   ctx.size = sizeof ctx;
-  ctx.version = v->num;
+  /* The number job_publish gives it: a reused version still has its old one until then.
+   * next_num changes only under reload_lock, which this job holds. */
+  ctx.version = j->mod->next_num;
   ctx.rollback = (j->flags & HM__RELOAD_ROLLBACK) != 0;
   ctx.reused = j->reused;
   /* Reused after its successor converted: its unload(0) never ran, so what its globals
@@ -812,7 +814,7 @@ static int job_handover(reload_job *j) {
   if (hr != HM_LOAD_ADOPTED && hr != HM_LOAD_CONVERTED) {
     /* Refused: its unload hook must not run; the old version keeps its state. */
     v->desc = NULL;
-    return hm__fail(HM_EHOOK, "load hook of %s (version %u of %s) %s %d", j->path, v->num,
+    return hm__fail(HM_EHOOK, "load hook of %s (version %u of %s) %s %d", j->path, ctx.version,
                     mod->name, hr < 0 ? "refused it with" : "returned the unknown answer",
                     hr);
   }
@@ -955,7 +957,9 @@ static void job_publish(reload_job *j) {
   t = mod->incoming_table;
   mod->incoming = NULL;
   mod->incoming_table = NULL;
-  v->num = mod->next_num++;
+  /* Atomic: a reused version may be renumbered while a snapshot taken on it earlier reads
+   * its number for a message. */
+  __atomic_store_n(&v->num, mod->next_num++, __ATOMIC_RELAXED);
   if (j->new_path) {
     hm__free(&reg->a, mod->path);
     mod->path = j->path;

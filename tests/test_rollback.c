@@ -3,6 +3,7 @@
  * refusal changes nothing; no redo. */
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,8 @@ static void t_rollback_reuses_pinned_version(void **state) {
   assert_int_equal(call(f->reg, "st:bump"), 3);
   assert_int_equal(hm_snapshot_version(s), 1);
   assert_int_equal(hm_module_version(m), 3);
+  /* Its load hook was told the number it comes back under (it was told 1 before). */
+  assert_int_equal(call(f->reg, "st:last_ctx_version"), 3);
   assert_true(hmt_wait_until(no_retired, f->reg, 10.0));
   assert_int_equal(mapped_copies(f->reg), 1); /* v1's one mapping, current again */
   hm_snapshot_release(s);
@@ -235,10 +238,61 @@ static void t_watcher_respects_rollback(void **state) {
   free(dir);
 }
 
+/* A rollback that reuses a pinned version renumbers it while other threads take snapshots
+ * of whatever is current: a snapshot's number is the one its version had when it was taken
+ * (ThreadSanitizer saw the acquire read the number while the publish rewrote it). */
+typedef struct snapper {
+  hm_registry *reg;
+  int stop;
+  long taken, bad;
+} snapper;
+
+static void *snap_loop(void *arg) {
+  snapper *sp = arg;
+  while (!__atomic_load_n(&sp->stop, __ATOMIC_ACQUIRE)) {
+    hm_snapshot *s;
+    if (hm_snapshot_acquire(sp->reg, "sq:version", &s) != 0) {
+      sp->bad++;
+      continue;
+    }
+    /* Versions 1, 3, 5 ... are square_v1 brought back; 2, 4 ... are square_v2. */
+    if (((ifn)hm_snapshot_fn(s))() != (hm_snapshot_version(s) % 2 ? 1 : 2))
+      sp->bad++;
+    hm_snapshot_release(s);
+    sp->taken++;
+  }
+  return NULL;
+}
+
+static void t_rollback_reuse_while_snapshots_taken(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  hm_snapshot *pin;
+  snapper sp;
+  pthread_t th;
+  long i, n = hmt_scaled(300);
+  memset(&sp, 0, sizeof sp);
+  sp.reg = f->reg;
+  assert_int_equal(hm_module_load(f->reg, "sq", hmt_mod("square_v1"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "sq:version", &pin), 0); /* v1 stays loaded */
+  assert_int_equal(pthread_create(&th, NULL, snap_loop, &sp), 0);
+  for (i = 0; i < n; i++) {
+    assert_int_equal(hm_module_reload_from(m, hmt_mod("square_v2")), 0);
+    assert_int_equal(hm_module_rollback(m), 0);
+  }
+  __atomic_store_n(&sp.stop, 1, __ATOMIC_RELEASE);
+  pthread_join(th, NULL);
+  assert_int_equal(sp.bad, 0);
+  assert_true(sp.taken > 0);
+  assert_int_equal(hm_module_version(m), (unsigned)(2 * n + 1));
+  hm_snapshot_release(pin);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_rollback_from_kept_copy, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_reuses_pinned_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_reuse_while_snapshots_taken, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_reused_still_owned, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_twice, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_refusals, setup, teardown),

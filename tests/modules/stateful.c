@@ -13,7 +13,8 @@ struct state {
 };
 
 static struct state *st;
-static int ctx_rollback = -1, ctx_reused = -1, ctx_prev_sv = -1, ctx_still_owned = -1;
+static int ctx_rollback = -1, ctx_reused = -1, ctx_prev_sv = -1, ctx_still_owned = -1,
+           ctx_version = -1;
 
 HM_MODULE_EXPORT int bump(void) { return ++st->count; }
 HM_MODULE_EXPORT int generations(void) { return st->generations; }
@@ -22,12 +23,14 @@ HM_MODULE_EXPORT int last_ctx_rollback(void) { return ctx_rollback; }
 HM_MODULE_EXPORT int last_ctx_reused(void) { return ctx_reused; }
 HM_MODULE_EXPORT int last_ctx_prev_state_version(void) { return ctx_prev_sv; }
 HM_MODULE_EXPORT int last_ctx_still_owned(void) { return ctx_still_owned; }
+HM_MODULE_EXPORT int last_ctx_version(void) { return ctx_version; }
 
 static void *save(void) { return st; }
 
 static int load(const hm_load_ctx *ctx) {
   ctx_rollback = ctx->rollback;
   ctx_reused = ctx->reused;
+  ctx_version = (int)ctx->version;
   ctx_prev_sv = (int)ctx->prev_state_version;
   ctx_still_owned = HM_LOAD_CTX_HAS(ctx, still_owned) ? ctx->still_owned : -1;
 #ifdef FAIL_LOAD
