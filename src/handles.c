@@ -192,6 +192,9 @@ static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
     mod->sigs = sg;
     mod->capsyms = ncap;
   }
+  /* An unload publishes the spare table, which must have a slot for this one too. */
+  if (hm__table_grow(reg, &mod->spare, mod->nsyms + 1) != 0)
+    return HM_ENOMEM;
   copy = hm__strdup(&reg->a, sym);
   t = hm__table_new(reg, mod->cur, mod->nsyms + 1);
   if (copy == NULL || t == NULL) {

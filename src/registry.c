@@ -477,6 +477,7 @@ static int module_get_or_create(hm_registry *reg, const char *name, const char *
 static void module_destroy(hm_registry *reg, hm_module *mod) {
   size_t k;
   hm__free(&reg->a, mod->cur_table);
+  hm__free(&reg->a, mod->spare);
   for (k = 0; k < mod->nsyms; k++) {
     hm__free(&reg->a, mod->syms[k]);
     hm__free(&reg->a, mod->sigs[k]);
@@ -591,6 +592,14 @@ static int copy_present(const hm__version *old) {
   return old != NULL && old->copy_path != NULL && access(old->copy_path, F_OK) == 0;
 }
 
+/* The table an unload will publish, made before a version can become current (see
+ * hm_module.spare). Under reg->lock. */
+static int spare_ready(hm_module *mod) {
+  if (mod->spare == NULL && (mod->spare = hm__table_new(mod->reg, NULL, 0)) == NULL)
+    return HM_ENOMEM;
+  return hm__table_grow(mod->reg, &mod->spare, mod->nsyms);
+}
+
 /* Under the module's reload_lock: is the module in the state the caller expects? */
 static int job_begin(reload_job *j, const char *path) {
   hm_module *mod = j->mod;
@@ -611,6 +620,8 @@ static int job_begin(reload_job *j, const char *path) {
     /* The watcher read a path the module has left meanwhile (hm_module_reload_from); it
      * moves its watch next. */
     rc = hm__fail(HM_EAGAIN, "module %s moved from %s to %s", mod->name, path, mod->path);
+  } else if (spare_ready(mod) != 0) {
+    rc = hm__fail(HM_ENOMEM, "out of memory loading %s", mod->name);
   } else {
     j->path = hm__strdup(&reg->a, path != NULL ? path : mod->path);
     if (j->path == NULL)
@@ -1332,13 +1343,10 @@ int hm_module_unload(hm_module *mod) {
     pthread_mutex_unlock(&mod->reload_lock);
     return hm__fail(HM_ENOMOD, "module %s is not loaded", mod->name);
   }
-  /* Live handles of an unloaded module read a table of NULLs. */
-  t = hm__table_new(reg, NULL, mod->nsyms);
-  if (t == NULL) {
-    pthread_mutex_unlock(&reg->lock);
-    pthread_mutex_unlock(&mod->reload_lock);
-    return hm__fail(HM_ENOMEM, "out of memory unloading %s", mod->name);
-  }
+  /* Live handles of an unloaded module read a table of NULLs: the spare, made ahead. */
+  t = mod->spare;
+  mod->spare = NULL;
+  t->n = mod->nsyms;
   oldnum = old->num;
   mod->cur = NULL;
   stale = prepared_take(mod);

@@ -31,6 +31,11 @@ struct hm_module {
    * left to do that could fail after the hooks ran. Under reg->lock. */
   hm__version *incoming;
   hm__table *incoming_table;
+  /* The table of NULLs an unload publishes, made ahead (by the reload that makes a version
+   * current, and grown with the slots), so that unloading, and so hm_registry_free, never
+   * needs memory it could fail to get. Non-NULL while the module is loaded; under
+   * reg->lock. */
+  hm__table *spare;
   unsigned cur_num;      /* atomic copy of cur->num (0 when unloaded) */
   unsigned next_num;     /* under reload_lock */
   hm__version *versions; /* versions still loaded, newest first; under reg->lock */
@@ -139,7 +144,10 @@ HM__HIDDEN char *hm__sig_norm(const hm__allocator *a, const char *in);
 /* Does version v declare `want` (normalised) as the signature of `sym`? 0, or HM_ESIG with
  * the detail recorded. dlsym: no lock of ours held. */
 HM__HIDDEN int hm__sig_check(const hm__version *v, const char *sym, const char *want);
-/* Make room in mod->incoming_table for n slots (it may move). Under reg->lock. HM_ENOMEM. */
+/* Make room in *tp for n slots (it may move; slots past its old capacity are NULL). Not for
+ * a published table. HM_ENOMEM. */
+HM__HIDDEN int hm__table_grow(hm_registry *reg, hm__table **tp, size_t n);
+/* The same for mod->incoming_table. Under reg->lock. */
 HM__HIDDEN int hm__table_reserve(hm_module *mod, size_t n);
 /* Publish `t` as the module's table, retiring the old one. Under reg->lock. */
 HM__HIDDEN void hm__publish(hm_module *mod, hm__table *t);

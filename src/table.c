@@ -63,30 +63,34 @@ int hm__sig_check(const hm__version *v, const char *sym, const char *want) {
     return hm__fail(HM_ESIG,
                     "%s (version %u of module %s) declares no signature for %s; expected "
                     "\"%s\" (HM_MODULE_SIGNATURE)",
-                    v->copy_path, v->num, v->mod->name, sym, want);
+                    v->copy_path, __atomic_load_n(&v->num, __ATOMIC_RELAXED), v->mod->name,
+                    sym, want);
   have = hm__sig_norm(&v->mod->reg->a, (const char *)p);
   if (have == NULL)
     return hm__fail(HM_ENOMEM, "out of memory checking the signature of %s", sym);
   if (strcmp(have, want) != 0)
     rc = hm__fail(HM_ESIG, "version %u of module %s declares %s as \"%s\", expected \"%s\"",
-                  v->num, v->mod->name, sym, have, want);
+                  __atomic_load_n(&v->num, __ATOMIC_RELAXED), v->mod->name, sym, have, want);
   hm__free(&v->mod->reg->a, have);
   return rc;
 }
 
-int hm__table_reserve(hm_module *mod, size_t n) {
-  hm__table *t = mod->incoming_table;
+int hm__table_grow(hm_registry *reg, hm__table **tp, size_t n) {
+  hm__table *t = *tp, *g;
+  size_t cap = n < 4 ? 4 : n * 2;
   if (n <= t->cap)
     return 0;
-  {
-    size_t cap = n < 4 ? 4 : n * 2;
-    hm__table *g = hm__realloc(&mod->reg->a, t, sizeof *t + cap * sizeof(hm_fn));
-    if (g == NULL)
-      return HM_ENOMEM;
-    g->cap = cap;
-    mod->incoming_table = g;
-  }
+  g = hm__realloc(&reg->a, t, sizeof *t + cap * sizeof(hm_fn));
+  if (g == NULL)
+    return HM_ENOMEM;
+  memset(g->fns + g->cap, 0, (cap - g->cap) * sizeof(hm_fn));
+  g->cap = cap;
+  *tp = g;
   return 0;
+}
+
+int hm__table_reserve(hm_module *mod, size_t n) {
+  return hm__table_grow(mod->reg, &mod->incoming_table, n);
 }
 
 int hm__table_fill(hm_module *mod, const char *path) {

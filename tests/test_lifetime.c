@@ -297,6 +297,116 @@ static void t_membarrier_failure(void **state) {
   assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* ---- Allocation failures at every position --------------------------------------------- */
+
+/* Fails the allocation `countdown` calls after it is armed, once; counts what is live. */
+typedef struct faulty {
+  long live, countdown, failed;
+  int armed;
+} faulty;
+
+static void *faulty_alloc(void *p, size_t n, void *ud) {
+  faulty *f = ud;
+  void *r;
+  if (n == 0) {
+    if (p != NULL)
+      __atomic_sub_fetch(&f->live, 1, __ATOMIC_RELAXED);
+    free(p);
+    return NULL;
+  }
+  if (__atomic_load_n(&f->armed, __ATOMIC_ACQUIRE) &&
+      __atomic_sub_fetch(&f->countdown, 1, __ATOMIC_ACQ_REL) == 0) {
+    __atomic_add_fetch(&f->failed, 1, __ATOMIC_RELAXED);
+    return NULL;
+  }
+  r = realloc(p, n);
+  if (r != NULL && p == NULL)
+    __atomic_add_fetch(&f->live, 1, __ATOMIC_RELAXED);
+  return r;
+}
+
+typedef struct fault_run {
+  faulty f;
+  seen s;
+  hm_registry *reg;
+  hm_module *mod;
+  hm_live *l[4];
+  char dir[4096];
+} fault_run;
+
+/* A registry on the faulty allocator with square_v1 loaded and four live handles (so that
+ * resolving them in a new version grows its table). */
+static void fault_setup(fault_run *r) {
+  static const char *const syms[4] = {"f:version", "f:bonus", "f:counter_next",
+                                      "f:my_function"};
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  int i;
+  memset(r, 0, sizeof *r);
+  o.alloc = faulty_alloc;
+  o.alloc_userdata = &r->f;
+  o.flags = HM_FLAG_QUIET;
+  o.on_event = count_events;
+  o.event_userdata = &r->s;
+  assert_int_equal(hm_registry_new(&r->reg, &o), 0);
+  snprintf(r->dir, sizeof r->dir, "%s/", hm_registry_dir(r->reg));
+  assert_int_equal(hm_module_load(r->reg, "f", hmt_mod("square_v1"), &r->mod), 0);
+  for (i = 0; i < 4; i++)
+    assert_int_equal(hm_live_get(r->reg, syms[i], &r->l[i]), 0);
+}
+
+static void fault_arm(fault_run *r, long k) {
+  r->f.countdown = k;
+  __atomic_store_n(&r->f.armed, 1, __ATOMIC_RELEASE);
+}
+
+/* After the registry is gone: nothing mapped, nothing leaked, every block given back. */
+static void fault_check_freed(fault_run *r, const char *what, long k) {
+  if (hmt_maps_count(r->dir) != 0 || r->s.leaked != 0 || r->f.live != 0)
+    fail_msg("%s, failing allocation %ld: %d mappings left, %d LEAKED events, %ld blocks", what, k,
+             hmt_maps_count(r->dir), r->s.leaked, r->f.live);
+}
+
+/* Every allocation of a reload, and of hm_registry_free, fails in turn: the reload returns
+ * HM_ENOMEM with the old version serving (or succeeds), and the free still unloads every
+ * version and gives back every block. hm_registry_free used to ignore the failure of the
+ * table an unload publishes: the unload hook ran with the version still published, which
+ * stayed mapped and was reported LEAKED. */
+static void t_allocation_failures(void **state) {
+  long k, positions[2] = {0, 0};
+  int scenario;
+  (void)state;
+  for (scenario = 0; scenario < 2; scenario++) {
+    for (k = 1;; k++) {
+      fault_run r;
+      int done;
+      fault_setup(&r);
+      if (scenario == 1) /* with a kept copy and a history to drop */
+        assert_int_equal(hm_module_reload_from(r.mod, hmt_mod("square_v2")), 0);
+      fault_arm(&r, k);
+      if (scenario == 0) {
+        int rc = hm_module_reload_from(r.mod, hmt_mod("square_v2"));
+        __atomic_store_n(&r.f.armed, 0, __ATOMIC_RELEASE);
+        if (rc != 0 && rc != HM_ENOMEM)
+          fail_msg("failing allocation %ld: reload returned %s", k, hm_err_name(rc));
+        if (HM_LIVE_CALL(r.l[0], ifn) != (rc == 0 ? 2 : 1) ||
+            hm_module_version(r.mod) != (rc == 0 ? 2u : 1u))
+          fail_msg("failing allocation %ld: reload returned %s, version %u serves", k,
+                   hm_err_name(rc), hm_module_version(r.mod));
+        assert_true(hmt_wait_until(retired_zero, r.reg, 30.0));
+      }
+      done = r.f.failed == 0;
+      hm_registry_free(r.reg);
+      fault_check_freed(&r, scenario == 0 ? "reload" : "hm_registry_free", k);
+      if (done)
+        break;
+      positions[scenario]++;
+    }
+  }
+  /* The reload allocates, so its failures were tried; freeing needs no memory now. */
+  assert_true(positions[0] > 3);
+  assert_int_equal(positions[1], 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_free_with_snapshot_held),
@@ -309,6 +419,7 @@ int main(void) {
       cmocka_unit_test(t_describe_null_builds),
       cmocka_unit_test(t_unbalanced_leave_aborts),
       cmocka_unit_test(t_membarrier_failure),
+      cmocka_unit_test(t_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
