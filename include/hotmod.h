@@ -619,7 +619,7 @@ static inline void hm_live_leave(hm_live *live);
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
     hm_live *hm__l_ __attribute__((cleanup(hm__live_cleanup))) = (live);                       \
-    ((type)hm_live_enter(hm__l_))(__VA_ARGS__);                                                \
+    HM__FN_CAST(type, hm_live_enter(hm__l_))(__VA_ARGS__);                                     \
   })
 #define HM_LIVE_CALL_VOID HM_LIVE_CALL
 
@@ -889,8 +889,18 @@ HM_EXTERN extern int hm__reader_fenced;
 HM_EXTERN void hm__rd_enter_slow(void);
 HM_EXTERN void hm__reader_unbalanced(void);
 
+/* Casts that C++ hosts see as C++ casts (-Wold-style-cast). */
+#ifdef __cplusplus
+#define HM__CAST(type, expr) static_cast<type>(expr)
+#define HM__FN_CAST(type, expr) reinterpret_cast<type>(expr)
+#else
+#define HM__CAST(type, expr) ((type)(expr))
+#define HM__FN_CAST(type, expr) ((type)(expr))
+#endif
+
 static inline hm_fn hm_live_enter(hm_live *live) {
-  const struct hm__live_head *h = (const struct hm__live_head *)(const void *)live;
+  const struct hm__live_head *h =
+      HM__CAST(const struct hm__live_head *, HM__CAST(const void *, live));
   hm_fn *fns;
   /* A plain read, so that the test can be one instruction: only this thread writes its
    * word (the others only read it). */

@@ -73,10 +73,30 @@ static void t_live_call_forms(void **state) {
   hm_registry_free(reg);
 }
 
+// A C++ module's descriptor and signatures, made by the module header's macros, are
+// exported: the state goes from version to version and a typed handle takes. (In C++ a
+// const at namespace scope has internal linkage: the macros exported nothing, so the load
+// hook never ran and the typed get found no signature.)
+static void t_cxx_module_describes_itself(void **state) {
+  (void)state;
+  hm_registry *reg = hmt_registry(0);
+  hm_module *mod = nullptr;
+  hm_live *held = nullptr, *typed = nullptr;
+  assert_int_equal(hm_module_load(reg, "thr", hmt_mod("thrower_v1"), &mod), 0);
+  assert_int_equal(hm_live_get(reg, "thr:held_by", &held), 0);
+  assert_int_equal(hm_live_get_typed(reg, "thr:maybe_throw", "int (int)", &typed), 0);
+  assert_int_equal(HM_LIVE_CALL(held, vfn), 1);
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("thrower_v2")), 0);
+  assert_int_equal(HM_LIVE_CALL(held, vfn), 2);
+  assert_int_equal(HM_LIVE_CALL(typed, int (*)(int), 5), 10);
+  hm_registry_free(reg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_exception_through_live_call),
       cmocka_unit_test(t_live_call_forms),
+      cmocka_unit_test(t_cxx_module_describes_itself),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -170,16 +170,24 @@ typedef struct hm_module_desc {
 /* The descriptor size of ABI 2 builds made before self_test existed: the least accepted. */
 #define HM_MODULE_DESC_MIN_SIZE (offsetof(hm_module_desc, self_test))
 
+/* What the macros below define has C linkage and is exported, in C and in C++ (where a
+ * const at namespace scope would otherwise be internal to its file). */
+#ifdef __cplusplus
+#define HM__MODULE_DEFINE extern "C" HM_MODULE_EXPORT
+#else
+#define HM__MODULE_DEFINE HM_MODULE_EXPORT
+#endif
+
 /* Export this module's descriptor: once per module, at file scope in one of its source
  * files. Each function may be NULL. */
 #define HM_MODULE_DESCRIBE(state_version, save_fn, load_fn, unload_fn)                         \
-  HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
+  HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
       HM_MODULE_ABI, sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),           \
       (unload_fn), NULL}
 
 /* The same, with a self-test for the crash-containment probe (see hm_module_desc). */
 #define HM_MODULE_DESCRIBE_TESTED(state_version, save_fn, load_fn, unload_fn, self_test_fn)    \
-  HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
+  HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
       HM_MODULE_ABI,    sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),        \
       (unload_fn), (self_test_fn)}
 
@@ -192,7 +200,7 @@ typedef struct hm_module_desc {
  * and nothing else: spell types the same way on both sides ("unsigned int" is not
  * "unsigned"). */
 #define HM_MODULE_SIGNATURE(symbol, signature)                                                 \
-  HM_MODULE_EXPORT const char hm_signature_##symbol[] = signature
+  HM__MODULE_DEFINE const char hm_signature_##symbol[] = signature
 
 #ifdef __cplusplus
 }
