@@ -21,6 +21,9 @@
 #ifndef HM_PROBE_RELDIR
 #define HM_PROBE_RELDIR "../libexec/hotmod" /* from the library's directory */
 #endif
+#ifndef HM_PROBE_BIN_RELDIR
+#define HM_PROBE_BIN_RELDIR "../libexec/hotmod" /* from the programs' directory */
+#endif
 #ifndef HM_PROBE_INSTALLED
 #define HM_PROBE_INSTALLED "/usr/local/libexec/hotmod/hotmod-probe"
 #endif
@@ -45,16 +48,22 @@ static int in_program(struct dl_phdr_info *info, size_t size, void *addr) {
 }
 
 /* The directory of the object this code is in, absolute: libhotmod.so as the loader found
- * it, or the program itself from /proc/self/exe (never argv[0], which the caller chose). */
-static int own_dir(char *out, size_t n) {
+ * it, or the program itself from /proc/self/exe (never argv[0], which the caller chose).
+ * *program (may be NULL) says which. */
+static int own_dir(char *out, size_t n, int *program) {
   Dl_info info;
   char found[PATH_MAX], *slash;
   ssize_t len;
+  int prog = dl_iterate_phdr(in_program, (void *)own_dir) == 1;
   memset(&info, 0, sizeof info);
-  if (dl_iterate_phdr(in_program, (void *)own_dir) != 1 && dladdr((void *)own_dir, &info) != 0 &&
-      info.dli_fname != NULL && strchr(info.dli_fname, '/') != NULL) {
+  if (program != NULL)
+    *program = 1;
+  if (!prog && dladdr((void *)own_dir, &info) != 0 && info.dli_fname != NULL &&
+      strchr(info.dli_fname, '/') != NULL) {
     if (realpath(info.dli_fname, found) == NULL)
       return -1;
+    if (program != NULL)
+      *program = 0;
   } else {
     len = readlink("/proc/self/exe", found, sizeof found - 1);
     if (len <= 0)
@@ -77,10 +86,14 @@ int hm__probe_find(const hm__allocator *a, char **out) {
       return hm__fail(HM_ENOENT, "HOTMOD_PROBE=%s is not an executable file", env);
     *out = hm__strdup(a, cand);
   } else {
+    int program = 0;
     cand[0] = '\0';
-    if (own_dir(dir, sizeof dir) == 0) {
-      snprintf(cand, sizeof cand, "%s/%s/%s", dir, HM_PROBE_RELDIR, HM_PROBE_NAME);
-      if (!executable(cand)) /* a build tree: beside the library */
+    if (own_dir(dir, sizeof dir, &program) == 0) {
+      /* Installed: libexec relative to the library, or to the program that linked the static
+       * library (installed where hotmod's own programs go). */
+      snprintf(cand, sizeof cand, "%s/%s/%s", dir, program ? HM_PROBE_BIN_RELDIR : HM_PROBE_RELDIR,
+               HM_PROBE_NAME);
+      if (!executable(cand)) /* a build tree: beside the library or the program */
         snprintf(cand, sizeof cand, "%s/%s", dir, HM_PROBE_NAME);
     }
     if (cand[0] == '\0' || !executable(cand))
@@ -90,8 +103,8 @@ int hm__probe_find(const hm__allocator *a, char **out) {
                       "the crash-containment helper " HM_PROBE_NAME " is not installed "
                       "beside libhotmod (looked in %s/%s and %s): install hotmod completely, "
                       "or set HOTMOD_PROBE to its path",
-                      own_dir(dir, sizeof dir) == 0 ? dir : "?", HM_PROBE_RELDIR,
-                      HM_PROBE_INSTALLED);
+                      own_dir(dir, sizeof dir, &program) == 0 ? dir : "?",
+                      program ? HM_PROBE_BIN_RELDIR : HM_PROBE_RELDIR, HM_PROBE_INSTALLED);
     *out = hm__strdup(a, cand);
   }
   return *out != NULL ? 0 : hm__fail(HM_ENOMEM, "out of memory");

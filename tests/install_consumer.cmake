@@ -143,5 +143,22 @@ step("pkg_check_modules host (Unix Makefiles), cc host and cc modules built")
 check_host("${build}/host" "${build}")
 check_host("${build}/host-cc" "${build}")
 
+# A host linked with the installed static library, installed into the prefix's bin: it finds
+# the crash-containment helper in that prefix (relative to itself), not under the prefix
+# hotmod was configured with.
+run("pkg-config --static --libs libuv" uvlibs ${PKG_CONFIG} --static --libs libuv)
+string(STRIP "${uvlibs}" uvlibs)
+separate_arguments(uvlibs UNIX_COMMAND "${uvlibs}")
+set(static_host "${prefix}/${BINDIR}/hotmod-consumer-static")
+run("the host, linked with libhotmod.a" out ${CC} ${warn} ${cflags} -o "${static_host}"
+  "${SRC}/main.c" "${libdir}/libhotmod.a" ${uvlibs} -ldl -lpthread)
+unset(ENV{HOTMOD_PROBE})
+run("${static_host} with the probe" out ${static_host} ${build}/greet_v1.so ${build}/greet_v2.so
+  probe)
+if(NOT out MATCHES "live handle: version 2; snapshot: version 1")
+  fail("${static_host}: unexpected output:\n${out}")
+endif()
+step("a host linked with libhotmod.a finds ${prefix}'s hotmod-probe")
+
 file(REMOVE_RECURSE "${WORK}")
 step("done")
