@@ -205,9 +205,9 @@ int hm__privdir_sweep(const char *private_root) {
   int saved = errno;
   memset(&s, 0, sizeof s);
   sweep_root(&s, private_root);
-  sweep_root(&s, getenv("TMPDIR"));
+  sweep_root(&s, secure_getenv("TMPDIR"));
   sweep_root(&s, "/tmp");
-  sweep_root(&s, getenv("XDG_RUNTIME_DIR"));
+  sweep_root(&s, secure_getenv("XDG_RUNTIME_DIR"));
   sweep_root(&s, "/dev/shm");
   errno = saved;
   return s.removed;
@@ -238,14 +238,14 @@ const char *hm__privdir_root(const char *private_root, int *tmpfs_default) {
   const char *root = private_root;
   *tmpfs_default = 0;
   if (root == NULL || root[0] == '\0')
-    root = getenv("TMPDIR");
+    root = secure_getenv("TMPDIR");
   if (root != NULL && root[0] != '\0')
     return root;
   /* Nobody chose: memory is the fastest place for a copy that lives as long as its version
    * (creating a file on a disk file system has been seen to take milliseconds), and a
    * named copy there keeps gdb and perf able to find the module's symbols. */
   *tmpfs_default = 1;
-  root = getenv("XDG_RUNTIME_DIR");
+  root = secure_getenv("XDG_RUNTIME_DIR");
   if (usable_tmpfs(root))
     return root;
   if (usable_tmpfs("/dev/shm"))
@@ -255,7 +255,7 @@ const char *hm__privdir_root(const char *private_root, int *tmpfs_default) {
 }
 
 const char *hm__privdir_spill_root(void) {
-  const char *root = getenv("TMPDIR");
+  const char *root = secure_getenv("TMPDIR");
   return root != NULL && root[0] != '\0' ? root : "/tmp";
 }
 

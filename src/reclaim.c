@@ -87,7 +87,7 @@ static void reader_exit(void *p) {
 }
 
 static void init(void) {
-  const char *no = getenv("HOTMOD_NO_MEMBARRIER");
+  const char *no = secure_getenv("HOTMOD_NO_MEMBARRIER");
   /* Without the key a thread could not leave the reader list when it exits, and the list
    * would point into freed thread storage; there is no safe way on. Only a process that
    * used up all PTHREAD_KEYS_MAX keys gets here. */

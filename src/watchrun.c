@@ -164,7 +164,7 @@ static void watcher_discard(hm__watcher *w) {
 }
 
 static hm__method forced_method(void) {
-  const char *e = getenv("HOTMOD_WATCH_METHOD");
+  const char *e = secure_getenv("HOTMOD_WATCH_METHOD");
   if (e == NULL)
     return (hm__method)0;
   if (strcmp(e, "events") == 0)
