@@ -877,9 +877,11 @@ static void scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_info
         info->lint |= HM__LINT_KEY_CREATE;
       continue;
     }
-    if (ELF64_ST_BIND((unsigned)s.st_info) == STB_GNU_UNIQUE && !(info->lint & HM__LINT_UNIQUE)) {
+    if (ELF64_ST_BIND((unsigned)s.st_info) == STB_GNU_UNIQUE) {
       info->lint |= HM__LINT_UNIQUE;
-      info->unique_sym = name;
+      if (info->unique_count < HM__LINT_UNIQUE_NAMES)
+        info->unique_syms[info->unique_count] = name;
+      info->unique_count++;
     }
     if (!info->has_desc && strcmp(name, desc) == 0 && s.st_size >= 2 * sizeof(uint32_t) &&
         map_vaddr(c, s.st_value, 8, &off, &avail)) {

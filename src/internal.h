@@ -74,6 +74,9 @@ HM__HIDDEN int hm__err_is_final(int err);
 
 /* ---- ELF check (elfcheck.c): a pure function over bytes -------------------------------- */
 
+/* How many of a module's STB_GNU_UNIQUE symbols the lint names (it counts them all). */
+#define HM__LINT_UNIQUE_NAMES 3
+
 typedef struct hm__elf_info {
   int nodelete;   /* DF_1_NODELETE: dlclose will not unmap it */
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
@@ -83,7 +86,8 @@ typedef struct hm__elf_info {
    * and for some of them a detail. The strings point into the checked buffer. */
   unsigned lint;
   uint64_t tls_size;      /* HM__LINT_STATIC_TLS: the initial-exec TLS it defines, bytes */
-  const char *unique_sym; /* HM__LINT_UNIQUE: one STB_GNU_UNIQUE symbol it defines */
+  unsigned unique_count;  /* HM__LINT_UNIQUE: how many STB_GNU_UNIQUE symbols it defines, */
+  const char *unique_syms[HM__LINT_UNIQUE_NAMES]; /* and the first of them (the rest NULL) */
   const char *needed;     /* HM__LINT_NEEDED: one library it needs that is not a system one */
   const char *runpath;    /* HM__LINT_ORIGIN: the RUNPATH or RPATH with $ORIGIN */
   const char *hotmod_needed; /* the first DT_NEEDED naming libhotmod.so*, or NULL */

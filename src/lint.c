@@ -52,16 +52,34 @@ const char *hm__lint_fix(unsigned bit) {
   return "";
 }
 
+/* The unique symbols the check kept, "a, b, c and 9 more": a C++ module usually has many,
+ * and the first one alone does not say which inline functions or templates to look at. */
+static void unique_names(const hm__elf_info *info, char *out, size_t n) {
+  size_t used = 0;
+  unsigned i, kept = info->unique_count < HM__LINT_UNIQUE_NAMES ? info->unique_count
+                                                                 : HM__LINT_UNIQUE_NAMES;
+  out[0] = '\0';
+  for (i = 0; i < kept && used < n; i++) {
+    int w = snprintf(out + used, n - used, "%s%.60s", i == 0 ? "" : ", ",
+                     info->unique_syms[i] ? info->unique_syms[i] : "?");
+    used += w > 0 ? (size_t)w : 0;
+  }
+  if (info->unique_count > kept && used < n)
+    snprintf(out + used, n - used, " and %u more", info->unique_count - kept);
+}
+
 void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) {
+  char names[256];
   switch (bit) {
   case HM__LINT_NODELETE:
     snprintf(out, n, "linked with -z nodelete: no version of it is ever unloaded");
     break;
   case HM__LINT_UNIQUE:
+    unique_names(info, names, sizeof names);
     snprintf(out, n,
-             "defines STB_GNU_UNIQUE symbol %.80s: its first version is never unloaded and "
-             "later versions share that version's object instead of fresh globals",
-             info->unique_sym ? info->unique_sym : "?");
+             "defines %u STB_GNU_UNIQUE symbol%s (%s): its first version is never unloaded and "
+             "later versions share that version's objects instead of fresh globals",
+             info->unique_count, info->unique_count == 1 ? "" : "s", names);
     break;
   case HM__LINT_STATIC_TLS:
     snprintf(out, n,

@@ -106,7 +106,7 @@ int hm__desc_check(const char *path, const hm__elf_info *elf) {
 /* Refuse for the first finding in `bits`, in words. */
 static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits) {
   unsigned i;
-  char what[300];
+  char what[512];
   for (i = 0; i < hm__lint_count(); i++) {
     unsigned bit = hm__lint_bit(i);
     if (bits & bit) {

@@ -582,7 +582,7 @@ typedef struct reload_job {
   hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
   int old_copy;      /* old's private copy is still there (looked at before any lock) */
   unsigned nwarn;    /* lint findings to report once the version is current */
-  char warn[8][400];
+  char warn[8][640];
 } reload_job;
 
 /* Is old's private copy still there? It may be gone already (a version that came back by a
@@ -720,7 +720,7 @@ static int job_load(reload_job *j, const hm__file *given) {
     /* The findings' strings point into the bytes: put them in words now. */
     for (i = 0; rc == 0 && policy == HM_LINT_WARN && i < hm__lint_count(); i++) {
       unsigned bit = hm__lint_bit(i);
-      char what[300];
+      char what[512];
       if (!(elf.lint & bit) || j->nwarn >= sizeof j->warn / sizeof j->warn[0])
         continue;
       hm__lint_what(&elf, bit, what, sizeof what);
