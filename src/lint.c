@@ -24,15 +24,28 @@ static const finding findings[] = {
     {HM__LINT_THREAD_ATEXIT, "thread-local-destructors",
      "avoid thread_local objects with destructors in modules (keep them in the host)"},
     {HM__LINT_KEY_CREATE, "pthread-keys",
-     "delete the module's pthread keys in its unload hook (pthread_key_delete), or keep keys "
-     "in the host"},
+     "delete the module's pthread keys in its unload hook (pthread_key_delete) and declare "
+     "HM_MODULE_KEYS_DELETED in its descriptor, or keep keys in the host"},
+    {HM__LINT_RUST_STD, "rust-std",
+     "build the crate #![no_std] (with alloc) for versions that unload, or set this "
+     "finding's policy to off if no thread that ran its code exits before the process does"},
     {HM__LINT_ORIGIN, "origin-runpath",
      "use an absolute RUNPATH, or have the host load the libraries it needs"},
     {HM__LINT_NEEDED, "shared-dependency",
      "link the library statically into the module, or make it a module of its own"},
 };
 
+_Static_assert(sizeof findings / sizeof findings[0] <= HM__LINT_KINDS, "HM__LINT_KINDS");
+
 unsigned hm__lint_count(void) { return sizeof findings / sizeof findings[0]; }
+
+int hm__lint_index(const char *name) {
+  unsigned i;
+  for (i = 0; name != NULL && i < hm__lint_count(); i++)
+    if (strcmp(findings[i].name, name) == 0)
+      return (int)i;
+  return -1;
+}
 
 unsigned hm__lint_bit(unsigned i) { return i < hm__lint_count() ? findings[i].bit : 0; }
 
@@ -92,8 +105,14 @@ void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) 
                      "a live thread touched cannot be unloaded");
     break;
   case HM__LINT_KEY_CREATE:
-    snprintf(out, n, "creates pthread keys: a key destructor left in an unloaded version "
-                     "crashes threads that exit later");
+    snprintf(out, n, "creates pthread keys: a key's destructor stays in the version for every "
+                     "thread that stored a value under it, and runs when that thread exits, "
+                     "unloaded or not: its retired versions stay mapped");
+    break;
+  case HM__LINT_RUST_STD:
+    snprintf(out, n, "is a Rust cdylib with std, which leaves destructors in the version for "
+                     "the threads that ran its code (std::thread::current, thread_local! with "
+                     "Drop): its retired versions stay mapped");
     break;
   case HM__LINT_ORIGIN:
     snprintf(out, n,

@@ -179,6 +179,15 @@ static void record_event(hm_event ev, hm_module *mod, unsigned version, int err,
     e->reject_err = err;
     snprintf(e->reject, sizeof e->reject, "%s", hm_event_detail());
   }
+  if (ev == HM_EVENT_UNLOADED)
+    e->nunloaded++;
+  if (ev == HM_EVENT_LEAKED && e->nleaked < HMT_MAX_DETAILS) {
+    snprintf(e->leak[e->nleaked], sizeof e->leak[0], "%s", hm_event_detail());
+    /* Not an assertion: the reclaimer's thread may deliver it. */
+    if (hm_event_mapped(&e->leak_why[e->nleaked], &e->leak_bytes[e->nleaked]) != 0)
+      e->leak_why[e->nleaked] = -1;
+    e->nleaked++;
+  }
   pthread_mutex_unlock(&e->mu);
 }
 

@@ -55,6 +55,11 @@ typedef struct hmt_events {
   int nreject;                       /* HM_EVENT_REJECTED, the last one's error and detail */
   int reject_err;
   char reject[512];
+  int nunloaded;                     /* HM_EVENT_UNLOADED */
+  int nleaked;                       /* HM_EVENT_LEAKED, the first HMT_MAX_DETAILS kept: */
+  char leak[HMT_MAX_DETAILS][512];   /* its detail, */
+  int leak_why[HMT_MAX_DETAILS];     /* and what hm_event_mapped said */
+  unsigned long long leak_bytes[HMT_MAX_DETAILS];
 } hmt_events;
 /* A quiet registry with options `o` (NULL: defaults) whose events go to `e` (initialised
  * here); free it with hmt_registry_events_free. */
