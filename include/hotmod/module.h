@@ -206,7 +206,7 @@ typedef struct hm_module_desc {
  * HM_MODULE_DESCRIBE_FLAGS(0, NULL, NULL, unload, NULL, HM_MODULE_KEYS_DELETED). */
 #define HM_MODULE_DESCRIBE_FLAGS(state_version, save_fn, load_fn, unload_fn, self_test_fn,      \
                                  flags)                                                        \
-  HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {                               \
+  HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
       HM_MODULE_ABI,    sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),        \
       (unload_fn), (self_test_fn), (flags)}
 
