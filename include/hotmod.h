@@ -299,10 +299,11 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
  * code for every thread that stored a value under the key (Rust's std does for
  * std::thread::current()), and glibc runs it when such a thread exits, whether the version is
  * still mapped or not: after an unload, a crash. So a version of a module with
- * "pthread-keys" or "rust-std" is kept mapped once retired: when it would be unloaded, its
- * unload hook runs but dlclose does not (its destructors run at exit), its private copy is
- * deleted (cut to what stays mapped), and HM_EVENT_LEAKED says "kept because it left
- * destructors behind" and the bytes it keeps (a Rust module's: a few hundred KiB per
+ * "pthread-keys" or "rust-std" is kept mapped once retired (and so is a build of it that
+ * was loaded, its constructors run, but refused or dropped before it became current): when
+ * it would be unloaded, its unload hook runs but dlclose does not (its destructors run at
+ * exit), its private copy is deleted (cut to what stays mapped), and HM_EVENT_LEAKED says
+ * "kept because it left destructors behind" and the bytes it keeps (a Rust module's: a few hundred KiB per
  * version; counted in hm_stats.leaked and leaked_bytes). Each such version also keeps its
  * pthread keys, of the 1024 a process has. Not kept: versions of a module whose descriptor
  * declares HM_MODULE_KEYS_DELETED (hotmod/module.h; for "pthread-keys" only: Rust's std

@@ -33,6 +33,16 @@ static const char *build(const char *module, int version) {
   return hmt_mod(name);
 }
 
+/* One of e's counters, read under its lock: the reclaimer's thread sends UNLOADED and
+ * LEAKED. */
+static int counted(events *e, const int *n) {
+  int v;
+  pthread_mutex_lock(&e->mu);
+  v = *n;
+  pthread_mutex_unlock(&e->mu);
+  return v;
+}
+
 /* Warnings that name `finding` ("(name)"). */
 static int warnings_naming(events *e, const char *finding) {
   char name[64];
@@ -145,7 +155,9 @@ static void three_builds_then_exit(const char *module) {
   pthread_cond_broadcast(&c.cv);
   pthread_mutex_unlock(&c.mu);
   assert_int_equal(pthread_join(t, NULL), 0);
-  assert_int_equal(HM_LIVE_CALL(c.live, ifn), 3);
+  /* Not touch() on this thread: std would keep this thread's handle, never freed (the main
+   * thread runs no key destructors), which valgrind reports. */
+  assert_int_equal(hm_module_version(mod), 3);
 
   pthread_mutex_lock(&e.mu);
   assert_int_equal(e.nleaked, 2);
@@ -211,8 +223,8 @@ static void t_plain_module(void **state) {
   }
   assert_true(hmt_wait_until(retired_zero, reg, 30));
   assert_int_equal(warnings_naming(&e, "rust-std"), 1);
-  assert_int_equal(e.nwarn, 1);
-  assert_int_equal(e.nleaked, 2);
+  assert_int_equal(counted(&e, &e.nwarn), 1);
+  assert_int_equal(counted(&e, &e.nleaked), 2);
   hmt_registry_events_free(reg, &e);
 }
 
@@ -227,9 +239,9 @@ static void t_policy_off_unloads(void **state) {
   assert_int_equal(hm_module_load(reg, "r", build("rust_plain", 1), &mod), 0);
   assert_int_equal(hm_module_reload_from(mod, build("rust_plain", 2)), 0);
   assert_true(hmt_wait_until(retired_zero, reg, 30));
-  assert_int_equal(e.nwarn, 0);
-  assert_int_equal(e.nleaked, 0);
-  assert_int_equal(e.nunloaded, 1);
+  assert_int_equal(counted(&e, &e.nwarn), 0);
+  assert_int_equal(counted(&e, &e.nleaked), 0);
+  assert_int_equal(counted(&e, &e.nunloaded), 1);
   /* This module refuses it; the version before serves on. */
   assert_int_equal(hm_module_set_lint_finding(mod, "rust-std", HM_LINT_REJECT), 0);
   assert_int_equal(hm_module_reload_from(mod, build("rust_plain", 3)), HM_ELINT);
@@ -252,9 +264,9 @@ static void t_nostd_unloads(void **state) {
   assert_int_equal(hm_module_reload_from(mod, build("rust_nostd", 2)), 0);
   assert_int_equal(HM_LIVE_CALL(live, ifn), 2);
   assert_true(hmt_wait_until(retired_zero, reg, 30));
-  assert_int_equal(e.nwarn, 0);
-  assert_int_equal(e.nleaked, 0);
-  assert_int_equal(e.nunloaded, 1);
+  assert_int_equal(counted(&e, &e.nwarn), 0);
+  assert_int_equal(counted(&e, &e.nleaked), 0);
+  assert_int_equal(counted(&e, &e.nunloaded), 1);
   hmt_registry_events_free(reg, &e);
 }
 
