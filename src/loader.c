@@ -218,12 +218,13 @@ typedef struct mapped_find {
 
 static int find_mapped(struct dl_phdr_info *info, size_t size, void *arg) {
   mapped_find *m = arg;
-  unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+  unsigned long long page;
   ElfW(Half) i;
   (void)size;
   if (info->dlpi_name == NULL || strcmp(info->dlpi_name, m->path) != 0)
     return 0;
   m->found = 1;
+  page = (unsigned long long)sysconf(_SC_PAGESIZE);
   for (i = 0; i < info->dlpi_phnum; i++) {
     const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
     if (ph->p_type == PT_LOAD && ph->p_memsz != 0) {

@@ -1470,30 +1470,30 @@ static int lint_finding_index(const char *finding, hm_lint_policy policy, const 
                   finding != NULL ? finding : "(null)", names);
 }
 
-int hm_registry_set_lint_finding(hm_registry *reg, const char *finding, hm_lint_policy policy) {
-  int k;
-  if (reg == NULL)
-    return hm__fail(HM_EINVAL, "hm_registry_set_lint_finding: NULL registry");
-  k = lint_finding_index(finding, policy, "hm_registry_set_lint_finding");
+/* Store a policy for a finding in a registry's or a module's table, under reg->lock. */
+static int set_lint_finding(hm_registry *reg, unsigned char *table, const char *finding,
+                            hm_lint_policy policy, const char *what) {
+  int k = lint_finding_index(finding, policy, what);
   if (k < 0)
     return k;
   pthread_mutex_lock(&reg->lock);
-  reg->lint_finding[k] = (unsigned char)policy;
+  table[k] = (unsigned char)policy;
   pthread_mutex_unlock(&reg->lock);
   return 0;
 }
 
+int hm_registry_set_lint_finding(hm_registry *reg, const char *finding, hm_lint_policy policy) {
+  if (reg == NULL)
+    return hm__fail(HM_EINVAL, "hm_registry_set_lint_finding: NULL registry");
+  return set_lint_finding(reg, reg->lint_finding, finding, policy,
+                          "hm_registry_set_lint_finding");
+}
+
 int hm_module_set_lint_finding(hm_module *mod, const char *finding, hm_lint_policy policy) {
-  int k;
   if (mod == NULL)
     return hm__fail(HM_EINVAL, "hm_module_set_lint_finding: NULL module");
-  k = lint_finding_index(finding, policy, "hm_module_set_lint_finding");
-  if (k < 0)
-    return k;
-  pthread_mutex_lock(&mod->reg->lock);
-  mod->lint_finding[k] = (unsigned char)policy;
-  pthread_mutex_unlock(&mod->reg->lock);
-  return 0;
+  return set_lint_finding(mod->reg, mod->lint_finding, finding, policy,
+                          "hm_module_set_lint_finding");
 }
 
 int hm_module_set_probe(hm_module *mod, int enable) {

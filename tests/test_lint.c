@@ -323,11 +323,6 @@ static void t_warn_once_per_module(void **state) {
 
 /* ---- Versions that leave key destructors behind ----------------------------------------- */
 
-static int retired_zero(void *arg) {
-  hm_stats st;
-  return hm_registry_stats(arg, &st) == 0 && st.retired == 0;
-}
-
 /* A host thread that stores a value under the module's key (make_key), then waits until it
  * is told to exit. */
 typedef struct key_user {
@@ -370,7 +365,7 @@ static void key_then_exit(events *e, const char *module) {
   pthread_mutex_unlock(&u.mu);
   assert_int_equal(u.rc, 0);
   assert_int_equal(hm_module_reload(mod), 0);
-  assert_true(hmt_wait_until(retired_zero, reg, 30));
+  assert_true(hmt_wait_until(hmt_retired_zero, reg, 30));
   pthread_mutex_lock(&e->mu);
   assert_int_equal(e->nleaked + e->nunloaded, 1); /* the registry is done with version 1 */
   pthread_mutex_unlock(&e->mu);

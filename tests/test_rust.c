@@ -22,11 +22,6 @@ typedef hmt_events events;
 
 static hm_registry *registry(events *e) { return hmt_registry_events(e, NULL); }
 
-static int retired_zero(void *arg) {
-  hm_stats st;
-  return hm_registry_stats(arg, &st) == 0 && st.retired == 0;
-}
-
 static const char *build(const char *module, int version) {
   char name[64];
   snprintf(name, sizeof name, "%s_v%d", module, version);
@@ -147,7 +142,7 @@ static void three_builds_then_exit(const char *module) {
     if (k < 3) {
       assert_int_equal(hm_module_reload_from(mod, build(module, k + 1)), 0);
       /* The version it replaced is no longer in use: the registry is done with it. */
-      assert_true(hmt_wait_until(retired_zero, reg, 30));
+      assert_true(hmt_wait_until(hmt_retired_zero, reg, 30));
     }
   }
   pthread_mutex_lock(&c.mu);
@@ -221,7 +216,7 @@ static void t_plain_module(void **state) {
     assert_int_equal(hm_module_reload_from(mod, build("rust_plain", k)), 0);
     assert_int_equal(HM_LIVE_CALL(live, ifn), k);
   }
-  assert_true(hmt_wait_until(retired_zero, reg, 30));
+  assert_true(hmt_wait_until(hmt_retired_zero, reg, 30));
   assert_int_equal(warnings_naming(&e, "rust-std"), 1);
   assert_int_equal(counted(&e, &e.nwarn), 1);
   assert_int_equal(counted(&e, &e.nleaked), 2);
@@ -238,7 +233,7 @@ static void t_policy_off_unloads(void **state) {
   assert_int_equal(hm_registry_set_lint_finding(reg, "rust-std", HM_LINT_OFF), 0);
   assert_int_equal(hm_module_load(reg, "r", build("rust_plain", 1), &mod), 0);
   assert_int_equal(hm_module_reload_from(mod, build("rust_plain", 2)), 0);
-  assert_true(hmt_wait_until(retired_zero, reg, 30));
+  assert_true(hmt_wait_until(hmt_retired_zero, reg, 30));
   assert_int_equal(counted(&e, &e.nwarn), 0);
   assert_int_equal(counted(&e, &e.nleaked), 0);
   assert_int_equal(counted(&e, &e.nunloaded), 1);
@@ -263,7 +258,7 @@ static void t_nostd_unloads(void **state) {
   assert_int_equal(HM_LIVE_CALL(live, ifn), 1);
   assert_int_equal(hm_module_reload_from(mod, build("rust_nostd", 2)), 0);
   assert_int_equal(HM_LIVE_CALL(live, ifn), 2);
-  assert_true(hmt_wait_until(retired_zero, reg, 30));
+  assert_true(hmt_wait_until(hmt_retired_zero, reg, 30));
   assert_int_equal(counted(&e, &e.nwarn), 0);
   assert_int_equal(counted(&e, &e.nleaked), 0);
   assert_int_equal(counted(&e, &e.nunloaded), 1);

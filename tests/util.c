@@ -191,6 +191,11 @@ static void record_event(hm_event ev, hm_module *mod, unsigned version, int err,
   pthread_mutex_unlock(&e->mu);
 }
 
+int hmt_retired_zero(void *reg) {
+  hm_stats st;
+  return hm_registry_stats(reg, &st) == 0 && st.retired == 0;
+}
+
 hm_registry *hmt_registry_events(hmt_events *e, const hm_registry_options *opts) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   hm_registry *reg = NULL;

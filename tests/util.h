@@ -37,6 +37,9 @@ int hmt_fd_count(void);
 long hmt_rss_kib(void);
 /* Poll pred(arg) every millisecond until it is true or `seconds` pass; returns its value. */
 int hmt_wait_until(int (*pred)(void *), void *arg, double seconds);
+/* For hmt_wait_until: the registry `reg` has no retired version left (each was unloaded,
+ * or stays mapped for good). */
+int hmt_retired_zero(void *reg);
 /* n, scaled down under valgrind or when asked (HOTMOD_TEST_SCALE=0.1), and by default under
  * ThreadSanitizer, which rescans every loaded object on each dlopen (its cost grows with the
  * run): a few hundred reloads there instead of thousands. At least 10. */
