@@ -303,13 +303,14 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
  * was loaded, its constructors run, but refused or dropped before it became current): when
  * it would be unloaded, its unload hook runs but dlclose does not (its destructors run at
  * exit), its private copy is deleted (cut to what stays mapped), and HM_EVENT_LEAKED says
- * "kept because it left destructors behind" and the bytes it keeps (a Rust module's: a few hundred KiB per
- * version; counted in hm_stats.leaked and leaked_bytes). Each such version also keeps its
- * pthread keys, of the 1024 a process has. Not kept: versions of a module whose descriptor
- * declares HM_MODULE_KEYS_DELETED (hotmod/module.h; for "pthread-keys" only: Rust's std
- * cannot delete its keys), and any version loaded while the finding's policy was
- * HM_LINT_OFF, which the host may choose when no thread that ran the module's code exits
- * while the process goes on. */
+ * "kept because it left destructors behind" and the bytes it keeps (a small Rust module's:
+ * about 320 KiB per version; counted in hm_stats.leaked and leaked_bytes). Not kept:
+ * versions of a module whose descriptor declares HM_MODULE_KEYS_DELETED (hotmod/module.h;
+ * for "pthread-keys" only: Rust's std cannot delete its keys), and any version loaded while
+ * the finding's policy was HM_LINT_OFF, which the host may choose when no thread that ran
+ * the module's code exits while the process goes on. Kept or not, keys that are never
+ * deleted stay taken: Rust's std takes one per version that uses it, and after about a
+ * thousand of them (glibc has 1024) it aborts the process. */
 typedef enum hm_lint_policy {
   HM_LINT_DEFAULT = 0, /* per module: follow the registry; per registry: warn */
   HM_LINT_WARN = 1,    /* load it, and send one HM_EVENT_WARNING per finding and module:
