@@ -166,8 +166,12 @@ typedef enum hm_event {
   HM_EVENT_REJECTED,   /* a new file was refused; err says why; the old version serves on */
   HM_EVENT_RETIRED,    /* a version stopped being current; it stays mapped while in use */
   HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted */
-  HM_EVENT_LEAKED,     /* a version stays mapped for good: dlclose kept it (NODELETE and the
-                          like), or snapshots still pinned it when its registry was freed */
+  HM_EVENT_LEAKED,     /* a version stays mapped for good, said once per version: it left
+                          destructors behind (see hm_lint_policy), dlclose kept it
+                          (NODELETE and the like), or snapshots still pinned it when its
+                          registry was freed. hm_event_detail() begins with the words of
+                          hm_mapped_text and says what it keeps; hm_event_mapped() gives the
+                          reason and the bytes */
   HM_EVENT_CHANGED,    /* the watcher found a finished new build of the module's file */
   HM_EVENT_ROLLED_BACK, /* hm_module_rollback made an older build current again (under a new
                            version number; counted as a load) */
@@ -201,6 +205,52 @@ HM_EXTERN const char *hm_event_detail(void);
  * Errors: HM_EINVAL outside a build event's callback (nothing is written). */
 HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
 
+/* Why a version is still mapped, in one set of words that hotmod uses wherever it says so:
+ * the detail of HM_EVENT_LEAKED begins with them, and so does the default event log's line.
+ *   current           the module's current version;
+ *   kept for rollback the version hm_module_rollback would return to;
+ *   pinned by snapshots  said "pinned by N snapshots" where N is known;
+ *   prepared          queued mode: loaded by the watcher, waiting for hm_registry_poll;
+ *   waiting for a grace period  live calls may still be inside it;
+ *   kept because it left destructors behind  thread-exit destructors stay in its code (see
+ *                     hm_lint_policy): mapped for good;
+ *   kept by the dynamic loader  dlclose did not unmap it (NODELETE, STB_GNU_UNIQUE symbols
+ *                     ...): mapped for good;
+ *   kept for profiling  profilers and debuggers still read it.
+ * XX(name, value, words). */
+#define HM_MAPPED_MAP(XX)                                                                      \
+  XX(CURRENT, 1, "current")                                                                    \
+  XX(ROLLBACK, 2, "kept for rollback")                                                         \
+  XX(PINNED, 3, "pinned by snapshots")                                                         \
+  XX(PREPARED, 4, "prepared")                                                                  \
+  XX(GRACE, 5, "waiting for a grace period")                                                   \
+  XX(DESTRUCTORS, 6, "kept because it left destructors behind")                                \
+  XX(LOADER, 7, "kept by the dynamic loader")                                                  \
+  XX(PROFILING, 8, "kept for profiling")
+
+/* The reasons as constants: HM_MAPPED_CURRENT, HM_MAPPED_ROLLBACK ... as in HM_MAPPED_MAP.
+ * HM_MAPPED_MAX_ only ends the list; it is never a reason. */
+typedef enum hm_mapped {
+#define HM__MAPPED_ENUM(name, value, words) HM_MAPPED_##name = (value),
+  HM_MAPPED_MAP(HM__MAPPED_ENUM)
+#undef HM__MAPPED_ENUM
+  HM_MAPPED_MAX_
+} hm_mapped;
+
+/* The words for a reason of HM_MAPPED_MAP, e.g. "kept because it left destructors behind";
+ * "" for a value that is not one.
+ * Ownership: a static string, never NULL; never freed.
+ * Threads: any; also module code. */
+HM_EXTERN const char *hm_mapped_text(int why);
+
+/* During the callback of HM_EVENT_LEAKED: why the version stays mapped (an hm_mapped) and
+ * the bytes of memory its mapping keeps (its loadable segments, whole pages; 0 where not
+ * measured: a version pinned when its registry was freed).
+ * NULL: either pointer may be NULL (that value is not written).
+ * Threads: any (each thread sees the event it is delivering); also module code.
+ * Errors: HM_EINVAL outside a LEAKED event's callback (nothing is written). */
+HM_EXTERN int hm_event_mapped(int *why, unsigned long long *bytes);
+
 /* The host's event callback. Runs on the thread that caused the event: the caller of the
  * API, the registry's reclaimer thread (RETIRED is on the caller's, UNLOADED and LEAKED on the
  * reclaimer's, and LEAKED also on hm_registry_free's caller) or the watcher's thread (the
@@ -232,16 +282,41 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
                                        hm_registry_new fails with HM_ENOENT without the
                                        helper */
 
-/* What the reloadability lint does with what it finds in a module's file (lint findings:
- * see hotmod-check): a module that can never be unloaded, shares state across versions
- * through STB_GNU_UNIQUE symbols, defines initial-exec TLS (a reload budget), registers
- * thread_local destructors or pthread keys, searches $ORIGIN, or needs a library that every
- * version shares. */
+/* What the reloadability lint does with what it finds in a module's file (see hotmod-check).
+ * Each finding has a short, stable name, by which hm_registry_set_lint_finding and
+ * hm_module_set_lint_finding give it a policy of its own:
+ *   "nodelete"                 never unloaded (-z nodelete);
+ *   "unique-symbols"           shares state across versions through STB_GNU_UNIQUE symbols;
+ *   "initial-exec-tls"         defines initial-exec TLS (a budget of a few reloads);
+ *   "thread-local-destructors" registers thread_local destructors, which pin a version a
+ *                              live thread touched (the loader keeps it mapped);
+ *   "pthread-keys"             creates pthread keys, whose destructors stay in the version;
+ *   "rust-std"                 a Rust cdylib linked with std, which does both of the last
+ *                              two (reported instead of them);
+ *   "origin-runpath"           searches $ORIGIN (the private copy's directory);
+ *   "shared-dependency"        needs a library that every version shares.
+ * Versions that leave destructors behind. A pthread key's destructor stays in the version's
+ * code for every thread that stored a value under the key (Rust's std does for
+ * std::thread::current()), and glibc runs it when such a thread exits, whether the version is
+ * still mapped or not: after an unload, a crash. So a version of a module with
+ * "pthread-keys" or "rust-std" is kept mapped once retired (and so is a build of it that
+ * was loaded, its constructors run, but refused or dropped before it became current): when
+ * it would be unloaded, its unload hook runs but dlclose does not (its destructors run at
+ * exit), its private copy is deleted (cut to what stays mapped), and HM_EVENT_LEAKED says
+ * "kept because it left destructors behind" and the bytes it keeps (a small Rust module's:
+ * about 320 KiB per version; counted in hm_stats.leaked and leaked_bytes). Not kept:
+ * versions of a module whose descriptor declares HM_MODULE_KEYS_DELETED (hotmod/module.h;
+ * for "pthread-keys" only: Rust's std cannot delete its keys), and any version loaded while
+ * the finding's policy was HM_LINT_OFF, which the host may choose when no thread that ran
+ * the module's code exits while the process goes on. Kept or not, keys that are never
+ * deleted stay taken: Rust's std takes one per version that uses it, and after about a
+ * thousand of them (glibc has 1024) it aborts the process. */
 typedef enum hm_lint_policy {
   HM_LINT_DEFAULT = 0, /* per module: follow the registry; per registry: warn */
-  HM_LINT_WARN = 1,    /* load it, and send HM_EVENT_WARNING per finding */
+  HM_LINT_WARN = 1,    /* load it, and send one HM_EVENT_WARNING per finding and module:
+                          again only after a version without the finding */
   HM_LINT_REJECT = 2,  /* refuse it: HM_ELINT, the current version serves on */
-  HM_LINT_OFF = 3      /* do not look */
+  HM_LINT_OFF = 3      /* do not look (nor keep versions mapped for it: see above) */
 } hm_lint_policy;
 
 /* Reload modes for the file watcher. */
@@ -300,6 +375,8 @@ typedef struct hm_stats {
   unsigned long long leaked;   /* versions that stayed mapped for good (LEAKED events) */
   unsigned long long retired;  /* versions retired but not yet unloaded (now) */
   unsigned long long modules;  /* modules with a current version (now) */
+  unsigned long long leaked_bytes; /* memory the `leaked` versions keep mapped, as their
+                                      LEAKED events said (hm_event_mapped) */
 } hm_stats;
 
 /* ---- Registry -------------------------------------------------------------------------- */
@@ -474,6 +551,21 @@ HM_EXTERN unsigned hm_module_version(const hm_module *mod);
  * Threads: any. Not among the calls allowed to module code (not refused there either).
  * Errors: HM_EINVAL (NULL module, unknown policy). */
 HM_EXTERN int hm_module_set_lint(hm_module *mod, hm_lint_policy policy);
+
+/* Set the policy for one lint finding, by its name (see hm_lint_policy), for the versions
+ * loaded from then on: for every module of the registry, or for one module. HM_LINT_DEFAULT
+ * removes the setting. The policy for a finding is the first set of: the module's for that
+ * finding, the module's (hm_module_set_lint), the registry's for that finding, the
+ * registry's (hm_registry_options.lint); else HM_LINT_WARN. A reload under way may already
+ * have read the old one.
+ * NULL: HM_EINVAL.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL (NULL registry, module or name; a name that is not a finding's, the
+ * message lists them; unknown policy). */
+HM_EXTERN int hm_registry_set_lint_finding(hm_registry *reg, const char *finding,
+                                           hm_lint_policy policy);
+HM_EXTERN int hm_module_set_lint_finding(hm_module *mod, const char *finding,
+                                         hm_lint_policy policy);
 
 /* Crash containment for the module's next builds: enable 1 on, 0 off, -1 as the registry
  * (HM_FLAG_PROBE; that flag also covers first loads). With it on, each new build is first

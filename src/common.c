@@ -115,6 +115,26 @@ const hm__build_report *hm__event_build_set(const hm__build_report *r) {
   return prev;
 }
 
+/* ---- The LEAKED event being delivered, per thread --------------------------------------- */
+
+static __thread const hm__mapped_report *event_mapped;
+
+int hm_event_mapped(int *why, unsigned long long *bytes) {
+  if (event_mapped == NULL)
+    return hm__fail(HM_EINVAL, "hm_event_mapped: not inside a LEAKED event's callback");
+  if (why != NULL)
+    *why = event_mapped->why;
+  if (bytes != NULL)
+    *bytes = event_mapped->bytes;
+  return 0;
+}
+
+const hm__mapped_report *hm__event_mapped_set(const hm__mapped_report *r) {
+  const hm__mapped_report *prev = event_mapped;
+  event_mapped = r;
+  return prev;
+}
+
 /* ---- Module code on this thread -------------------------------------------------------- */
 
 /* Set while this thread runs a module's constructors or destructors (inside dlopen/dlclose)

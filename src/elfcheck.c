@@ -123,8 +123,9 @@
  *                 may all cover the same bytes (Rel is 16 bytes, 8 on 32-bit);
  *   the rest      under 1.5: program headers (2 passes and one lookup each), hash tables
  *                 (one step per 4-byte word), symbols, dynamic entries, version nodes (the
- *                 walk budget), section headers, and the lint's search of the one search
- *                 path glibc uses (a step per 16 bytes of it, once).
+ *                 walk budget), section headers (twice for a file that may be Rust's),
+ *                 and the lint's searches of the one search path glibc uses and of the
+ *                 first 4 KiB of .comment (a step per 16 bytes of each, once).
  *
  * That is 12.5 on 64-bit and 13.5 on 32-bit, well inside 24. Fixed costs (a few dozen
  * lookups of single addresses) add a few hundred steps. */
@@ -877,15 +878,24 @@ static void scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_info
         info->lint |= HM__LINT_KEY_CREATE;
       continue;
     }
-    if (ELF64_ST_BIND((unsigned)s.st_info) == STB_GNU_UNIQUE && !(info->lint & HM__LINT_UNIQUE)) {
+    if (ELF64_ST_BIND((unsigned)s.st_info) == STB_GNU_UNIQUE) {
       info->lint |= HM__LINT_UNIQUE;
-      info->unique_sym = name;
+      if (info->unique_count < HM__LINT_UNIQUE_NAMES)
+        info->unique_syms[info->unique_count] = name;
+      info->unique_count++;
     }
     if (!info->has_desc && strcmp(name, desc) == 0 && s.st_size >= 2 * sizeof(uint32_t) &&
         map_vaddr(c, s.st_value, 8, &off, &avail)) {
+      const uint64_t flags_at = offsetof(hm_module_desc, flags);
       info->has_desc = 1;
       info->desc_abi = get_u32(c, off);
       info->desc_size = get_u32(c, off + 4);
+      /* A plain constant too, read where this library's layout has it (the loader uses the
+       * descriptor only when its ABI is this one). */
+      if (info->desc_abi == HM_MODULE_ABI && info->desc_size >= flags_at + sizeof(unsigned) &&
+          s.st_size >= flags_at + sizeof(unsigned) &&
+          map_vaddr(c, s.st_value + flags_at, sizeof(unsigned), &off, &avail))
+        info->desc_flags = get_u32(c, off);
     }
   }
 }
@@ -949,6 +959,9 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
 
   scan_symbols(c, &d, &st, info);
   scan_dyn_strings(c, &d, doff, count, info);
+  /* A module that deletes its keys in its unload hook, and says so, has dealt with them. */
+  if (info != NULL && (info->desc_flags & HM_MODULE_KEYS_DELETED) != 0)
+    info->lint &= ~(unsigned)HM__LINT_KEY_CREATE;
   if (info != NULL) {
     info->nodelete = d.has_flags_1 && (d.flags_1 & DF_1_NODELETE) != 0;
     info->static_tls = d.has[DT_FLAGS] && (d.val[DT_FLAGS] & DF_STATIC_TLS) != 0;
@@ -1003,6 +1016,45 @@ static int check_sections(ck *c, const ElfW(Ehdr) *eh) {
     if (!in_range(s.sh_offset, s.sh_size, c->len))
       return fail(c, HM_EBADELF, "truncated: section %llu ends past the end (%llu bytes)",
                   (unsigned long long)i, (unsigned long long)c->len);
+  }
+  return 0;
+}
+
+/* Whether rustc built the file (or part of it): its .comment section says "rustc version",
+ * which rustc writes and strip keeps. Asked only of a file whose imports the Rust finding
+ * would replace, after check_sections found every section inside the file. A step per
+ * section header, and one per 16 bytes of the first 4 KiB of .comment. */
+static int built_by_rustc(ck *c) {
+  static const char name[] = ".comment", mark[] = "rustc version ";
+  const ElfW(Ehdr) *eh = c->eh;
+  uint64_t shnum, stridx = eh->e_shstrndx, n, k;
+  ElfW(Shdr) str;
+  if (eh->e_shoff == 0)
+    return 0;
+  shnum = section_count(c);
+  if (stridx == SHN_XINDEX) {
+    ElfW(Shdr) s0;
+    memcpy(&s0, c->buf + eh->e_shoff, sizeof s0);
+    stridx = s0.sh_link;
+  }
+  if (stridx == SHN_UNDEF || stridx >= shnum)
+    return 0;
+  memcpy(&str, c->buf + eh->e_shoff + stridx * sizeof str, sizeof str);
+  if (str.sh_type != SHT_STRTAB)
+    return 0;
+  for (uint64_t i = 0; i < shnum; i++) {
+    ElfW(Shdr) s;
+    c->steps++;
+    memcpy(&s, c->buf + eh->e_shoff + i * sizeof s, sizeof s);
+    if (s.sh_type != SHT_PROGBITS || !in_range(s.sh_name, sizeof name, str.sh_size) ||
+        memcmp(c->buf + str.sh_offset + s.sh_name, name, sizeof name) != 0)
+      continue;
+    n = s.sh_size < 4096 ? s.sh_size : 4096;
+    c->steps += 1 + n / 16;
+    for (k = 0; k + (sizeof mark - 1) <= n; k++)
+      if (memcmp(c->buf + s.sh_offset + k, mark, sizeof mark - 1) == 0)
+        return 1;
+    return 0;
   }
   return 0;
 }
@@ -1166,9 +1218,16 @@ static int check_file(ck *c, hm__elf_info *info) {
   memcpy(&eh, c->buf, sizeof eh);
   c->eh = &eh;
   if ((rc = check_ehdr(c, &eh)) || (rc = check_segments(c, &dynph)) ||
-      (rc = check_mapped_segments(c)) || (rc = check_dynamic(c, &dynph, info)))
+      (rc = check_mapped_segments(c)) || (rc = check_dynamic(c, &dynph, info)) ||
+      (rc = check_sections(c, &eh)))
     return rc;
-  return check_sections(c, &eh);
+  /* Rust's std always imports both, used or not: one finding with a fix for Rust. */
+  if (info != NULL && (info->lint & (HM__LINT_KEY_CREATE | HM__LINT_THREAD_ATEXIT)) != 0 &&
+      built_by_rustc(c)) {
+    info->lint &= ~(HM__LINT_KEY_CREATE | HM__LINT_THREAD_ATEXIT);
+    info->lint |= HM__LINT_RUST_STD;
+  }
+  return 0;
 }
 
 int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info, char *why,

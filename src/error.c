@@ -1,5 +1,6 @@
 /* Error codes: names and texts come from the one table in hotmod.h; errno values outside the
- * table are named by the C library. Also the library's version. */
+ * table are named by the C library. Also the words for why a version is still mapped (the
+ * header's other table) and the library's version. */
 #include "internal.h"
 
 #include <string.h>
@@ -44,6 +45,18 @@ const char *hm_err_name(int err) {
       return s;
   }
   return "HM_UNKNOWN";
+}
+
+const char *hm_mapped_text(int why) {
+  switch (why) {
+#define HM__MAPPED_TEXT(name, value, words)                                                    \
+  case HM_MAPPED_##name:                                                                       \
+    return words;
+    HM_MAPPED_MAP(HM__MAPPED_TEXT)
+#undef HM__MAPPED_TEXT
+  default:
+    return "";
+  }
 }
 
 int hm__err_is_final(int err) {

@@ -56,6 +56,14 @@ typedef struct hm__build_report {
 } hm__build_report;
 HM__HIDDEN const hm__build_report *hm__event_build_set(const hm__build_report *r);
 
+/* What hm_event_mapped() gives during a LEAKED event's callback (common.c): set around the
+ * callback, NULL otherwise. Returns the previous one. */
+typedef struct hm__mapped_report {
+  int why; /* hm_mapped */
+  unsigned long long bytes;
+} hm__mapped_report;
+HM__HIDDEN const hm__mapped_report *hm__event_mapped_set(const hm__mapped_report *r);
+
 /* Module code (constructors, destructors, hooks) runs on this thread between enter and
  * leave; enter returns what leave restores, so they nest. */
 HM__HIDDEN hm_module *hm__module_code_enter(hm_module *mod);
@@ -74,16 +82,21 @@ HM__HIDDEN int hm__err_is_final(int err);
 
 /* ---- ELF check (elfcheck.c): a pure function over bytes -------------------------------- */
 
+/* How many of a module's STB_GNU_UNIQUE symbols the lint names (it counts them all). */
+#define HM__LINT_UNIQUE_NAMES 3
+
 typedef struct hm__elf_info {
   int nodelete;   /* DF_1_NODELETE: dlclose will not unmap it */
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
   int has_desc;   /* it exports a module descriptor whose first words are in the file: */
   unsigned desc_abi, desc_size; /* its abi and size */
+  unsigned desc_flags;          /* and its flags, when its size has them (else 0) */
   /* What the reloadability lint looks at (lint.c turns it into findings): HM__LINT_* bits,
    * and for some of them a detail. The strings point into the checked buffer. */
   unsigned lint;
   uint64_t tls_size;      /* HM__LINT_STATIC_TLS: the initial-exec TLS it defines, bytes */
-  const char *unique_sym; /* HM__LINT_UNIQUE: one STB_GNU_UNIQUE symbol it defines */
+  unsigned unique_count;  /* HM__LINT_UNIQUE: how many STB_GNU_UNIQUE symbols it defines, */
+  const char *unique_syms[HM__LINT_UNIQUE_NAMES]; /* and the first of them (the rest NULL) */
   const char *needed;     /* HM__LINT_NEEDED: one library it needs that is not a system one */
   const char *runpath;    /* HM__LINT_ORIGIN: the RUNPATH or RPATH with $ORIGIN */
   const char *hotmod_needed; /* the first DT_NEEDED naming libhotmod.so*, or NULL */
@@ -100,8 +113,15 @@ enum {
   HM__LINT_THREAD_ATEXIT = 0x08u, /* imports __cxa_thread_atexit(_impl) */
   HM__LINT_KEY_CREATE = 0x10u,    /* imports pthread_key_create */
   HM__LINT_ORIGIN = 0x20u,        /* $ORIGIN in RUNPATH/RPATH */
-  HM__LINT_NEEDED = 0x40u         /* DT_NEEDED on a library that is not a system one */
+  HM__LINT_NEEDED = 0x40u,        /* DT_NEEDED on a library that is not a system one */
+  HM__LINT_RUST_STD = 0x80u       /* built by rustc with std, which does what THREAD_ATEXIT and
+                                     KEY_CREATE say: reported instead of them */
 };
+/* How many kinds of findings there are, at most (lint.c's table). */
+#define HM__LINT_KINDS 8
+/* Findings whose versions leave destructors in other threads that glibc does not account
+ * for: such versions are kept mapped once retired (hm__load_opts.keep_lint). */
+#define HM__LINT_LEAVES_DTORS (HM__LINT_KEY_CREATE | HM__LINT_RUST_STD)
 
 /* The lint's findings in words (lint.c): how many kinds there are and the bit of the i-th,
  * a short stable name, the one-line fix, and what this file does (into out[n]). */
@@ -111,6 +131,8 @@ HM__HIDDEN const char *hm__lint_name(unsigned bit);
 HM__HIDDEN const char *hm__lint_fix(unsigned bit);
 HM__HIDDEN void hm__lint_what(const struct hm__elf_info *info, unsigned bit, char *out,
                               size_t n);
+/* The index (for hm__lint_bit) of the finding called `name`, or -1. */
+HM__HIDDEN int hm__lint_index(const char *name);
 
 /* Check that buf[0..len) is a complete ELF shared object (ET_DYN) for the machine this code
  * was built for, such that dlopen can map it without reading past the end of the file.
@@ -257,6 +279,8 @@ struct hm__version {
                        at unload (the registry deletes it when it is dropped) */
   unsigned build;   /* which load of the module this is (1, 2 ...): stays the same when a
                        rollback makes the version current again under a new num */
+  unsigned lint;    /* the lint's findings in its file (HM__LINT_*) */
+  unsigned keep;    /* those of them for which it stays mapped once retired (0: unloaded) */
   hm__allocator a;  /* a copy, so an orphan can free itself after the registry is gone */
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
@@ -314,10 +338,13 @@ HM__HIDDEN int hm__probe_find(const hm__allocator *a, char **out);
  * self-test), HM_ETIMEDOUT, or the error that kept the helper from running. */
 HM__HIDDEN int hm__probe_run(const hm__probe_req *rq, const char *copy);
 
-/* How to load: lint findings refused (bits), and the probe to run first (NULL: none). */
+/* How to load: lint findings refused (bits), findings for which the version is kept mapped
+ * once retired unless its descriptor promises otherwise (bits, of HM__LINT_LEAVES_DTORS),
+ * and the probe to run first (NULL: none). */
 typedef struct hm__load_opts {
   unsigned reject_lint;
   const hm__probe_req *probe;
+  unsigned keep_lint;
 } hm__load_opts;
 
 /* The preflight's last step, after hm__elf_check: a module descriptor this library can use
@@ -335,9 +362,19 @@ HM__HIDDEN int hm__desc_check(const char *path, const hm__elf_info *elf);
 HM__HIDDEN int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                               unsigned long seq, const char *path, const hm__file *f,
                               const hm__load_opts *o, hm__elf_info *info, hm__version **out);
-/* Run the unload hook unless told not to, dlclose, check the mapping is gone (returns 1 if
- * it stayed: leaked), delete the copy and free. */
-HM__HIDDEN int hm__unload_version(hm__version *v, int run_hook);
+/* What became of a version that was to be unloaded. */
+typedef struct hm__unloaded {
+  int mapped;               /* 0: unloaded; else why it stays mapped for good (hm_mapped) */
+  unsigned long long bytes; /* what its mapping keeps (whole pages of its PT_LOADs) */
+  char detail[256];         /* why, in words, for the LEAKED event ("" when unloaded) */
+} hm__unloaded;
+/* Run the unload hook unless told not to, then dlclose (unless v->keep: then it stays
+ * mapped), check the mapping is gone, delete the copy (cut to what stays mapped, if it does)
+ * and free. */
+HM__HIDDEN void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out);
+/* Delete a private copy that a mapping may still use: first cut it to the bytes its
+ * PT_LOADs map, so that a kept version holds no more of the file than it maps. */
+HM__HIDDEN void hm__copy_remove(const char *path);
 /* dlsym without any lock of ours held (the loader takes its own). HM_ENOSYM if missing. */
 HM__HIDDEN int hm__resolve(const hm__version *v, const char *sym, hm_fn *out);
 

@@ -24,15 +24,28 @@ static const finding findings[] = {
     {HM__LINT_THREAD_ATEXIT, "thread-local-destructors",
      "avoid thread_local objects with destructors in modules (keep them in the host)"},
     {HM__LINT_KEY_CREATE, "pthread-keys",
-     "delete the module's pthread keys in its unload hook (pthread_key_delete), or keep keys "
-     "in the host"},
+     "delete the module's pthread keys in its unload hook (pthread_key_delete) and declare "
+     "HM_MODULE_KEYS_DELETED in its descriptor, or keep keys in the host"},
+    {HM__LINT_RUST_STD, "rust-std",
+     "build the crate #![no_std] (with alloc) for versions that unload, or set this "
+     "finding's policy to off if no thread that ran its code exits before the process does"},
     {HM__LINT_ORIGIN, "origin-runpath",
      "use an absolute RUNPATH, or have the host load the libraries it needs"},
     {HM__LINT_NEEDED, "shared-dependency",
      "link the library statically into the module, or make it a module of its own"},
 };
 
+_Static_assert(sizeof findings / sizeof findings[0] <= HM__LINT_KINDS, "HM__LINT_KINDS");
+
 unsigned hm__lint_count(void) { return sizeof findings / sizeof findings[0]; }
+
+int hm__lint_index(const char *name) {
+  unsigned i;
+  for (i = 0; name != NULL && i < hm__lint_count(); i++)
+    if (strcmp(findings[i].name, name) == 0)
+      return (int)i;
+  return -1;
+}
 
 unsigned hm__lint_bit(unsigned i) { return i < hm__lint_count() ? findings[i].bit : 0; }
 
@@ -52,16 +65,34 @@ const char *hm__lint_fix(unsigned bit) {
   return "";
 }
 
+/* The unique symbols the check kept, "a, b, c and 9 more": a C++ module usually has many,
+ * and the first one alone does not say which inline functions or templates to look at. */
+static void unique_names(const hm__elf_info *info, char *out, size_t n) {
+  size_t used = 0;
+  unsigned i, kept = info->unique_count < HM__LINT_UNIQUE_NAMES ? info->unique_count
+                                                                 : HM__LINT_UNIQUE_NAMES;
+  out[0] = '\0';
+  for (i = 0; i < kept && used < n; i++) {
+    int w = snprintf(out + used, n - used, "%s%.60s", i == 0 ? "" : ", ",
+                     info->unique_syms[i] ? info->unique_syms[i] : "?");
+    used += w > 0 ? (size_t)w : 0;
+  }
+  if (info->unique_count > kept && used < n)
+    snprintf(out + used, n - used, " and %u more", info->unique_count - kept);
+}
+
 void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) {
+  char names[256];
   switch (bit) {
   case HM__LINT_NODELETE:
     snprintf(out, n, "linked with -z nodelete: no version of it is ever unloaded");
     break;
   case HM__LINT_UNIQUE:
+    unique_names(info, names, sizeof names);
     snprintf(out, n,
-             "defines STB_GNU_UNIQUE symbol %.80s: its first version is never unloaded and "
-             "later versions share that version's object instead of fresh globals",
-             info->unique_sym ? info->unique_sym : "?");
+             "defines %u STB_GNU_UNIQUE symbol%s (%s): its first version is never unloaded and "
+             "later versions share that version's objects instead of fresh globals",
+             info->unique_count, info->unique_count == 1 ? "" : "s", names);
     break;
   case HM__LINT_STATIC_TLS:
     snprintf(out, n,
@@ -74,8 +105,14 @@ void hm__lint_what(const hm__elf_info *info, unsigned bit, char *out, size_t n) 
                      "a live thread touched cannot be unloaded");
     break;
   case HM__LINT_KEY_CREATE:
-    snprintf(out, n, "creates pthread keys: a key destructor left in an unloaded version "
-                     "crashes threads that exit later");
+    snprintf(out, n, "creates pthread keys: a key's destructor stays in the version for every "
+                     "thread that stored a value under it, and runs when that thread exits, "
+                     "unloaded or not: its retired versions stay mapped");
+    break;
+  case HM__LINT_RUST_STD:
+    snprintf(out, n, "is a Rust cdylib with std, which leaves destructors in the version for "
+                     "the threads that ran its code (std::thread::current, thread_local! with "
+                     "Drop): its retired versions stay mapped");
     break;
   case HM__LINT_ORIGIN:
     snprintf(out, n,

@@ -11,11 +11,13 @@
 #include "hotmod/module.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A failed write or close: HM_EIO, or the errno when the file system is full (the caller
@@ -106,7 +108,7 @@ int hm__desc_check(const char *path, const hm__elf_info *elf) {
 /* Refuse for the first finding in `bits`, in words. */
 static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits) {
   unsigned i;
-  char what[300];
+  char what[512];
   for (i = 0; i < hm__lint_count(); i++) {
     unsigned bit = hm__lint_bit(i);
     if (bits & bit) {
@@ -180,6 +182,12 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   v->load_ns = hm__now_ns();
   v->desc = desc;
   v->a = *a;
+  v->lint = elf.lint;
+  v->keep = elf.lint & o->keep_lint;
+  /* A module that deletes its keys in its unload hook leaves no key destructor behind. */
+  if (desc != NULL && desc->size >= offsetof(hm_module_desc, flags) + sizeof desc->flags &&
+      (desc->flags & HM_MODULE_KEYS_DELETED) != 0)
+    v->keep &= ~(unsigned)HM__LINT_KEY_CREATE;
   *out = v;
   return 0;
 
@@ -200,29 +208,126 @@ int hm__resolve(const hm__version *v, const char *sym, hm_fn *out) {
   return 0;
 }
 
-static int find_mapped(struct dl_phdr_info *info, size_t size, void *path) {
+/* Is the object loaded from `path` still mapped, and how much memory do its loadable
+ * segments take (whole pages)? */
+typedef struct mapped_find {
+  const char *path;
+  int found;
+  unsigned long long bytes;
+} mapped_find;
+
+static int find_mapped(struct dl_phdr_info *info, size_t size, void *arg) {
+  mapped_find *m = arg;
+  unsigned long long page;
+  ElfW(Half) i;
   (void)size;
-  return info->dlpi_name != NULL && strcmp(info->dlpi_name, path) == 0;
+  if (info->dlpi_name == NULL || strcmp(info->dlpi_name, m->path) != 0)
+    return 0;
+  m->found = 1;
+  page = (unsigned long long)sysconf(_SC_PAGESIZE);
+  for (i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_LOAD && ph->p_memsz != 0) {
+      unsigned long long start = ph->p_vaddr & ~(page - 1),
+                         end = (ph->p_vaddr + ph->p_memsz + page - 1) & ~(page - 1);
+      m->bytes += end - start;
+    }
+  }
+  return 1;
 }
 
-int hm__unload_version(hm__version *v, int run_hook) {
+/* Why a version stays mapped, in words: the reason (hm_mapped), the finding that explains
+ * it, and the memory. */
+static void why_mapped(const hm__version *v, int kept_here, hm__unloaded *out) {
+  const char *why;
+  if (kept_here && (v->keep & HM__LINT_RUST_STD))
+    why = "Rust's std keeps destructors for the threads that ran it, which glibc would run "
+          "after an unload (rust-std)";
+  else if (kept_here)
+    why = "it creates pthread keys, whose destructors the threads that stored values under "
+          "them would run after an unload (pthread-keys)";
+  else if (v->lint & (HM__LINT_NODELETE | HM__LINT_UNIQUE))
+    why = (v->lint & HM__LINT_NODELETE) ? "dlclose did not unmap it (nodelete)"
+                                        : "dlclose did not unmap it (unique-symbols)";
+  else if (v->lint & (HM__LINT_THREAD_ATEXIT | HM__LINT_RUST_STD))
+    why = "thread_local destructors of threads that ran it are pending, so dlclose did not "
+          "unmap it (thread-local-destructors)";
+  else
+    why = "dlclose did not unmap it";
+  if (kept_here || ((v->lint & (HM__LINT_NODELETE | HM__LINT_UNIQUE)) == 0 &&
+                    (v->lint & (HM__LINT_THREAD_ATEXIT | HM__LINT_RUST_STD)) != 0))
+    out->mapped = HM_MAPPED_DESTRUCTORS;
+  else
+    out->mapped = HM_MAPPED_LOADER;
+  snprintf(out->detail, sizeof out->detail, "%s: %s; %llu KiB stay mapped",
+           hm_mapped_text(out->mapped), why, out->bytes / 1024);
+}
+
+void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out) {
   hm__allocator a = v->a;
-  int leaked = 0;
+  mapped_find m = {v->copy_path, 0, 0};
+  out->mapped = 0;
+  out->bytes = 0;
+  out->detail[0] = '\0';
   if (v->dl != NULL) {
     if (run_hook && !v->hook_done && v->desc != NULL && v->desc->unload != NULL)
       v->desc->unload(v->handed_over);
     v->hook_done = 1;
-    dlclose(v->dl);
+    /* A version kept for the destructors it left behind is never closed: its code stays
+     * where the threads that ran it will call it when they exit (and its own destructors
+     * run at the process's exit, as for any object still loaded then). */
+    if (v->keep == 0)
+      dlclose(v->dl);
     /* dlclose returns 0 even when it keeps the object (NODELETE, unique symbols, a TLS
      * destructor pending): look for the copy among the loaded objects instead. */
-    leaked = dl_iterate_phdr(find_mapped, v->copy_path) != 0;
+    dl_iterate_phdr(find_mapped, &m);
+    if (m.found || v->keep != 0) {
+      out->bytes = m.bytes;
+      why_mapped(v, v->keep != 0, out);
+    }
     v->dl = NULL;
   }
   if (v->copy_path != NULL) {
-    if (!__atomic_load_n(&v->copy_kept, __ATOMIC_ACQUIRE))
+    /* The rollback copy stays whole until the registry drops it (hm__copy_remove then). */
+    int kept_copy = __atomic_load_n(&v->copy_kept, __ATOMIC_ACQUIRE);
+    if (!kept_copy && out->mapped)
+      hm__copy_remove(v->copy_path);
+    else if (!kept_copy)
       unlink(v->copy_path);
     hm__free(&a, v->copy_path);
   }
   hm__free(&a, v);
-  return leaked;
+}
+
+void hm__copy_remove(const char *path) {
+  /* Opened before the unlink, and cut through the descriptor: a mapping holds the file's
+   * pages (on a tmpfs, memory) until it goes, including debug sections it never maps, often
+   * ten times what it does. Cutting below the end of the last PT_LOAD's file bytes, rounded
+   * up to a page, leaves every page a mapping can touch (the loader's own reservation
+   * beyond them is PROT_NONE). */
+  ElfW(Ehdr) eh;
+  ElfW(Phdr) ph[64];
+  unsigned long long end = 0, page = (unsigned long long)sysconf(_SC_PAGESIZE);
+  struct stat st;
+  unsigned i;
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  unlink(path);
+  if (fd < 0)
+    return;
+  if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh &&
+      memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_phentsize == sizeof(ElfW(Phdr)) &&
+      eh.e_phnum > 0 && eh.e_phnum <= sizeof ph / sizeof ph[0]) {
+    size_t want = sizeof(ElfW(Phdr)) * eh.e_phnum;
+    if (pread(fd, ph, want, (off_t)eh.e_phoff) == (ssize_t)want) {
+      for (i = 0; i < eh.e_phnum; i++)
+        if (ph[i].p_type == PT_LOAD && ph[i].p_offset + ph[i].p_filesz > end)
+          end = ph[i].p_offset + ph[i].p_filesz;
+      end = (end + page - 1) & ~(page - 1);
+    }
+  }
+  /* A cut that fails changes nothing: the file goes when its mapping does. */
+  if (end != 0 && fstat(fd, &st) == 0 && (unsigned long long)st.st_size > end &&
+      ftruncate(fd, (off_t)end) != 0)
+    end = 0;
+  close(fd);
 }

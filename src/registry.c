@@ -36,7 +36,7 @@ static const char *event_name(hm_event ev) {
   case HM_EVENT_UNLOADED:
     return "unloaded";
   case HM_EVENT_LEAKED:
-    return "leaked (still mapped after dlclose)";
+    return "stays mapped";
   case HM_EVENT_CHANGED:
     return "changed on disk";
   case HM_EVENT_ROLLED_BACK:
@@ -77,6 +77,17 @@ void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, i
   if (ev == HM_EVENT_REJECTED)
     snprintf(detail, sizeof detail, "%s", hm_errmsg());
   hm__emit_detail(reg, ev, mod, version, err, ev == HM_EVENT_REJECTED ? detail : NULL);
+}
+
+void hm__emit_mapped(hm_registry *reg, hm_module *mod, unsigned version, int why,
+                     unsigned long long bytes, const char *detail) {
+  hm__mapped_report r;
+  const hm__mapped_report *prev;
+  r.why = why;
+  r.bytes = bytes;
+  prev = hm__event_mapped_set(&r);
+  hm__emit_detail(reg, HM_EVENT_LEAKED, mod, version, 0, detail);
+  hm__event_mapped_set(prev);
 }
 
 void hm__watch_poke(hm_registry *reg) {
@@ -390,8 +401,13 @@ void hm_registry_free(hm_registry *reg) {
   for (i = 0; i < reg->nmods; i++) {
     hm_module *mod = reg->mods[i];
     hm__version *v;
-    for (v = mod->versions; v != NULL; v = v->next)
-      hm__emit(reg, HM_EVENT_LEAKED, mod, v->num, 0);
+    for (v = mod->versions; v != NULL; v = v->next) {
+      char detail[128];
+      int refs = __atomic_load_n(&v->refs, __ATOMIC_ACQUIRE);
+      snprintf(detail, sizeof detail, "pinned by %d snapshot%s when its registry was freed",
+               refs, refs == 1 ? "" : "s");
+      hm__emit_mapped(reg, mod, v->num, HM_MAPPED_PINNED, 0, detail);
+    }
     pinned += orphan_pinned(mod, 0);
   }
   if (pinned != 0 && !(reg->flags & HM_FLAG_QUIET))
@@ -486,7 +502,7 @@ static void module_destroy(hm_registry *reg, hm_module *mod) {
   hm__free(&reg->a, mod->sigs);
   hm__free(&reg->a, mod->hist);
   if (mod->kept_path != NULL && !reg->forked)
-    unlink(mod->kept_path);
+    hm__copy_remove(mod->kept_path); /* it may be the copy of a version kept mapped */
   hm__free(&reg->a, mod->kept_path);
   hm__build_rule_unref(mod->build);
   if (!reg->forked) {
@@ -581,8 +597,10 @@ typedef struct reload_job {
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
   hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
   int old_copy;      /* old's private copy is still there (looked at before any lock) */
-  unsigned nwarn;    /* lint findings to report once the version is current */
-  char warn[8][400];
+  unsigned lint;     /* the new version's lint findings (those its policies look for) */
+  unsigned nwarn;    /* lint findings to report once the version is current, unless sent */
+  unsigned warn_bit[HM__LINT_KINDS]; /* for the module already (job_publish decides) */
+  char warn[HM__LINT_KINDS][640];
 } reload_job;
 
 /* Is old's private copy still there? It may be gone already (a version that came back by a
@@ -672,6 +690,20 @@ static int load_into_privdir(hm_registry *reg, reload_job *j, const hm__file *f,
   return rc;
 }
 
+/* The policy for finding number i (lint.c's order) on `mod`: the first set of the module's
+ * for the finding, the module's, the registry's for the finding, the registry's. Under
+ * reg->lock. */
+static hm_lint_policy lint_policy(const hm_module *mod, unsigned i) {
+  const hm_registry *reg = mod->reg;
+  if (mod->lint_finding[i] != HM_LINT_DEFAULT)
+    return (hm_lint_policy)mod->lint_finding[i];
+  if (mod->lint != HM_LINT_DEFAULT)
+    return mod->lint;
+  if (reg->lint_finding[i] != HM_LINT_DEFAULT)
+    return (hm_lint_policy)reg->lint_finding[i];
+  return reg->lint;
+}
+
 /* Read (unless the watcher did), check, copy and dlopen. The module's constructors run. A
  * rollback that reuses a loaded version has nothing to load. */
 static int job_load(reload_job *j, const hm__file *given) {
@@ -691,14 +723,25 @@ static int job_load(reload_job *j, const hm__file *given) {
       return rc;
   }
   {
-    hm_lint_policy policy;
+    unsigned warn_lint = 0, look_lint = 0, warned;
     hm__elf_info elf;
-    hm__load_opts lo = {0, NULL};
+    hm__load_opts lo = {0, NULL, 0};
     hm__probe_req probe;
     const char *syms[HM__PROBE_MAX_SYMS];
     unsigned i;
     pthread_mutex_lock(&reg->lock);
-    policy = j->mod->lint != HM_LINT_DEFAULT ? j->mod->lint : reg->lint;
+    for (i = 0; i < hm__lint_count(); i++) {
+      hm_lint_policy policy = lint_policy(j->mod, i);
+      if (policy == HM_LINT_REJECT)
+        lo.reject_lint |= hm__lint_bit(i);
+      if (policy == HM_LINT_WARN)
+        warn_lint |= hm__lint_bit(i);
+      if (policy != HM_LINT_OFF)
+        look_lint |= hm__lint_bit(i);
+    }
+    /* Versions that leave destructors behind stay mapped, unless the host does not look. */
+    lo.keep_lint = look_lint & HM__LINT_LEAVES_DTORS;
+    warned = j->mod->lint_warned;
     if (j->mod->probe == 1 || (j->mod->probe == 0 && (reg->flags & HM_FLAG_PROBE))) {
       memset(&probe, 0, sizeof probe);
       probe.helper = reg->probe_helper; /* set before the probe could be asked for */
@@ -712,18 +755,21 @@ static int job_load(reload_job *j, const hm__file *given) {
       lo.probe = &probe;
     }
     pthread_mutex_unlock(&reg->lock);
-    lo.reject_lint = policy == HM_LINT_REJECT ? ~0u : 0;
     memset(&elf, 0, sizeof elf);
     prev = hm__module_code_enter(j->mod);
     rc = load_into_privdir(reg, j, given != NULL ? given : &own, &lo, &elf);
     hm__module_code_leave(prev);
-    /* The findings' strings point into the bytes: put them in words now. */
-    for (i = 0; rc == 0 && policy == HM_LINT_WARN && i < hm__lint_count(); i++) {
+    j->lint = elf.lint & look_lint;
+    /* The findings' strings point into the bytes: put them in words now, those not sent for
+     * the module yet (job_publish looks again, under the lock). */
+    for (i = 0; rc == 0 && i < hm__lint_count(); i++) {
       unsigned bit = hm__lint_bit(i);
-      char what[300];
-      if (!(elf.lint & bit) || j->nwarn >= sizeof j->warn / sizeof j->warn[0])
+      char what[512];
+      if (!(elf.lint & warn_lint & bit) || (warned & bit) ||
+          j->nwarn >= sizeof j->warn / sizeof j->warn[0])
         continue;
       hm__lint_what(&elf, bit, what, sizeof what);
+      j->warn_bit[j->nwarn] = bit;
       snprintf(j->warn[j->nwarn++], sizeof j->warn[0], "%s: %s (%s); fix: %s", j->path, what,
                hm__lint_name(bit), hm__lint_fix(bit));
     }
@@ -850,7 +896,7 @@ typedef struct kept_unlink {
 static void kept_unlink_run(void *arg) {
   kept_unlink *k = arg;
   hm__allocator a = k->a;
-  unlink(k->path);
+  hm__copy_remove(k->path); /* its version may be kept mapped */
   hm__free(&a, k->path);
   hm__free(&a, k);
 }
@@ -875,7 +921,7 @@ static void drop_kept(hm_module *mod) {
     mod->kept_path = NULL;
     hm__defer(mod->reg->rc, &k->node, kept_unlink_run, k, 0);
   } else {
-    unlink(mod->kept_path);
+    hm__copy_remove(mod->kept_path);
   }
   hm__free(&mod->reg->a, mod->kept_path);
   mod->kept_path = NULL;
@@ -956,6 +1002,25 @@ void hm__hash_current(hm_module *mod) {
   hm__version_unref(reg, v);
 }
 
+/* One warning per finding and module: drop from the job's warnings those the module sent
+ * already, and note the ones it sends now. A finding the new version lacks is forgotten, so
+ * that it is reported again if it comes back. Under reg->lock. */
+static void lint_sent(hm_module *mod, reload_job *j) {
+  unsigned i, n = 0, sent = mod->lint_warned & j->lint;
+  for (i = 0; i < j->nwarn; i++) {
+    if (sent & j->warn_bit[i])
+      continue;
+    sent |= j->warn_bit[i];
+    if (n != i) {
+      j->warn_bit[n] = j->warn_bit[i];
+      memcpy(j->warn[n], j->warn[i], sizeof j->warn[0]);
+    }
+    n++;
+  }
+  j->nwarn = n;
+  mod->lint_warned = sent;
+}
+
 /* Publish: one atomic store switches every live handle of the module together. Nothing
  * here can fail: the incoming table is complete (every slot added since job_resolve was
  * appended by hm_live_get), and the hooks have run. */
@@ -985,6 +1050,7 @@ static void job_publish(reload_job *j) {
     v->next = mod->versions;
     mod->versions = v;
     reg->nloaded++;
+    lint_sent(mod, j);
   }
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
@@ -1382,6 +1448,52 @@ int hm_module_set_lint(hm_module *mod, hm_lint_policy policy) {
   mod->lint = policy;
   pthread_mutex_unlock(&mod->reg->lock);
   return 0;
+}
+
+/* The index of the finding called `finding`, or HM_EINVAL naming the findings there are. */
+static int lint_finding_index(const char *finding, hm_lint_policy policy, const char *what) {
+  char names[256];
+  size_t used = 0;
+  unsigned i;
+  int k = hm__lint_index(finding);
+  if ((unsigned)policy > HM_LINT_OFF)
+    return hm__fail(HM_EINVAL, "%s: unknown lint policy %d", what, (int)policy);
+  if (k >= 0)
+    return k;
+  names[0] = '\0';
+  for (i = 0; i < hm__lint_count() && used < sizeof names; i++) {
+    int w = snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                     hm__lint_name(hm__lint_bit(i)));
+    used += w > 0 ? (size_t)w : 0;
+  }
+  return hm__fail(HM_EINVAL, "%s: no lint finding is called \"%s\"; the findings are %s", what,
+                  finding != NULL ? finding : "(null)", names);
+}
+
+/* Store a policy for a finding in a registry's or a module's table, under reg->lock. */
+static int set_lint_finding(hm_registry *reg, unsigned char *table, const char *finding,
+                            hm_lint_policy policy, const char *what) {
+  int k = lint_finding_index(finding, policy, what);
+  if (k < 0)
+    return k;
+  pthread_mutex_lock(&reg->lock);
+  table[k] = (unsigned char)policy;
+  pthread_mutex_unlock(&reg->lock);
+  return 0;
+}
+
+int hm_registry_set_lint_finding(hm_registry *reg, const char *finding, hm_lint_policy policy) {
+  if (reg == NULL)
+    return hm__fail(HM_EINVAL, "hm_registry_set_lint_finding: NULL registry");
+  return set_lint_finding(reg, reg->lint_finding, finding, policy,
+                          "hm_registry_set_lint_finding");
+}
+
+int hm_module_set_lint_finding(hm_module *mod, const char *finding, hm_lint_policy policy) {
+  if (mod == NULL)
+    return hm__fail(HM_EINVAL, "hm_module_set_lint_finding: NULL module");
+  return set_lint_finding(mod->reg, mod->lint_finding, finding, policy,
+                          "hm_module_set_lint_finding");
 }
 
 int hm_module_set_probe(hm_module *mod, int enable) {

@@ -48,6 +48,10 @@ struct hm_module {
   unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
   hm_reload_mode mode;         /* watcher: per-module override; under reg->lock */
   hm_lint_policy lint;         /* per-module override; under reg->lock */
+  unsigned char lint_finding[HM__LINT_KINDS]; /* per finding (lint.c's order), an
+                                                 hm_lint_policy; 0: not set. Under reg->lock */
+  unsigned lint_warned; /* findings already sent as warnings, while its versions have them;
+                           under reg->lock */
   int probe;                   /* crash containment: 0 as the registry, 1 on, 2 off; under
                                   reg->lock */
   struct reload_job *prepared; /* queued mode: the build the watcher prepared for
@@ -106,6 +110,7 @@ struct hm_registry {
   unsigned quiet_ms;  /* watcher: the timing fallback's quiet period */
   unsigned settle_ms; /* watcher: delay after a finished build, 0 = none */
   hm_lint_policy lint; /* WARN, REJECT or OFF */
+  unsigned char lint_finding[HM__LINT_KINDS]; /* per finding, as hm_module's; under lock */
   unsigned probe_timeout_ms;
   char *probe_helper; /* hotmod-probe's path once a probe was asked for; under lock, then
                          never changed */
@@ -166,6 +171,10 @@ HM__HIDDEN void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned
 /* The same with the detail hm_event_detail() gives during the callback. */
 HM__HIDDEN void hm__emit_detail(hm_registry *reg, hm_event ev, hm_module *mod,
                                 unsigned version, int err, const char *detail);
+/* HM_EVENT_LEAKED: why the version stays mapped (hm_mapped), the bytes it keeps and the
+ * detail in words, which hm_event_mapped() and hm_event_detail() give the callback. */
+HM__HIDDEN void hm__emit_mapped(hm_registry *reg, hm_module *mod, unsigned version, int why,
+                                unsigned long long bytes, const char *detail);
 /* Split "module:symbol" into the module name and the symbol. */
 HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
                                    const char **sym);

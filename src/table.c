@@ -153,7 +153,8 @@ static void version_unload_cb(void *arg) {
   hm_registry *reg = mod->reg;
   hm__version **pp;
   unsigned num = v->num;
-  int leaked, published = v->published, hooked = published && v->desc != NULL;
+  int published = v->published, hooked = published && v->desc != NULL;
+  hm__unloaded u;
 
   pthread_mutex_lock(&reg->lock);
   for (pp = &mod->versions; *pp != NULL; pp = &(*pp)->next) {
@@ -169,7 +170,7 @@ static void version_unload_cb(void *arg) {
   if (hooked)
     pthread_mutex_lock(&mod->hook_lock);
   prev = hm__module_code_enter(mod);
-  leaked = hm__unload_version(v, published);
+  hm__unload_version(v, published, &u);
   hm__module_code_leave(prev);
   if (hooked)
     pthread_mutex_unlock(&mod->hook_lock);
@@ -178,11 +179,15 @@ static void version_unload_cb(void *arg) {
     reg->nloaded--;
     reg->stats.unloads++;
   }
-  if (leaked)
+  if (u.mapped) {
     reg->stats.leaked++;
+    reg->stats.leaked_bytes += u.bytes;
+  }
   pthread_mutex_unlock(&reg->lock);
-  if (published || leaked)
-    hm__emit(reg, leaked ? HM_EVENT_LEAKED : HM_EVENT_UNLOADED, mod, num, 0);
+  if (u.mapped)
+    hm__emit_mapped(reg, mod, num, u.mapped, u.bytes, u.detail);
+  else if (published)
+    hm__emit(reg, HM_EVENT_UNLOADED, mod, num, 0);
 }
 
 void hm__version_unref(hm_registry *reg, hm__version *v) {
@@ -193,7 +198,7 @@ void hm__version_unref(hm_registry *reg, hm__version *v) {
 void hm__version_discard(hm_registry *reg, hm__version *v) {
   hm_module *mod = v->mod, *prev;
   unsigned num = v->num;
-  int leaked;
+  hm__unloaded u;
   if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0) {
     /* A lookup still holds it (hm_live_get resolving in an incoming version); its unref
      * schedules the unload. */
@@ -202,13 +207,15 @@ void hm__version_discard(hm_registry *reg, hm__version *v) {
   /* Unloaded here, so a failed reload leaves nothing behind by the time it returns. Its load
    * hook did not run or failed, so its unload hook must not run either. */
   prev = hm__module_code_enter(mod);
-  leaked = hm__unload_version(v, 0);
+  hm__unload_version(v, 0, &u);
   hm__module_code_leave(prev);
-  if (leaked) {
-    /* A rejected NODELETE object stays mapped all the same: count it, say so. */
+  if (u.mapped) {
+    /* A rejected NODELETE object stays mapped all the same, and so does one whose
+     * constructors may have left destructors behind: count it, say so. */
     pthread_mutex_lock(&reg->lock);
     reg->stats.leaked++;
+    reg->stats.leaked_bytes += u.bytes;
     pthread_mutex_unlock(&reg->lock);
-    hm__emit(reg, HM_EVENT_LEAKED, mod, num, 0);
+    hm__emit_mapped(reg, mod, num, u.mapped, u.bytes, u.detail);
   }
 }

@@ -37,7 +37,10 @@ static int host_side(void) {
   return r;
 }
 
-static int unused_symbol_check(void) { return HM_ENOSYM < 0 && HM_MODULE_ABI > 0; }
+static int unused_symbol_check(void) {
+  return HM_ENOSYM < 0 && HM_MODULE_ABI > 0 && HM_MAPPED_DESTRUCTORS < HM_MAPPED_MAX_ &&
+         HM_MODULE_KEYS_DELETED != 0;
+}
 
 int main(int argc, char **argv) {
   (void)argv;

@@ -962,6 +962,26 @@ static void fast_reload_layout(void **state) {
 }
 #endif
 
+/* The unique-symbols finding in words: every name up to three, then how many more. */
+static void unique_names_counted(void **state) {
+  static const char *const names[] = {"_ZZ1avE1n", "_ZZ1bvE1n", "_ZZ1cvE1n"};
+  hm__elf_info info;
+  char what[512];
+  (void)state;
+  memset(&info, 0, sizeof info);
+  info.lint = HM__LINT_UNIQUE;
+  info.unique_count = 1;
+  info.unique_syms[0] = names[0];
+  hm__lint_what(&info, HM__LINT_UNIQUE, what, sizeof what);
+  assert_non_null(strstr(what, "defines 1 STB_GNU_UNIQUE symbol (_ZZ1avE1n)"));
+  info.unique_count = 5;
+  info.unique_syms[1] = names[1];
+  info.unique_syms[2] = names[2];
+  hm__lint_what(&info, HM__LINT_UNIQUE, what, sizeof what);
+  assert_non_null(strstr(what, "defines 5 STB_GNU_UNIQUE symbols (_ZZ1avE1n, _ZZ1bvE1n, "
+                               "_ZZ1cvE1n and 2 more)"));
+}
+
 int main(int argc, char **argv) {
   if (argc > 1)
     sample_path = argv[1];
@@ -988,6 +1008,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(no_hash_symbol_past_dynsym_refused),
       cmocka_unit_test(no_hash_valid_symbol_passes),
       cmocka_unit_test(no_hash_symbol_name_checked),
+      cmocka_unit_test(unique_names_counted),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   free(sample);

@@ -260,12 +260,183 @@ static void t_module_policy_wins(void **state) {
   hmt_registry_events_free(reg, &e);
 }
 
+/* ---- A policy per finding ------------------------------------------------------------- */
+
+/* The first set of: the module's for the finding, the module's, the registry's for the
+ * finding, the registry's. */
+static void t_finding_policy(void **state) {
+  const lint_case *keys = &cases[2];
+  events e;
+  hm_registry *reg = registry(&e, HM_LINT_REJECT);
+  hm_module *mod;
+  (void)state;
+  assert_int_equal(hm_registry_set_lint_finding(reg, "pthread-keys", HM_LINT_WARN), 0);
+  assert_int_equal(hm_module_load(reg, "m", hmt_mod("lint_keys"), &mod), 0);
+  assert_int_equal(warnings_for(&e, keys), 1);
+  /* Other findings follow the registry's policy. */
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("lint_nodelete")), HM_ELINT);
+  /* The module's policy wins over the registry's for the finding... */
+  assert_int_equal(hm_module_set_lint(mod, HM_LINT_OFF), 0);
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("lint_nodelete")), 0);
+  /* ...and the module's for the finding over the module's. */
+  assert_int_equal(hm_module_set_lint_finding(mod, "pthread-keys", HM_LINT_REJECT), 0);
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("lint_keys")), HM_ELINT);
+  assert_true(names_finding(hm_errmsg(), keys));
+  assert_int_equal(hm_module_set_lint_finding(mod, "pthread-keys", HM_LINT_DEFAULT), 0);
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("lint_keys")), 0);
+  assert_int_equal(warnings_for(&e, keys), 1);
+  /* Names are the findings' own; the message lists them. */
+  assert_int_equal(hm_registry_set_lint_finding(reg, "pthread_keys", HM_LINT_WARN), HM_EINVAL);
+  assert_non_null(strstr(hm_errmsg(), "rust-std"));
+  assert_int_equal(hm_module_set_lint_finding(mod, NULL, HM_LINT_WARN), HM_EINVAL);
+  assert_int_equal(hm_module_set_lint_finding(mod, "nodelete", (hm_lint_policy)9), HM_EINVAL);
+  assert_int_equal(hm_registry_set_lint_finding(NULL, "nodelete", HM_LINT_WARN), HM_EINVAL);
+  assert_int_equal(hm_module_set_lint_finding(NULL, "nodelete", HM_LINT_WARN), HM_EINVAL);
+  hmt_registry_events_free(reg, &e);
+}
+
+/* ---- One warning per finding and module ------------------------------------------------ */
+
+/* Reloads of a module with the same finding warn once, not per reload (3 warnings for 3
+ * loads before); a version without it re-arms the warning. */
+static void t_warn_once_per_module(void **state) {
+  const lint_case *keys = &cases[2];
+  events e;
+  hm_registry *reg = registry(&e, HM_LINT_WARN);
+  hm_module *mod;
+  int k;
+  (void)state;
+  assert_string_equal(keys->module, "lint_keys");
+  assert_int_equal(hm_module_load(reg, "m", hmt_mod("lint_keys"), &mod), 0);
+  for (k = 0; k < 2; k++)
+    assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(warnings_for(&e, keys), 1);
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("lint_clean")), 0);
+  assert_int_equal(hm_module_reload_from(mod, hmt_mod("lint_keys")), 0);
+  assert_int_equal(warnings_for(&e, keys), 2);
+  /* Another module with the finding gets its own. */
+  assert_int_equal(hm_module_load(reg, "n", hmt_mod("lint_keys"), NULL), 0);
+  assert_int_equal(warnings_for(&e, keys), 3);
+  assert_int_equal(e.nwarn, 3);
+  hmt_registry_events_free(reg, &e);
+}
+
+/* ---- Versions that leave key destructors behind ----------------------------------------- */
+
+/* A host thread that stores a value under the module's key (make_key), then waits until it
+ * is told to exit. */
+typedef struct key_user {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  hm_live *live;
+  int rc, stored, leave;
+} key_user;
+
+static void *use_key(void *arg) {
+  key_user *u = arg;
+  int rc = HM_LIVE_CALL(u->live, ifn);
+  pthread_mutex_lock(&u->mu);
+  u->rc = rc;
+  u->stored = 1;
+  pthread_cond_broadcast(&u->cv);
+  while (!u->leave)
+    pthread_cond_wait(&u->cv, &u->mu);
+  pthread_mutex_unlock(&u->mu);
+  return NULL; /* glibc runs the key's destructor now, in the version that created it */
+}
+
+/* The thread stores its value in `module`'s version 1, the module is reloaded (version 2,
+ * the same file), and the thread exits once the registry is done with version 1. The events
+ * are the caller's to check (the registry is freed). */
+static void key_then_exit(events *e, const char *module) {
+  hm_registry *reg = registry(e, HM_LINT_WARN);
+  hm_module *mod;
+  key_user u;
+  pthread_t t;
+  memset(&u, 0, sizeof u);
+  pthread_mutex_init(&u.mu, NULL);
+  pthread_cond_init(&u.cv, NULL);
+  assert_int_equal(hm_module_load(reg, "m", hmt_mod(module), &mod), 0);
+  assert_int_equal(hm_live_get(reg, "m:make_key", &u.live), 0);
+  assert_int_equal(pthread_create(&t, NULL, use_key, &u), 0);
+  pthread_mutex_lock(&u.mu);
+  while (!u.stored)
+    pthread_cond_wait(&u.cv, &u.mu);
+  pthread_mutex_unlock(&u.mu);
+  assert_int_equal(u.rc, 0);
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_true(hmt_wait_until(hmt_retired_zero, reg, 30));
+  pthread_mutex_lock(&e->mu);
+  assert_int_equal(e->nleaked + e->nunloaded, 1); /* the registry is done with version 1 */
+  pthread_mutex_unlock(&e->mu);
+  pthread_mutex_lock(&u.mu);
+  u.leave = 1;
+  pthread_cond_broadcast(&u.cv);
+  pthread_mutex_unlock(&u.mu);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  hmt_registry_events_free(reg, e);
+  pthread_cond_destroy(&u.cv);
+  pthread_mutex_destroy(&u.mu);
+}
+
+/* The destructor of lint_keys's key stays in its version: before versions with pthread keys
+ * were kept mapped, the thread's exit after the unload ran it in unmapped code (SIGSEGV).
+ * Now the version stays mapped, said once by LEAKED with its reason and memory. */
+static void t_keys_version_kept(void **state) {
+  events e;
+  (void)state;
+  key_then_exit(&e, "lint_keys");
+  assert_int_equal(e.nleaked, 2); /* version 2 at the free */
+  assert_int_equal(e.nunloaded, 0);
+  assert_int_equal(e.leak_why[0], HM_MAPPED_DESTRUCTORS);
+  print_message("LEAKED %s\n", e.leak[0]);
+  assert_true(strncmp(e.leak[0], hm_mapped_text(HM_MAPPED_DESTRUCTORS),
+                      strlen(hm_mapped_text(HM_MAPPED_DESTRUCTORS))) == 0);
+  assert_non_null(strstr(e.leak[0], "(pthread-keys)"));
+  assert_true(e.leak_bytes[0] > 0);
+}
+
+/* A module that deletes its key in its unload hook and declares HM_MODULE_KEYS_DELETED has
+ * no finding, and its versions unload: the thread's exit finds no destructor to run. */
+static void t_keys_deleted_unloads(void **state) {
+  events e;
+  (void)state;
+  key_then_exit(&e, "lint_keys_deleted");
+  assert_int_equal(e.nwarn, 0);
+  assert_int_equal(e.nleaked, 0);
+  assert_int_equal(e.nunloaded, 2);
+}
+
+/* A C++ module has many STB_GNU_UNIQUE symbols, and the warning names them all (up to
+ * three, then a count): the first alone does not say which inline functions or templates to
+ * look at. lint_unique has two, an inline function's static and a template's static. */
+static void t_unique_names_all(void **state) {
+  (void)state;
+#ifdef HM_TEST_LINT_UNIQUE
+  events e;
+  hm_registry *reg = registry(&e, HM_LINT_WARN);
+  hm_module *mod;
+  assert_int_equal(hm_module_load(reg, "m", hmt_mod("lint_unique"), &mod), 0);
+  assert_int_equal(e.nwarn, 1);
+  fprintf(stderr, "# %s\n", e.warn[0]);
+  assert_non_null(strstr(e.warn[0], "2 STB_GNU_UNIQUE symbols"));
+  assert_non_null(strstr(e.warn[0], "_ZZ14inline_countervE1n"));
+  assert_non_null(strstr(e.warn[0], "_ZN5tallyIiE1nE"));
+  hmt_registry_events_free(reg, &e);
+#else
+  skip();
+#endif
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_static_tls_flags),   cmocka_unit_test(t_clean_c),
       cmocka_unit_test(t_clean_cxx),          cmocka_unit_test(t_tls_reference_only),
       cmocka_unit_test(t_warn),               cmocka_unit_test(t_reject_by_registry),
       cmocka_unit_test(t_reject_by_module),   cmocka_unit_test(t_module_policy_wins),
+      cmocka_unit_test(t_unique_names_all),   cmocka_unit_test(t_warn_once_per_module),
+      cmocka_unit_test(t_keys_version_kept),  cmocka_unit_test(t_keys_deleted_unloads),
+      cmocka_unit_test(t_finding_policy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -179,7 +179,21 @@ static void record_event(hm_event ev, hm_module *mod, unsigned version, int err,
     e->reject_err = err;
     snprintf(e->reject, sizeof e->reject, "%s", hm_event_detail());
   }
+  if (ev == HM_EVENT_UNLOADED)
+    e->nunloaded++;
+  if (ev == HM_EVENT_LEAKED && e->nleaked < HMT_MAX_DETAILS) {
+    snprintf(e->leak[e->nleaked], sizeof e->leak[0], "%s", hm_event_detail());
+    /* Not an assertion: the reclaimer's thread may deliver it. */
+    if (hm_event_mapped(&e->leak_why[e->nleaked], &e->leak_bytes[e->nleaked]) != 0)
+      e->leak_why[e->nleaked] = -1;
+    e->nleaked++;
+  }
   pthread_mutex_unlock(&e->mu);
+}
+
+int hmt_retired_zero(void *reg) {
+  hm_stats st;
+  return hm_registry_stats(reg, &st) == 0 && st.retired == 0;
 }
 
 hm_registry *hmt_registry_events(hmt_events *e, const hm_registry_options *opts) {

@@ -37,6 +37,9 @@ int hmt_fd_count(void);
 long hmt_rss_kib(void);
 /* Poll pred(arg) every millisecond until it is true or `seconds` pass; returns its value. */
 int hmt_wait_until(int (*pred)(void *), void *arg, double seconds);
+/* For hmt_wait_until: the registry `reg` has no retired version left (each was unloaded,
+ * or stays mapped for good). */
+int hmt_retired_zero(void *reg);
 /* n, scaled down under valgrind or when asked (HOTMOD_TEST_SCALE=0.1), and by default under
  * ThreadSanitizer, which rescans every loaded object on each dlopen (its cost grows with the
  * run): a few hundred reloads there instead of thousands. At least 10. */
@@ -55,6 +58,11 @@ typedef struct hmt_events {
   int nreject;                       /* HM_EVENT_REJECTED, the last one's error and detail */
   int reject_err;
   char reject[512];
+  int nunloaded;                     /* HM_EVENT_UNLOADED */
+  int nleaked;                       /* HM_EVENT_LEAKED, the first HMT_MAX_DETAILS kept: */
+  char leak[HMT_MAX_DETAILS][512];   /* its detail, */
+  int leak_why[HMT_MAX_DETAILS];     /* and what hm_event_mapped said */
+  unsigned long long leak_bytes[HMT_MAX_DETAILS];
 } hmt_events;
 /* A quiet registry with options `o` (NULL: defaults) whose events go to `e` (initialised
  * here); free it with hmt_registry_events_free. */

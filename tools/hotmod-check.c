@@ -141,7 +141,7 @@ static int check_file(const char *path, int json, int first, unsigned read_flags
 
   for (i = 0; rc == 0 && i < hm__lint_count(); i++) {
     unsigned bit = hm__lint_bit(i);
-    char what[300];
+    char what[512];
     if (!(info.lint & bit))
       continue;
     hm__lint_what(&info, bit, what, sizeof what);

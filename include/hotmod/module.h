@@ -165,9 +165,20 @@ typedef struct hm_module_desc {
                              the module's constructors and its load hook (a first load, with
                              no state handed over); 0 passes, anything else refuses the build
                              with HM_ECRASHED. Never run in the host. */
+  /* Added within ABI 2 in 0.4, detected by `size`: */
+  unsigned flags; /* HM_MODULE_... promises about the module's code; 0: none */
 } hm_module_desc;
 
-/* The descriptor size of ABI 2 builds made before self_test existed: the least accepted. */
+/* hm_module_desc.flags: the module's unload hook deletes every pthread key the module created
+ * (pthread_key_delete), so no key destructor of a version can run once it is unloaded, and
+ * its retired versions are unloaded like any others. Without it, a module whose file creates
+ * pthread keys (the lint's "pthread-keys") keeps each retired version mapped (hotmod.h,
+ * hm_lint_policy). Only for keys the module's own code creates and deletes: Rust's std, for
+ * one, never deletes its keys ("rust-std"), and this flag does not cover it. */
+#define HM_MODULE_KEYS_DELETED 0x1u
+
+/* The descriptor size of ABI 2 builds made before self_test existed: the least accepted.
+ * Fields after it are read only when the descriptor's `size` covers them. */
 #define HM_MODULE_DESC_MIN_SIZE (offsetof(hm_module_desc, self_test))
 
 /* What the macros below define has C linkage and is exported, in C and in C++ (where a
@@ -183,13 +194,21 @@ typedef struct hm_module_desc {
 #define HM_MODULE_DESCRIBE(state_version, save_fn, load_fn, unload_fn)                         \
   HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
       HM_MODULE_ABI, sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),           \
-      (unload_fn), NULL}
+      (unload_fn), NULL, 0}
 
 /* The same, with a self-test for the crash-containment probe (see hm_module_desc). */
 #define HM_MODULE_DESCRIBE_TESTED(state_version, save_fn, load_fn, unload_fn, self_test_fn)    \
   HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
       HM_MODULE_ABI,    sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),        \
-      (unload_fn), (self_test_fn)}
+      (unload_fn), (self_test_fn), 0}
+
+/* The same with HM_MODULE_... flags (and a self-test, which may be NULL):
+ * HM_MODULE_DESCRIBE_FLAGS(0, NULL, NULL, unload, NULL, HM_MODULE_KEYS_DELETED). */
+#define HM_MODULE_DESCRIBE_FLAGS(state_version, save_fn, load_fn, unload_fn, self_test_fn,      \
+                                 flags)                                                        \
+  HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
+      HM_MODULE_ABI,    sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),        \
+      (unload_fn), (self_test_fn), (flags)}
 
 /* The prefix of the symbol HM_MODULE_SIGNATURE exports for `symbol`. */
 #define HM_MODULE_SIGNATURE_PREFIX "hm_signature_"

@@ -80,23 +80,29 @@ int hmf_check(const uint8_t *data, size_t size, uint64_t *steps) {
     require(memcmp(&info, &cleared, sizeof info) == 0, "info not cleared on failure", rc, why);
   } else {
     require(why[0] == '\0', "a success with a reason", rc, why);
-    require((info.lint & ~0x7fu) == 0, "unknown lint bits", rc, NULL);
+    require((info.lint & ~0xffu) == 0, "unknown lint bits", rc, NULL);
+    require(!(info.lint & HM__LINT_RUST_STD) ||
+                !(info.lint & (HM__LINT_KEY_CREATE | HM__LINT_THREAD_ATEXIT)),
+            "rust-std reported beside the findings it replaces", rc, NULL);
     require(!!(info.lint & HM__LINT_NODELETE) == !!info.nodelete,
             "HM__LINT_NODELETE disagrees with nodelete", rc, NULL);
     require(!(info.lint & HM__LINT_STATIC_TLS) || (info.static_tls && info.tls_size != 0),
             "HM__LINT_STATIC_TLS without static_tls and a TLS size", rc, NULL);
     require((info.lint & HM__LINT_STATIC_TLS) || info.tls_size == 0,
             "a TLS size without HM__LINT_STATIC_TLS", rc, NULL);
-    require(!!(info.lint & HM__LINT_UNIQUE) == (info.unique_sym != NULL),
-            "HM__LINT_UNIQUE disagrees with unique_sym", rc, NULL);
+    require(!!(info.lint & HM__LINT_UNIQUE) == (info.unique_count != 0),
+            "HM__LINT_UNIQUE disagrees with unique_count", rc, NULL);
+    for (unsigned k = 0; k < HM__LINT_UNIQUE_NAMES; k++)
+      require((info.unique_syms[k] != NULL) == (k < info.unique_count),
+              "unique_syms disagrees with unique_count", rc, NULL);
     require(!!(info.lint & HM__LINT_NEEDED) == (info.needed != NULL),
             "HM__LINT_NEEDED disagrees with needed", rc, NULL);
     require(!!(info.lint & HM__LINT_ORIGIN) == (info.runpath != NULL),
             "HM__LINT_ORIGIN disagrees with runpath", rc, NULL);
-    require(info.has_desc || (info.desc_abi == 0 && info.desc_size == 0),
+    require(info.has_desc || (info.desc_abi == 0 && info.desc_size == 0 && info.desc_flags == 0),
             "descriptor facts without a descriptor", rc, NULL);
-    if (info.unique_sym != NULL)
-      touched += input_string(data, size, info.unique_sym, "unique_sym", rc);
+    for (unsigned k = 0; k < HM__LINT_UNIQUE_NAMES && info.unique_syms[k] != NULL; k++)
+      touched += input_string(data, size, info.unique_syms[k], "unique_syms", rc);
     if (info.needed != NULL)
       touched += input_string(data, size, info.needed, "needed", rc);
     if (info.runpath != NULL) {

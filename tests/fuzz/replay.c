@@ -178,7 +178,7 @@ static void describe(const char *path, const unsigned char *buf, size_t len) {
   printf("%s: passes; lint 0x%02x, tls %llu, unique %s, needed %s, runpath %s, "
          "descriptor %s (abi %u, size %u)\n",
          path, info.lint, (unsigned long long)info.tls_size,
-         info.unique_sym ? info.unique_sym : "-", info.needed ? info.needed : "-",
+         info.unique_syms[0] ? info.unique_syms[0] : "-", info.needed ? info.needed : "-",
          info.runpath ? info.runpath : "-", info.has_desc ? "yes" : "no", info.desc_abi,
          info.desc_size);
 }

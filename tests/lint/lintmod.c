@@ -1,6 +1,7 @@
 /* Test module for the reloadability lint: a plain C module, clean unless one finding is
  * compiled in (-DIE_TLS, -DKEYS, -DDEP, -DLIVE_TLS) or linked in (nodelete, $ORIGIN, by
- * tests/CMakeLists.txt). -DVERSION=n tells the versions apart. */
+ * tests/CMakeLists.txt). -DKEYS_DELETED adds a descriptor whose unload hook deletes the key
+ * and says so (HM_MODULE_KEYS_DELETED). -DVERSION=n tells the versions apart. */
 #include "hotmod/module.h"
 
 #ifdef KEYS
@@ -16,11 +17,29 @@ HM_MODULE_EXPORT int calls(void) { return ++ie_calls; }
 #endif
 
 #ifdef KEYS
-static void drop(void *p) { (void)p; }
+/* A key with a destructor, and a value under it for the calling thread: glibc runs the
+ * destructor, in this version's code, when that thread exits. */
+static pthread_key_t key;
+static int have_key;
+static void drop(void *p) { *(int *)p = 0; }
+static int stored = 1;
 HM_MODULE_EXPORT int make_key(void) {
-  pthread_key_t k;
-  return pthread_key_create(&k, drop);
+  if (!have_key) {
+    if (pthread_key_create(&key, drop) != 0)
+      return -1;
+    have_key = 1;
+  }
+  return pthread_setspecific(key, &stored);
 }
+#endif
+
+#ifdef KEYS_DELETED
+static void unload(int handed_over) {
+  (void)handed_over;
+  if (have_key)
+    pthread_key_delete(key);
+}
+HM_MODULE_DESCRIBE_FLAGS(0, NULL, NULL, unload, NULL, HM_MODULE_KEYS_DELETED);
 #endif
 
 #ifdef DEP

@@ -82,7 +82,7 @@ __attribute__((constructor)) static void mark(void) {
     fclose(f);
 }
 HM_MODULE_EXPORT const hm_module_desc hm_module_descriptor = {
-    HM_MODULE_ABI + 41, sizeof(hm_module_desc), 1, save, load, unload, NULL};
+    HM_MODULE_ABI + 41, sizeof(hm_module_desc), 1, save, load, unload, NULL, 0};
 #else
 HM_MODULE_DESCRIBE(1, save, load, unload);
 #endif
