@@ -20,6 +20,14 @@
 #include <unistd.h>
 
 typedef int (*ifn)(void);
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HMT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HMT_ASAN 1
+#endif
+#endif
 typedef int (*host_cb)(void *arg);
 typedef int (*through_fn)(host_cb cb, void *arg);
 
@@ -376,8 +384,8 @@ static int reap(brood *b, double seconds) {
  * hotmod's loader calls, about 1 child in 800 blocked forever in that dlopen (10 runs of
  * this test out of 10 failed, two CPU-bound loops beside it). */
 static void t_fork_while_loader_busy(void **state) {
-  char *v1 = strdup(hmt_mod("square_v1")), *v2 = strdup(hmt_mod("square_v2"));
-  hm_registry *reg = hmt_registry(0);
+  char *v1, *v2;
+  hm_registry *reg;
   hm_module *own;
   churn c;
   brood b;
@@ -386,6 +394,15 @@ static void t_fork_while_loader_busy(void **state) {
   long long until = now_ns() + 10000000000LL;
   struct timespec pause = {0, 200000};
   (void)state;
+#ifdef HMT_ASAN
+  /* clang 14's ASan allocator does not lock itself around fork: a child forked while
+   * another thread allocated blocks in its first malloc (seen here, 1 child in a few
+   * hundred), whatever hotmod does. */
+  skip();
+#endif
+  v1 = strdup(hmt_mod("square_v1"));
+  v2 = strdup(hmt_mod("square_v2"));
+  reg = hmt_registry(0);
 
   memset(&c, 0, sizeof c);
   memset(&b, 0, sizeof b);
