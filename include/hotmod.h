@@ -45,7 +45,18 @@
  * does not keep the parent's lock on that directory (see hm_registry_new): once the parent's
  * registry is gone, a new registry may remove it, and the child's versions stay mapped.
  * Registries the child makes work fully. Live calls that other threads of the parent were
- * inside at the fork do not hold up the child's grace periods.
+ * inside at the fork do not hold up the child's grace periods. Loading in the child needs
+ * the dynamic loader's list lock, which glibc (2.36 at least) does not reset at fork: a
+ * thread that held it at the fork (inside dlopen, dlclose or dl_iterate_phdr) leaves the
+ * child's first dlopen blocked forever. So fork() waits until no such call that hotmod
+ * makes, on any thread (its reclaimer, its watcher, any thread in the API), is in progress,
+ * and holds new ones back until the fork returns. The wait covers the constructors and
+ * destructors those calls run, for at most 2 s: module code that runs longer, or waits for
+ * the forking thread, lets the fork go ahead with a warning on stderr. Module code that
+ * forks from a constructor or destructor hotmod runs does not wait for its own call (other
+ * threads' loader calls may then be in progress). What hotmod cannot cover: the host's or a
+ * module's own calls into the loader in other threads at the fork can block the child's
+ * first dlopen, hotmod or not.
  *
  * Copyright (c) 2026 the hotmod authors. MIT licence, see LICENSE.
  */

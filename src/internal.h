@@ -3,8 +3,9 @@
  * Layers, from the bottom: common.c and error.c (leaves: allocation, errors, the clock),
  * elfcheck.c and settle.c (pure functions), file.c with trust.c (reading a module's file,
  * and whether it may be trusted), privdir.c (private directories), reclaim.c
- * (grace periods), loader.c (bytes to a loaded version), table.c (what live handles read,
- * and the lifetime of versions), registry.c and handles.c (the API), queue.c (reload modes
+ * (grace periods), dlgate.c (the calls into glibc's loader, held off around fork()),
+ * loader.c (bytes to a loaded version), table.c (what live handles read, and the lifetime
+ * of versions), registry.c and handles.c (the API), queue.c (reload modes
  * and polling), watch.c with watchpath.c (the libuv watcher), buildrule.c (build rules) and
  * build.c (the build runner, on the watcher's loop: with the watcher, the only libuv users);
  * spawn.c (child processes, for the probe and builds) is a leaf. */
@@ -259,6 +260,20 @@ HM__HIDDEN void hm__reclaimer_drain(hm__reclaimer *rc);
  * these, so that one prepare handler orders every lock). */
 HM__HIDDEN void hm__readers_prefork(void);
 HM__HIDDEN void hm__readers_postfork(int child);
+
+/* ---- The loader gate (dlgate.c) -------------------------------------------------------- */
+
+/* dlopen, dlclose and dl_iterate_phdr, for every call hotmod makes: fork() waits (bounded)
+ * until none is in progress, because glibc's child would inherit the loader's list lock
+ * held. Never call them with a lock held that the fork handlers take (reg->lock, the
+ * registry list, the reader list). */
+struct dl_phdr_info;
+HM__HIDDEN void *hm__dlopen(const char *path, int flags);
+HM__HIDDEN int hm__dlclose(void *dl);
+HM__HIDDEN int hm__dl_iterate_phdr(int (*cb)(struct dl_phdr_info *, size_t, void *), void *arg);
+/* Called first by registry.c's prepare handler, last by its parent and child handlers. */
+HM__HIDDEN void hm__dlgate_prefork(void);
+HM__HIDDEN void hm__dlgate_postfork(int child);
 
 /* ---- Loader (loader.c) ----------------------------------------------------------------- */
 

@@ -157,7 +157,7 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   /* RTLD_LOCAL keeps each version's symbols to itself, so a version's calls between its own
    * functions bind inside that version (invariant I3). RTLD_NOW reports a missing symbol here
    * instead of killing the process at the first call. */
-  dl = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+  dl = hm__dlopen(copy, RTLD_NOW | RTLD_LOCAL);
   if (dl == NULL) {
     const char *e = dlerror();
     rc = hm__fail(HM_EDLOPEN, "dlopen %s failed: %s", path, e ? e : "unknown error");
@@ -193,7 +193,7 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
 
 fail:
   if (dl != NULL)
-    dlclose(dl);
+    hm__dlclose(dl);
   unlink(copy);
   hm__free(a, copy);
   return rc;
@@ -277,10 +277,10 @@ void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out) {
      * where the threads that ran it will call it when they exit (and its own destructors
      * run at the process's exit, as for any object still loaded then). */
     if (v->keep == 0)
-      dlclose(v->dl);
+      hm__dlclose(v->dl);
     /* dlclose returns 0 even when it keeps the object (NODELETE, unique symbols, a TLS
      * destructor pending): look for the copy among the loaded objects instead. */
-    dl_iterate_phdr(find_mapped, &m);
+    hm__dl_iterate_phdr(find_mapped, &m);
     if (m.found || v->keep != 0) {
       out->bytes = m.bytes;
       why_mapped(v, v->keep != 0, out);

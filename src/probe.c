@@ -54,7 +54,7 @@ static int own_dir(char *out, size_t n, int *program) {
   Dl_info info;
   char found[PATH_MAX], *slash;
   ssize_t len;
-  int prog = dl_iterate_phdr(in_program, (void *)own_dir) == 1;
+  int prog = hm__dl_iterate_phdr(in_program, (void *)own_dir) == 1;
   memset(&info, 0, sizeof info);
   if (program != NULL)
     *program = 1;

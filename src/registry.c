@@ -108,16 +108,21 @@ int hm__check_forked(hm_registry *reg, const char *what) {
 
 /* ---- Every registry of the process, for fork() ---------------------------------------- */
 
-/* The prepare handler takes every registry's lock (and the reader list's), so the child
- * starts with each of them in a known state; reg->lock is only ever held briefly, never
- * around module code. The child then marks the registries it inherited: their reclaimer and
- * watcher threads did not come along, so they may not change or reclaim anything. */
+/* The prepare handler first waits until no loader call hotmod makes, on any thread, is in
+ * progress (dlgate.c: glibc's child would inherit the loader's list lock held, and block in
+ * its first dlopen); that wait comes before any lock, because module code running inside
+ * the loader may take reg->lock. Then it takes every registry's lock (and the reader
+ * list's), so the child starts with each of them in a known state; reg->lock is only ever
+ * held briefly, never around module code. The child then marks the registries it
+ * inherited: their reclaimer and watcher threads did not come along, so they may not change
+ * or reclaim anything. */
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static hm_registry *all_regs;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void prefork(void) {
   hm_registry *r;
+  hm__dlgate_prefork();
   pthread_mutex_lock(&all_lock);
   for (r = all_regs; r != NULL; r = r->all_next)
     pthread_mutex_lock(&r->lock);
@@ -143,6 +148,7 @@ static void postfork(int child) {
     pthread_mutex_unlock(&r->lock);
   }
   pthread_mutex_unlock(&all_lock);
+  hm__dlgate_postfork(child);
 }
 
 static void postfork_parent(void) { postfork(0); }
@@ -222,6 +228,9 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->settle_ms = o.settle_ms;
   reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
+  /* Before this registry's first loader call (finding the probe walks the loaded objects):
+   * a fork must find the handlers in place. */
+  pthread_once(&atfork_once, install_atfork);
   /* Asked for crash containment: without its helper there is none, say so now. */
   rc = (o.flags & HM_FLAG_PROBE) ? hm__probe_find(&a, &reg->probe_helper) : 0;
   if (rc != 0) {
@@ -239,7 +248,6 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   /* The locked directory is made and the registry listed under all_lock, so that a fork()
    * cannot come between them: the fork handler must see every lock descriptor to close the
    * child's copy. */
-  pthread_once(&atfork_once, install_atfork);
   pthread_mutex_lock(&all_lock);
   reg->spill_lock_fd = -1;
   root = hm__privdir_root(o.private_root, &reg->tmpfs_default);
