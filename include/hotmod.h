@@ -811,12 +811,21 @@ HM_EXTERN int hm_module_watch_method(const hm_module *mod);
  * callback for CHANGED events and, in immediate mode, the reloads and their events; in
  * queued mode, the preparation of each build (see hm_registry_poll), its module's
  * constructors and its REJECTED events.
+ * Descriptors: a running watcher holds 5 (its loop's epoll, signal pipe and eventfd, and
+ * its inotify descriptor), and the first libuv loop of the process, this one or the host's,
+ * also makes libuv's process-wide signal pipe (2, kept until exit, by libuv's design). The
+ * start checks that 7 are free (5 after a watcher of this process has started once) before
+ * it asks libuv for any, and fails with -EMFILE (or -ENFILE) otherwise, rather than let
+ * libuv abort the process or leak one. Only another thread that takes descriptors between
+ * that check and libuv's use can still make libuv fail as it would without the check (on
+ * the process's first loop: abort); a host that starts the watcher before other threads
+ * open files, or keeps descriptors to spare, rules that out.
  * Ownership: the registry owns the watcher; hm_watch_stop or hm_registry_free ends it.
  * NULL: HM_EINVAL.
  * Threads: any; of two concurrent starts one gets HM_EALREADY. From module code: HM_EBUSY.
  * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, HM_EBUSY, HM_EFORKED, or a
- * libuv or system error, passed through as the negative errno value it is (e.g. -EMFILE: no
- * inotify instance). On error no watcher runs. */
+ * libuv or system error, passed through as the negative errno value it is (e.g. -EMFILE:
+ * too few free descriptors, or no inotify instance). On error no watcher runs. */
 HM_EXTERN int hm_watch_start(hm_registry *reg);
 
 /* Stop the watcher started by hm_watch_start or hm_watch_attach (hotmod/uv.h), waiting for
