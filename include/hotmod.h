@@ -193,16 +193,20 @@ typedef enum hm_event {
                                hm_module_set_build); `version` is the current one */
   HM_EVENT_BUILD_SUCCEEDED, /* the command exited with status 0: hm_event_detail() is its
                                output, hm_event_build() its status and duration */
-  HM_EVENT_BUILD_FAILED     /* the command failed: err is HM_EBUILD (a non-zero exit or a
+  HM_EVENT_BUILD_FAILED,    /* the command failed: err is HM_EBUILD (a non-zero exit or a
                                signal), HM_ETIMEDOUT (killed after its timeout), -ECANCELED
                                (killed because its rule was replaced or removed), -ECHILD
                                (its status was reaped elsewhere) or the error that kept it
                                from starting; output and status as for SUCCEEDED */
+  HM_EVENT_WATCH_FAILED     /* the watcher could not watch the module's file, or its build
+                               rule's sources, for about 3 s of retries: err says why
+                               (HM_ENOMEM; -ENOSPC: inotify's limit on watches), and
+                               hm_event_detail() what. It keeps trying; once per failure */
 } hm_event;
 
 /* During the event callback: the event's detail, or "". For HM_EVENT_REJECTED the refusal's
- * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix. "" outside a
- * callback.
+ * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix, for
+ * HM_EVENT_WATCH_FAILED what could not be watched. "" outside a callback.
  * Ownership: the library's, never NULL; valid until the callback returns.
  * Threads: any (each thread sees the event it is delivering); also module code. */
 HM_EXTERN const char *hm_event_detail(void);
@@ -786,13 +790,22 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  * reported as REJECTED, and tried again at the file's next change. A deleted file leaves the
  * current version serving; the next file to appear at the path is taken.
  *
+ * A watch that cannot be set up (out of memory, inotify's limit on watches) is tried again
+ * every 0.25 s. Meanwhile hm_module_watch_method says HM_WATCH_NONE, and after about 3 s
+ * HM_EVENT_WATCH_FAILED says what cannot be watched and why, once until it succeeds; then
+ * the module's file is looked at afresh, so a build made meanwhile is not missed. The same
+ * holds for the directories of a build rule's sources (saves made before their watch
+ * succeeds start no build). A directory that is not there is no failure: it is looked for
+ * every 0.25 s, and the module counts as watched.
+ *
  * Post-link steps that rewrite a finished output (strip, objcopy, patchelf) make a second
  * finished file, and so a second version, unless the registry's settle_ms is set: then a
  * finished build is loaded only once nothing has touched it for settle_ms. */
 
 /* Which of the methods above tells the watcher that a module's file is finished. */
 typedef enum hm_watch_method {
-  HM_WATCH_NONE = 0,   /* the module is not watched (no watcher, unloaded, not yet seen) */
+  HM_WATCH_NONE = 0,   /* the module is not watched (no watcher, unloaded, not yet seen, or
+                          its watch could not be set up: HM_EVENT_WATCH_FAILED) */
   HM_WATCH_LEASE = 1,  /* kernel leases: any writer, including shared writable mappings */
   HM_WATCH_EVENTS = 2, /* inotify: written, then closed after writing */
   HM_WATCH_TIMING = 3  /* the quiet period: a fallback, see above */

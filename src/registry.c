@@ -49,6 +49,8 @@ static const char *event_name(hm_event ev) {
     return "build succeeded";
   case HM_EVENT_BUILD_FAILED:
     return "build failed";
+  case HM_EVENT_WATCH_FAILED:
+    return "not watched";
   }
   return "?";
 }

@@ -511,6 +511,66 @@ static void test_command_not_found(void **state) {
   assert_int_equal(builds_started(b), 1);
 }
 
+typedef struct started_wait {
+  wt *f;
+  const char *source;
+} started_wait;
+
+/* Save a source (again) and give the build 0.2 s to succeed. */
+static int saved_and_built(void *arg) {
+  started_wait *s = arg;
+  write_file(s->source, "int version(void) { return 2; }\n");
+  for (int i = 0; i < 20; i++) {
+    if (wt_count(s->f, HM_EVENT_BUILD_SUCCEEDED) > 0)
+      return 1;
+    wt_sleep_ms(10);
+  }
+  return 0;
+}
+
+/* Each allocation the watcher's thread makes, from its start to the build's load, failed in
+ * turn: a build rule whose state or source watch could not be made is tried again, and a
+ * save of a source starts its build in the end (a build that could not start for want of
+ * memory says so: BUILD_FAILED, HM_ENOMEM; the next save tries again). Before, a failed
+ * allocation in the rule's set-up left its sources unwatched for good, with no event. */
+static void test_allocation_failures(void **state) {
+  (void)state;
+  for (int k = 1; k < 400; k++) {
+    hm_build_options o = HM_BUILD_OPTIONS_INIT;
+    const char *argv[] = {"cp", hmt_mod("square_v2"), NULL, NULL};
+    const char *sources[] = {NULL, NULL};
+    char srcdir[4200], source[4300];
+    started_wait sw;
+    wt_faulty fa;
+    wt *f;
+    int reached;
+    memset(&fa, 0, sizeof fa);
+    fa.test_thread = pthread_self();
+    fa.fail_at = k;
+    f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, &fa);
+    wt_load(f, hmt_mod("square_v1"));
+    snprintf(srcdir, sizeof srcdir, "%s/src", f->tmp);
+    snprintf(source, sizeof source, "%s/sq.c", srcdir);
+    assert_int_equal(mkdir(srcdir, 0755), 0);
+    argv[2] = f->path;
+    sources[0] = srcdir;
+    o.argv = argv;
+    o.sources = sources;
+    assert_int_equal(hm_module_set_build(f->mod, &o), 0);
+    __atomic_store_n(&fa.armed, 1, __ATOMIC_RELEASE);
+    wt_start(f);
+    sw.f = f;
+    sw.source = source;
+    if (!hmt_wait_until(saved_and_built, &sw, WT_DEADLINE))
+      fail_msg("allocation %d failed: saved sources never built", k);
+    wt_wait_live(f->live, 2);
+    reached = __atomic_load_n(&fa.seen, __ATOMIC_ACQUIRE) >= k;
+    wt_free(f);
+    if (!reached)
+      break;
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
@@ -527,6 +587,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rule_removed_cancels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_env_and_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_command_not_found, setup, teardown),
+      cmocka_unit_test(test_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

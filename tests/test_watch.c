@@ -634,6 +634,63 @@ static void t_start_stop_errors(void **state) {
   /* teardown frees the registry with the watcher running */
 }
 
+/* ---- Failures on the watcher's thread -------------------------------------------------- */
+
+/* Each allocation the watcher's thread makes, from its start to the next build's load,
+ * failed in turn: the watcher retries what failed, and a module it says it watches has its
+ * next build loaded. A failed path resolution used to leave sq claiming HM_WATCH_LEASE with
+ * no directory watched, and no build ever loaded (nor any event). */
+static void t_watch_allocation_failures(void **state) {
+  (void)state;
+  for (int k = 1; k < 400; k++) {
+    wt_faulty fa;
+    wt *f;
+    int reached;
+    memset(&fa, 0, sizeof fa);
+    fa.test_thread = pthread_self();
+    fa.fail_at = k;
+    f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, &fa);
+    wt_load(f, hmt_mod("square_v1"));
+    __atomic_store_n(&fa.armed, 1, __ATOMIC_RELEASE);
+    wt_start(f);
+    hmt_install(hmt_mod("square_v2"), f->path);
+    wt_wait_live(f->live, 2);
+    reached = __atomic_load_n(&fa.seen, __ATOMIC_ACQUIRE) >= k;
+    wt_free(f);
+    if (!reached)
+      break; /* every allocation up to the load has failed once */
+  }
+}
+
+/* Every allocation on the watcher's thread fails for a while: the modules are not watched,
+ * hm_module_watch_method says so, and HM_EVENT_WATCH_FAILED tells; once memory is back, the
+ * watcher watches them and loads the next build. */
+static void t_watch_failure_reported(void **state) {
+  wt_faulty fa;
+  wt *f;
+  (void)state;
+  memset(&fa, 0, sizeof fa);
+  fa.test_thread = pthread_self();
+  f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, &fa);
+  wt_load(f, hmt_mod("square_v1"));
+  __atomic_store_n(&fa.fail_all, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&fa.armed, 1, __ATOMIC_RELEASE);
+  assert_int_equal(hm_watch_start(f->reg), 0);
+  wt_wait_count(f, HM_EVENT_WATCH_FAILED, 1);
+  assert_int_equal(hm_module_watch_method(f->mod), HM_WATCH_NONE);
+  assert_int_equal(hm_module_watch_method(f->canary), HM_WATCH_NONE);
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.watch_err, HM_ENOMEM);
+  assert_non_null(strstr(f->log.watch_detail, f->path));
+  pthread_mutex_unlock(&f->log.mu);
+  __atomic_store_n(&fa.fail_all, 0, __ATOMIC_RELEASE);
+  wt_wait_watched(f);
+  hmt_install(hmt_mod("square_v2"), f->path);
+  wt_wait_live(f->live, 2);
+  assert_int_equal(wt_count(f, HM_EVENT_WATCH_FAILED), 1); /* once per failure, not per try */
+  wt_free(f);
+}
+
 /* ---- Few descriptors left -------------------------------------------------------------- */
 
 #define FEW_FDS_LIMIT 64
@@ -889,6 +946,8 @@ int main(int argc, char **argv) {
       T(t_start_stop_errors, setup),
       T(t_start_stop_race, setup),
       T(t_start_with_few_descriptors, setup),
+      cmocka_unit_test(t_watch_allocation_failures),
+      cmocka_unit_test(t_watch_failure_reported),
       T(t_stop_from_event_callback, setup),
       T(t_restart_from_event_callback, setup),
       T(t_host_loop, setup),
