@@ -785,8 +785,10 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  * shared object, incomplete although its writer closed it, a missing symbol, a hook that
  * refused, the wrong ABI. Such a refusal holds for those bytes while the same version is
  * current; any change of the file is looked at afresh. Failures that a later try may not
- * meet (out of memory or descriptors, I/O errors, a dependency that dlopen cannot find yet)
- * are retried after 0.1, 0.2, 0.4, 0.8 and 1.6 s with no event; one that outlasts that is
+ * meet (out of memory or descriptors, I/O errors, a dependency that dlopen cannot find yet,
+ * a file this process may not open yet: `install -m755` by another user makes it 0600 and
+ * chmods it only after writing it) are retried after 0.1, 0.2, 0.4, 0.8 and 1.6 s with no
+ * event, and sooner at the file's next change (the chmod); one that outlasts that is
  * reported as REJECTED, and tried again at the file's next change. A deleted file leaves the
  * current version serving; the next file to appear at the path is taken.
  *

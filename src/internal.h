@@ -450,6 +450,7 @@ typedef struct hm__settle {
   uint64_t settle_key;
   unsigned rechecks; /* lease: probes since a writer's close still found a writer */
   unsigned recheck_ms;
+  int denied;        /* the last read was refused for want of permission (see below) */
 } hm__settle;
 
 /* What reading and checking the file found. */
@@ -461,6 +462,8 @@ typedef struct hm__settle_file {
   unsigned cur;        /* the module's current version number */
   int events_pending;  /* inotify has events the watcher has not read yet (they may say a
                           writer came back since the close that made the file finished) */
+  int denied;          /* the open was refused for want of permission (read_rc HM_EACCES):
+                          the file's mode or owner may still change */
 } hm__settle_file;
 
 HM__HIDDEN void hm__settle_init(hm__settle *s, hm__method forced);

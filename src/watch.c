@@ -365,6 +365,7 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
                                          (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_HASH |
                                              (wm->st.method == HM__BY_LEASE ? HM__READ_PROBE : 0),
                                          &f, NULL);
+  sf.denied = fd == HM_EACCES; /* the open itself: no permission to read, for now */
   if (sf.read_rc == 0) {
     why[0] = '\0';
     elf_rc = hm__elf_check(f.buf, f.len, NULL, why, sizeof why);
