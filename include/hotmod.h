@@ -475,6 +475,13 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * crash containment (hm_module_set_probe) apply. If a module of that name was unloaded with
  * hm_module_unload, it comes back under the same name with its next version number and its
  * live handles work again (so the file must have their symbols and signatures).
+ * A relative `path` is taken against the current directory of this call, and that
+ * directory is kept with it: reloads (hm_module_reload), the watcher and the module's build
+ * rule use the same file whatever chdir() the process makes later. The directory is the one
+ * $PWD names when it is the current directory (as a shell sets it, through the symbolic
+ * links it was reached by), else getcwd()'s; it is joined to the path as text, so symbolic
+ * links on the way are followed anew at each reload (a `current -> releases/42` flip).
+ * hm_module_path still returns the path as given.
  * Ownership: `name` and `path` are copied. On success, if `out` is not NULL, *out is
  * borrowed from the registry, valid until hm_registry_free; on error *out is NULL.
  * NULL: `reg`, `name` or `path` NULL is HM_EINVAL; `out` may be NULL.
@@ -490,7 +497,8 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * this one), HM_EHOOK, HM_ELINT (lint policy HM_LINT_REJECT), HM_ECRASHED and HM_ETIMEDOUT
  * (crash containment), HM_ENOSYM and HM_ESIG (a revived module's live handles), HM_EIO,
  * HM_ENOMEM, HM_EBUSY, HM_EFORKED, or another negative errno of a system call (e.g. -ENOSPC
- * writing the private copy, -EMFILE). On error nothing is created. */
+ * writing the private copy, -EMFILE; getcwd's, for a relative path when the current
+ * directory is gone). On error nothing is created. */
 HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *path,
                              hm_module **out);
 
@@ -516,7 +524,8 @@ HM_EXTERN int hm_module_find(hm_registry *reg, const char *name, hm_module **out
 HM_EXTERN int hm_module_reload(hm_module *mod);
 
 /* Like hm_module_reload, but load the file at `path`, which becomes the module's path if the
- * reload succeeds (a failed one leaves the path as it was).
+ * reload succeeds (a failed one leaves the path as it was). A relative `path` is taken
+ * against the current directory of this call, kept with it as hm_module_load does.
  * Ownership: `path` is copied. The string hm_module_path returned before is freed on success.
  * NULL: `mod` or `path` NULL (or an empty path) is HM_EINVAL.
  * Threads: as hm_module_reload.
@@ -750,7 +759,8 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
 /* The watcher follows the file of every loaded module: those loaded before it starts and
  * after. A module unloaded with hm_module_unload stops being watched, and is watched again
  * when it is loaded again; hm_module_reload_from moves the watch to the new path. A relative
- * path is taken against the current directory when the watch is made.
+ * path is taken against the directory that was current when it was given (hm_module_load),
+ * not the current directory of the moment.
  *
  * It watches what the path means: the directory of every symlink met along the path and
  * the directory of the file it ends at. When a symlink on the way changes (a deploy that
@@ -919,14 +929,19 @@ typedef struct hm_build_options {
   const char *const *sources;  /* files and directories to watch; required, non-empty. A
                                   directory stands for the files directly in it (not its
                                   subdirectories). Relative paths are taken against `cwd`
-                                  if set, else the current directory, at the setter's call */
+                                  if set, else the module's directory (below) */
   const char *const *include;  /* fnmatch() patterns on the names of files in a source
                                   directory: only those that match one count (NULL: all) */
   const char *const *exclude;  /* patterns of names that never count, added to
                                   HM_BUILD_DEFAULT_EXCLUDES; they apply to a source given
                                   as a file too */
-  const char *cwd;             /* the command's working directory (NULL: the current
-                                  directory at the setter's call) */
+  const char *cwd;             /* the command's working directory (NULL: the module's
+                                  directory: the one its relative path was taken against,
+                                  the current directory of the hm_module_load or
+                                  hm_module_reload_from that gave its path; for a path given
+                                  absolute whose directory could not be had, the current
+                                  directory at the setter's call); relative: against the
+                                  module's directory */
   const char *const *env;      /* "NAME=value" set, or "NAME" removed, in the command's
                                   environment, which is the host's otherwise (NULL: none) */
   unsigned timeout_ms;         /* the command's process group is killed (SIGKILL) after this

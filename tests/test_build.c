@@ -511,6 +511,37 @@ static void test_command_not_found(void **state) {
   assert_int_equal(builds_started(b), 1);
 }
 
+/* A rule's relative paths (and its working directory, left NULL) go with the module's: the
+ * directory its relative path was taken against, not the current directory when the rule
+ * is set (before, after a chdir("/") the rule watched /../<tmp>/src and built nothing). */
+static void test_relative_rule_follows_module(void **state) {
+  bt *b = *state;
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  char rel_src[300], rel_c[320], first[4200];
+  const char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-o", "sq.so", rel_c, NULL};
+  const char *sources[] = {rel_src, NULL};
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(here >= 0);
+  /* The module now comes from src/sq.so, given as "sq.so" in src/. */
+  snprintf(first, sizeof first, "%s/first.so", b->f->tmp);
+  hmt_install(first, b->f->path);
+  assert_int_equal(chdir(b->f->src), 0);
+  assert_int_equal(hm_module_reload_from(b->f->mod, "sq.so"), 0);
+  snprintf(rel_src, sizeof rel_src, "../%s/src", strrchr(b->f->tmp, '/') + 1);
+  snprintf(rel_c, sizeof rel_c, "%s/sq.c", rel_src);
+  assert_int_equal(chdir("/"), 0);
+  o.argv = argv;
+  o.sources = sources;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+  wt_start(b->f);
+  edit(b, 7);
+  wt_wait_live(b->f->live, 7);
+  settle(b);
+  assert_int_equal(wt_count(b->f, HM_EVENT_BUILD_FAILED), 0);
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+}
+
 typedef struct started_wait {
   wt *f;
   const char *source;
@@ -587,6 +618,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rule_removed_cancels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_env_and_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_command_not_found, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_relative_rule_follows_module, setup, teardown),
       cmocka_unit_test(test_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -579,6 +579,32 @@ static void t_reload_from_moves_the_watch(void **state) {
   assert_int_equal(wt_live(f->live), 3);
 }
 
+/* A module loaded by a relative path is watched where it was loaded, whatever chdir() the
+ * host makes: the watcher saw the change in src/ but loaded the new current directory's
+ * sq.so (a decoy build 3 here), and after chdir("/") did nothing and sent no event. */
+static void t_relative_path_watched(void **state) {
+  wt *f = *state;
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(here >= 0);
+  hmt_install(hmt_mod("square_v1"), f->path);
+  hmt_install(hmt_mod("square_v3"), hmt_path(f->tmp, "sq.so")); /* the decoy */
+  assert_int_equal(chdir(f->src), 0);
+  assert_int_equal(hm_module_load(f->reg, "sq", "sq.so", &f->mod), 0);
+  assert_int_equal(hm_live_get(f->reg, "sq:version", &f->live), 0);
+  wt_start(f);
+  assert_int_equal(chdir(f->tmp), 0);
+  hmt_install(hmt_mod("square_v2"), f->path);
+  wt_wait_live(f->live, 2);
+  assert_int_equal(chdir("/"), 0);
+  hmt_install(hmt_mod("square_v1"), f->path);
+  wt_wait_live(f->live, 1);
+  wt_sync(f);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 0);
+  assert_string_equal(hm_module_path(f->mod), "sq.so");
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+}
+
 static void t_directory_replaced(void **state) {
   wt *f = *state;
   char old[4200];
@@ -1095,6 +1121,7 @@ int main(int argc, char **argv) {
       T(t_unload_stops_watch, setup),
       T(t_reload_from_moves_the_watch, setup),
       T(t_directory_replaced, setup),
+      T(t_relative_path_watched, setup),
       T(t_start_stop_errors, setup),
       T(t_start_stop_race, setup),
       T(t_start_with_few_descriptors, setup),
