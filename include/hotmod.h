@@ -907,13 +907,23 @@ HM_EXTERN int hm_registry_poll(hm_registry *reg);
                                       it is, with no shell */
 #define HM_BUILD_NO_DEFAULT_EXCLUDES 0x2u /* do not apply HM_BUILD_DEFAULT_EXCLUDES */
 
-/* What every build rule ignores unless it sets HM_BUILD_NO_DEFAULT_EXCLUDES: editors' swap,
- * backup, lock and probe files (vim's .x.c.swp and 4913, emacs's #x.c# and .#x.c, x.c~,
- * gedit's .goutputstream-*) and build products (objects, libraries, and the temporary files
- * linkers rename over them). Patterns for fnmatch(), matched against a file's name. */
+/* What every build rule ignores unless it sets HM_BUILD_NO_DEFAULT_EXCLUDES: editors' and
+ * tools' swap, backup, lock, probe and temporary files (vim's .x.c.swp and the other swap
+ * names down to .x.c.saa, its .x.c.swx name test and 4913; nano's .x.c.swp; emacs's #x.c#,
+ * .#x.c and flycheck_x.c; x.c~; gedit's .goutputstream-*; JetBrains' x.c___jb_tmp___ and
+ * x.c___jb_old___; the files that sed -i (sedXXXXXX) and clang-format -i (x.c-XXXXXXXX)
+ * write and rename over the source) and build products (objects, libraries, and the
+ * temporary files linkers rename over them). git checkout, VS Code and nano write the
+ * source itself. Patterns for fnmatch(), matched against a file's name. */
 #define HM_BUILD_DEFAULT_EXCLUDES                                                              \
-  ".*.sw[a-p]", "*~", "4913", "#*#", ".#*", ".goutputstream-*", "*.o", "*.a", "*.so",          \
-      "*.so.*", "*.tmp"
+  ".*.s[a-w][a-z]", "*~", "4913", "#*#", ".#*", "flycheck_*", ".goutputstream-*",              \
+      "*___jb_tmp___", "*___jb_old___", "sed" HM__ALNUM6,                                      \
+      "*-" HM__HEX4 HM__HEX4, "*.o", "*.a", "*.so", "*.so.*", "*.tmp"
+/* Pieces of the patterns above: six letters or digits (mkstemp's XXXXXX), four hex digits. */
+#define HM__ALNUM "[A-Za-z0-9]"
+#define HM__ALNUM6 HM__ALNUM HM__ALNUM HM__ALNUM HM__ALNUM HM__ALNUM HM__ALNUM
+#define HM__HEX "[0-9a-f]"
+#define HM__HEX4 HM__HEX HM__HEX HM__HEX HM__HEX
 
 /* The version of hm_build_options this header defines (fields up to output_max). */
 #define HM_BUILD_OPTIONS_VERSION 1

@@ -267,6 +267,14 @@ static void test_swap_files_ignored(void **state) {
   write_file(hmt_path(b->srcdir, "sq.c~"), text);
   write_file(hmt_path(b->srcdir, "4913"), text);
   write_file(hmt_path(b->srcdir, "#sq.c#"), text);
+  /* vim's name test at open (.swx), sed -i's and clang-format -i's temporaries (renamed
+   * over the source), JetBrains' safe write, emacs flycheck's copies. */
+  write_file(hmt_path(b->srcdir, ".sq.c.swx"), text);
+  write_file(hmt_path(b->srcdir, "sedAb3xY9"), text);
+  write_file(hmt_path(b->srcdir, "sq.c-1a2b3c4d"), text);
+  write_file(hmt_path(b->srcdir, "sq.c___jb_tmp___"), text);
+  write_file(hmt_path(b->srcdir, "sq.c___jb_old___"), text);
+  write_file(hmt_path(b->srcdir, "flycheck_sq.c"), text);
   wt_sync(b->f);
   assert_int_equal(builds_started(b), 0);
   assert_int_equal(wt_live(b->f->live), 1);
@@ -275,6 +283,113 @@ static void test_swap_files_ignored(void **state) {
   wt_wait_live(b->f->live, 2);
   settle(b);
   assert_int_equal(builds_started(b), 1);
+}
+
+/* Run a tool in the sources' directory; 0 if it ran and succeeded, 1 if it is not
+ * installed (skipped, with a message). */
+static int tool(bt *b, const char *what, char *const argv[]) {
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+  assert_true(here >= 0);
+  assert_int_equal(chdir(b->srcdir), 0);
+  rc = wt_run(argv);
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+  if (rc == -1 || rc == 127) {
+    print_message("skipped: %s (%s is not installed)\n", what, argv[0]);
+    return 1;
+  }
+  if (rc != 0)
+    fail_msg("%s: %s exited with %d", what, argv[0], rc);
+  return 0;
+}
+
+typedef struct started_since {
+  bt *b;
+  int before;
+} started_since;
+
+static int build_started_since(void *arg) {
+  started_since *s = arg;
+  return builds_started(s->b) > s->before;
+}
+
+/* The builds started since `before`, once the build a save calls for has loaded `want` (or,
+ * want 0: once one started) and everything settled. A build that a save's temporary file
+ * started runs first, and the rename's build follows it in the same loop turn as its end,
+ * so settle() counts it too. (settle() alone could count too early: the canary's reload
+ * can come in the same read as the save's event, before the build is started.) */
+static int builds_for(bt *b, int before, int want) {
+  started_since s = {b, before};
+  if (want != 0)
+    wt_wait_live(b->f->live, want);
+  else if (!hmt_wait_until(build_started_since, &s, WT_DEADLINE))
+    fail_msg("no build started");
+  settle(b);
+  return builds_started(b) - before;
+}
+
+/* Real editors and tools that save a source: each save is one build, not two. sed -i writes
+ * sedXXXXXX and renames it over the source (its close started a build of its own, and the
+ * rename one more); vim opens with a .swx name test; clang-format -i writes name-XXXXXXXX.
+ * git checkout writes the file in place. JetBrains' safe write, emulated. */
+static void test_editor_and_tool_saves(void **state) {
+  bt *b = *state;
+  char text[128], tmp[4300], old[4300];
+  int n;
+  set_cc_rule(b);
+  wt_start(b->f);
+  {
+    char *argv[] = {"sed", "-i", "s/return 1/return 2/", "sq.c", NULL};
+    n = builds_started(b);
+    if (tool(b, "sed -i", argv) == 0)
+      assert_int_equal(builds_for(b, n, 2), 1);
+    else
+      edit(b, 2);
+  }
+  {
+    char *argv[] = {"vim", "-u", "NONE", "-i", "NONE", "-N", "-es", "-c", "s/return 2/return 3/",
+                    "-c", "wq", "sq.c", NULL};
+    n = builds_started(b);
+    if (tool(b, "vim", argv) == 0)
+      assert_int_equal(builds_for(b, n, 3), 1);
+    else
+      edit(b, 3);
+  }
+  {
+    char *init[] = {"git", "init", "-q", ".", NULL};
+    char *add[] = {"git", "add", "sq.c", NULL};
+    char *commit[] = {"git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m",
+                      "3", NULL};
+    char *checkout[] = {"git", "checkout", "-q", "--", "sq.c", NULL};
+    if (tool(b, "git checkout", init) == 0) {
+      assert_int_equal(tool(b, "git add", add), 0);
+      assert_int_equal(tool(b, "git commit", commit), 0);
+      edit(b, 4);
+      builds_for(b, 0, 4);
+      n = builds_started(b);
+      assert_int_equal(tool(b, "git checkout", checkout), 0);
+      assert_int_equal(builds_for(b, n, 3), 1);
+    }
+  }
+  {
+    char *argv[] = {"clang-format", "-i", "sq.c", NULL};
+    write_file(b->source, "int   version(void){return 5;}\n");
+    builds_for(b, 0, 5);
+    n = builds_started(b);
+    if (tool(b, "clang-format -i", argv) == 0)
+      assert_int_equal(builds_for(b, n, 0), 1);
+  }
+  /* JetBrains "safe write": the new text in name___jb_tmp___, the old file renamed to
+   * name___jb_old___, the new one renamed into place, the old one deleted. */
+  snprintf(tmp, sizeof tmp, "%s___jb_tmp___", b->source);
+  snprintf(old, sizeof old, "%s___jb_old___", b->source);
+  source_text(text, sizeof text, 6);
+  n = builds_started(b);
+  write_file(tmp, text);
+  assert_int_equal(rename(b->source, old), 0);
+  assert_int_equal(rename(tmp, b->source), 0);
+  assert_int_equal(unlink(old), 0);
+  assert_int_equal(builds_for(b, n, 6), 1);
 }
 
 static void test_syntax_error_then_fix(void **state) {
@@ -609,6 +724,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_three_quick_edits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_editor_rename_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_swap_files_ignored, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_editor_and_tool_saves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_syntax_error_then_fix, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hanging_build_killed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hanging_group_killed, setup, teardown),
