@@ -688,13 +688,8 @@ static void test_allocation_failures(void **state) {
     char srcdir[4200], source[4300];
     started_wait sw;
     wt_faulty fa;
-    wt *f;
+    wt *f = wt_new_faulty(&fa, k);
     int reached;
-    memset(&fa, 0, sizeof fa);
-    fa.test_thread = pthread_self();
-    fa.fail_at = k;
-    f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, &fa);
-    wt_load(f, hmt_mod("square_v1"));
     snprintf(srcdir, sizeof srcdir, "%s/src", f->tmp);
     snprintf(source, sizeof source, "%s/sq.c", srcdir);
     assert_int_equal(mkdir(srcdir, 0755), 0);

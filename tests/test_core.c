@@ -828,6 +828,13 @@ static void test_long_names(void **state) {
 
 /* ---- Relative paths ----------------------------------------------------------------------- */
 
+/* f->src/name, made, with `mod` (e.g. "square_v1") in it as mod.so; its path into out[n]. */
+static void make_release(fixture *f, const char *name, const char *mod, char *out, size_t n) {
+  snprintf(out, n, "%s/%s", f->src, name);
+  assert_int_equal(mkdir(out, 0755), 0);
+  hmt_install(hmt_mod(mod), hmt_path(out, "mod.so"));
+}
+
 static int version_of(hm_registry *reg, hm_module *mod) {
   hm_snapshot *s = NULL;
   char q[300];
@@ -849,12 +856,8 @@ static void test_relative_path_kept(void **state) {
   int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   hm_module *mod;
   assert_true(here >= 0);
-  snprintf(a, sizeof a, "%s/a", f->src);
-  snprintf(b, sizeof b, "%s/b", f->src);
-  assert_int_equal(mkdir(a, 0755), 0);
-  assert_int_equal(mkdir(b, 0755), 0);
-  hmt_install(hmt_mod("square_v1"), hmt_path(a, "mod.so"));
-  hmt_install(hmt_mod("square_v3"), hmt_path(b, "mod.so"));
+  make_release(f, "a", "square_v1", a, sizeof a);
+  make_release(f, "b", "square_v3", b, sizeof b);
   assert_int_equal(chdir(a), 0);
   assert_int_equal(hm_module_load(f->reg, "rel", "mod.so", &mod), 0);
   assert_string_equal(hm_module_path(mod), "mod.so");
@@ -888,14 +891,10 @@ static void test_relative_path_through_symlinked_cwd(void **state) {
   int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   hm_module *mod;
   assert_true(here >= 0);
-  snprintf(r1, sizeof r1, "%s/r1", f->src);
-  snprintf(r2, sizeof r2, "%s/r2", f->src);
+  make_release(f, "r1", "square_v1", r1, sizeof r1);
+  make_release(f, "r2", "square_v2", r2, sizeof r2);
   snprintf(cur, sizeof cur, "%s/current", f->src);
   snprintf(tmp, sizeof tmp, "%s/current.new", f->src);
-  assert_int_equal(mkdir(r1, 0755), 0);
-  assert_int_equal(mkdir(r2, 0755), 0);
-  hmt_install(hmt_mod("square_v1"), hmt_path(r1, "mod.so"));
-  hmt_install(hmt_mod("square_v2"), hmt_path(r2, "mod.so"));
   assert_int_equal(symlink("r1", cur), 0);
   assert_int_equal(chdir(cur), 0);
   assert_int_equal(setenv("PWD", cur, 1), 0); /* as a shell's cd sets it */

@@ -672,13 +672,8 @@ static void t_watch_allocation_failures(void **state) {
   (void)state;
   for (int k = 1; k < 400; k++) {
     wt_faulty fa;
-    wt *f;
+    wt *f = wt_new_faulty(&fa, k);
     int reached;
-    memset(&fa, 0, sizeof fa);
-    fa.test_thread = pthread_self();
-    fa.fail_at = k;
-    f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, &fa);
-    wt_load(f, hmt_mod("square_v1"));
     __atomic_store_n(&fa.armed, 1, __ATOMIC_RELEASE);
     wt_start(f);
     hmt_install(hmt_mod("square_v2"), f->path);
@@ -695,12 +690,8 @@ static void t_watch_allocation_failures(void **state) {
  * watcher watches them and loads the next build. */
 static void t_watch_failure_reported(void **state) {
   wt_faulty fa;
-  wt *f;
+  wt *f = wt_new_faulty(&fa, 0);
   (void)state;
-  memset(&fa, 0, sizeof fa);
-  fa.test_thread = pthread_self();
-  f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, &fa);
-  wt_load(f, hmt_mod("square_v1"));
   __atomic_store_n(&fa.fail_all, 1, __ATOMIC_RELEASE);
   __atomic_store_n(&fa.armed, 1, __ATOMIC_RELEASE);
   assert_int_equal(hm_watch_start(f->reg), 0);

@@ -222,6 +222,16 @@ void *wt_faulty_alloc(void *p, size_t n, void *ud) {
   return realloc(p, n);
 }
 
+wt *wt_new_faulty(wt_faulty *fa, int fail_at) {
+  wt *f;
+  memset(fa, 0, sizeof *fa);
+  fa->test_thread = pthread_self();
+  fa->fail_at = fail_at;
+  f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, fa);
+  wt_load(f, hmt_mod("square_v1"));
+  return f;
+}
+
 void wt_cp_over(const char *src, const char *dest) {
   size_t len;
   unsigned char *buf = hmt_read(src, &len);

@@ -87,6 +87,9 @@ typedef struct wt_faulty {
   int fail_at;
 } wt_faulty;
 void *wt_faulty_alloc(void *p, size_t n, void *ud);
+/* A fixture (immediate mode) whose allocations go through `fa` (initialised here, not
+ * armed, failing its fail_at-th allocation once armed), with sq build 1 loaded. */
+wt *wt_new_faulty(wt_faulty *fa, int fail_at);
 
 /* Copy src over dest in place, as cp does: truncate, write, close. */
 void wt_cp_over(const char *src, const char *dest);
