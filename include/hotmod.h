@@ -913,8 +913,8 @@ HM_EXTERN int hm_registry_poll(hm_registry *reg);
  * .#x.c and flycheck_x.c; x.c~; gedit's .goutputstream-*; JetBrains' x.c___jb_tmp___ and
  * x.c___jb_old___; the files that sed -i (sedXXXXXX) and clang-format -i (x.c-XXXXXXXX)
  * write and rename over the source) and build products (objects, libraries, and the
- * temporary files linkers rename over them). git checkout, VS Code and nano write the
- * source itself. Patterns for fnmatch(), matched against a file's name. */
+ * temporary files linkers rename over them). git checkout and nano write the source
+ * itself. Patterns for fnmatch(), matched against a file's name. */
 #define HM_BUILD_DEFAULT_EXCLUDES                                                              \
   ".*.s[a-w][a-z]", "*~", "4913", "#*#", ".#*", "flycheck_*", ".goutputstream-*",              \
       "*___jb_tmp___", "*___jb_old___", "sed" HM__ALNUM6,                                      \
