@@ -193,16 +193,20 @@ typedef enum hm_event {
                                hm_module_set_build); `version` is the current one */
   HM_EVENT_BUILD_SUCCEEDED, /* the command exited with status 0: hm_event_detail() is its
                                output, hm_event_build() its status and duration */
-  HM_EVENT_BUILD_FAILED     /* the command failed: err is HM_EBUILD (a non-zero exit or a
+  HM_EVENT_BUILD_FAILED,    /* the command failed: err is HM_EBUILD (a non-zero exit or a
                                signal), HM_ETIMEDOUT (killed after its timeout), -ECANCELED
                                (killed because its rule was replaced or removed), -ECHILD
                                (its status was reaped elsewhere) or the error that kept it
                                from starting; output and status as for SUCCEEDED */
+  HM_EVENT_WATCH_FAILED     /* the watcher could not watch the module's file, or its build
+                               rule's sources, for about 3 s of retries: err says why
+                               (HM_ENOMEM; -ENOSPC: inotify's limit on watches), and
+                               hm_event_detail() what. It keeps trying; once per failure */
 } hm_event;
 
 /* During the event callback: the event's detail, or "". For HM_EVENT_REJECTED the refusal's
- * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix. "" outside a
- * callback.
+ * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix, for
+ * HM_EVENT_WATCH_FAILED what could not be watched. "" outside a callback.
  * Ownership: the library's, never NULL; valid until the callback returns.
  * Threads: any (each thread sees the event it is delivering); also module code. */
 HM_EXTERN const char *hm_event_detail(void);
@@ -471,6 +475,13 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * crash containment (hm_module_set_probe) apply. If a module of that name was unloaded with
  * hm_module_unload, it comes back under the same name with its next version number and its
  * live handles work again (so the file must have their symbols and signatures).
+ * A relative `path` is taken against the current directory of this call, and that
+ * directory is kept with it: reloads (hm_module_reload), the watcher and the module's build
+ * rule use the same file whatever chdir() the process makes later. The directory is the one
+ * $PWD names when it is the current directory (as a shell sets it, through the symbolic
+ * links it was reached by), else getcwd()'s; it is joined to the path as text, so symbolic
+ * links on the way are followed anew at each reload (a `current -> releases/42` flip).
+ * hm_module_path still returns the path as given.
  * Ownership: `name` and `path` are copied. On success, if `out` is not NULL, *out is
  * borrowed from the registry, valid until hm_registry_free; on error *out is NULL.
  * NULL: `reg`, `name` or `path` NULL is HM_EINVAL; `out` may be NULL.
@@ -486,7 +497,8 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * this one), HM_EHOOK, HM_ELINT (lint policy HM_LINT_REJECT), HM_ECRASHED and HM_ETIMEDOUT
  * (crash containment), HM_ENOSYM and HM_ESIG (a revived module's live handles), HM_EIO,
  * HM_ENOMEM, HM_EBUSY, HM_EFORKED, or another negative errno of a system call (e.g. -ENOSPC
- * writing the private copy, -EMFILE). On error nothing is created. */
+ * writing the private copy, -EMFILE; getcwd's, for a relative path when the current
+ * directory is gone). On error nothing is created. */
 HM_EXTERN int hm_module_load(hm_registry *reg, const char *name, const char *path,
                              hm_module **out);
 
@@ -512,7 +524,8 @@ HM_EXTERN int hm_module_find(hm_registry *reg, const char *name, hm_module **out
 HM_EXTERN int hm_module_reload(hm_module *mod);
 
 /* Like hm_module_reload, but load the file at `path`, which becomes the module's path if the
- * reload succeeds (a failed one leaves the path as it was).
+ * reload succeeds (a failed one leaves the path as it was). A relative `path` is taken
+ * against the current directory of this call, kept with it as hm_module_load does.
  * Ownership: `path` is copied. The string hm_module_path returned before is freed on success.
  * NULL: `mod` or `path` NULL (or an empty path) is HM_EINVAL.
  * Threads: as hm_module_reload.
@@ -746,7 +759,8 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
 /* The watcher follows the file of every loaded module: those loaded before it starts and
  * after. A module unloaded with hm_module_unload stops being watched, and is watched again
  * when it is loaded again; hm_module_reload_from moves the watch to the new path. A relative
- * path is taken against the current directory when the watch is made.
+ * path is taken against the directory that was current when it was given (hm_module_load),
+ * not the current directory of the moment.
  *
  * It watches what the path means: the directory of every symlink met along the path and
  * the directory of the file it ends at. When a symlink on the way changes (a deploy that
@@ -781,10 +795,20 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  * shared object, incomplete although its writer closed it, a missing symbol, a hook that
  * refused, the wrong ABI. Such a refusal holds for those bytes while the same version is
  * current; any change of the file is looked at afresh. Failures that a later try may not
- * meet (out of memory or descriptors, I/O errors, a dependency that dlopen cannot find yet)
- * are retried after 0.1, 0.2, 0.4, 0.8 and 1.6 s with no event; one that outlasts that is
+ * meet (out of memory or descriptors, I/O errors, a dependency that dlopen cannot find yet,
+ * a file this process may not open yet: `install -m755` by another user makes it 0600 and
+ * chmods it only after writing it) are retried after 0.1, 0.2, 0.4, 0.8 and 1.6 s with no
+ * event, and sooner at the file's next change (the chmod); one that outlasts that is
  * reported as REJECTED, and tried again at the file's next change. A deleted file leaves the
  * current version serving; the next file to appear at the path is taken.
+ *
+ * A watch that cannot be set up (out of memory, inotify's limit on watches) is tried again
+ * every 0.25 s. Meanwhile hm_module_watch_method says HM_WATCH_NONE, and after about 3 s
+ * HM_EVENT_WATCH_FAILED says what cannot be watched and why, once until it succeeds; then
+ * the module's file is looked at afresh, so a build made meanwhile is not missed. The same
+ * holds for the directories of a build rule's sources (saves made before their watch
+ * succeeds start no build). A directory that is not there is no failure: it is looked for
+ * every 0.25 s, and the module counts as watched.
  *
  * Post-link steps that rewrite a finished output (strip, objcopy, patchelf) make a second
  * finished file, and so a second version, unless the registry's settle_ms is set: then a
@@ -792,7 +816,8 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
 
 /* Which of the methods above tells the watcher that a module's file is finished. */
 typedef enum hm_watch_method {
-  HM_WATCH_NONE = 0,   /* the module is not watched (no watcher, unloaded, not yet seen) */
+  HM_WATCH_NONE = 0,   /* the module is not watched (no watcher, unloaded, not yet seen, or
+                          its watch could not be set up: HM_EVENT_WATCH_FAILED) */
   HM_WATCH_LEASE = 1,  /* kernel leases: any writer, including shared writable mappings */
   HM_WATCH_EVENTS = 2, /* inotify: written, then closed after writing */
   HM_WATCH_TIMING = 3  /* the quiet period: a fallback, see above */
@@ -811,12 +836,21 @@ HM_EXTERN int hm_module_watch_method(const hm_module *mod);
  * callback for CHANGED events and, in immediate mode, the reloads and their events; in
  * queued mode, the preparation of each build (see hm_registry_poll), its module's
  * constructors and its REJECTED events.
+ * Descriptors: a running watcher holds 5 (its loop's epoll, signal pipe and eventfd, and
+ * its inotify descriptor), and the first libuv loop of the process, this one or the host's,
+ * also makes libuv's process-wide signal pipe (2, kept until exit, by libuv's design). The
+ * start checks that 7 are free (5 after a watcher of this process has started once) before
+ * it asks libuv for any, and fails with -EMFILE (or -ENFILE) otherwise, rather than let
+ * libuv abort the process or leak one. Only another thread that takes descriptors between
+ * that check and libuv's use can still make libuv fail as it would without the check (on
+ * the process's first loop: abort); a host that starts the watcher before other threads
+ * open files, or keeps descriptors to spare, rules that out.
  * Ownership: the registry owns the watcher; hm_watch_stop or hm_registry_free ends it.
  * NULL: HM_EINVAL.
  * Threads: any; of two concurrent starts one gets HM_EALREADY. From module code: HM_EBUSY.
  * Errors: HM_EINVAL, HM_EALREADY (a watcher runs), HM_ENOMEM, HM_EBUSY, HM_EFORKED, or a
- * libuv or system error, passed through as the negative errno value it is (e.g. -EMFILE: no
- * inotify instance). On error no watcher runs. */
+ * libuv or system error, passed through as the negative errno value it is (e.g. -EMFILE:
+ * too few free descriptors, or no inotify instance). On error no watcher runs. */
 HM_EXTERN int hm_watch_start(hm_registry *reg);
 
 /* Stop the watcher started by hm_watch_start or hm_watch_attach (hotmod/uv.h), waiting for
@@ -873,13 +907,23 @@ HM_EXTERN int hm_registry_poll(hm_registry *reg);
                                       it is, with no shell */
 #define HM_BUILD_NO_DEFAULT_EXCLUDES 0x2u /* do not apply HM_BUILD_DEFAULT_EXCLUDES */
 
-/* What every build rule ignores unless it sets HM_BUILD_NO_DEFAULT_EXCLUDES: editors' swap,
- * backup, lock and probe files (vim's .x.c.swp and 4913, emacs's #x.c# and .#x.c, x.c~,
- * gedit's .goutputstream-*) and build products (objects, libraries, and the temporary files
- * linkers rename over them). Patterns for fnmatch(), matched against a file's name. */
+/* What every build rule ignores unless it sets HM_BUILD_NO_DEFAULT_EXCLUDES: editors' and
+ * tools' swap, backup, lock, probe and temporary files (vim's .x.c.swp and the other swap
+ * names down to .x.c.saa, its .x.c.swx name test and 4913; nano's .x.c.swp; emacs's #x.c#,
+ * .#x.c and flycheck_x.c; x.c~; gedit's .goutputstream-*; JetBrains' x.c___jb_tmp___ and
+ * x.c___jb_old___; the files that sed -i (sedXXXXXX) and clang-format -i (x.c-XXXXXXXX)
+ * write and rename over the source) and build products (objects, libraries, and the
+ * temporary files linkers rename over them). git checkout and nano write the source
+ * itself. Patterns for fnmatch(), matched against a file's name. */
 #define HM_BUILD_DEFAULT_EXCLUDES                                                              \
-  ".*.sw[a-p]", "*~", "4913", "#*#", ".#*", ".goutputstream-*", "*.o", "*.a", "*.so",          \
-      "*.so.*", "*.tmp"
+  ".*.s[a-w][a-z]", "*~", "4913", "#*#", ".#*", "flycheck_*", ".goutputstream-*",              \
+      "*___jb_tmp___", "*___jb_old___", "sed" HM__ALNUM6,                                      \
+      "*-" HM__HEX4 HM__HEX4, "*.o", "*.a", "*.so", "*.so.*", "*.tmp"
+/* Pieces of the patterns above: six letters or digits (mkstemp's XXXXXX), four hex digits. */
+#define HM__ALNUM "[A-Za-z0-9]"
+#define HM__ALNUM6 HM__ALNUM HM__ALNUM HM__ALNUM HM__ALNUM HM__ALNUM HM__ALNUM
+#define HM__HEX "[0-9a-f]"
+#define HM__HEX4 HM__HEX HM__HEX HM__HEX HM__HEX
 
 /* The version of hm_build_options this header defines (fields up to output_max). */
 #define HM_BUILD_OPTIONS_VERSION 1
@@ -895,14 +939,19 @@ typedef struct hm_build_options {
   const char *const *sources;  /* files and directories to watch; required, non-empty. A
                                   directory stands for the files directly in it (not its
                                   subdirectories). Relative paths are taken against `cwd`
-                                  if set, else the current directory, at the setter's call */
+                                  if set, else the module's directory (below) */
   const char *const *include;  /* fnmatch() patterns on the names of files in a source
                                   directory: only those that match one count (NULL: all) */
   const char *const *exclude;  /* patterns of names that never count, added to
                                   HM_BUILD_DEFAULT_EXCLUDES; they apply to a source given
                                   as a file too */
-  const char *cwd;             /* the command's working directory (NULL: the current
-                                  directory at the setter's call) */
+  const char *cwd;             /* the command's working directory (NULL: the module's
+                                  directory: the one its relative path was taken against,
+                                  the current directory of the hm_module_load or
+                                  hm_module_reload_from that gave its path; for a path given
+                                  absolute whose directory could not be had, the current
+                                  directory at the setter's call); relative: against the
+                                  module's directory */
   const char *const *env;      /* "NAME=value" set, or "NAME" removed, in the command's
                                   environment, which is the host's otherwise (NULL: none) */
   unsigned timeout_ms;         /* the command's process group is killed (SIGKILL) after this

@@ -302,18 +302,29 @@ fail:
 
 /* ---- Build states ---------------------------------------------------------------------- */
 
+/* Watch the directories of the rule's sources that are not watched yet (all, for a new
+ * state). One that cannot be (memory) is tried again on the watcher's retry timer. */
+static void wbuild_watch_dirs(hm__watcher *w, hm__wbuild *wb) {
+  size_t i;
+  for (i = 0; i < wb->rule->nsrcs; i++) {
+    if (wb->dirs[i] == NULL)
+      wb->dirs[i] = hm__watch_dir_ref(w, wb->rule->srcs[i].dir);
+    if (wb->dirs[i] == NULL)
+      hm__watch_setup_failed(w);
+  }
+}
+
 static hm__wbuild *wbuild_new(hm__watcher *w, hm_module *mod, hm__build_rule *rule) {
   hm__wbuild *wb = hm__calloc(&w->a, 1, sizeof *wb);
-  size_t i;
   if (wb == NULL || (wb->dirs = hm__calloc(&w->a, rule->nsrcs, sizeof *wb->dirs)) == NULL) {
     hm__free(&w->a, wb);
+    hm__watch_setup_failed(w);
     return NULL;
   }
   wb->w = w;
   wb->mod = mod;
   wb->rule = rule;
-  for (i = 0; i < rule->nsrcs; i++)
-    wb->dirs[i] = hm__watch_dir_ref(w, rule->srcs[i].dir);
+  wbuild_watch_dirs(w, wb);
   wb->next = w->builds;
   w->builds = wb;
   return wb;
@@ -349,6 +360,8 @@ void hm__build_reconcile(hm__watcher *w) {
   size_t i, n = 0;
   pthread_mutex_lock(&reg->lock);
   todo = reg->nmods != 0 ? hm__calloc(&w->a, reg->nmods, sizeof *todo) : NULL;
+  if (reg->nmods != 0 && todo == NULL)
+    hm__watch_setup_failed(w);
   for (i = 0; todo != NULL && i < reg->nmods; i++) {
     hm_module *mod = reg->mods[i];
     todo[n].mod = mod;
@@ -363,6 +376,8 @@ void hm__build_reconcile(hm__watcher *w) {
     int was_running = 0;
     for (wb = w->builds; wb != NULL && wb->mod != todo[i].mod; wb = wb->next)
       ;
+    if (wb != NULL && wb->rule == todo[i].rule && !hm__watch_winding_down(w))
+      wbuild_watch_dirs(w, wb); /* those that failed before */
     if ((wb == NULL && todo[i].rule == NULL) || hm__watch_winding_down(w) ||
         (wb != NULL && wb->rule == todo[i].rule))
       continue;
@@ -386,6 +401,25 @@ void hm__build_reconcile(hm__watcher *w) {
   for (i = 0; i < n; i++)
     hm__build_rule_unref(todo[i].rule);
   hm__free(&w->a, todo);
+}
+
+int hm__build_watch_err(hm__watcher *w, hm_module *mod, int has_rule, char *what, size_t n) {
+  hm__wbuild *wb;
+  size_t i;
+  for (wb = w->builds; wb != NULL && wb->mod != mod; wb = wb->next)
+    ;
+  if (wb == NULL) {
+    snprintf(what, n, "the sources of %s's build rule", mod->name);
+    return has_rule ? HM_ENOMEM : 0; /* its state could not be made */
+  }
+  for (i = 0; i < wb->rule->nsrcs; i++) {
+    if (wb->dirs[i] == NULL || wb->dirs[i]->err != 0) {
+      snprintf(what, n, "the source directory %s of %s's build rule", wb->rule->srcs[i].dir,
+               mod->name);
+      return wb->dirs[i] == NULL ? HM_ENOMEM : wb->dirs[i]->err;
+    }
+  }
+  return 0;
 }
 
 void hm__build_note(hm__watcher *w, const struct inotify_event *ev) {

@@ -124,7 +124,10 @@ static int add_source(hm__build_rule *r, const char *base, const char *path) {
   return s->name != NULL ? 0 : hm__fail(HM_ENOMEM, "out of memory");
 }
 
-static int rule_make(const hm__allocator *a, const hm_build_options *o, hm__build_rule **out) {
+/* `base`: the directory the module's path was taken against ("": unknown, then the current
+ * directory now), for the relative paths of the rule. */
+static int rule_make(const hm__allocator *a, const hm_build_options *o, const char *base,
+                     hm__build_rule **out) {
   char here[PATH_MAX];
   struct stat st;
   size_t i, nsrc = list_len(o->sources);
@@ -137,7 +140,9 @@ static int rule_make(const hm__allocator *a, const hm_build_options *o, hm__buil
   r->flags = o->flags;
   r->timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : 600000;
   r->output_max = o->output_max != 0 ? o->output_max : 65536;
-  if (getcwd(here, sizeof here) == NULL) {
+  if (strlen(base) < sizeof here && base[0] == '/') {
+    strcpy(here, base);
+  } else if (getcwd(here, sizeof here) == NULL) {
     rc = hm__fail(-errno, "hm_module_set_build: getcwd: %s", strerror(errno));
     goto out;
   }
@@ -202,8 +207,16 @@ int hm_module_set_build(hm_module *mod, const hm_build_options *opts) {
         return hm__fail(HM_EINVAL, "hm_module_set_build: an empty source path");
     if (opts->cwd != NULL && opts->cwd[0] == '\0')
       return hm__fail(HM_EINVAL, "hm_module_set_build: an empty working directory");
-    if ((rc = rule_make(&reg->a, opts, &r)) != 0)
-      return rc;
+    {
+      /* Relative paths of the rule go with the module's own: against the directory its
+       * path was taken against, whatever the current directory is now. */
+      char base[PATH_MAX];
+      pthread_mutex_lock(&reg->lock);
+      snprintf(base, sizeof base, "%s", hm__path_dir(mod->path));
+      pthread_mutex_unlock(&reg->lock);
+      if ((rc = rule_make(&reg->a, opts, base, &r)) != 0)
+        return rc;
+    }
   }
   pthread_mutex_lock(&reg->lock);
   old = mod->build;

@@ -19,7 +19,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -213,6 +215,74 @@ int hm__file_read(const hm__allocator *a, const char *path, unsigned flags, hm__
   rc = hm__file_read_fd(a, fd, path, flags, out, writer);
   close(fd);
   return rc;
+}
+
+/* ---- Where a module's file is ---------------------------------------------------------- */
+
+char *hm__path_pack(const hm__allocator *a, const char *where, const char *given,
+                    const char *dir) {
+  size_t lw = strlen(where) + 1, lg = strlen(given) + 1, ld = strlen(dir) + 1;
+  char *p = hm__malloc(a, lw + lg + ld);
+  if (p != NULL) {
+    memcpy(p, where, lw);
+    memcpy(p + lw, given, lg);
+    memcpy(p + lw + lg, dir, ld);
+  }
+  return p;
+}
+
+const char *hm__path_given(const char *packed) { return packed + strlen(packed) + 1; }
+
+const char *hm__path_dir(const char *packed) {
+  const char *g = hm__path_given(packed);
+  return g + strlen(g) + 1;
+}
+
+char *hm__path_dup(const hm__allocator *a, const char *packed) {
+  return hm__path_pack(a, packed, hm__path_given(packed), hm__path_dir(packed));
+}
+
+/* The current directory as the host named it: $PWD when that is the current directory (as
+ * a shell keeps it, through the symlinks it was reached by, so that a deploy's
+ * `current -> releases/42` flip is followed), else what getcwd says. Into buf[n]; 0 or a
+ * negative errno. */
+static int cwd_now(char *buf, size_t n) {
+  const char *pwd = secure_getenv("PWD");
+  struct stat here, there;
+  if (pwd != NULL && pwd[0] == '/' && strlen(pwd) < n && stat(".", &here) == 0 &&
+      stat(pwd, &there) == 0 && here.st_dev == there.st_dev && here.st_ino == there.st_ino) {
+    strcpy(buf, pwd);
+    return 0;
+  }
+  return getcwd(buf, n) != NULL ? 0 : -errno;
+}
+
+char *hm__path_anchor(const hm__allocator *a, const char *given, int *err) {
+  char dir[PATH_MAX], *where = NULL, *p;
+  int rc = cwd_now(dir, sizeof dir);
+  if (rc != 0 && given[0] != '/') {
+    *err = hm__fail(rc, "cannot take the relative path %s against the current directory: %s",
+                    given, hm_strerror(rc));
+    return NULL;
+  }
+  if (rc != 0)
+    dir[0] = '\0'; /* not needed for an absolute path; build rules fall back on theirs */
+  if (given[0] != '/') {
+    size_t ld = strlen(dir), lg = strlen(given);
+    if (ld == 1)
+      ld = 0; /* the root: no "//" */
+    if ((where = hm__malloc(a, ld + 1 + lg + 1)) != NULL) {
+      memcpy(where, dir, ld);
+      where[ld] = '/';
+      memcpy(where + ld + 1, given, lg + 1);
+    }
+  }
+  p = given[0] == '/' || where != NULL ? hm__path_pack(a, where ? where : given, given, dir)
+                                       : NULL;
+  hm__free(a, where);
+  if (p == NULL)
+    *err = hm__fail(HM_ENOMEM, "out of memory");
+  return p;
 }
 
 void hm__file_release(const hm__allocator *a, hm__file *f) {

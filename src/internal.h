@@ -192,6 +192,21 @@ HM__HIDDEN int hm__file_open(const char *path);
 HM__HIDDEN int hm__file_read_fd(const hm__allocator *a, int fd, const char *path,
                                 unsigned flags, hm__file *out, hm__writer *writer);
 HM__HIDDEN void hm__file_release(const hm__allocator *a, hm__file *f);
+
+/* A module's path as the registry keeps it: one allocation holding three strings, so that
+ * it is replaced and freed as one. First where the file is, which every read and watch
+ * uses: a relative path given by the host is joined (as text, so symlinks on the way are
+ * followed anew each time) to the directory current when it was given; then the path as
+ * given (hm_module_path); then that directory ("" when it could not be had). */
+/* Anchor `given` now. NULL on failure, with *err HM_ENOMEM or getcwd's error (a relative
+ * path only) and the detail recorded. */
+HM__HIDDEN char *hm__path_anchor(const hm__allocator *a, const char *given, int *err);
+/* Pack the three strings (NULL on ENOMEM), copy a packed path, and read its parts. */
+HM__HIDDEN char *hm__path_pack(const hm__allocator *a, const char *where, const char *given,
+                               const char *dir);
+HM__HIDDEN char *hm__path_dup(const hm__allocator *a, const char *packed);
+HM__HIDDEN const char *hm__path_given(const char *packed);
+HM__HIDDEN const char *hm__path_dir(const char *packed);
 /* May the regular file `st`, open as fd from `path`, be loaded (trust.c)? Its owner, who
  * else may write to it and to the directories that lead to it; the rules are at the top of
  * trust.c. Waived by HM__READ_ALLOW_WRITABLE. 0, or HM_EACCES with the path and the rule in
@@ -450,6 +465,7 @@ typedef struct hm__settle {
   uint64_t settle_key;
   unsigned rechecks; /* lease: probes since a writer's close still found a writer */
   unsigned recheck_ms;
+  int denied;        /* the last read was refused for want of permission (see below) */
 } hm__settle;
 
 /* What reading and checking the file found. */
@@ -461,6 +477,8 @@ typedef struct hm__settle_file {
   unsigned cur;        /* the module's current version number */
   int events_pending;  /* inotify has events the watcher has not read yet (they may say a
                           writer came back since the close that made the file finished) */
+  int denied;          /* the open was refused for want of permission (read_rc HM_EACCES):
+                          the file's mode or owner may still change */
 } hm__settle_file;
 
 HM__HIDDEN void hm__settle_init(hm__settle *s, hm__method forced);

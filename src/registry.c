@@ -49,6 +49,8 @@ static const char *event_name(hm_event ev) {
     return "build succeeded";
   case HM_EVENT_BUILD_FAILED:
     return "build failed";
+  case HM_EVENT_WATCH_FAILED:
+    return "not watched";
   }
   return "?";
 }
@@ -481,7 +483,7 @@ static int module_get_or_create(hm_registry *reg, const char *name, const char *
     return HM_ENOMEM;
   mod->reg = reg;
   mod->name = hm__strdup(&reg->a, name);
-  mod->path = hm__strdup(&reg->a, path);
+  mod->path = hm__path_pack(&reg->a, path, path, ""); /* the first load anchors it */
   mod->next_num = 1;
   if (mod->name == NULL || mod->path == NULL ||
       hm__map_put(&reg->modules, &reg->a, mod->name, mod) != 0) {
@@ -596,7 +598,7 @@ typedef struct reload_job {
   hm_registry *reg;
   unsigned flags;
   int new_path;      /* the path differs from the module's (a load, or reload_from) */
-  char *path;        /* owned: where this version comes from */
+  char *path;        /* owned, packed (hm__path_pack): where this version comes from */
   unsigned long seq; /* names the private copy */
   hm__version *old;  /* the current version, kept current (and alive) by reload_lock */
   unsigned oldnum;
@@ -630,7 +632,13 @@ static int spare_ready(hm_module *mod) {
 static int job_begin(reload_job *j, const char *path) {
   hm_module *mod = j->mod;
   hm_registry *reg = j->reg;
+  char *anchored = NULL;
   int rc = 0;
+  /* A path from the host is taken against the current directory now, once (before the
+   * lock: it asks the filesystem); the watcher's is the module's own. */
+  if (path != NULL && !(j->flags & HM__RELOAD_WATCHER) &&
+      (anchored = hm__path_anchor(&reg->a, path, &rc)) == NULL)
+    return rc;
   pthread_mutex_lock(&reg->lock);
   j->old = mod->cur;
   j->oldnum = mod->cur != NULL ? mod->cur->num : 0;
@@ -649,13 +657,15 @@ static int job_begin(reload_job *j, const char *path) {
   } else if (spare_ready(mod) != 0) {
     rc = hm__fail(HM_ENOMEM, "out of memory loading %s", mod->name);
   } else {
-    j->path = hm__strdup(&reg->a, path != NULL ? path : mod->path);
+    j->path = anchored != NULL ? anchored : hm__path_dup(&reg->a, mod->path);
+    anchored = NULL;
     if (j->path == NULL)
       rc = hm__fail(HM_ENOMEM, "out of memory");
     j->new_path = j->old == NULL || (path != NULL && !(j->flags & HM__RELOAD_WATCHER));
     j->seq = ++reg->seq;
   }
   pthread_mutex_unlock(&reg->lock);
+  hm__free(&reg->a, anchored);
   return rc;
 }
 
@@ -1445,7 +1455,9 @@ unsigned hm_module_version(const hm_module *mod) {
 
 const char *hm_module_name(const hm_module *mod) { return mod ? mod->name : NULL; }
 
-const char *hm_module_path(const hm_module *mod) { return mod ? mod->path : NULL; }
+const char *hm_module_path(const hm_module *mod) {
+  return mod ? hm__path_given(mod->path) : NULL;
+}
 
 int hm_module_set_lint(hm_module *mod, hm_lint_policy policy) {
   if (mod == NULL)

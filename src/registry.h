@@ -20,7 +20,8 @@ typedef struct hm__table {
 struct hm_module {
   hm_registry *reg;
   char *name;
-  char *path;            /* under reg->lock */
+  char *path;            /* packed (hm__path_pack): where the file is, then the path as given
+                            and the directory it was taken against; under reg->lock */
   hm_fn *table;          /* atomic: &cur_table->fns[0]; what hm_live_enter loads */
   hm__table *cur_table;  /* under reg->lock */
   hm__version *cur;      /* current version, NULL when unloaded; under reg->lock */

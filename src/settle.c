@@ -25,7 +25,9 @@
  * that is not complete is refused once. Load failures are sorted by hm__err_is_final: the
  * file's own content fails the same way every time, so it is refused for the pair (these
  * bytes, this current version); anything else is retried on a backoff schedule and reported
- * only once it has outlasted it.
+ * only once it has outlasted it. A file this process may not open is of the second kind:
+ * its mode and owner can still change, and deploys change them last (install creates the
+ * file 0600, writes and closes it, then chmods it; the chmod's IN_ATTRIB brings it back).
  */
 #include "internal.h"
 
@@ -130,6 +132,9 @@ hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file *f, int se
                                  unsigned settle_ms) {
   if (f->read_rc == HM_ENOENT || f->read_rc == -ENOTDIR)
     return HM__DO_WAIT; /* gone again: the next file to appear announces itself */
+  s->denied = f->denied;
+  if (f->denied)
+    return HM__DO_RETRY; /* refused only if it stays so (hm__settle_result) */
   if (f->read_rc == HM_EAGAIN) {
     /* A writer has it open, or it changed while being read: the writer's close comes. */
     return s->method == HM__BY_TIMING ? HM__DO_QUIET : HM__DO_WAIT;
@@ -179,7 +184,7 @@ hm__settle_do hm__settle_result(hm__settle *s, int rc, uint64_t key, unsigned cu
   }
   if (rc == HM_EAGAIN || rc == HM_ENOENT || rc == HM_ENOMOD)
     return s->method == HM__BY_TIMING ? HM__DO_QUIET : HM__DO_WAIT;
-  if (hm__err_is_final(rc)) {
+  if (hm__err_is_final(rc) && !(rc == HM_EACCES && s->denied)) {
     /* The reload that refused it has reported it. */
     s->have_final = 1;
     s->final_key = key;

@@ -41,11 +41,13 @@ static void unwatch(hm__watcher *w, hm__wmod *wm) {
 }
 
 /* Watch `mod`'s file at `path` (taken over). A failure to allocate leaves the module
- * unwatched until the next hook wakes the loop. */
+ * unwatched until a retry on the timer succeeds. */
 static void watch_mod(hm__watcher *w, hm_module *mod, char *path) {
   hm__wmod *wm = hm__calloc(&w->a, 1, sizeof *wm);
   if (wm == NULL) {
     hm__free(&w->a, path);
+    w->lost_mods = 1;
+    hm__watch_setup_failed(w);
     return;
   }
   wm->w = w;
@@ -86,10 +88,16 @@ static hm__wmod *find_wmod(hm__watcher *w, const hm_module *mod) {
   return NULL;
 }
 
+static void setup_check(hm__watcher *w);
+
 void hm__watch_reconcile(hm__watcher *w) {
   hm_registry *reg = w->reg;
   watch_todo *todo;
+  hm__wmod *wm;
   size_t i, n = 0, cap;
+  /* What failed before is tried again now; this pass says whether it still fails. */
+  w->failing = 0;
+  w->lost_mods = 0;
   /* Build rules first: their sources are watched before the modules say they are. */
   hm__build_reconcile(w);
   if (hm__watch_winding_down(w))
@@ -97,14 +105,20 @@ void hm__watch_reconcile(hm__watcher *w) {
   pthread_mutex_lock(&reg->lock);
   cap = reg->nmods;
   todo = cap ? hm__calloc(&w->a, cap, sizeof *todo) : NULL;
+  if (cap != 0 && todo == NULL) {
+    w->lost_mods = 1;
+    hm__watch_setup_failed(w);
+  }
   for (i = 0; todo != NULL && i < reg->nmods; i++) {
     hm_module *mod = reg->mods[i];
     hm__wmod *wm = find_wmod(w, mod);
     int loaded = mod->cur != NULL;
     int moved = loaded && wm != NULL && strcmp(wm->path, mod->path) != 0;
     watch_todo t = {mod, NULL, wm != NULL && (!loaded || moved), 0};
-    if (loaded && (wm == NULL || moved))
-      t.path = hm__strdup(&w->a, mod->path);
+    if (loaded && (wm == NULL || moved) && (t.path = hm__strdup(&w->a, mod->path)) == NULL) {
+      w->lost_mods = 1;
+      hm__watch_setup_failed(w);
+    }
     if (loaded && mod->poll_rc != 0) {
       t.poll_rc = mod->poll_rc;
       mod->poll_rc = 0;
@@ -131,6 +145,99 @@ void hm__watch_reconcile(hm__watcher *w) {
   for (i = 0; i < n; i++)
     hm__free(&w->a, todo[i].path);
   hm__free(&w->a, todo);
+  /* Modules whose directories could not all be watched: follow their paths again. */
+  for (wm = w->mods; wm != NULL && !hm__watch_winding_down(w); wm = wm->next) {
+    if (wm->setup_err != 0 && hm__watch_set_points(w, wm) == 0) {
+      /* Changes made while it was not watched are found by looking now. */
+      hm__settle_note(&wm->st, HM__EV_START);
+      hm__watch_decide(wm, HM__WHY_EVENTS);
+    }
+  }
+  if (!hm__watch_winding_down(w))
+    setup_check(w);
+}
+
+/* Whether the module `mod` (wm: the watcher's state for it, or NULL) is watched, or the
+ * error that keeps it from it, with what could not be watched in what[n]. */
+static int watch_err(hm__watcher *w, hm_module *mod, const hm__wmod *wm, int has_rule,
+                     const char *path, char *what, size_t n) {
+  int err;
+  size_t i;
+  if (wm == NULL) {
+    snprintf(what, n, "%s", path);
+    return w->lost_mods ? HM_ENOMEM : 0; /* else loaded since this pass: not failed yet */
+  }
+  if ((err = hm__watch_points_err(wm)) != 0) {
+    snprintf(what, n, "%s", wm->path);
+    for (i = 0; i < wm->npts && wm->setup_err == 0; i++)
+      if (wm->pts[i].dir->err != 0)
+        snprintf(what, n, "the directory %s (on the way to %s)", wm->pts[i].dir->path, wm->path);
+    return err;
+  }
+  return hm__build_watch_err(w, mod, has_rule, what, n);
+}
+
+/* At the end of each pass: while anything is not watched, the retry timer brings the
+ * watcher back (hm__watch_setup_failed); once that has lasted HM__WATCH_REPORT_MS, each
+ * module concerned gets one HM_EVENT_WATCH_FAILED. The failure is over when a pass finds
+ * everything watched. */
+static void setup_check(hm__watcher *w) {
+  hm_registry *reg = w->reg;
+  hm__wmod *wm;
+  size_t i;
+  for (wm = w->mods; wm != NULL; wm = wm->next)
+    if (hm__watch_points_err(wm) != 0)
+      hm__watch_setup_failed(w);
+  if (!w->failing) {
+    /* Build rules need a look at the modules' rules, under the lock. */
+    pthread_mutex_lock(&reg->lock);
+    for (i = 0; i < reg->nmods && !w->failing; i++) {
+      char what[256];
+      if (reg->mods[i]->cur != NULL &&
+          hm__build_watch_err(w, reg->mods[i], reg->mods[i]->build != NULL, what, sizeof what))
+        hm__watch_setup_failed(w);
+    }
+    pthread_mutex_unlock(&reg->lock);
+  }
+  if (!w->failing) {
+    w->failing_since_ns = 0;
+    w->failing_reported = 0;
+    return;
+  }
+  if (w->failing_since_ns == 0)
+    w->failing_since_ns = hm__mono_ns();
+  if (w->failing_reported ||
+      hm__mono_ns() - w->failing_since_ns < (long long)HM__WATCH_REPORT_MS * 1000000)
+    return;
+  w->failing_reported = 1;
+  /* One module at a time: the lock is not held while the host's callback runs, and a loaded
+   * module is never freed before the registry. */
+  for (i = 0; !hm__watch_winding_down(w); i++) {
+    hm_module *mod;
+    unsigned num;
+    int has_rule, err;
+    char path[1024], what[1200], detail[1500];
+    pthread_mutex_lock(&reg->lock);
+    if (i >= reg->nmods) {
+      pthread_mutex_unlock(&reg->lock);
+      break;
+    }
+    mod = reg->mods[i];
+    num = mod->cur != NULL ? mod->cur->num : 0;
+    has_rule = mod->build != NULL;
+    snprintf(path, sizeof path, "%s", mod->path);
+    pthread_mutex_unlock(&reg->lock);
+    if (num == 0)
+      continue;
+    err = watch_err(w, mod, find_wmod(w, mod), has_rule, path, what, sizeof what);
+    if (err == 0)
+      continue;
+    snprintf(detail, sizeof detail,
+             "the watcher cannot watch %s: %s; it tries again every %u ms (meanwhile "
+             "hm_module_watch_method says HM_WATCH_NONE for a module's own file)",
+             what, hm_strerror(err), (unsigned)HM__WATCH_RETRY_MS);
+    hm__emit_detail(reg, HM_EVENT_WATCH_FAILED, mod, num, err, detail);
+  }
 }
 
 /* ---- Deciding ------------------------------------------------------------------------- */
@@ -258,6 +365,7 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
                                          (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_HASH |
                                              (wm->st.method == HM__BY_LEASE ? HM__READ_PROBE : 0),
                                          &f, NULL);
+  sf.denied = fd == HM_EACCES; /* the open itself: no permission to read, for now */
   if (sf.read_rc == 0) {
     why[0] = '\0';
     elf_rc = hm__elf_check(f.buf, f.len, NULL, why, sizeof why);
@@ -355,7 +463,9 @@ void hm__watch_decide(hm__wmod *wm, hm__settle_why why) {
              mtime == wm->mtime_ns && ino == wm->ino;
   }
   act = hm__settle_decide(&wm->st, why, writer, stable);
-  __atomic_store_n(&wm->mod->watch_method, (int)wm->st.method, __ATOMIC_RELEASE);
+  /* A module some of whose directories are not watched is not said to be watched. */
+  __atomic_store_n(&wm->mod->watch_method,
+                   hm__watch_points_err(wm) == 0 ? (int)wm->st.method : 0, __ATOMIC_RELEASE);
   if (act == HM__DO_QUIET)
     quiet_start(wm);
   else if (act == HM__DO_RECHECK)

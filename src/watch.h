@@ -26,8 +26,11 @@ typedef struct hm__wpath {
 HM__HIDDEN int hm__wpath_resolve(const hm__allocator *a, const char *path, hm__wpath *out);
 HM__HIDDEN void hm__wpath_free(const hm__allocator *a, hm__wpath *p);
 
-/* How often a directory that went away is looked for again. */
+/* How often a directory that went away is looked for again, and a watch that could not be
+ * set up (memory, inotify's limits) is tried again. */
 #define HM__WATCH_RETRY_MS 250
+/* How long a watch may fail to be set up before HM_EVENT_WATCH_FAILED says so. */
+#define HM__WATCH_REPORT_MS 3000
 
 /* What we ask inotify for, on each directory: completion (close after write, renamed into
  * place), writes and other changes, and the directory's own fate. Not opens or read-only
@@ -43,7 +46,8 @@ typedef struct hm__watcher hm__watcher;
 typedef struct hm__wdir {
   struct hm__wdir *next;
   char *path;
-  int wd; /* -1: the directory is not there; the retry timer looks for it */
+  int wd; /* -1: not watched now; the retry timer tries again */
+  int err; /* with wd -1: why, when it is not just missing (-ENOSPC, HM_ENOMEM ...), else 0 */
   size_t refs;
 } hm__wdir;
 
@@ -63,6 +67,7 @@ typedef struct hm__wmod {
   char *path;         /* the module's path when the watch was made */
   hm__wpoint *pts;    /* symlinks on the way, then the file itself (the last) */
   size_t npts;
+  int setup_err;      /* the last hm__watch_set_points failed (HM_ENOMEM ...): not watched */
   hm__settle st;
   int dirty;  /* events were folded into st since the last decision */
   int relink; /* a symlink on the way changed: follow the path again */
@@ -93,6 +98,10 @@ struct hm__watcher {
   hm__method forced; /* HOTMOD_WATCH_METHOD */
   hm__wdir *dirs;
   hm__wmod *mods;
+  /* Watches that could not be set up: `failing` since failing_since_ns (monotonic), reported
+   * once it lasts (failing_reported); lost_mods: a loaded module got no watch state at all. */
+  int failing, lost_mods, failing_reported;
+  long long failing_since_ns;
   hm__watcher *next_stopped; /* on reg->watch_stopped */
   struct hm__wbuild *builds; /* build rules of watched modules (build.c) */
 };
@@ -107,8 +116,12 @@ static inline int hm__watch_winding_down(hm__watcher *w) {
 /* ---- Where to look (watchpath.c) ------------------------------------------------------- */
 
 /* Follow the module's path again and watch every directory it leads through; the old points
- * are let go after the new ones hold their directories. */
-HM__HIDDEN void hm__watch_set_points(hm__watcher *w, hm__wmod *wm);
+ * are let go after the new ones hold their directories. 0, or the error that left some
+ * directory unwatched (also kept in wm->setup_err; the watcher tries again). */
+HM__HIDDEN int hm__watch_set_points(hm__watcher *w, hm__wmod *wm);
+/* Is every directory the module's path leads through watched (or only missing, and looked
+ * for)? The error that keeps one from it otherwise. */
+HM__HIDDEN int hm__watch_points_err(const hm__wmod *wm);
 HM__HIDDEN void hm__watch_free_points(hm__watcher *w, hm__wmod *wm);
 /* The directory with this watch descriptor is gone: look for it again on a timer. */
 HM__HIDDEN void hm__watch_dir_lost(hm__watcher *w, int wd);
@@ -119,8 +132,11 @@ HM__HIDDEN void hm__watch_on_retry(uv_timer_t *t); /* the retry timer's callback
 
 /* Decide what to do about a module's file after events or a timer. */
 HM__HIDDEN void hm__watch_decide(hm__wmod *wm, hm__settle_why why);
-/* Make the watched modules match the registry's, and pick up failed queued reloads. */
+/* Make the watched modules match the registry's, and pick up failed queued reloads. Also
+ * tries again what could not be set up before, and reports what keeps failing. */
 HM__HIDDEN void hm__watch_reconcile(hm__watcher *w);
+/* A watch could not be set up: the retry timer brings the watcher back to reconcile. */
+HM__HIDDEN void hm__watch_setup_failed(hm__watcher *w);
 HM__HIDDEN void hm__watch_on_inotify(uv_poll_t *p, int status, int events);
 
 /* ---- Running (watchrun.c) -------------------------------------------------------------- */
@@ -144,6 +160,10 @@ HM__HIDDEN void hm__watch_dir_unref(hm__watcher *w, hm__wdir *d);
 HM__HIDDEN void hm__build_reconcile(hm__watcher *w);
 /* A named inotify event (or, ev NULL, lost events): mark the builds it calls for. */
 HM__HIDDEN void hm__build_note(hm__watcher *w, const struct inotify_event *ev);
+/* The error that keeps the build rule of `mod` (has_rule: it has one) from watching all of
+ * its sources, with the directory concerned in what[n]; 0 if it watches them all. */
+HM__HIDDEN int hm__build_watch_err(hm__watcher *w, hm_module *mod, int has_rule, char *what,
+                                   size_t n);
 /* Start the builds marked since the last call, or fold them into one more build after the
  * one under way. */
 HM__HIDDEN void hm__build_kick(hm__watcher *w);

@@ -166,10 +166,20 @@ static void retry_start(hm__watcher *w) {
     uv_timer_start(&w->retry, hm__watch_on_retry, HM__WATCH_RETRY_MS, HM__WATCH_RETRY_MS);
 }
 
+void hm__watch_setup_failed(hm__watcher *w) {
+  w->failing = 1;
+  retry_start(w);
+}
+
+/* Why inotify_add_watch failed, as a watch error: a directory that is not there (yet) is
+ * no error, it is looked for again; anything else (the limit on watches, memory, no
+ * permission) keeps it unwatched until a retry succeeds. */
+static int add_watch_err(int e) { return e == ENOENT || e == ENOTDIR ? 0 : -e; }
+
 /* Find or make the entry for directory `path` (copied) and add a reference. */
 hm__wdir *hm__watch_dir_ref(hm__watcher *w, const char *path) {
   hm__wdir *d;
-  int wd = inotify_add_watch(w->fd, path, HM__WATCH_MASK);
+  int wd = inotify_add_watch(w->fd, path, HM__WATCH_MASK), err = wd < 0 ? add_watch_err(errno) : 0;
   /* Two spellings of one directory get one watch descriptor: match on that, not the text.
    * A directory we cannot watch now (not there yet) is matched by its text and retried. */
   for (d = w->dirs; d != NULL; d = d->next) {
@@ -192,6 +202,7 @@ hm__wdir *hm__watch_dir_ref(hm__watcher *w, const char *path) {
     return NULL;
   }
   d->wd = wd;
+  d->err = err;
   d->refs = 1;
   d->next = w->dirs;
   w->dirs = d;
@@ -248,6 +259,7 @@ void hm__watch_on_retry(uv_timer_t *t) {
     if (d->wd >= 0)
       continue;
     d->wd = inotify_add_watch(w->fd, d->path, HM__WATCH_MASK);
+    d->err = d->wd < 0 ? add_watch_err(errno) : 0;
     if (d->wd < 0) {
       dead = 1;
       continue;
@@ -262,7 +274,10 @@ void hm__watch_on_retry(uv_timer_t *t) {
       }
     }
   }
-  if (!dead)
+  /* Watches that could not be set up are tried again, and reported once that lasts. */
+  if (w->failing && !hm__watch_winding_down(w))
+    hm__watch_reconcile(w);
+  if (!dead && !w->failing && !hm__watch_winding_down(w))
     uv_timer_stop(&w->retry);
   for (hm__wmod *wm = w->mods; wm != NULL && !hm__watch_winding_down(w); wm = wm->next) {
     if (wm->dirty) {
@@ -286,31 +301,69 @@ void hm__watch_free_points(hm__watcher *w, hm__wmod *wm) {
   wm->npts = 0;
 }
 
+int hm__watch_points_err(const hm__wmod *wm) {
+  size_t i;
+  if (wm->setup_err != 0)
+    return wm->setup_err;
+  for (i = 0; i < wm->npts; i++)
+    if (wm->pts[i].dir->err != 0)
+      return wm->pts[i].dir->err;
+  return 0;
+}
+
 /* Follow the module's path and watch every directory it leads through. On failure (memory)
- * the module keeps its old points, or none, until the next change wakes the loop. */
-void hm__watch_set_points(hm__watcher *w, hm__wmod *wm) {
+ * the module keeps its old points, or none, and is not watched (setup_err) until a retry
+ * on the timer succeeds. */
+int hm__watch_set_points(hm__watcher *w, hm__wmod *wm) {
   hm__wpath p;
   hm__wpoint *pts;
   size_t i;
-  if (hm__wpath_resolve(&w->a, wm->path, &p) != 0)
-    return;
-  pts = hm__calloc(&w->a, p.n, sizeof *pts);
-  if (pts == NULL) {
-    hm__wpath_free(&w->a, &p);
-    return;
+  int rc = hm__wpath_resolve(&w->a, wm->path, &p);
+  if (rc == HM_EINVAL) {
+    /* The path names no file ("/", or ending in ".."): nothing to watch, nothing to retry. */
+    wm->setup_err = 0;
+    return 0;
   }
+  pts = rc == 0 ? hm__calloc(&w->a, p.n, sizeof *pts) : NULL;
+  if (pts == NULL) {
+    if (rc == 0)
+      hm__wpath_free(&w->a, &p);
+    wm->setup_err = rc != 0 ? rc : HM_ENOMEM;
+    hm__watch_setup_failed(w);
+    return wm->setup_err;
+  }
+  rc = 0;
   for (i = 0; i < p.n; i++) {
     pts[i].dir = hm__watch_dir_ref(w, p.pts[i].dir);
     pts[i].name = p.pts[i].name;
     pts[i].link = p.pts[i].link;
     p.pts[i].name = NULL;
+    if (pts[i].dir == NULL)
+      rc = HM_ENOMEM;
+  }
+  if (rc != 0) {
+    /* All or nothing: a point without its directory would never see its events. */
+    for (i = 0; i < p.n; i++) {
+      if (pts[i].dir != NULL)
+        hm__watch_dir_unref(w, pts[i].dir);
+      hm__free(&w->a, pts[i].name);
+    }
+    hm__free(&w->a, pts);
+    hm__wpath_free(&w->a, &p);
+    wm->setup_err = rc;
+    hm__watch_setup_failed(w);
+    return rc;
   }
   /* The new directories are referenced before the old ones are let go, so a directory both
    * use keeps its inotify watch (and its pending events). */
   hm__watch_free_points(w, wm);
   wm->pts = pts;
   wm->npts = p.n;
+  wm->setup_err = 0;
   hm__wpath_free(&w->a, &p);
+  if (hm__watch_points_err(wm) != 0)
+    hm__watch_setup_failed(w);
+  return hm__watch_points_err(wm);
 }
 
 

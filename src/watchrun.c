@@ -19,8 +19,11 @@
 #include "hotmod/uv.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -174,6 +177,54 @@ static hm__method forced_method(void) {
   return (hm__method)0;
 }
 
+/* Descriptors a watcher on a loop of its own needs at its start: the loop's epoll, signal
+ * pipe (2) and wake-up eventfd, and the inotify descriptor; and, for the first loop of the
+ * process, libuv's process-wide signal pipe (2), kept until exit. */
+#define HM__WATCH_FDS 5
+#define HM__WATCH_START_FDS (HM__WATCH_FDS + 2)
+
+/* Set once a loop of ours was made: libuv's process-wide pipe exists from then on. (A loop
+ * the host made first also made it, but that cannot be known: it costs only the margin.) */
+static int libuv_signal_pipe_made;
+
+/* Fail with the errno (-EMFILE, -ENFILE) unless `n` descriptors can be had now. libuv's first
+ * loop aborts the process when its process-wide signal pipe cannot be made (1 or 2 free
+ * descriptors), and a uv_loop_init that fails after its epoll descriptor leaks that one
+ * (libuv 1.44): asking first means libuv is only called when it has what it needs. Another
+ * thread may take them between this look and libuv's; only the host can rule that out. */
+static int fds_available(int n) {
+  int fds[HM__WATCH_START_FDS], got = 0, rc = 0;
+  while (got < n) {
+    fds[got] = got == 0 ? eventfd(0, EFD_CLOEXEC) : fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
+    if (fds[got] < 0) {
+      rc = -errno;
+      break;
+    }
+    got++;
+  }
+  while (got > 0)
+    close(fds[--got]);
+  return rc;
+}
+
+/* After uv_loop_init failed: its epoll descriptor is left open (libuv's error path closes
+ * only what uv__platform_loop_delete knows, not backend_fd). Closed here, if it is still an
+ * epoll descriptor, so that a libuv that closes it itself is not harmed. */
+static void close_leftover_epoll(uv_loop_t *loop) {
+  char proc[48], target[64];
+  ssize_t n;
+  int fd = uv_backend_fd(loop);
+  if (fd < 0)
+    return;
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  n = readlink(proc, target, sizeof target - 1);
+  if (n <= 0)
+    return;
+  target[n] = '\0';
+  if (strcmp(target, "anon_inode:[eventpoll]") == 0)
+    close(fd);
+}
+
 /* Make the watcher's handles on `loop` (NULL: its own). */
 static int watcher_make(hm_registry *reg, uv_loop_t *loop, hm__watcher **out) {
   hm__watcher *w = hm__calloc(&reg->a, 1, sizeof *w);
@@ -187,11 +238,20 @@ static int watcher_make(hm_registry *reg, uv_loop_t *loop, hm__watcher **out) {
   w->forced = forced_method();
   w->fd = -1;
   if (loop == NULL) {
+    int need = __atomic_load_n(&libuv_signal_pipe_made, __ATOMIC_ACQUIRE) ? HM__WATCH_FDS
+                                                                            : HM__WATCH_START_FDS;
+    if ((rc = fds_available(need)) != 0) {
+      hm__free(&w->a, w);
+      return hm__fail(rc, "cannot start the watcher: it needs %d free file descriptors: %s",
+                      need, hm_strerror(rc));
+    }
     rc = uv_loop_init(&w->own_loop);
     if (rc != 0) {
+      close_leftover_epoll(&w->own_loop);
       hm__free(&w->a, w);
       return hm__fail(rc, "uv_loop_init: %s", uv_strerror(rc));
     }
+    __atomic_store_n(&libuv_signal_pipe_made, 1, __ATOMIC_RELEASE);
     w->own = 1;
     loop = &w->own_loop;
   }

@@ -267,6 +267,14 @@ static void test_swap_files_ignored(void **state) {
   write_file(hmt_path(b->srcdir, "sq.c~"), text);
   write_file(hmt_path(b->srcdir, "4913"), text);
   write_file(hmt_path(b->srcdir, "#sq.c#"), text);
+  /* vim's name test at open (.swx), sed -i's and clang-format -i's temporaries (renamed
+   * over the source), JetBrains' safe write, emacs flycheck's copies. */
+  write_file(hmt_path(b->srcdir, ".sq.c.swx"), text);
+  write_file(hmt_path(b->srcdir, "sedAb3xY9"), text);
+  write_file(hmt_path(b->srcdir, "sq.c-1a2b3c4d"), text);
+  write_file(hmt_path(b->srcdir, "sq.c___jb_tmp___"), text);
+  write_file(hmt_path(b->srcdir, "sq.c___jb_old___"), text);
+  write_file(hmt_path(b->srcdir, "flycheck_sq.c"), text);
   wt_sync(b->f);
   assert_int_equal(builds_started(b), 0);
   assert_int_equal(wt_live(b->f->live), 1);
@@ -275,6 +283,113 @@ static void test_swap_files_ignored(void **state) {
   wt_wait_live(b->f->live, 2);
   settle(b);
   assert_int_equal(builds_started(b), 1);
+}
+
+/* Run a tool in the sources' directory; 0 if it ran and succeeded, 1 if it is not
+ * installed (skipped, with a message). */
+static int tool(bt *b, const char *what, char *const argv[]) {
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+  assert_true(here >= 0);
+  assert_int_equal(chdir(b->srcdir), 0);
+  rc = wt_run(argv);
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+  if (rc == -1 || rc == 127) {
+    print_message("skipped: %s (%s is not installed)\n", what, argv[0]);
+    return 1;
+  }
+  if (rc != 0)
+    fail_msg("%s: %s exited with %d", what, argv[0], rc);
+  return 0;
+}
+
+typedef struct started_since {
+  bt *b;
+  int before;
+} started_since;
+
+static int build_started_since(void *arg) {
+  started_since *s = arg;
+  return builds_started(s->b) > s->before;
+}
+
+/* The builds started since `before`, once the build a save calls for has loaded `want` (or,
+ * want 0: once one started) and everything settled. A build that a save's temporary file
+ * started runs first, and the rename's build follows it in the same loop turn as its end,
+ * so settle() counts it too. (settle() alone could count too early: the canary's reload
+ * can come in the same read as the save's event, before the build is started.) */
+static int builds_for(bt *b, int before, int want) {
+  started_since s = {b, before};
+  if (want != 0)
+    wt_wait_live(b->f->live, want);
+  else if (!hmt_wait_until(build_started_since, &s, WT_DEADLINE))
+    fail_msg("no build started");
+  settle(b);
+  return builds_started(b) - before;
+}
+
+/* Real editors and tools that save a source: each save is one build, not two. sed -i writes
+ * sedXXXXXX and renames it over the source (its close started a build of its own, and the
+ * rename one more); vim opens with a .swx name test; clang-format -i writes name-XXXXXXXX.
+ * git checkout writes the file in place. JetBrains' safe write, emulated. */
+static void test_editor_and_tool_saves(void **state) {
+  bt *b = *state;
+  char text[128], tmp[4300], old[4300];
+  int n;
+  set_cc_rule(b);
+  wt_start(b->f);
+  {
+    char *argv[] = {"sed", "-i", "s/return 1/return 2/", "sq.c", NULL};
+    n = builds_started(b);
+    if (tool(b, "sed -i", argv) == 0)
+      assert_int_equal(builds_for(b, n, 2), 1);
+    else
+      edit(b, 2);
+  }
+  {
+    char *argv[] = {"vim", "-u", "NONE", "-i", "NONE", "-N", "-es", "-c", "s/return 2/return 3/",
+                    "-c", "wq", "sq.c", NULL};
+    n = builds_started(b);
+    if (tool(b, "vim", argv) == 0)
+      assert_int_equal(builds_for(b, n, 3), 1);
+    else
+      edit(b, 3);
+  }
+  {
+    char *init[] = {"git", "init", "-q", ".", NULL};
+    char *add[] = {"git", "add", "sq.c", NULL};
+    char *commit[] = {"git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m",
+                      "3", NULL};
+    char *checkout[] = {"git", "checkout", "-q", "--", "sq.c", NULL};
+    if (tool(b, "git checkout", init) == 0) {
+      assert_int_equal(tool(b, "git add", add), 0);
+      assert_int_equal(tool(b, "git commit", commit), 0);
+      edit(b, 4);
+      builds_for(b, 0, 4);
+      n = builds_started(b);
+      assert_int_equal(tool(b, "git checkout", checkout), 0);
+      assert_int_equal(builds_for(b, n, 3), 1);
+    }
+  }
+  {
+    char *argv[] = {"clang-format", "-i", "sq.c", NULL};
+    write_file(b->source, "int   version(void){return 5;}\n");
+    builds_for(b, 0, 5);
+    n = builds_started(b);
+    if (tool(b, "clang-format -i", argv) == 0)
+      assert_int_equal(builds_for(b, n, 0), 1);
+  }
+  /* JetBrains "safe write": the new text in name___jb_tmp___, the old file renamed to
+   * name___jb_old___, the new one renamed into place, the old one deleted. */
+  snprintf(tmp, sizeof tmp, "%s___jb_tmp___", b->source);
+  snprintf(old, sizeof old, "%s___jb_old___", b->source);
+  source_text(text, sizeof text, 6);
+  n = builds_started(b);
+  write_file(tmp, text);
+  assert_int_equal(rename(b->source, old), 0);
+  assert_int_equal(rename(tmp, b->source), 0);
+  assert_int_equal(unlink(old), 0);
+  assert_int_equal(builds_for(b, n, 6), 1);
 }
 
 static void test_syntax_error_then_fix(void **state) {
@@ -511,6 +626,92 @@ static void test_command_not_found(void **state) {
   assert_int_equal(builds_started(b), 1);
 }
 
+/* A rule's relative paths (and its working directory, left NULL) go with the module's: the
+ * directory its relative path was taken against, not the current directory when the rule
+ * is set (before, after a chdir("/") the rule watched /../<tmp>/src and built nothing). */
+static void test_relative_rule_follows_module(void **state) {
+  bt *b = *state;
+  hm_build_options o = HM_BUILD_OPTIONS_INIT;
+  char rel_src[300], rel_c[320], first[4200];
+  const char *argv[] = {HM_TEST_CC, "-shared", "-fPIC", "-o", "sq.so", rel_c, NULL};
+  const char *sources[] = {rel_src, NULL};
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(here >= 0);
+  /* The module now comes from src/sq.so, given as "sq.so" in src/. */
+  snprintf(first, sizeof first, "%s/first.so", b->f->tmp);
+  hmt_install(first, b->f->path);
+  assert_int_equal(chdir(b->f->src), 0);
+  assert_int_equal(hm_module_reload_from(b->f->mod, "sq.so"), 0);
+  snprintf(rel_src, sizeof rel_src, "../%s/src", strrchr(b->f->tmp, '/') + 1);
+  snprintf(rel_c, sizeof rel_c, "%s/sq.c", rel_src);
+  assert_int_equal(chdir("/"), 0);
+  o.argv = argv;
+  o.sources = sources;
+  assert_int_equal(hm_module_set_build(b->f->mod, &o), 0);
+  wt_start(b->f);
+  edit(b, 7);
+  wt_wait_live(b->f->live, 7);
+  settle(b);
+  assert_int_equal(wt_count(b->f, HM_EVENT_BUILD_FAILED), 0);
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+}
+
+typedef struct started_wait {
+  wt *f;
+  const char *source;
+} started_wait;
+
+/* Save a source (again) and give the build 0.2 s to succeed. */
+static int saved_and_built(void *arg) {
+  started_wait *s = arg;
+  write_file(s->source, "int version(void) { return 2; }\n");
+  for (int i = 0; i < 20; i++) {
+    if (wt_count(s->f, HM_EVENT_BUILD_SUCCEEDED) > 0)
+      return 1;
+    wt_sleep_ms(10);
+  }
+  return 0;
+}
+
+/* Each allocation the watcher's thread makes, from its start to the build's load, failed in
+ * turn: a build rule whose state or source watch could not be made is tried again, and a
+ * save of a source starts its build in the end (a build that could not start for want of
+ * memory says so: BUILD_FAILED, HM_ENOMEM; the next save tries again). Before, a failed
+ * allocation in the rule's set-up left its sources unwatched for good, with no event. */
+static void test_allocation_failures(void **state) {
+  (void)state;
+  for (int k = 1; k < 400; k++) {
+    hm_build_options o = HM_BUILD_OPTIONS_INIT;
+    const char *argv[] = {"cp", hmt_mod("square_v2"), NULL, NULL};
+    const char *sources[] = {NULL, NULL};
+    char srcdir[4200], source[4300];
+    started_wait sw;
+    wt_faulty fa;
+    wt *f = wt_new_faulty(&fa, k);
+    int reached;
+    snprintf(srcdir, sizeof srcdir, "%s/src", f->tmp);
+    snprintf(source, sizeof source, "%s/sq.c", srcdir);
+    assert_int_equal(mkdir(srcdir, 0755), 0);
+    argv[2] = f->path;
+    sources[0] = srcdir;
+    o.argv = argv;
+    o.sources = sources;
+    assert_int_equal(hm_module_set_build(f->mod, &o), 0);
+    __atomic_store_n(&fa.armed, 1, __ATOMIC_RELEASE);
+    wt_start(f);
+    sw.f = f;
+    sw.source = source;
+    if (!hmt_wait_until(saved_and_built, &sw, WT_DEADLINE))
+      fail_msg("allocation %d failed: saved sources never built", k);
+    wt_wait_live(f->live, 2);
+    reached = __atomic_load_n(&fa.seen, __ATOMIC_ACQUIRE) >= k;
+    wt_free(f);
+    if (!reached)
+      break;
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
@@ -518,6 +719,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_three_quick_edits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_editor_rename_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_swap_files_ignored, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_editor_and_tool_saves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_syntax_error_then_fix, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hanging_build_killed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hanging_group_killed, setup, teardown),
@@ -527,6 +729,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rule_removed_cancels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_env_and_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_command_not_found, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_relative_rule_follows_module, setup, teardown),
+      cmocka_unit_test(test_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
  * nothing (I5), hooks and state (I6), unloading of retired versions. */
 #include "util.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -825,6 +826,97 @@ static void test_long_names(void **state) {
   assert_int_equal(HM_LIVE_CALL(l, ifn), hm_module_version(mods[0]) % 2 ? 1 : 2);
 }
 
+/* ---- Relative paths ----------------------------------------------------------------------- */
+
+/* f->src/name, made, with `mod` (e.g. "square_v1") in it as mod.so; its path into out[n]. */
+static void make_release(fixture *f, const char *name, const char *mod, char *out, size_t n) {
+  snprintf(out, n, "%s/%s", f->src, name);
+  assert_int_equal(mkdir(out, 0755), 0);
+  hmt_install(hmt_mod(mod), hmt_path(out, "mod.so"));
+}
+
+static int version_of(hm_registry *reg, hm_module *mod) {
+  hm_snapshot *s = NULL;
+  char q[300];
+  int v;
+  snprintf(q, sizeof q, "%s:version", hm_module_name(mod));
+  assert_int_equal(hm_snapshot_acquire(reg, q, &s), 0);
+  v = ((ifn)hm_snapshot_fn(s))();
+  hm_snapshot_release(s);
+  return v;
+}
+
+/* A relative path is the file in the directory current at the load, whatever chdir() the
+ * host makes later: hm_module_reload read the new current directory's mod.so (and after
+ * chdir("/") failed with HM_ENOENT). hm_module_path stays the path as given;
+ * hm_module_reload_from takes its own relative path against the directory of its call. */
+static void test_relative_path_kept(void **state) {
+  fixture *f = *state;
+  char a[4200], b[4200];
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  hm_module *mod;
+  assert_true(here >= 0);
+  make_release(f, "a", "square_v1", a, sizeof a);
+  make_release(f, "b", "square_v3", b, sizeof b);
+  assert_int_equal(chdir(a), 0);
+  assert_int_equal(hm_module_load(f->reg, "rel", "mod.so", &mod), 0);
+  assert_string_equal(hm_module_path(mod), "mod.so");
+  assert_int_equal(chdir(b), 0);
+  hmt_install(hmt_mod("square_v2"), hmt_path(a, "mod.so"));
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(version_of(f->reg, mod), 2);
+  assert_int_equal(chdir("/"), 0);
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(version_of(f->reg, mod), 2);
+  assert_string_equal(hm_module_path(mod), "mod.so");
+  /* Moved by reload_from: its relative path goes with the directory of that call. */
+  assert_int_equal(chdir(b), 0);
+  assert_int_equal(hm_module_reload_from(mod, "./mod.so"), 0);
+  assert_int_equal(version_of(f->reg, mod), 3);
+  assert_string_equal(hm_module_path(mod), "./mod.so");
+  assert_int_equal(chdir(a), 0);
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(version_of(f->reg, mod), 3);
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+}
+
+/* The current directory as a shell names it ($PWD, through a symlink), not resolved: a deploy
+ * that flips current -> releases/2 is followed by the next reload. */
+static void test_relative_path_through_symlinked_cwd(void **state) {
+  fixture *f = *state;
+  char r1[4200], r2[4200], cur[4200], tmp[4300];
+  const char *old_pwd = getenv("PWD");
+  char *saved = old_pwd != NULL ? strdup(old_pwd) : NULL;
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  hm_module *mod;
+  assert_true(here >= 0);
+  make_release(f, "r1", "square_v1", r1, sizeof r1);
+  make_release(f, "r2", "square_v2", r2, sizeof r2);
+  snprintf(cur, sizeof cur, "%s/current", f->src);
+  snprintf(tmp, sizeof tmp, "%s/current.new", f->src);
+  assert_int_equal(symlink("r1", cur), 0);
+  assert_int_equal(chdir(cur), 0);
+  assert_int_equal(setenv("PWD", cur, 1), 0); /* as a shell's cd sets it */
+  assert_int_equal(hm_module_load(f->reg, "rel", "mod.so", &mod), 0);
+  assert_int_equal(version_of(f->reg, mod), 1);
+  assert_int_equal(symlink("r2", tmp), 0); /* ln -sfn r2 current */
+  assert_int_equal(rename(tmp, cur), 0);
+  assert_int_equal(hm_module_reload(mod), 0);
+  assert_int_equal(version_of(f->reg, mod), 2);
+  /* A $PWD that is not the current directory (a chdir since) is not taken. */
+  assert_int_equal(chdir(r1), 0);
+  assert_int_equal(hm_module_reload_from(mod, "mod.so"), 0);
+  assert_int_equal(version_of(f->reg, mod), 1);
+  if (saved != NULL)
+    setenv("PWD", saved, 1);
+  else
+    unsetenv("PWD");
+  free(saved);
+  assert_int_equal(fchdir(here), 0);
+  close(here);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_live_follows_reload, setup, teardown),
@@ -846,6 +938,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_null_arguments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_allocator_hook, setup, teardown),
       cmocka_unit_test_setup_teardown(test_leak_detected, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_relative_path_kept, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_relative_path_through_symlinked_cwd, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@ static hm__settle_do ev(hm__settle *s, unsigned bits, hm__writer w) {
 }
 
 static hm__settle_file file(int complete, int same, uint64_t key, unsigned cur) {
-  hm__settle_file f = {0, complete, same, key, cur, 0};
+  hm__settle_file f = {0, complete, same, key, cur, 0, 0};
   return f;
 }
 
@@ -108,7 +108,7 @@ static void t_events_pending_wait(void **state) {
 /* The file cannot be a module whoever writes it: refused, finished or not. */
 static void t_not_regular_refused(void **state) {
   hm__settle s;
-  hm__settle_file f = {HM_ENOTELF, 0, 0, 5, 1, 0};
+  hm__settle_file f = {HM_ENOTELF, 0, 0, 5, 1, 0, 0};
   (void)state;
   hm__settle_init(&s, HM__BY_TIMING);
   assert_int_equal(hm__settle_decide(&s, HM__WHY_QUIET, UNKNOWN, 1), HM__DO_READ);
@@ -175,7 +175,7 @@ static void t_events_unvouched_complete_file(void **state) {
  * read it as finished: without leases, a write since the close means wait. */
 static void t_timer_meets_next_build(void **state) {
   hm__settle s;
-  hm__settle_file a = {0, 1, 0, 11, 1, 0};
+  hm__settle_file a = {0, 1, 0, 11, 1, 0, 0};
   (void)state;
   hm__settle_init(&s, 0);
   assert_int_equal(ev(&s, HM__EV_DONE, UNKNOWN), HM__DO_READ);
@@ -210,7 +210,7 @@ static void t_events_lost(void **state) {
  * incomplete; a finished-looking close proves nothing. */
 static void t_timing(void **state) {
   hm__settle s;
-  hm__settle_file eagain = {HM_EAGAIN, 0, 0, 0, 1, 0};
+  hm__settle_file eagain = {HM_EAGAIN, 0, 0, 0, 1, 0, 0};
   (void)state;
   hm__settle_init(&s, HM__BY_TIMING);
   assert_int_equal(ev(&s, HM__EV_CHANGE, NONE), HM__DO_QUIET);
@@ -249,10 +249,47 @@ static void t_retry_schedule(void **state) {
   assert_int_equal(hm__settle_result(&s, HM_ENOENT, 9, 2, &ms), HM__DO_WAIT);
 }
 
+/* install -m755 by another user: created 0600, written, closed, then chmodded. The open in
+ * between is refused (EACCES): retried on the schedule, and the chmod's event takes the
+ * build. A file that stays unreadable is reported once the schedule is over, and is tried
+ * again at its next change. A refusal by the trust rules (EACCES from a file that was read)
+ * stays final. */
+static void t_denied_until_chmod(void **state) {
+  hm__settle s;
+  hm__settle_file denied = {HM_EACCES, 0, 0, 77, 1, 0, 1};
+  unsigned ms, want = 100;
+  int i;
+  (void)state;
+  hm__settle_init(&s, HM__BY_EVENTS);
+  assert_int_equal(ev(&s, HM__EV_CHANGE | HM__EV_NEW, UNKNOWN), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &denied, 0, 0), HM__DO_RETRY);
+  assert_int_equal(hm__settle_result(&s, HM_EACCES, 77, 1, &ms), HM__DO_RETRY);
+  assert_int_equal(ev(&s, HM__EV_WRITE, UNKNOWN), HM__DO_WAIT);
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_CHANGE, UNKNOWN), HM__DO_READ);
+  assert_int_equal(checked(&s, file(1, 0, 5, 1)), HM__DO_LOAD);
+  /* Unreadable for good: retried, then reported; a change starts over. */
+  assert_int_equal(ev(&s, HM__EV_DONE | HM__EV_NEW, UNKNOWN), HM__DO_READ);
+  for (i = 0; i < 5; i++, want *= 2) {
+    assert_int_equal(hm__settle_checked(&s, &denied, 0, 0), HM__DO_RETRY);
+    assert_int_equal(hm__settle_result(&s, HM_EACCES, 77, 1, &ms), HM__DO_RETRY);
+    assert_int_equal(ms, want);
+    assert_int_equal(hm__settle_decide(&s, HM__WHY_RETRY, UNKNOWN, 0), HM__DO_READ);
+  }
+  assert_int_equal(hm__settle_checked(&s, &denied, 0, 0), HM__DO_RETRY);
+  assert_int_equal(hm__settle_result(&s, HM_EACCES, 77, 1, &ms), HM__DO_REPORT);
+  assert_int_equal(ev(&s, HM__EV_CHANGE, UNKNOWN), HM__DO_READ);
+  assert_int_equal(hm__settle_checked(&s, &denied, 0, 0), HM__DO_RETRY);
+  assert_int_equal(hm__settle_result(&s, HM_EACCES, 77, 1, &ms), HM__DO_RETRY);
+  /* Read, then refused by the trust rules: final. */
+  assert_int_equal(checked(&s, file(1, 0, 6, 1)), HM__DO_LOAD);
+  assert_int_equal(hm__settle_result(&s, HM_EACCES, 6, 1, &ms), HM__DO_WAIT);
+  assert_int_equal(checked(&s, file(1, 0, 6, 1)), HM__DO_WAIT);
+}
+
 /* The settle delay: a complete file waits until it held still; other bytes start over. */
 static void t_settle_delay(void **state) {
   hm__settle s;
-  hm__settle_file a = {0, 1, 0, 11, 1, 0}, b = {0, 1, 0, 12, 1, 0};
+  hm__settle_file a = {0, 1, 0, 11, 1, 0, 0}, b = {0, 1, 0, 12, 1, 0, 0};
   (void)state;
   hm__settle_init(&s, 0);
   assert_int_equal(ev(&s, HM__EV_DONE, NONE), HM__DO_READ);
@@ -278,6 +315,7 @@ int main(void) {
       cmocka_unit_test(t_timing),
       cmocka_unit_test(t_retry_schedule),
       cmocka_unit_test(t_settle_delay),
+      cmocka_unit_test(t_denied_until_chmod),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,12 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
     snprintf(l->last_reject, sizeof l->last_reject, "%s", hm_errmsg());
     pthread_mutex_unlock(&l->mu);
   }
+  if (ev == HM_EVENT_WATCH_FAILED) {
+    pthread_mutex_lock(&l->mu);
+    l->watch_err = err;
+    snprintf(l->watch_detail, sizeof l->watch_detail, "%s", hm_event_detail());
+    pthread_mutex_unlock(&l->mu);
+  }
   if (ev == HM_EVENT_BUILD_SUCCEEDED || ev == HM_EVENT_BUILD_FAILED) {
     pthread_mutex_lock(&l->mu);
     l->build_err = err;
@@ -57,6 +63,11 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
 }
 
 wt *wt_new(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms) {
+  return wt_new_alloc(mode, quiet_ms, settle_ms, NULL, NULL);
+}
+
+wt *wt_new_alloc(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_alloc_fn alloc,
+                 void *alloc_userdata) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   wt *f = calloc(1, sizeof *f);
   assert_non_null(f);
@@ -72,6 +83,8 @@ wt *wt_new(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms) {
   o.on_event = on_event;
   o.event_userdata = &f->log;
   o.reload_mode = mode;
+  o.alloc = alloc;
+  o.alloc_userdata = alloc_userdata;
   assert_int_equal(hm_registry_new(&f->reg, &o), 0);
   f->log.reg = f->reg;
   hmt_install(hmt_mod("square_v1"), f->canary_path);
@@ -112,10 +125,14 @@ static int both_watched(void *arg) {
          (f->mod == NULL || hm_module_watch_method(f->mod) != 0);
 }
 
-void wt_start(wt *f) {
-  assert_int_equal(hm_watch_start(f->reg), 0);
+void wt_wait_watched(wt *f) {
   if (!hmt_wait_until(both_watched, f, WT_DEADLINE))
     fail_msg("the watcher did not pick up the modules");
+}
+
+void wt_start(wt *f) {
+  assert_int_equal(hm_watch_start(f->reg), 0);
+  wt_wait_watched(f);
 }
 
 typedef struct version_wait {
@@ -188,6 +205,31 @@ void wt_expect_one_new(wt *f, unsigned before, int loads_before, int want) {
   pthread_mutex_lock(&f->log.mu);
   assert_int_equal(f->log.builds[f->log.nbuilds - 1], want);
   pthread_mutex_unlock(&f->log.mu);
+}
+
+void *wt_faulty_alloc(void *p, size_t n, void *ud) {
+  wt_faulty *fa = ud;
+  if (n == 0) {
+    free(p);
+    return NULL;
+  }
+  if (__atomic_load_n(&fa->armed, __ATOMIC_ACQUIRE) &&
+      !pthread_equal(pthread_self(), fa->test_thread)) {
+    int k = __atomic_add_fetch(&fa->seen, 1, __ATOMIC_ACQ_REL);
+    if (k == fa->fail_at || __atomic_load_n(&fa->fail_all, __ATOMIC_ACQUIRE))
+      return NULL;
+  }
+  return realloc(p, n);
+}
+
+wt *wt_new_faulty(wt_faulty *fa, int fail_at) {
+  wt *f;
+  memset(fa, 0, sizeof *fa);
+  fa->test_thread = pthread_self();
+  fa->fail_at = fail_at;
+  f = wt_new_alloc(HM_RELOAD_DEFAULT, 0, 0, wt_faulty_alloc, fa);
+  wt_load(f, hmt_mod("square_v1"));
+  return f;
 }
 
 void wt_cp_over(const char *src, const char *dest) {

@@ -30,6 +30,8 @@ typedef struct wt_log {
   int build_err;          /* the last BUILD_SUCCEEDED or BUILD_FAILED: its err, */
   int build_status;       /* hm_event_build()'s status */
   char build_output[8192]; /* and its output (hm_event_detail()) */
+  int watch_err;           /* err of the last WATCH_FAILED, */
+  char watch_detail[1024]; /* and its hm_event_detail() */
   int stop_on_changed;    /* atomic: the callback stops the watcher on CHANGED */
   int restart_on_changed; /* atomic: ... and starts it again */
 } wt_log;
@@ -51,6 +53,9 @@ typedef struct wt {
 /* A registry with the test's event callback, the canary loaded and watched in immediate
  * mode; `quiet_ms`/`settle_ms` 0 for the defaults. The watcher is not started. */
 wt *wt_new(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms);
+/* The same with the registry's allocator hook (NULL: the C library's). */
+wt *wt_new_alloc(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_alloc_fn alloc,
+                 void *alloc_userdata);
 void wt_free(wt *f);
 
 /* Install `build` (a test module file, e.g. hmt_mod("square_v1")) as sq, load it and take
@@ -58,6 +63,8 @@ void wt_free(wt *f);
 void wt_load(wt *f, const char *build);
 /* Start the watcher and wait until it watches sq and the canary. */
 void wt_start(wt *f);
+/* Wait until the watcher watches sq (if loaded) and the canary. */
+void wt_wait_watched(wt *f);
 /* Wait until the watcher has decided on everything that happened before this call. */
 void wt_sync(wt *f);
 
@@ -69,6 +76,20 @@ int wt_nbuilds(wt *f);
 /* After a replacement: the live handle reaches `want`, and after a sync exactly one more
  * version and one more LOADED than before, with `want` the last build loaded. */
 void wt_expect_one_new(wt *f, unsigned before, int loads_before, int want);
+
+/* An allocator hook (wt_new_alloc) that fails allocations made off the test's thread (by
+ * the watcher's, in these tests) once armed: the fail_at-th of them, or every one while
+ * fail_all is set. Start from zeroes, with test_thread set. */
+typedef struct wt_faulty {
+  pthread_t test_thread;
+  int armed, fail_all; /* atomic */
+  int seen;            /* atomic: allocations off the test's thread since armed */
+  int fail_at;
+} wt_faulty;
+void *wt_faulty_alloc(void *p, size_t n, void *ud);
+/* A fixture (immediate mode) whose allocations go through `fa` (initialised here, not
+ * armed, failing its fail_at-th allocation once armed), with sq build 1 loaded. */
+wt *wt_new_faulty(wt_faulty *fa, int fail_at);
 
 /* Copy src over dest in place, as cp does: truncate, write, close. */
 void wt_cp_over(const char *src, const char *dest);
