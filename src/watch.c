@@ -523,6 +523,46 @@ static void fold(hm__watcher *w, const struct inotify_event *ev) {
   }
 }
 
+static int uses_dir(const hm__wmod *wm, const hm__wdir *d) {
+  size_t i;
+  for (i = 0; i < wm->npts; i++)
+    if (wm->pts[i].dir == d)
+      return 1;
+  return 0;
+}
+
+void hm__watch_on_retry(uv_timer_t *t) {
+  hm__watcher *w = t->data;
+  hm__wdir *d;
+  hm__wmod *wm;
+  int dead = hm__watch_dirs_retry(w);
+  for (d = w->dirs; d != NULL; d = d->next) {
+    if (!d->back)
+      continue;
+    d->back = 0;
+    /* Whatever happened while nobody looked is found by looking now; a symlink may have
+     * come back too, so follow the path again. */
+    for (wm = w->mods; wm != NULL; wm = wm->next) {
+      if (uses_dir(wm, d)) {
+        wm->relink = 1;
+        hm__settle_note(&wm->st, HM__EV_LOST);
+        wm->dirty = 1;
+      }
+    }
+  }
+  /* Watches that could not be set up are tried again, and reported once that lasts. */
+  if (w->failing && !hm__watch_winding_down(w))
+    hm__watch_reconcile(w);
+  if (!dead && !w->failing && !hm__watch_winding_down(w))
+    uv_timer_stop(&w->retry);
+  for (wm = w->mods; wm != NULL && !hm__watch_winding_down(w); wm = wm->next) {
+    if (wm->dirty) {
+      wm->dirty = 0;
+      hm__watch_decide(wm, HM__WHY_EVENTS);
+    }
+  }
+}
+
 void hm__watch_on_inotify(uv_poll_t *p, int status, int events) {
   hm__watcher *w = p->data;
   hm__wmod *wm;

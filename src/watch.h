@@ -48,6 +48,7 @@ typedef struct hm__wdir {
   char *path;
   int wd; /* -1: not watched now; the retry timer tries again */
   int err; /* with wd -1: why, when it is not just missing (-ENOSPC, HM_ENOMEM ...), else 0 */
+  int back; /* watched again by the last retry: what happened meanwhile is unknown */
   size_t refs;
 } hm__wdir;
 
@@ -89,6 +90,11 @@ struct hm__watcher {
   uv_async_t async;
   uv_poll_t poll;
   uv_timer_t retry;
+  /* Set by watchrun.c when it makes the watcher, so that the files below it call up only
+   * through them: the retry timer's callback (watch.c), and the free once the last handle
+   * has closed (watchrun.c). */
+  uv_timer_cb on_retry;
+  void (*closed)(struct hm__watcher *w);
   int fd;        /* the inotify descriptor */
   int stopping;  /* atomic: a stop asked the loop's thread to close everything */
   int detached;  /* atomic: stopped from module code; its close must not touch modules */
@@ -113,7 +119,7 @@ static inline int hm__watch_winding_down(hm__watcher *w) {
   return w->closing || __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE);
 }
 
-/* ---- Where to look (watchpath.c) ------------------------------------------------------- */
+/* ---- Where to look, and the watcher's handles (watchpath.c) --------------------------- */
 
 /* Follow the module's path again and watch every directory it leads through; the old points
  * are let go after the new ones hold their directories. 0, or the error that left some
@@ -123,35 +129,23 @@ HM__HIDDEN int hm__watch_set_points(hm__watcher *w, hm__wmod *wm);
  * for)? The error that keeps one from it otherwise. */
 HM__HIDDEN int hm__watch_points_err(const hm__wmod *wm);
 HM__HIDDEN void hm__watch_free_points(hm__watcher *w, hm__wmod *wm);
-/* The directory with this watch descriptor is gone: look for it again on a timer. */
-HM__HIDDEN void hm__watch_dir_lost(hm__watcher *w, int wd);
-HM__HIDDEN void hm__watch_free_dirs(hm__watcher *w);
-HM__HIDDEN void hm__watch_on_retry(uv_timer_t *t); /* the retry timer's callback */
-
-/* ---- Deciding (watch.c) ---------------------------------------------------------------- */
-
-/* Decide what to do about a module's file after events or a timer. */
-HM__HIDDEN void hm__watch_decide(hm__wmod *wm, hm__settle_why why);
-/* Make the watched modules match the registry's, and pick up failed queued reloads. Also
- * tries again what could not be set up before, and reports what keeps failing. */
-HM__HIDDEN void hm__watch_reconcile(hm__watcher *w);
-/* A watch could not be set up: the retry timer brings the watcher back to reconcile. */
-HM__HIDDEN void hm__watch_setup_failed(hm__watcher *w);
-HM__HIDDEN void hm__watch_on_inotify(uv_poll_t *p, int status, int events);
-
-/* ---- Running (watchrun.c) -------------------------------------------------------------- */
-
-/* The close callback of a module's timer: frees the module's watch state. */
-HM__HIDDEN void hm__watch_wmod_closed(uv_handle_t *h);
-/* One of the watcher's handles (w->open) finished closing; the last one frees the watcher. */
-HM__HIDDEN void hm__watch_handle_done(hm__watcher *w);
-
-/* ---- Where to look, for build rules (watchpath.c) -------------------------------------- */
-
-/* A reference to the watch on directory `path` (shared with modules' points); NULL on
- * ENOMEM. A directory that is not there yet is looked for again on the retry timer. */
+/* A reference to the watch on directory `path` (shared by modules' points and build rules'
+ * sources); NULL on ENOMEM. A directory that cannot be watched now is looked for again on
+ * the retry timer. */
 HM__HIDDEN hm__wdir *hm__watch_dir_ref(hm__watcher *w, const char *path);
 HM__HIDDEN void hm__watch_dir_unref(hm__watcher *w, hm__wdir *d);
+/* The directory with this watch descriptor is gone: look for it again on a timer. */
+HM__HIDDEN void hm__watch_dir_lost(hm__watcher *w, int wd);
+/* The retry timer's work on directories: watch again those that could not be (each that
+ * is gets `back` set). 1 while some still cannot. */
+HM__HIDDEN int hm__watch_dirs_retry(hm__watcher *w);
+/* A watch could not be set up: the retry timer brings the watcher back to reconcile. */
+HM__HIDDEN void hm__watch_setup_failed(hm__watcher *w);
+HM__HIDDEN void hm__watch_free_dirs(hm__watcher *w);
+/* One of the watcher's handles (w->open) finished closing; the last one calls w->closed. */
+HM__HIDDEN void hm__watch_handle_done(hm__watcher *w);
+/* The close callback of a module's timer: frees the module's watch state. */
+HM__HIDDEN void hm__watch_wmod_closed(uv_handle_t *h);
 
 /* ---- Build rules (build.c) ------------------------------------------------------------- */
 
@@ -172,5 +166,16 @@ HM__HIDDEN void hm__build_kick(hm__watcher *w);
 HM__HIDDEN void hm__build_close(hm__watcher *w);
 /* The watcher's last close: free the build states. */
 HM__HIDDEN void hm__build_free(hm__watcher *w);
+
+/* ---- Deciding (watch.c) ---------------------------------------------------------------- */
+
+/* Decide what to do about a module's file after events or a timer. */
+HM__HIDDEN void hm__watch_decide(hm__wmod *wm, hm__settle_why why);
+/* Make the watched modules match the registry's, and pick up failed queued reloads. Also
+ * tries again what could not be set up before, and reports what keeps failing. */
+HM__HIDDEN void hm__watch_reconcile(hm__watcher *w);
+HM__HIDDEN void hm__watch_on_inotify(uv_poll_t *p, int status, int events);
+/* The retry timer's callback (w->on_retry). */
+HM__HIDDEN void hm__watch_on_retry(uv_timer_t *t);
 
 #endif

@@ -40,6 +40,45 @@ static void parent_of(char *cur) {
     *slash = '\0';
 }
 
+/* A path component (cl bytes at comp) as a file name, cut to NAME_MAX. */
+static void comp_name(char name[NAME_MAX + 1], const char *comp, size_t cl) {
+  size_t n = cl < NAME_MAX ? cl : NAME_MAX;
+  memcpy(name, comp, n);
+  name[n] = '\0';
+}
+
+/* If `at` (the component comp, cl bytes, in directory cur) is a symlink we may still follow,
+ * record it as a point and put its target in front of `next` in `rest` (starting again from
+ * the root for an absolute target): 0. 1 if it is not one to follow; or an error. */
+static int follow_link(const hm__allocator *a, hm__wpath *out, char *cur, char *rest,
+                       const char *at, const char *comp, size_t cl, const char *next,
+                       int *links) {
+  char target[PATH_MAX], name[NAME_MAX + 1];
+  struct stat st;
+  ssize_t tl;
+  size_t nl = next ? strlen(next) : 0;
+  int rc;
+  if (lstat(at, &st) != 0 || !S_ISLNK(st.st_mode) || *links >= HM__MAX_LINKS)
+    return 1;
+  tl = readlink(at, target, sizeof target - 1);
+  if (tl < 0)
+    return 1;
+  target[tl] = '\0';
+  ++*links;
+  comp_name(name, comp, cl);
+  if ((rc = add_point(a, out, cur[0] ? cur : "/", name, 1)) != 0)
+    return rc;
+  /* rest = target + "/" + next */
+  if ((size_t)tl + 1 + nl + 1 > 2 * PATH_MAX)
+    return -ENAMETOOLONG;
+  memmove(rest + tl + 1, next ? next : "", nl + 1);
+  memcpy(rest, target, (size_t)tl);
+  rest[tl] = next ? '/' : '\0';
+  if (target[0] == '/')
+    cur[0] = '\0';
+  return 0;
+}
+
 int hm__wpath_resolve(const hm__allocator *a, const char *path, hm__wpath *out) {
   /* cur: the directory reached so far; rest: what is left to follow, components separated by
    * '/'. A symlink's target is put in front of `rest`. */
@@ -67,8 +106,8 @@ int hm__wpath_resolve(const hm__allocator *a, const char *path, hm__wpath *out) 
 
   while (!done) {
     char *comp = rest, *next;
-    struct stat st;
     size_t cl;
+    int followed;
     while (*comp == '/')
       comp++;
     if (*comp == '\0')
@@ -97,39 +136,16 @@ int hm__wpath_resolve(const hm__allocator *a, const char *path, hm__wpath *out) 
     tmp[strlen(cur)] = '/';
     memcpy(tmp + strlen(cur) + 1, comp, cl);
     tmp[strlen(cur) + 1 + cl] = '\0';
-    if (lstat(tmp, &st) == 0 && S_ISLNK(st.st_mode) && links < HM__MAX_LINKS) {
-      char target[PATH_MAX];
-      ssize_t tl = readlink(tmp, target, sizeof target - 1);
-      char name[NAME_MAX + 1];
-      if (tl < 0)
-        goto plain;
-      target[tl] = '\0';
-      links++;
-      memcpy(name, comp, cl < NAME_MAX ? cl : NAME_MAX);
-      name[cl < NAME_MAX ? cl : NAME_MAX] = '\0';
-      if ((rc = add_point(a, out, cur[0] ? cur : "/", name, 1)) != 0)
-        goto out;
-      rc = HM_EINVAL;
-      /* rest = target + "/" + next */
-      if ((size_t)tl + 1 + (next ? strlen(next) : 0) + 1 > 2 * PATH_MAX) {
-        rc = -ENAMETOOLONG;
-        goto out;
-      }
-      {
-        size_t nl = next ? strlen(next) : 0;
-        memmove(rest + tl + 1, next ? next : "", nl + 1);
-        memcpy(rest, target, (size_t)tl);
-        rest[tl] = next ? '/' : '\0';
-      }
-      if (target[0] == '/')
-        cur[0] = '\0';
-      continue;
+    followed = follow_link(a, out, cur, rest, tmp, comp, cl, next, &links);
+    if (followed < 0) {
+      rc = followed;
+      goto out;
     }
-  plain:
+    if (followed == 0)
+      continue;
     if (next == NULL) {
       char name[NAME_MAX + 1];
-      memcpy(name, comp, cl < NAME_MAX ? cl : NAME_MAX);
-      name[cl < NAME_MAX ? cl : NAME_MAX] = '\0';
+      comp_name(name, comp, cl);
       rc = add_point(a, out, cur[0] ? cur : "/", name, 0);
       done = 1;
       break;
@@ -137,8 +153,6 @@ int hm__wpath_resolve(const hm__allocator *a, const char *path, hm__wpath *out) 
     strcpy(cur, tmp);
     memmove(rest, next, strlen(next) + 1);
   }
-  if (!done && rc == HM_EINVAL)
-    rc = HM_EINVAL;
 out:
   if (rc != 0)
     hm__wpath_free(a, out);
@@ -161,9 +175,11 @@ void hm__wpath_free(const hm__allocator *a, hm__wpath *p) {
 
 /* ---- Directories ----------------------------------------------------------------------- */
 
+/* The retry timer's callback is the watcher's (w->on_retry): what a directory that comes back
+ * means for the modules and builds that use it is decided above this file. */
 static void retry_start(hm__watcher *w) {
   if (!uv_is_active((uv_handle_t *)&w->retry))
-    uv_timer_start(&w->retry, hm__watch_on_retry, HM__WATCH_RETRY_MS, HM__WATCH_RETRY_MS);
+    uv_timer_start(&w->retry, w->on_retry, HM__WATCH_RETRY_MS, HM__WATCH_RETRY_MS);
 }
 
 void hm__watch_setup_failed(hm__watcher *w) {
@@ -242,49 +258,20 @@ void hm__watch_dir_lost(hm__watcher *w, int wd) {
   }
 }
 
-static int uses_dir(const hm__wmod *wm, const hm__wdir *d) {
-  size_t i;
-  for (i = 0; i < wm->npts; i++)
-    if (wm->pts[i].dir == d)
-      return 1;
-  return 0;
-}
-
-void hm__watch_on_retry(uv_timer_t *t) {
-  hm__watcher *w = t->data;
+int hm__watch_dirs_retry(hm__watcher *w) {
   hm__wdir *d;
   int dead = 0;
   for (d = w->dirs; d != NULL; d = d->next) {
-    hm__wmod *wm;
     if (d->wd >= 0)
       continue;
     d->wd = inotify_add_watch(w->fd, d->path, HM__WATCH_MASK);
     d->err = d->wd < 0 ? add_watch_err(errno) : 0;
-    if (d->wd < 0) {
+    if (d->wd < 0)
       dead = 1;
-      continue;
-    }
-    /* Whatever happened while nobody looked is found by looking now; a symlink may have
-     * come back too, so follow the path again. */
-    for (wm = w->mods; wm != NULL; wm = wm->next) {
-      if (uses_dir(wm, d)) {
-        wm->relink = 1;
-        hm__settle_note(&wm->st, HM__EV_LOST);
-        wm->dirty = 1;
-      }
-    }
+    else
+      d->back = 1;
   }
-  /* Watches that could not be set up are tried again, and reported once that lasts. */
-  if (w->failing && !hm__watch_winding_down(w))
-    hm__watch_reconcile(w);
-  if (!dead && !w->failing && !hm__watch_winding_down(w))
-    uv_timer_stop(&w->retry);
-  for (hm__wmod *wm = w->mods; wm != NULL && !hm__watch_winding_down(w); wm = wm->next) {
-    if (wm->dirty) {
-      wm->dirty = 0;
-      hm__watch_decide(wm, HM__WHY_EVENTS);
-    }
-  }
+  return dead;
 }
 
 /* ---- Points: where a module's path leads ----------------------------------------------- */
@@ -374,4 +361,20 @@ void hm__watch_free_dirs(hm__watcher *w) {
     hm__free(&w->a, d->path);
     hm__free(&w->a, d);
   }
+}
+
+/* ---- The watcher's handles ------------------------------------------------------------- */
+
+void hm__watch_handle_done(hm__watcher *w) {
+  if (--w->open == 0)
+    w->closed(w);
+}
+
+void hm__watch_wmod_closed(uv_handle_t *h) {
+  hm__wmod *wm = h->data;
+  hm__watcher *w = wm->w;
+  hm__watch_free_points(w, wm);
+  hm__free(&w->a, wm->path);
+  hm__free(&w->a, wm);
+  hm__watch_handle_done(w);
 }

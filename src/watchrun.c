@@ -48,21 +48,7 @@ static void watcher_closed(hm__watcher *w) {
   }
 }
 
-void hm__watch_handle_done(hm__watcher *w) {
-  if (--w->open == 0)
-    watcher_closed(w);
-}
-
 static void handle_closed(uv_handle_t *h) { hm__watch_handle_done(h->data); }
-
-void hm__watch_wmod_closed(uv_handle_t *h) {
-  hm__wmod *wm = h->data;
-  hm__watcher *w = wm->w;
-  hm__watch_free_points(w, wm);
-  hm__free(&w->a, wm->path);
-  hm__free(&w->a, wm);
-  hm__watch_handle_done(w);
-}
 
 /* Close every handle. On the loop's thread. Nothing is freed here, so a callback that is
  * still on the stack (one that ran the host's event callback, which stopped us) can look at
@@ -237,6 +223,8 @@ static int watcher_make(hm_registry *reg, uv_loop_t *loop, hm__watcher **out) {
   w->settle_ms = reg->settle_ms;
   w->forced = forced_method();
   w->fd = -1;
+  w->closed = watcher_closed;
+  w->on_retry = hm__watch_on_retry;
   if (loop == NULL) {
     int need = __atomic_load_n(&libuv_signal_pipe_made, __ATOMIC_ACQUIRE) ? HM__WATCH_FDS
                                                                             : HM__WATCH_START_FDS;
