@@ -371,3 +371,10 @@ void hm_live_leave_fn(hm_live *live) {
   if (live != NULL)
     hm_live_leave(live);
 }
+
+/* The API as function pointers, for modules that do not link the shared library (a load
+ * hook's ctx->api). */
+const hm_module_api hm__module_api = {
+    sizeof(hm_module_api), hm_live_get,     hm_live_get_typed, hm_live_enter_fn,
+    hm_live_leave_fn,      hm_snapshot_acquire, hm_snapshot_acquire_typed, hm_snapshot_fn,
+    hm_snapshot_release,   hm_errmsg};

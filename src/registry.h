@@ -55,7 +55,7 @@ struct hm_module {
                            under reg->lock */
   int probe;                   /* crash containment: 0 as the registry, 1 on, 2 off; under
                                   reg->lock */
-  struct reload_job *prepared; /* queued mode: the build the watcher prepared for
+  struct hm__job *prepared;    /* queued mode: the build the watcher prepared for
                                   hm_registry_poll (registry.c); under reg->lock */
   int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
@@ -165,7 +165,7 @@ HM__HIDDEN void hm__version_unref(hm_registry *reg, hm__version *v);
  * without its unload hook, unless a lookup still holds it (then by the last unref). */
 HM__HIDDEN void hm__version_discard(hm_registry *reg, hm__version *v);
 
-/* ---- Registry (registry.c) ------------------------------------------------------------- */
+/* ---- Events (events.c) ----------------------------------------------------------------- */
 
 HM__HIDDEN void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version,
                          int err);
@@ -176,9 +176,32 @@ HM__HIDDEN void hm__emit_detail(hm_registry *reg, hm_event ev, hm_module *mod,
  * detail in words, which hm_event_mapped() and hm_event_detail() give the callback. */
 HM__HIDDEN void hm__emit_mapped(hm_registry *reg, hm_module *mod, unsigned version, int why,
                                 unsigned long long bytes, const char *detail);
+/* Tell the watcher, if one runs, that modules or their paths changed. No lock held. */
+HM__HIDDEN void hm__watch_poke(hm_registry *reg);
+
+/* ---- fork() (fork.c) ------------------------------------------------------------------- */
+
+/* HM_EFORKED (detail recorded) for a registry made before fork(), in the child. */
+HM__HIDDEN int hm__check_forked(hm_registry *reg, const char *what);
+/* Install the fork handlers (once per process): before a registry's first loader call. */
+HM__HIDDEN void hm__fork_handlers_install(void);
+/* The list of every registry, which the fork handlers walk: adding one happens between
+ * lock and unlock, with whatever must not be split from it by a fork. */
+HM__HIDDEN void hm__registries_lock(void);
+HM__HIDDEN void hm__registries_unlock(void);
+HM__HIDDEN void hm__registries_add_locked(hm_registry *reg);
+HM__HIDDEN void hm__registries_remove(hm_registry *reg);
+
+/* ---- Handles (handles.c) --------------------------------------------------------------- */
+
 /* Split "module:symbol" into the module name and the symbol. */
 HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t modlen,
                                    const char **sym);
+/* The API as function pointers, for modules that do not link the shared library (what a
+ * load hook gets as ctx->api). */
+HM__HIDDEN extern const hm_module_api hm__module_api;
+
+/* ---- Reloads (reload.c, history.c, prepared.c) ------------------------------------------ */
 
 #define HM__RELOAD_REVIVE 0x1u  /* a load by name: the module must be unloaded now */
 #define HM__RELOAD_WATCHER 0x2u /* on the watcher's behalf: transient failures are not
@@ -190,10 +213,16 @@ HM__HIDDEN int hm__split_qualified(const char *qualified, char *modname, size_t 
  * transient failures with HM__RELOAD_WATCHER. */
 HM__HIDDEN int hm__reload(hm_module *mod, const char *path, const hm__file *file,
                           unsigned flags);
+/* Make sure the current version's content hash is known (id.hashed), computing it from
+ * its private copy if the reload that loaded it skipped it (no watcher then). Best effort:
+ * a copy that cannot be read leaves it unknown, which only costs a reload of identical
+ * bytes. No lock held; not from module code. (history.c) */
+HM__HIDDEN void hm__hash_current(hm_module *mod);
 /* Queued mode, on the watcher's thread: load a build (`file`: the bytes it read at `path`)
  * without publishing it (read, check, copy, dlopen, the live slots resolved and their
  * signatures checked) and keep it as the module's prepared reload, replacing and
- * discarding one prepared before. 0, or the error, reported as hm__reload reports it. */
+ * discarding one prepared before. 0, or the error, reported as hm__reload reports it.
+ * (prepared.c, as the two below) */
 HM__HIDDEN int hm__prepare(hm_module *mod, const char *path, const hm__file *file);
 /* hm_registry_poll: publish the module's prepared reload (the hooks and the publish, and
  * the live slots added since it was prepared). 0 when published; 1 when there was none, it
@@ -204,14 +233,16 @@ HM__HIDDEN int hm__prepared_apply(hm_module *mod);
 /* Discard the module's prepared reload, if any (forked: free its memory only, in a child
  * after fork()). No lock held. */
 HM__HIDDEN void hm__prepared_drop(hm_module *mod, int forked);
-/* Make sure the current version's content hash is known (id.hashed), computing it from
- * its private copy if the reload that loaded it skipped it (no watcher then). Best effort:
- * a copy that cannot be read leaves it unknown, which only costs a reload of identical
- * bytes. No lock held; not from module code. */
-HM__HIDDEN void hm__hash_current(hm_module *mod);
-/* Tell the watcher, if one runs, that modules or their paths changed. No lock held. */
-HM__HIDDEN void hm__watch_poke(hm_registry *reg);
-/* HM_EFORKED (detail recorded) for a registry made before fork(), in the child. */
-HM__HIDDEN int hm__check_forked(hm_registry *reg, const char *what);
+
+/* ---- Modules (module.c) ---------------------------------------------------------------- */
+
+/* Free a module and what it owns (hm_registry_free, or a first load that failed). */
+HM__HIDDEN void hm__module_destroy(hm_registry *reg, hm_module *mod);
+/* Store `policy` for the lint finding called `finding` in a registry's or a module's table
+ * of policies (reg->lint_finding, mod->lint_finding). HM_EINVAL naming the findings for an
+ * unknown one; `what` names the caller in the message. */
+HM__HIDDEN int hm__lint_finding_set(hm_registry *reg, unsigned char *table,
+                                    const char *finding, hm_lint_policy policy,
+                                    const char *what);
 
 #endif

@@ -1,0 +1,82 @@
+/*
+ * Events: the host's callback (or the default one-line log), the details it may ask for
+ * during the callback, and the hooks that wake a running watcher. Calls only the leaves
+ * (common.c, error.c); every part above tells the host through here.
+ */
+#include "registry.h"
+
+#include <stdio.h>
+
+static const char *event_name(hm_event ev) {
+  switch (ev) {
+  case HM_EVENT_LOADED:
+    return "loaded";
+  case HM_EVENT_REJECTED:
+    return "rejected";
+  case HM_EVENT_RETIRED:
+    return "retired";
+  case HM_EVENT_UNLOADED:
+    return "unloaded";
+  case HM_EVENT_LEAKED:
+    return "stays mapped";
+  case HM_EVENT_CHANGED:
+    return "changed on disk";
+  case HM_EVENT_ROLLED_BACK:
+    return "rolled back (an older build is current again)";
+  case HM_EVENT_WARNING:
+    return "warning";
+  case HM_EVENT_BUILD_STARTED:
+    return "build started";
+  case HM_EVENT_BUILD_SUCCEEDED:
+    return "build succeeded";
+  case HM_EVENT_BUILD_FAILED:
+    return "build failed";
+  case HM_EVENT_WATCH_FAILED:
+    return "not watched";
+  }
+  return "?";
+}
+
+void hm__emit_detail(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version,
+                     int err, const char *detail) {
+  const char *prev = hm__event_detail_set(detail);
+  if (reg->on_event != NULL) {
+    reg->on_event(ev, mod, version, err, reg->event_userdata);
+  } else if (!(reg->flags & HM_FLAG_QUIET)) {
+    if (err != 0)
+      fprintf(stderr, "hotmod: %s v%u %s: %s (%s)\n", mod->name, version, event_name(ev),
+              hm_strerror(err), hm_event_detail());
+    else if (detail != NULL && detail[0] != '\0')
+      fprintf(stderr, "hotmod: %s v%u %s: %s\n", mod->name, version, event_name(ev), detail);
+    else
+      fprintf(stderr, "hotmod: %s v%u %s\n", mod->name, version, event_name(ev));
+  }
+  hm__event_detail_set(prev);
+}
+
+void hm__emit(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, int err) {
+  /* A refusal's detail is the failure recorded on this thread just before: a copy, since a
+   * call that fails inside the callback records its own. */
+  char detail[1024];
+  if (ev == HM_EVENT_REJECTED)
+    snprintf(detail, sizeof detail, "%s", hm_errmsg());
+  hm__emit_detail(reg, ev, mod, version, err, ev == HM_EVENT_REJECTED ? detail : NULL);
+}
+
+void hm__emit_mapped(hm_registry *reg, hm_module *mod, unsigned version, int why,
+                     unsigned long long bytes, const char *detail) {
+  hm__mapped_report r;
+  const hm__mapped_report *prev;
+  r.why = why;
+  r.bytes = bytes;
+  prev = hm__event_mapped_set(&r);
+  hm__emit_detail(reg, HM_EVENT_LEAKED, mod, version, 0, detail);
+  hm__event_mapped_set(prev);
+}
+
+void hm__watch_poke(hm_registry *reg) {
+  /* Atomic: hm_watch_start may install the hooks meanwhile. */
+  const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+  if (ops != NULL)
+    ops->changed(reg);
+}

@@ -1,0 +1,74 @@
+/* The reload's steps and the memory they share, for the files that run reloads: reload.c
+ * (the steps), history.c (rollback's memory, which a publish updates), prepared.c (queued
+ * mode), rollback.c and module.c (loads and unloads by name). */
+#ifndef HM_RELOAD_H
+#define HM_RELOAD_H
+
+#include "registry.h"
+
+/* One reload: what each step finds and hands to the next. */
+typedef struct hm__job {
+  hm_module *mod;
+  hm_registry *reg;
+  unsigned flags;
+  int new_path;      /* the path differs from the module's (a load, or reload_from) */
+  char *path;        /* owned, packed (hm__path_pack): where this version comes from */
+  unsigned long seq; /* names the private copy */
+  hm__version *old;  /* the current version, kept current (and alive) by reload_lock */
+  unsigned oldnum;
+  hm__version *v;    /* the new version, until published */
+  int reused;        /* rollback: v is an older version still loaded, not a new load */
+  unsigned target;   /* rollback: the build it goes back to (the top of the history) */
+  hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
+  int old_copy;      /* old's private copy is still there (looked at before any lock) */
+  unsigned lint;     /* the new version's lint findings (those its policies look for) */
+  unsigned nwarn;    /* lint findings to report once the version is current, unless sent */
+  unsigned warn_bit[HM__LINT_KINDS]; /* for the module already (hm__job_publish decides) */
+  char warn[HM__LINT_KINDS][640];
+} hm__job;
+
+/* ---- The steps (reload.c) --------------------------------------------------------------- */
+
+/* Under the module's reload_lock: is the module in the state the caller expects? Sets the
+ * job's old version, path and copy name. 0, or the error (detail recorded). */
+HM__HIDDEN int hm__job_begin(hm__job *j, const char *path);
+/* Read (unless `given`), check, copy and dlopen: the module's constructors run. A rollback
+ * that reuses a loaded version has nothing to load. */
+HM__HIDDEN int hm__job_load(hm__job *j, const hm__file *given);
+/* Resolve every live slot in the new version, before any hook runs. */
+HM__HIDDEN int hm__job_resolve(hm__job *j);
+/* Typed live handles: the new version must declare the same signatures. */
+HM__HIDDEN int hm__job_check_signatures(hm__job *j);
+/* Called with the module's reload_lock held, and releases it: take back what the reload
+ * made, report it, return rc. */
+HM__HIDDEN int hm__job_reject(hm__job *j, int rc);
+/* The second half of every reload, under reload_lock with the new version loaded: resolve,
+ * check, hand over, publish (or refuse), then the events. Releases reload_lock. */
+HM__HIDDEN int hm__job_complete(hm__job *jp);
+/* Run a whole job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */
+HM__HIDDEN int hm__job_run(hm__job *jp, const char *path, const hm__file *file);
+/* Is old's private copy still there? Asked under reload_lock, before reg->lock is taken. */
+HM__HIDDEN int hm__copy_present(const hm__version *old);
+/* Take the module's prepared reload off it, if any. Under reg->lock. */
+HM__HIDDEN hm__job *hm__prepared_take(hm_module *mod);
+/* A prepared reload that will not be published: unloaded quietly. No lock held. */
+HM__HIDDEN void hm__prepared_discard(hm__job *p);
+/* The checks every reload, rollback and unload by the API starts with: a module, not from
+ * module code, not in a forked child. */
+HM__HIDDEN int hm__reload_checks(hm_module *mod, const char *what);
+
+/* ---- Rollback's memory (history.c) ------------------------------------------------------ */
+
+/* Forget the kept copy. Under reg->lock. */
+HM__HIDDEN void hm__kept_drop(hm_module *mod);
+/* A reload replaced `old` (NULL on a first load): it joins the history, and its private copy
+ * (when `old_copy` says it is still there) becomes the one kept for rollback. Under
+ * reg->lock. */
+HM__HIDDEN void hm__history_superseded(hm_module *mod, hm__version *old, int old_copy);
+/* A rollback replaced `old` with the last build of the history. Under reg->lock. */
+HM__HIDDEN void hm__history_rolled_back(hm_module *mod, hm__version *old);
+/* v's content hash, from its private copy if its reload did not compute it. The caller keeps
+ * v loaded; no lock held. */
+HM__HIDDEN void hm__version_hash(hm_registry *reg, hm__version *v);
+
+#endif
