@@ -129,6 +129,8 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   void *dl = NULL;
   const hm_module_desc *desc;
   hm__version *v;
+  hm__symtab syms;
+  struct link_map *lm = NULL;
   int rc;
 
   memset(&elf, 0, sizeof elf);
@@ -163,9 +165,15 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     rc = hm__fail(HM_EDLOPEN, "dlopen %s failed: %s", path, e ? e : "unknown error");
     goto fail;
   }
+  /* Where its symbols are in memory, so that later lookups need not take the loader's
+   * lock (symbols.c): the load bias, and the dynamic section to check it by. */
+  memset(&syms, 0, sizeof syms);
+  if (dlinfo(dl, RTLD_DI_LINKMAP, &lm) == 0 && lm != NULL)
+    hm__symtab_init(&syms, &elf, (uintptr_t)lm->l_addr, lm->l_ld);
   /* A file whose descriptor the preflight could not find (no hash tables) is checked here,
    * after its constructors ran. */
-  desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
+  if (!hm__symtab_find(&syms, HM_MODULE_DESC_SYMBOL, (void **)&desc))
+    desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
   if (desc != NULL && !desc_ok(desc->abi, desc->size)) {
     rc = abi_refused(path, desc->abi, desc->size);
     goto fail;
@@ -181,6 +189,7 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   v->id = f->id;
   v->load_ns = hm__now_ns();
   v->desc = desc;
+  v->syms = syms;
   v->a = *a;
   v->lint = elf.lint;
   v->keep = elf.lint & o->keep_lint;
@@ -199,8 +208,15 @@ fail:
   return rc;
 }
 
+void *hm__symbol(const hm__version *v, const char *name) {
+  void *p;
+  if (hm__symtab_find(&v->syms, name, &p))
+    return p;
+  return dlsym(v->dl, name);
+}
+
 int hm__resolve(const hm__version *v, const char *sym, hm_fn *out) {
-  void *p = dlsym(v->dl, sym);
+  void *p = hm__symbol(v, sym);
   if (p == NULL)
     return HM_ENOSYM;
   /* POSIX guarantees that dlsym's object pointer converts to a function pointer. */
