@@ -236,7 +236,7 @@ static void reload_from(const char *name, const char *file) {
 
 typedef struct hammer {
   int stop;
-  long rounds;
+  long rounds; /* atomic */
   int errors;
 } hammer;
 
@@ -247,29 +247,50 @@ static void *acquire_loop(void *arg) {
     if (hm_snapshot_acquire(g_reg, "sq:version", &s) != 0)
       h->errors++;
     hm_snapshot_release(s);
-    h->rounds++;
+    __atomic_add_fetch(&h->rounds, 1, __ATOMIC_SEQ_CST);
   }
   return NULL;
 }
 
+static int hammering(void *arg) {
+  return __atomic_load_n(&((hammer *)arg)->rounds, __ATOMIC_SEQ_CST) > 0;
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 /* A constructor that looks modules up while another thread acquires snapshots: the acquire
  * used to hold the registry lock around dlsym, which waits for the loader's lock, which the
- * constructor's dlopen holds while it waits for the registry lock. */
+ * constructor's dlopen holds while it waits for the registry lock.
+ * The acquiring thread is running before the reloads start, and the reloads go on (past
+ * 30) until it has acquired while they ran: 30 reloads can take under 3 ms, and on a loaded
+ * machine a new thread may not have run once by then (it failed 9 of 30 runs that way with
+ * two busy loops competing, once its dlsym no longer waited for the constructors). */
 static void t_constructor_vs_acquire(void **state) {
   const char *dir = *state;
   hammer h = {0, 0, 0};
   pthread_t t;
+  long before;
+  double deadline;
   int i;
   install_load(dir, "sq", "square_v1");
   SET(g_ctor, DO_FIND_LOOP);
   assert_int_equal(pthread_create(&t, NULL, acquire_loop, &h), 0);
+  assert_true(hmt_wait_until(hammering, &h, 60.0));
   install_load(dir, "re", "reentrant_v1");
-  for (i = 0; i < 30; i++)
+  before = __atomic_load_n(&h.rounds, __ATOMIC_SEQ_CST);
+  deadline = now_s() + 60.0;
+  for (i = 0; i < 30 || (__atomic_load_n(&h.rounds, __ATOMIC_SEQ_CST) == before &&
+                         now_s() < deadline);
+       i++)
     reload_from("re", i % 2 ? "reentrant_v1" : "reentrant_v2");
   __atomic_store_n(&h.stop, 1, __ATOMIC_SEQ_CST);
   pthread_join(t, NULL);
   assert_int_equal(h.errors, 0);
-  assert_true(h.rounds > 0);
+  assert_true(__atomic_load_n(&h.rounds, __ATOMIC_SEQ_CST) > before);
 }
 
 /* Every forbidden call fails with HM_EBUSY from a constructor, a load hook and an unload
