@@ -179,9 +179,10 @@ typedef struct hm__symtab {
 HM__HIDDEN void hm__symtab_init(hm__symtab *t, const hm__elf_info *elf, uintptr_t bias,
                                 const void *dynamic);
 /* Look `name` up among the object's own definitions, without any lock: 1 with *addr set to
- * exactly what dlsym(handle, name) returns; 0 when only dlsym can tell (not defined there,
- * or defined in a way dlsym may resolve otherwise: see symbols.c). The object must stay
- * loaded during the call. */
+ * exactly what dlsym(handle, name) returns; -1 when the object defines no such symbol (so
+ * dlsym could only find it in a library the object needs); 0 when only dlsym can tell
+ * (defined in a way dlsym may resolve otherwise: see symbols.c; or `t` is empty). The
+ * object must stay loaded during the call. */
 HM__HIDDEN int hm__symtab_find(const hm__symtab *t, const char *name, void **addr);
 
 /* ---- A module's file (file.c) ---------------------------------------------------------- */

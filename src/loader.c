@@ -131,6 +131,7 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   hm__version *v;
   hm__symtab syms;
   struct link_map *lm = NULL;
+  void *found = NULL;
   int rc;
 
   memset(&elf, 0, sizeof elf);
@@ -171,9 +172,18 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   if (dlinfo(dl, RTLD_DI_LINKMAP, &lm) == 0 && lm != NULL)
     hm__symtab_init(&syms, &elf, (uintptr_t)lm->l_addr, lm->l_ld);
   /* A file whose descriptor the preflight could not find (no hash tables) is checked here,
-   * after its constructors ran. */
-  if (!hm__symtab_find(&syms, HM_MODULE_DESC_SYMBOL, (void **)&desc))
+   * after its constructors ran. The descriptor is the module's own: one that only a library
+   * it needs exports is not looked for (dlsym would search them all, at every reload of a
+   * plain module). */
+  desc = NULL;
+  switch (hm__symtab_find(&syms, HM_MODULE_DESC_SYMBOL, &found)) {
+  case 1:
+    desc = found;
+    break;
+  case 0:
     desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
+    break;
+  }
   if (desc != NULL && !desc_ok(desc->abi, desc->size)) {
     rc = abi_refused(path, desc->abi, desc->size);
     goto fail;
@@ -210,7 +220,7 @@ fail:
 
 void *hm__symbol(const hm__version *v, const char *name) {
   void *p;
-  if (hm__symtab_find(&v->syms, name, &p))
+  if (hm__symtab_find(&v->syms, name, &p) == 1)
     return p;
   return dlsym(v->dl, name);
 }

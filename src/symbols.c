@@ -47,6 +47,18 @@
 #define HM__HAND_LOOKUP 0
 #endif
 
+/* Audit modules come from LD_AUDIT at the program's start; read once (a later setenv does
+ * not change what ld.so loaded, and the environment is not walked at every load). */
+static int audited(void) {
+  static int state; /* atomic: 0 not read yet, 1 none, 2 audited */
+  int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+  if (s == 0) {
+    s = getenv("LD_AUDIT") != NULL ? 2 : 1;
+    __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+  }
+  return s == 2;
+}
+
 void hm__symtab_init(hm__symtab *t, const hm__elf_info *elf, uintptr_t bias,
                      const void *dynamic) {
   const hm__elf_syms *s = &elf->syms;
@@ -57,7 +69,7 @@ void hm__symtab_init(hm__symtab *t, const hm__elf_info *elf, uintptr_t bias,
    * out as the check saw it. */
   if (dynamic == NULL || (uintptr_t)dynamic != bias + (uintptr_t)s->dynamic)
     return;
-  if (getenv("LD_AUDIT") != NULL)
+  if (audited())
     return;
   t->bias = bias;
   t->syms = (const unsigned char *)(bias + (uintptr_t)s->symtab);
@@ -128,8 +140,12 @@ static int plain(const hm__symtab *t, const ElfW(Sym) *sym, uint64_t i) {
 }
 
 /* Note one entry named `name`: its index in *found, or *found = nsyms for "ask dlsym".
- * Returns 0 to stop looking. */
+ * Returns 0 to stop looking. A reference to another library's symbol (undefined, no value)
+ * is no entry: dlsym passes over it too. */
 static int note(const hm__symtab *t, const ElfW(Sym) *sym, uint64_t i, uint64_t *found) {
+  if (sym->st_shndx == SHN_UNDEF && sym->st_value == 0 &&
+      ELF64_ST_TYPE(sym->st_info) != STT_TLS)
+    return 1;
   if (*found != UINT64_MAX || !plain(t, sym, i)) {
     *found = t->nsyms; /* a second entry with the name, or one dlsym may see otherwise */
     return 0;
@@ -147,8 +163,10 @@ static uint64_t find_gnu(const hm__symtab *t, const char *name, size_t len) {
   uint32_t h = gnu_hash(name), b, v;
   uint64_t i, found = UINT64_MAX;
   memcpy(&b, t->buckets + (uint64_t)(h % t->nbuckets) * 4, sizeof b);
-  if (b == 0 || b < t->symoffset)
-    return found;
+  if (b == 0)
+    return found; /* an empty bucket: no such name */
+  if (b < t->symoffset)
+    return t->nsyms;
   for (i = b; i < t->nsyms; i++) {
     memcpy(&v, t->chains + (i - t->symoffset) * 4, sizeof v);
     if ((v | 1u) == (h | 1u)) {
@@ -186,8 +204,10 @@ int hm__symtab_find(const hm__symtab *t, const char *name, void **addr) {
   if (t->syms == NULL || name == NULL)
     return 0;
   i = t->gnu ? find_gnu(t, name, strlen(name)) : find_sysv(t, name, strlen(name));
+  if (i == UINT64_MAX)
+    return -1; /* not defined here: dlsym would look in the libraries it needs */
   if (i >= t->nsyms)
-    return 0; /* not defined here, or not plainly: dlsym decides */
+    return 0; /* defined here, but not plainly, or the table is not sound: dlsym decides */
   get_sym(t, i, &sym);
   *addr = (void *)(t->bias + (uintptr_t)sym.st_value);
   return 1;
