@@ -376,14 +376,18 @@ static void t_poll_does_not_wait_for_another_constructor(void **state) {
   wt *f = *state;
   hm_live *twice = NULL;
   pthread_t t;
+  int got, polled, held;
   prepare_v2(f);
   hold_other(f, &t);
-  assert_int_equal(hm_live_get(f->reg, "sq:twice", &twice), 0);
-  assert_int_equal(hm_registry_poll(f->reg), 1);
-  assert_int_equal(holding(NULL), 1); /* still inside the other module's dlopen */
+  got = hm_live_get(f->reg, "sq:twice", &twice);
+  polled = hm_registry_poll(f->reg);
+  held = holding(NULL); /* still inside the other module's dlopen */
+  release_other(t);
+  assert_int_equal(got, 0);
+  assert_int_equal(polled, 1);
+  assert_int_equal(held, 1);
   assert_int_equal(wt_live(f->live), 2);
   assert_int_equal(HM_LIVE_CALL(twice, int (*)(void)), 4);
-  release_other(t);
 }
 
 static int v2_destroyed(void *arg) {
@@ -396,18 +400,23 @@ static int v2_destroyed(void *arg) {
 static void t_poll_refusal_does_not_wait_for_another_constructor(void **state) {
   wt *f = *state;
   pthread_t t;
+  int polled, held, early;
   __atomic_store_n(&g_refuse, 2, __ATOMIC_SEQ_CST);
   prepare_v2(f);
   hold_other(f, &t);
-  assert_int_equal(hm_registry_poll(f->reg), 0);
-  assert_int_equal(holding(NULL), 1);
+  polled = hm_registry_poll(f->reg);
+  held = holding(NULL);
+  early = dtor_count(2); /* 0: its dlclose waits for the loader, on another thread */
+  release_other(t);
+  assert_int_equal(polled, 0);
+  assert_int_equal(held, 1);
+  assert_int_equal(early, 0);
   assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 1);
   pthread_mutex_lock(&f->log.mu);
   assert_int_equal(f->log.last_err, HM_EHOOK);
   pthread_mutex_unlock(&f->log.mu);
   assert_int_equal(g_load_tid[2], g_main_tid);
   assert_int_equal(wt_live(f->live), 1);
-  release_other(t);
   /* The refused build goes once the loader is free, on the registry's reclaimer thread. */
   assert_true(hmt_wait_until(v2_destroyed, NULL, WT_DEADLINE));
   assert_int_not_equal(__atomic_load_n(&g_dtor_tid[2], __ATOMIC_SEQ_CST), g_main_tid);
