@@ -27,8 +27,9 @@
  * an indirect function, thread-local, weak or STB_GNU_UNIQUE symbol), is found in that
  * version's own symbol tables in memory, exactly where dlsym would find it, without that
  * lock; only other symbols (those kinds, and symbols of the libraries a module needs) go
- * through dlsym and may wait. A poll leaves the unloading of a build it refuses to the
- * registry's reclaimer thread.
+ * through dlsym and may wait, and every symbol does in a process that runs audit modules
+ * (LD_AUDIT: they may change what dlsym returns). A poll leaves the unloading of a build it
+ * refuses to the registry's reclaimer thread.
  *
  * Module code and the registry. A module's constructors and destructors run inside dlopen
  * and dlclose, and its hooks (hotmod/module.h) run while the registry reloads or unloads it;

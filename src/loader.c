@@ -180,9 +180,16 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   case 1:
     desc = found;
     break;
-  case 0:
+  case 0: {
+    /* dlsym, and the same rule: the object that holds it must be this one. */
+    struct link_map *owner = NULL;
+    Dl_info di;
     desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
+    if (desc != NULL && lm != NULL &&
+        dladdr1(desc, &di, (void **)&owner, RTLD_DL_LINKMAP) != 0 && owner != lm)
+      desc = NULL;
     break;
+  }
   }
   if (desc != NULL && !desc_ok(desc->abi, desc->size)) {
     rc = abi_refused(path, desc->abi, desc->size);
