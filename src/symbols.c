@@ -63,7 +63,8 @@ void hm__symtab_init(hm__symtab *t, const hm__elf_info *elf, uintptr_t bias,
                      const void *dynamic) {
   const hm__elf_syms *s = &elf->syms;
   memset(t, 0, sizeof *t);
-  if (!HM__HAND_LOOKUP || s->nsyms == 0 || (s->gnu_hash == 0 && s->sysv_hash == 0))
+  if (!HM__HAND_LOOKUP || s->nsyms == 0 || s->nbuckets == 0 ||
+      (s->gnu_hash == 0 && s->sysv_hash == 0))
     return;
   /* The link map's dynamic section is the file's, moved by the bias: the same object, laid
    * out as the check saw it. */
@@ -99,11 +100,13 @@ static uint32_t gnu_hash(const char *name) {
   return h;
 }
 
-static unsigned long sysv_hash(const char *name) {
-  unsigned long h = 0, g;
+/* The SysV ELF hash, in 32 bits as glibc computes it (with a wider type, a carry out of
+ * bit 31 would survive and give another bucket). */
+static uint32_t sysv_hash(const char *name) {
+  uint32_t h = 0, g;
   for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
     h = (h << 4) + *p;
-    g = h & 0xf0000000ul;
+    g = h & 0xf0000000u;
     if (g != 0)
       h ^= g >> 24;
     h &= ~g;

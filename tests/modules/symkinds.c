@@ -8,6 +8,9 @@ const char plain_const[] = "plain";
 __attribute__((visibility("protected"))) int protected_fn(void) { return 3; }
 __attribute__((weak)) int weak_fn(void) { return 2; }
 __thread int tls_var = 5;
+/* A name whose SysV hash carries out of bit 31 when computed wider than 32 bits. */
+int xxxxybjz(void);
+int xxxxybjz(void) { return 6; }
 
 static int ifunc_impl(void) { return 4; }
 __attribute__((used)) static int (*ifunc_resolver(void))(void) { return ifunc_impl; }
