@@ -18,6 +18,19 @@
  * version on every call. A reload turns the file into the next version in one atomic step,
  * or fails and changes nothing.
  *
+ * The dynamic loader's lock. glibc runs one dlopen or dlclose at a time in the whole process,
+ * and holds its lock while a module's constructors or destructors run; dlsym takes it too.
+ * So loads, reloads, unloads and rollbacks of different modules run in parallel except
+ * inside dlopen and dlclose: a constructor that runs for seconds holds up the loads of every
+ * other module for as long. Snapshots, live handles and polls do not wait for it: a symbol
+ * that a version defines itself, plainly (a function or object, global, not versioned, not
+ * an indirect function, thread-local, weak or STB_GNU_UNIQUE symbol), is found in that
+ * version's own symbol tables in memory, exactly where dlsym would find it, without that
+ * lock; only other symbols (those kinds, and symbols of the libraries a module needs) go
+ * through dlsym and may wait, and every symbol does in a process that runs audit modules
+ * (LD_AUDIT: they may change what dlsym returns). A poll leaves the unloading of a build it
+ * refuses to the registry's reclaimer thread.
+ *
  * Module code and the registry. A module's constructors and destructors run inside dlopen
  * and dlclose, and its hooks (hotmod/module.h) run while the registry reloads or unloads it;
  * the dynamic loader's lock, the module's reload lock or the registry's reclaimer thread may
@@ -485,8 +498,8 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * Ownership: `name` and `path` are copied. On success, if `out` is not NULL, *out is
  * borrowed from the registry, valid until hm_registry_free; on error *out is NULL.
  * NULL: `reg`, `name` or `path` NULL is HM_EINVAL; `out` may be NULL.
- * Threads: any; loads and reloads of different modules run in parallel. From module code:
- * HM_EBUSY.
+ * Threads: any; loads and reloads of different modules run in parallel, except inside
+ * dlopen (see "The dynamic loader's lock" above). From module code: HM_EBUSY.
  * Errors: HM_EINVAL (also: a name empty, of 256 characters or more, or with ':'; an empty
  * path), HM_EEXIST (a loaded module has that name), HM_ENOENT, HM_EACCES (the rules above, or
  * no permission to read), HM_ENOTELF (also: not a regular file: a directory, FIFO, socket or
@@ -517,7 +530,8 @@ HM_EXTERN int hm_module_find(hm_registry *reg, const char *name, hm_module **out
  * every handle are unchanged.
  * NULL: HM_EINVAL.
  * Threads: any; reloads of one module are serialised (a second caller waits for the first),
- * reloads of different modules run in parallel. From module code: HM_EBUSY.
+ * reloads of different modules run in parallel except inside dlopen and dlclose (see "The
+ * dynamic loader's lock" above). From module code: HM_EBUSY.
  * Errors: as hm_module_load except HM_EEXIST, and HM_ENOSYM (a live handle's symbol is
  * missing), HM_ESIG (a typed live handle's signature is not declared alike), HM_ENOMOD (the
  * module was unloaded). */
@@ -633,6 +647,8 @@ HM_EXTERN const char *hm_module_path(const hm_module *mod);
  * call only.
  * NULL: any argument NULL is HM_EINVAL.
  * Threads: any; also module code (e.g. a load hook, through ctx->reg) and a forked child.
+ * A plain symbol of the version is found without the dynamic loader's lock, so the call does
+ * not wait for other modules' constructors (see "The dynamic loader's lock" above).
  * Errors: HM_EINVAL (NULL; no ':', nothing before or after it, or a module name of 256
  * characters or more), HM_ENOMOD (no such module, or it is unloaded), HM_ENOSYM, HM_ENOMEM. */
 HM_EXTERN int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **out);
@@ -680,7 +696,9 @@ HM_EXTERN void hm_snapshot_release(hm_snapshot *snap);
  * NULL: any argument NULL is HM_EINVAL.
  * Threads: any; concurrent gets of one name return the same handle. Module code may get a
  * handle on another module, or one that already exists; a new handle on the module whose
- * code is running is HM_EBUSY. A forked child may get existing handles only.
+ * code is running is HM_EBUSY. A forked child may get existing handles only. Like
+ * hm_snapshot_acquire, it does not wait for other modules' constructors for a plain
+ * symbol.
  * Errors: HM_EINVAL (as hm_snapshot_acquire), HM_ENOMOD, HM_ENOSYM (also: a reload of the
  * module is about to publish a version without the symbol), HM_ENOMEM, HM_EBUSY, HM_EFORKED
  * (a new handle, in a forked child). */
@@ -890,7 +908,9 @@ HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
  * goes back to the current version's bytes. hm_registry_free unloads one still waiting. Failures a later try may not meet are
  * retried by the watcher, as in immediate mode, and prepared again. The poll never waits
  * for a load: a module whose newer build the watcher is preparing at that moment, or that
- * another thread is reloading, is left for the next poll.
+ * another thread is reloading, is left for the next poll; nor for another module's
+ * constructor or destructor (see "The dynamic loader's lock" above): a build the poll
+ * refuses is unloaded on the registry's reclaimer thread.
  * Call it at a safe point of the host (a frame boundary, between requests): no reload
  * changes what callers see at any other time.
  * NULL: HM_EINVAL.

@@ -257,6 +257,7 @@ typedef struct dyninfo {
 typedef struct symtab {
   uint64_t off, count;
   uint64_t hashed; /* symbols the hash tables reach, 0 without them */
+  uint64_t gnu_count, sysv_count; /* of them, those each table reaches */
   uint64_t named;  /* one more than the highest index a relocation names, 0 if none */
   uint64_t strsz;
   const char *from;
@@ -659,20 +660,19 @@ static int check_dyn_names(ck *c, uint64_t doff, uint64_t count, uint64_t strsz)
 
 /* Symbol count, from whichever hash tables exist (glibc follows their indices into the
  * symbol table); 0 without either. */
-static int hash_count(ck *c, const dyninfo *d, uint64_t *nsyms) {
-  uint64_t hs = 0;
+static int hash_count(ck *c, const dyninfo *d, symtab *st) {
   int rc;
-  *nsyms = 0;
+  st->hashed = 0;
   if (d->has[DT_HASH] && d->val[DT_HASH] != 0) {
-    if ((rc = check_sysv_hash(c, d->val[DT_HASH], &hs)) != 0)
+    if ((rc = check_sysv_hash(c, d->val[DT_HASH], &st->sysv_count)) != 0)
       return rc;
-    *nsyms = hs;
+    st->hashed = st->sysv_count;
   }
   if (d->has_gnu_hash && d->gnu_hash != 0) {
-    if ((rc = check_gnu_hash(c, d->gnu_hash, &hs)) != 0)
+    if ((rc = check_gnu_hash(c, d->gnu_hash, &st->gnu_count)) != 0)
       return rc;
-    if (hs > *nsyms)
-      *nsyms = hs;
+    if (st->gnu_count > st->hashed)
+      st->hashed = st->gnu_count;
   }
   return 0;
 }
@@ -723,7 +723,7 @@ static int check_symbols(ck *c, const dyninfo *d, symtab *st) {
   int rc;
   memset(st, 0, sizeof *st);
   st->strsz = d->val[DT_STRSZ];
-  if ((rc = hash_count(c, d, &st->hashed)) != 0)
+  if ((rc = hash_count(c, d, st)) != 0)
     return rc;
   if ((d->has[DT_HASH] && d->val[DT_HASH] != 0) || (d->has_gnu_hash && d->gnu_hash != 0)) {
     st->count = st->hashed;
@@ -939,6 +939,41 @@ static void scan_dyn_strings(ck *c, const dyninfo *d, uint64_t doff, uint64_t co
   }
 }
 
+/* Where the symbols are, for lookups by name once the file is loaded (symbols.c): the
+ * table glibc itself looks names up in (DT_GNU_HASH if there is one, else DT_HASH), with
+ * the counts its checks above found. None when a table's tag is there with address 0, as
+ * glibc would then read a table at the load base. */
+static void note_syms(ck *c, const dyninfo *d, const symtab *st, const ElfW(Phdr) *dynph,
+                      hm__elf_syms *s) {
+  uint64_t off, avail;
+  memset(s, 0, sizeof *s);
+  if ((d->has_gnu_hash && d->gnu_hash == 0) || (d->has[DT_HASH] && d->val[DT_HASH] == 0) ||
+      (d->has_versym && d->versym == 0))
+    return;
+  if (d->has_gnu_hash) {
+    if (!map_vaddr(c, d->gnu_hash, 16, &off, &avail)) /* checked: always found */
+      return;
+    s->gnu_hash = d->gnu_hash;
+    s->nbuckets = get_u32(c, off);
+    s->symoffset = get_u32(c, off + 4);
+    s->bloom_size = get_u32(c, off + 8);
+    s->nsyms = st->gnu_count;
+  } else if (d->has[DT_HASH]) {
+    Elf_Symndx nb;
+    if (!map_vaddr(c, d->val[DT_HASH], sizeof nb, &off, &avail))
+      return;
+    memcpy(&nb, c->buf + off, sizeof nb);
+    s->sysv_hash = d->val[DT_HASH];
+    s->nbuckets = (uint32_t)nb;
+    s->nsyms = nb == s->nbuckets ? st->sysv_count : 0;
+  }
+  s->dynamic = dynph->p_vaddr;
+  s->symtab = d->val[DT_SYMTAB];
+  s->strtab = d->val[DT_STRTAB];
+  s->strsz = d->val[DT_STRSZ];
+  s->versym = d->has_versym ? d->versym : 0;
+}
+
 static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   dyninfo d;
   symtab st;
@@ -963,6 +998,7 @@ static int check_dynamic(ck *c, const ElfW(Phdr) *dynph, hm__elf_info *info) {
   if (info != NULL && (info->desc_flags & HM_MODULE_KEYS_DELETED) != 0)
     info->lint &= ~(unsigned)HM__LINT_KEY_CREATE;
   if (info != NULL) {
+    note_syms(c, &d, &st, dynph, &info->syms);
     info->nodelete = d.has_flags_1 && (d.flags_1 & DF_1_NODELETE) != 0;
     info->static_tls = d.has[DT_FLAGS] && (d.val[DT_FLAGS] & DF_STATIC_TLS) != 0;
     if (info->nodelete)

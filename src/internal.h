@@ -1,7 +1,8 @@
 /* hotmod's private header: the pieces the source files share. Nothing here is API.
  *
  * Layers, from the bottom: common.c and error.c (leaves: allocation, errors, the clock),
- * elfcheck.c and settle.c (pure functions), file.c with trust.c (reading a module's file,
+ * elfcheck.c and settle.c (pure functions), symbols.c (a loaded object's own symbols, looked
+ * up without the loader's lock), file.c with trust.c (reading a module's file,
  * and whether it may be trusted), privdir.c (private directories), reclaim.c
  * (grace periods), dlgate.c (the calls into glibc's loader, held off around fork()),
  * loader.c (bytes to a loaded version), table.c (what live handles read, and the lifetime
@@ -86,6 +87,20 @@ HM__HIDDEN int hm__err_is_final(int err);
 /* How many of a module's STB_GNU_UNIQUE symbols the lint names (it counts them all). */
 #define HM__LINT_UNIQUE_NAMES 3
 
+/* Where a file's dynamic symbols are, as link-time addresses (loading moves them all by the
+ * same bias), for lookups by name once it is loaded (symbols.c). From the table glibc
+ * looks names up in: DT_GNU_HASH if the file has one (gnu_hash), else DT_HASH (sysv_hash);
+ * nsyms 0 when there is none to use. The check guarantees, in the file: every chain of that
+ * table ends below nsyms; every symbol below nsyms has its name below strsz and, with
+ * DT_VERSYM, a version entry; and all of it lies in the file-backed part of a segment. */
+typedef struct hm__elf_syms {
+  uint64_t dynamic; /* PT_DYNAMIC's address: where the link map's l_ld must be */
+  uint64_t symtab, strtab, strsz, versym; /* versym 0: none */
+  uint64_t gnu_hash, sysv_hash;
+  uint64_t nsyms;
+  uint32_t nbuckets, symoffset, bloom_size; /* symoffset, bloom_size: GNU only */
+} hm__elf_syms;
+
 typedef struct hm__elf_info {
   int nodelete;   /* DF_1_NODELETE: dlclose will not unmap it */
   int static_tls; /* DF_STATIC_TLS: initial-exec TLS, limited number of loads */
@@ -101,6 +116,7 @@ typedef struct hm__elf_info {
   const char *needed;     /* HM__LINT_NEEDED: one library it needs that is not a system one */
   const char *runpath;    /* HM__LINT_ORIGIN: the RUNPATH or RPATH with $ORIGIN */
   const char *hotmod_needed; /* the first DT_NEEDED naming libhotmod.so*, or NULL */
+  hm__elf_syms syms;
   /* Work the check did, in steps of bounded cost (one table entry read, one segment
    * probed). Set on failure too, where the other fields are cleared: the tests bound it by
    * the file size, so that a crafted file cannot make the check slow. */
@@ -143,6 +159,31 @@ HM__HIDDEN int hm__lint_index(const char *name);
  * (at most 24 steps per byte plus a few hundred: see "Work bound" in elfcheck.c). */
 HM__HIDDEN int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info,
                              char *why, size_t whylen);
+
+/* ---- A loaded object's own symbols (symbols.c) ----------------------------------------- */
+
+/* The symbol tables of one loaded object, in its memory: what hm__symtab_find reads. */
+typedef struct hm__symtab {
+  const unsigned char *syms; /* NULL: nothing to read here, every lookup is dlsym's */
+  const char *strtab;
+  const unsigned char *versym, *buckets, *chains;
+  uint64_t strsz, nsyms;
+  uintptr_t bias; /* the link map's l_addr: memory address minus link-time address */
+  uint32_t nbuckets, symoffset;
+  int gnu; /* DT_GNU_HASH, else DT_HASH */
+} hm__symtab;
+
+/* Set up `t` for an object dlopen mapped with load bias `bias` and its dynamic section at
+ * `dynamic` (the link map's l_addr and l_ld), from what the check of its file found. An
+ * object this cannot follow gets an empty table (see symbols.c). No lock, no allocation. */
+HM__HIDDEN void hm__symtab_init(hm__symtab *t, const hm__elf_info *elf, uintptr_t bias,
+                                const void *dynamic);
+/* Look `name` up among the object's own definitions, without any lock: 1 with *addr set to
+ * exactly what dlsym(handle, name) returns; -1 when the object defines no such symbol (so
+ * dlsym could only find it in a library the object needs); 0 when only dlsym can tell
+ * (defined in a way dlsym may resolve otherwise: see symbols.c; or `t` is empty). The
+ * object must stay loaded during the call. */
+HM__HIDDEN int hm__symtab_find(const hm__symtab *t, const char *name, void **addr);
 
 /* ---- A module's file (file.c) ---------------------------------------------------------- */
 
@@ -311,9 +352,12 @@ struct hm__version {
                        rollback makes the version current again under a new num */
   unsigned lint;    /* the lint's findings in its file (HM__LINT_*) */
   unsigned keep;    /* those of them for which it stays mapped once retired (0: unloaded) */
+  int discard_later; /* a discard leaves its unload to the reclaimer thread (a poll is
+                        publishing it, and a poll never waits in dlclose) */
   hm__allocator a;  /* a copy, so an orphan can free itself after the registry is gone */
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
+  hm__symtab syms;   /* its own symbols, for lookups without the loader's lock */
 };
 
 /* ---- Child processes (spawn.c) --------------------------------------------------------- */
@@ -405,7 +449,12 @@ HM__HIDDEN void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *o
 /* Delete a private copy that a mapping may still use: first cut it to the bytes its
  * PT_LOADs map, so that a kept version holds no more of the file than it maps. */
 HM__HIDDEN void hm__copy_remove(const char *path);
-/* dlsym without any lock of ours held (the loader takes its own). HM_ENOSYM if missing. */
+/* The address of `name` in version v, as dlsym(v->dl, name) gives it, or NULL. Looked up in
+ * v's own tables where that gives dlsym's answer (symbols.c): then no lock is taken, and no
+ * other thread's dlopen or dlclose (constructors, destructors) is waited for. Otherwise
+ * dlsym, which takes the loader's lock: call with no lock of ours held. v stays loaded. */
+HM__HIDDEN void *hm__symbol(const hm__version *v, const char *name);
+/* hm__symbol as a function: 0, or HM_ENOSYM if missing. */
 HM__HIDDEN int hm__resolve(const hm__version *v, const char *sym, hm_fn *out);
 
 /* ---- Settle policy (settle.c): a pure function, see the file's comment ----------------- */

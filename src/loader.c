@@ -129,6 +129,9 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   void *dl = NULL;
   const hm_module_desc *desc;
   hm__version *v;
+  hm__symtab syms;
+  struct link_map *lm = NULL;
+  void *found = NULL;
   int rc;
 
   memset(&elf, 0, sizeof elf);
@@ -163,9 +166,31 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     rc = hm__fail(HM_EDLOPEN, "dlopen %s failed: %s", path, e ? e : "unknown error");
     goto fail;
   }
+  /* Where its symbols are in memory, so that later lookups need not take the loader's
+   * lock (symbols.c): the load bias, and the dynamic section to check it by. */
+  memset(&syms, 0, sizeof syms);
+  if (dlinfo(dl, RTLD_DI_LINKMAP, &lm) == 0 && lm != NULL)
+    hm__symtab_init(&syms, &elf, (uintptr_t)lm->l_addr, lm->l_ld);
   /* A file whose descriptor the preflight could not find (no hash tables) is checked here,
-   * after its constructors ran. */
-  desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
+   * after its constructors ran. The descriptor is the module's own: one that only a library
+   * it needs exports is not looked for (dlsym would search them all, at every reload of a
+   * plain module). */
+  desc = NULL;
+  switch (hm__symtab_find(&syms, HM_MODULE_DESC_SYMBOL, &found)) {
+  case 1:
+    desc = found;
+    break;
+  case 0: {
+    /* dlsym, and the same rule: the object that holds it must be this one. */
+    struct link_map *owner = NULL;
+    Dl_info di;
+    desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
+    if (desc != NULL && lm != NULL &&
+        dladdr1(desc, &di, (void **)&owner, RTLD_DL_LINKMAP) != 0 && owner != lm)
+      desc = NULL;
+    break;
+  }
+  }
   if (desc != NULL && !desc_ok(desc->abi, desc->size)) {
     rc = abi_refused(path, desc->abi, desc->size);
     goto fail;
@@ -181,6 +206,7 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   v->id = f->id;
   v->load_ns = hm__now_ns();
   v->desc = desc;
+  v->syms = syms;
   v->a = *a;
   v->lint = elf.lint;
   v->keep = elf.lint & o->keep_lint;
@@ -199,8 +225,15 @@ fail:
   return rc;
 }
 
+void *hm__symbol(const hm__version *v, const char *name) {
+  void *p;
+  if (hm__symtab_find(&v->syms, name, &p) == 1)
+    return p;
+  return dlsym(v->dl, name);
+}
+
 int hm__resolve(const hm__version *v, const char *sym, hm_fn *out) {
-  void *p = dlsym(v->dl, sym);
+  void *p = hm__symbol(v, sym);
   if (p == NULL)
     return HM_ENOSYM;
   /* POSIX guarantees that dlsym's object pointer converts to a function pointer. */

@@ -70,6 +70,8 @@ int hm__prepared_apply(hm_module *mod) {
     return 1; /* another poller took it, or it was dropped */
   }
   (void)hm__prepared_take(mod);
+  /* If it is not published after all, the reclaimer unloads it: not this thread. */
+  p->v->discard_later = 1;
   /* Prepared for the version that is current, at the module's path? Numbers are never
    * reused, so a version retired since cannot pass for it. */
   if (mod->cur == NULL || mod->cur->num != p->oldnum || strcmp(p->path, mod->path) != 0) {

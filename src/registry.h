@@ -162,7 +162,8 @@ HM__HIDDEN void hm__version_ref(hm__version *v);
  * was never published, discards it). */
 HM__HIDDEN void hm__version_unref(hm_registry *reg, hm__version *v);
 /* Drop the loader's reference to a version that will not be published: it is unloaded now,
- * without its unload hook, unless a lookup still holds it (then by the last unref). */
+ * without its unload hook, unless a lookup still holds it (then by the last unref) or it
+ * is marked discard_later (then on the reclaimer thread). */
 HM__HIDDEN void hm__version_discard(hm_registry *reg, hm__version *v);
 
 /* ---- Events (events.c) ----------------------------------------------------------------- */

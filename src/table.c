@@ -58,7 +58,7 @@ int hm__sig_check(const hm__version *v, const char *sym, const char *want) {
   void *p;
   int rc = 0;
   snprintf(name, sizeof name, "%s%s", HM_MODULE_SIGNATURE_PREFIX, sym);
-  p = dlsym(v->dl, name);
+  p = hm__symbol(v, name);
   if (p == NULL)
     return hm__fail(HM_ESIG,
                     "%s (version %u of module %s) declares no signature for %s; expected "
@@ -199,6 +199,12 @@ void hm__version_discard(hm_registry *reg, hm__version *v) {
   hm_module *mod = v->mod, *prev;
   unsigned num = v->num;
   hm__unloaded u;
+  if (v->discard_later) {
+    /* dlclose takes the loader's lock, which another module's constructor may hold for
+     * long: the reclaimer unloads it (unpublished: no hook, LEAKED if it stays mapped). */
+    hm__version_unref(reg, v);
+    return;
+  }
   if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0) {
     /* A lookup still holds it (hm_live_get resolving in an incoming version); its unref
      * schedules the unload. */

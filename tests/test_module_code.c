@@ -25,8 +25,9 @@ typedef enum action {
   DO_ALLOWED,       /* load hook: the allowed calls on another module */
   DO_CROSS_LIVE_GET, /* load hook: meet the other module's hook, then hm_live_get on it */
   DO_STOP_WATCH,     /* load hook: hm_watch_stop, which must not wait from here */
-  DO_GET_ELSEWHERE   /* load hook: another thread takes a new handle on this module, then
+  DO_GET_ELSEWHERE,  /* load hook: another thread takes a new handle on this module, then
                         the registry's allocator fails its next reallocation */
+  DO_BLOCK           /* constructor: wait until the test releases it (g_blocking) */
 } action;
 
 static hm_registry *g_reg;
@@ -40,6 +41,7 @@ static int g_allowed_rc = 99;
 static hm_snapshot *g_release_in_unload; /* released by the unload hook */
 static int g_arrived;                     /* atomic: hooks at the meeting point */
 static int g_cross_rc[2] = {99, 99};
+static int g_blocking; /* atomic: 1 while a DO_BLOCK constructor waits, 0 to release it */
 
 static void record(int rc) {
   int n = __atomic_load_n(&g_ncodes, __ATOMIC_RELAXED);
@@ -114,6 +116,14 @@ void hmt_in_constructor(int version) {
       (void)hm_module_find(g_reg, "sq", &m);
   } else if (GET(g_ctor) == DO_FORBIDDEN) {
     try_forbidden();
+  } else if (GET(g_ctor) == DO_BLOCK) {
+    /* Inside dlopen, with the dynamic loader's lock held, until released; bounded, so that
+     * a call that waits for this constructor fails the test instead of hanging it. */
+    struct timespec ms = {0, 1000000};
+    SET(g_blocking, 1);
+    for (int i = 0; i < 60000 && GET(g_blocking); i++)
+      nanosleep(&ms, NULL);
+    SET(g_blocking, 0);
   }
 }
 
@@ -226,7 +236,7 @@ static void reload_from(const char *name, const char *file) {
 
 typedef struct hammer {
   int stop;
-  long rounds;
+  long rounds; /* atomic */
   int errors;
 } hammer;
 
@@ -237,29 +247,50 @@ static void *acquire_loop(void *arg) {
     if (hm_snapshot_acquire(g_reg, "sq:version", &s) != 0)
       h->errors++;
     hm_snapshot_release(s);
-    h->rounds++;
+    __atomic_add_fetch(&h->rounds, 1, __ATOMIC_SEQ_CST);
   }
   return NULL;
 }
 
+static int hammering(void *arg) {
+  return __atomic_load_n(&((hammer *)arg)->rounds, __ATOMIC_SEQ_CST) > 0;
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 /* A constructor that looks modules up while another thread acquires snapshots: the acquire
  * used to hold the registry lock around dlsym, which waits for the loader's lock, which the
- * constructor's dlopen holds while it waits for the registry lock. */
+ * constructor's dlopen holds while it waits for the registry lock.
+ * The acquiring thread is running before the reloads start, and the reloads go on (past
+ * 30) until it has acquired while they ran: 30 reloads can take under 3 ms, and on a loaded
+ * machine a new thread may not have run once by then (it failed 9 of 30 runs that way with
+ * two busy loops competing, once its dlsym no longer waited for the constructors). */
 static void t_constructor_vs_acquire(void **state) {
   const char *dir = *state;
   hammer h = {0, 0, 0};
   pthread_t t;
+  long before;
+  double deadline;
   int i;
   install_load(dir, "sq", "square_v1");
   SET(g_ctor, DO_FIND_LOOP);
   assert_int_equal(pthread_create(&t, NULL, acquire_loop, &h), 0);
+  assert_true(hmt_wait_until(hammering, &h, 60.0));
   install_load(dir, "re", "reentrant_v1");
-  for (i = 0; i < 30; i++)
+  before = __atomic_load_n(&h.rounds, __ATOMIC_SEQ_CST);
+  deadline = now_s() + 60.0;
+  for (i = 0; i < 30 || (__atomic_load_n(&h.rounds, __ATOMIC_SEQ_CST) == before &&
+                         now_s() < deadline);
+       i++)
     reload_from("re", i % 2 ? "reentrant_v1" : "reentrant_v2");
   __atomic_store_n(&h.stop, 1, __ATOMIC_SEQ_CST);
   pthread_join(t, NULL);
   assert_int_equal(h.errors, 0);
-  assert_true(h.rounds > 0);
+  assert_true(__atomic_load_n(&h.rounds, __ATOMIC_SEQ_CST) > before);
 }
 
 /* Every forbidden call fails with HM_EBUSY from a constructor, a load hook and an unload
@@ -445,8 +476,64 @@ static void t_publish_cannot_fail_after_hooks(void **state) {
   assert_int_equal(HM_LIVE_CALL(t, int (*)(void)), 4);
 }
 
+/* A constructor that runs long inside one thread's dlopen holds the dynamic loader's lock
+ * all that time. Snapshots and live handles on functions of another, loaded module must not
+ * wait for it: they used to call dlsym, which takes that lock (10 s constructor, 10 s
+ * hm_snapshot_acquire). Each call below must return while the constructor still waits. */
+static void *load_re(void *arg) {
+  char *path = arg;
+  hm_module *m;
+  return (void *)(long)hm_module_load(g_reg, "re", path, &m);
+}
+
+static int ctor_blocking(void *arg) {
+  (void)arg;
+  return GET(g_blocking);
+}
+
+static void t_slow_constructor_does_not_stall_others(void **state) {
+  const char *dir = *state;
+  char path[4096];
+  hm_snapshot *s1 = NULL, *s2 = NULL;
+  hm_live *l1 = NULL, *l2 = NULL;
+  pthread_t t;
+  void *rc;
+  int blocked, rcs[4];
+  install_load(dir, "sq", "square_v1");
+  install_load(dir, "sg", "sig_v1");
+  snprintf(path, sizeof path, "%s/re.so", dir);
+  hmt_install(hmt_mod("reentrant_v1"), path);
+  SET(g_ctor, DO_BLOCK);
+  assert_int_equal(pthread_create(&t, NULL, load_re, path), 0);
+  blocked = hmt_wait_until(ctor_blocking, NULL, 60.0);
+  rcs[0] = hm_snapshot_acquire(g_reg, "sq:version", &s1);
+  rcs[1] = hm_snapshot_acquire_typed(g_reg, "sg:version", "int(void)", &s2);
+  rcs[2] = hm_live_get(g_reg, "sq:bonus", &l1);
+  rcs[3] = hm_live_get_typed(g_reg, "sg:my_function", "double(double)", &l2);
+  /* Still inside that dlopen afterwards: none of the calls waited for it. Released before
+   * any assertion, so that a failure does not leave the load behind. */
+  blocked = blocked && GET(g_blocking);
+  SET(g_blocking, 0);
+  pthread_join(t, &rc);
+  SET(g_ctor, DO_NOTHING);
+  assert_int_equal(rcs[0], 0);
+  assert_int_equal(rcs[1], 0);
+  assert_int_equal(rcs[2], 0);
+  assert_int_equal(rcs[3], 0);
+  assert_true(blocked);
+  assert_int_equal((long)rc, 0);
+  assert_int_equal(((ifn)hm_snapshot_fn(s1))(), 1);
+  assert_int_equal(((ifn)hm_snapshot_fn(s2))(), 1);
+  assert_int_equal(HM_LIVE_CALL(l1, ifn), 101);
+  assert_true(HM_LIVE_CALL(l2, double (*)(double), 2.0) == 2.0);
+  hm_snapshot_release(s1);
+  hm_snapshot_release(s2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(t_slow_constructor_does_not_stall_others, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(t_constructor_vs_acquire, setup, teardown),
       cmocka_unit_test_setup_teardown(t_forbidden_calls_are_busy, setup, teardown),
       cmocka_unit_test_setup_teardown(t_allowed_calls_work, setup, teardown),

@@ -23,8 +23,10 @@
 static pid_t g_main_tid;
 static pid_t g_ctor_tid[NV], g_load_tid[NV]; /* atomic: who ran version n's code, 0: none */
 static int g_dtor[NV];                       /* atomic: times version n's destructor ran */
+static pid_t g_dtor_tid[NV];                 /* atomic: who ran version n's destructor */
 static int g_hold;    /* atomic: the constructor of this version waits while it is set */
 static int g_holding; /* atomic: that constructor is waiting */
+static int g_refuse;  /* atomic: the load hook of this version refuses it */
 
 static pid_t tid(void) { return (pid_t)syscall(SYS_gettid); }
 
@@ -48,13 +50,15 @@ void hmt_in_constructor(int version) {
   }
 }
 void hmt_in_destructor(int version) {
-  if (version > 0 && version < NV)
+  if (version > 0 && version < NV) {
+    __atomic_store_n(&g_dtor_tid[version], tid(), __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&g_dtor[version], 1, __ATOMIC_SEQ_CST);
+  }
 }
 int hmt_in_load_hook(int version) {
   if (version > 0 && version < NV)
     __atomic_store_n(&g_load_tid[version], tid(), __ATOMIC_SEQ_CST);
-  return HM_LOAD_CONVERTED;
+  return version == __atomic_load_n(&g_refuse, __ATOMIC_SEQ_CST) ? -1 : HM_LOAD_CONVERTED;
 }
 void hmt_in_unload_hook(int version) { (void)version; }
 
@@ -62,7 +66,8 @@ static int setup(void **state) {
   memset(g_ctor_tid, 0, sizeof g_ctor_tid);
   memset(g_load_tid, 0, sizeof g_load_tid);
   memset(g_dtor, 0, sizeof g_dtor);
-  g_hold = g_holding = 0;
+  memset(g_dtor_tid, 0, sizeof g_dtor_tid);
+  g_hold = g_holding = g_refuse = 0;
   g_main_tid = tid();
   *state = wt_new(HM_RELOAD_QUEUED, 0, 0);
   return 0;
@@ -335,6 +340,89 @@ static void t_poll_does_not_wait_for_a_preparation(void **state) {
   assert_int_equal(g_load_tid[2], 0);
 }
 
+/* Another module, "other" (reentrant v4), is being loaded on a thread of its own, its
+ * constructor held inside dlopen: the dynamic loader's lock stays taken until the test lets
+ * it go. */
+static void *load_other(void *arg) {
+  wt *f = arg;
+  char path[4200];
+  hm_module *m;
+  snprintf(path, sizeof path, "%s/other.so", f->tmp);
+  hmt_install(hmt_mod("reentrant_v4"), path);
+  return (void *)(long)hm_module_load(f->reg, "other", path, &m);
+}
+
+static int holding(void *arg) {
+  (void)arg;
+  return __atomic_load_n(&g_holding, __ATOMIC_SEQ_CST);
+}
+
+static void hold_other(wt *f, pthread_t *t) {
+  __atomic_store_n(&g_hold, 4, __ATOMIC_SEQ_CST);
+  assert_int_equal(pthread_create(t, NULL, load_other, f), 0);
+  assert_true(hmt_wait_until(holding, NULL, WT_DEADLINE));
+}
+
+static void release_other(pthread_t t) {
+  void *rc;
+  __atomic_store_n(&g_hold, 0, __ATOMIC_SEQ_CST);
+  pthread_join(t, &rc);
+  assert_int_equal((long)rc, 0);
+}
+
+/* The poll publishes while another module's constructor runs: resolving the slot taken
+ * since the preparation does not wait for the loader's lock (it used dlsym). */
+static void t_poll_does_not_wait_for_another_constructor(void **state) {
+  wt *f = *state;
+  hm_live *twice = NULL;
+  pthread_t t;
+  int got, polled, held;
+  prepare_v2(f);
+  hold_other(f, &t);
+  got = hm_live_get(f->reg, "sq:twice", &twice);
+  polled = hm_registry_poll(f->reg);
+  held = holding(NULL); /* still inside the other module's dlopen */
+  release_other(t);
+  assert_int_equal(got, 0);
+  assert_int_equal(polled, 1);
+  assert_int_equal(held, 1);
+  assert_int_equal(wt_live(f->live), 2);
+  assert_int_equal(HM_LIVE_CALL(twice, int (*)(void)), 4);
+}
+
+static int v2_destroyed(void *arg) {
+  (void)arg;
+  return dtor_count(2) == 1;
+}
+
+/* A build the poll refuses (its load hook says no) is unloaded off the poller's thread:
+ * dlclose waits for the loader's lock, which another module's constructor holds. */
+static void t_poll_refusal_does_not_wait_for_another_constructor(void **state) {
+  wt *f = *state;
+  pthread_t t;
+  int polled, held, early;
+  __atomic_store_n(&g_refuse, 2, __ATOMIC_SEQ_CST);
+  prepare_v2(f);
+  hold_other(f, &t);
+  polled = hm_registry_poll(f->reg);
+  held = holding(NULL);
+  early = dtor_count(2); /* 0: its dlclose waits for the loader, on another thread */
+  release_other(t);
+  assert_int_equal(polled, 0);
+  assert_int_equal(held, 1);
+  assert_int_equal(early, 0);
+  assert_int_equal(wt_count(f, HM_EVENT_REJECTED), 1);
+  pthread_mutex_lock(&f->log.mu);
+  assert_int_equal(f->log.last_err, HM_EHOOK);
+  pthread_mutex_unlock(&f->log.mu);
+  assert_int_equal(g_load_tid[2], g_main_tid);
+  assert_int_equal(wt_live(f->live), 1);
+  /* The refused build goes once the loader is free, on the registry's reclaimer thread. */
+  assert_true(hmt_wait_until(v2_destroyed, NULL, WT_DEADLINE));
+  assert_int_not_equal(__atomic_load_n(&g_dtor_tid[2], __ATOMIC_SEQ_CST), g_main_tid);
+  assert_int_equal(hm_module_version(f->mod), 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -351,6 +439,8 @@ int main(void) {
       cmocka_unit_test(t_immediate_signature_refused),
       T(t_slot_typed_after_preparation),
       T(t_poll_does_not_wait_for_a_preparation),
+      T(t_poll_does_not_wait_for_another_constructor),
+      T(t_poll_refusal_does_not_wait_for_another_constructor),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

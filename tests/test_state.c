@@ -145,6 +145,20 @@ static void t_wrong_abi_refused_before_code_runs(void **state) {
   free(dir);
 }
 
+/* The descriptor is the module's own: one that only a library the module links exports
+ * (for a module ABI no hotmod has, which would refuse it) is not looked for, whether the
+ * lookup is by hand or by dlsym (test_state_dlsym). The module loads as a plain one. */
+static void t_descriptor_of_a_linked_library_ignored(void **state) {
+  hm_registry *reg = *state;
+  hm_module *m = NULL;
+  hm_snapshot *s = NULL;
+  assert_int_equal(hm_module_load(reg, "dd", hmt_mod("descdep_v1"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(reg, "dd:version", &s), 0);
+  assert_int_equal(((int (*)(void))hm_snapshot_fn(s))(), 1);
+  hm_snapshot_release(s);
+  assert_int_equal(hm_module_reload(m), 0);
+}
+
 /* A module linked against another libhotmod than the host's (here a stand-in with the
  * soname of 0.2) would bring a second copy of the library, whose live calls this one's
  * grace periods never see: refused, and the module that serves keeps serving. */
@@ -168,6 +182,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_refused_migration_changes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(t_load_context, setup, teardown),
       cmocka_unit_test_setup_teardown(t_wrong_abi_refused_before_code_runs, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_descriptor_of_a_linked_library_ignored, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

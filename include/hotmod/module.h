@@ -190,7 +190,8 @@ typedef struct hm_module_desc {
 #endif
 
 /* Export this module's descriptor: once per module, at file scope in one of its source
- * files. Each function may be NULL. */
+ * files (of the module itself: a descriptor that only a library it links exports is not
+ * looked for). Each function may be NULL. */
 #define HM_MODULE_DESCRIBE(state_version, save_fn, load_fn, unload_fn)                         \
   HM__MODULE_DEFINE const hm_module_desc hm_module_descriptor = {                              \
       HM_MODULE_ABI, sizeof(hm_module_desc), (state_version), (save_fn), (load_fn),           \
