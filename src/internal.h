@@ -1,15 +1,6 @@
-/* hotmod's private header: the pieces the source files share. Nothing here is API.
- *
- * Layers, from the bottom: common.c and error.c (leaves: allocation, errors, the clock),
- * elfcheck.c and settle.c (pure functions), symbols.c (a loaded object's own symbols, looked
- * up without the loader's lock), file.c with trust.c (reading a module's file,
- * and whether it may be trusted), privdir.c (private directories), reclaim.c
- * (grace periods), dlgate.c (the calls into glibc's loader, held off around fork()),
- * loader.c (bytes to a loaded version), table.c (what live handles read, and the lifetime
- * of versions), registry.c and handles.c (the API), queue.c (reload modes
- * and polling), watch.c with watchpath.c (the libuv watcher), buildrule.c (build rules) and
- * build.c (the build runner, on the watcher's loop: with the watcher, the only libuv users);
- * spawn.c (child processes, for the probe and builds) is a leaf. */
+/* hotmod's private header: the pieces the lower layers share (the leaves up to the loader).
+ * Nothing here is API. Which file is in which layer, and what each may call, is in
+ * docs/architecture.md, which tools/layercheck.py holds the code to (make test). */
 #ifndef HM_INTERNAL_H
 #define HM_INTERNAL_H
 

@@ -120,6 +120,29 @@ static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits
   return hm__fail(HM_ELINT, "%s: refused by the lint", path);
 }
 
+/* The module's descriptor, if it has one of its own: one that only a library it needs
+ * exports is not looked for (dlsym would search them all, at every reload of a plain
+ * module). */
+static const hm_module_desc *own_descriptor(void *dl, struct link_map *lm,
+                                            const hm__symtab *syms) {
+  void *found = NULL;
+  switch (hm__symtab_find(syms, HM_MODULE_DESC_SYMBOL, &found)) {
+  case 1:
+    return found;
+  case 0: {
+    /* dlsym, and the same rule: the object that holds it must be this one. */
+    struct link_map *owner = NULL;
+    Dl_info di;
+    const hm_module_desc *desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
+    if (desc != NULL && lm != NULL &&
+        dladdr1(desc, &di, (void **)&owner, RTLD_DL_LINKMAP) != 0 && owner != lm)
+      return NULL;
+    return desc;
+  }
+  }
+  return NULL;
+}
+
 int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                    unsigned long seq, const char *path, const hm__file *f,
                    const hm__load_opts *o, hm__elf_info *info, hm__version **out) {
@@ -131,7 +154,6 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   hm__version *v;
   hm__symtab syms;
   struct link_map *lm = NULL;
-  void *found = NULL;
   int rc;
 
   memset(&elf, 0, sizeof elf);
@@ -172,25 +194,8 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   if (dlinfo(dl, RTLD_DI_LINKMAP, &lm) == 0 && lm != NULL)
     hm__symtab_init(&syms, &elf, (uintptr_t)lm->l_addr, lm->l_ld);
   /* A file whose descriptor the preflight could not find (no hash tables) is checked here,
-   * after its constructors ran. The descriptor is the module's own: one that only a library
-   * it needs exports is not looked for (dlsym would search them all, at every reload of a
-   * plain module). */
-  desc = NULL;
-  switch (hm__symtab_find(&syms, HM_MODULE_DESC_SYMBOL, &found)) {
-  case 1:
-    desc = found;
-    break;
-  case 0: {
-    /* dlsym, and the same rule: the object that holds it must be this one. */
-    struct link_map *owner = NULL;
-    Dl_info di;
-    desc = (const hm_module_desc *)dlsym(dl, HM_MODULE_DESC_SYMBOL);
-    if (desc != NULL && lm != NULL &&
-        dladdr1(desc, &di, (void **)&owner, RTLD_DL_LINKMAP) != 0 && owner != lm)
-      desc = NULL;
-    break;
-  }
-  }
+   * after its constructors ran. */
+  desc = own_descriptor(dl, lm, &syms);
   if (desc != NULL && !desc_ok(desc->abi, desc->size)) {
     rc = abi_refused(path, desc->abi, desc->size);
     goto fail;
