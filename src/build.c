@@ -19,6 +19,9 @@
  * watcher's list until its rule changes or the watcher's last close. A running command (a
  * run) owns its handles (counted as one in the watcher's `open`), and is freed in their
  * close callbacks, after the events that use its output were sent.
+ *
+ * Layer 9 (docs/architecture.md), above watchpath.c and below watch.c: calls watchpath.c,
+ * buildrule.c, events.c, module.c and spawn.c.
  */
 #include "build.h"
 #include "watch.h"

@@ -3,6 +3,8 @@
  * immutable rule that the module holds and that the build runner (build.c) takes a reference
  * to, so a rule replaced while its command runs stays valid for as long as the runner needs
  * it. No libuv here: the runner and the watcher decide when to build.
+ *
+ * Layer 7 (docs/architecture.md): calls events.c, fork.c, file.c and the leaves.
  */
 #include "build.h"
 

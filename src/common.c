@@ -2,6 +2,8 @@
  * Leaf helpers every other file uses: allocation through the registry's hook, the clock,
  * the per-thread detail of the last failure, and the per-thread note that module code is
  * running. Nothing here knows about registries, modules or files.
+ *
+ * Layer 0 (docs/architecture.md): calls nothing of hotmod's but error.c.
  */
 #include "internal.h"
 

@@ -1,6 +1,9 @@
 /* Error codes: names and texts come from the one table in hotmod.h; errno values outside the
  * table are named by the C library. Also the words for why a version is still mapped (the
- * header's other table) and the library's version. */
+ * header's other table) and the library's version.
+ *
+ * Layer 0 (docs/architecture.md): calls nothing of hotmod's.
+ */
 #include "internal.h"
 
 #include <string.h>

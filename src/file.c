@@ -14,6 +14,8 @@
  * kernel signals the lease holder, so the signal is set (F_SETSIG) to one whose default
  * action is to do nothing and that the host does not handle; if the host handles both
  * candidates, there is no probe (HM__WRITER_UNKNOWN) rather than a surprise signal.
+ *
+ * Layer 2 (docs/architecture.md): calls trust.c and the leaves.
  */
 #include "internal.h"
 

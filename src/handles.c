@@ -14,6 +14,8 @@
  * reload is about to publish, if any), resolve without the lock, and commit only if neither
  * changed meanwhile; otherwise start over. So a load hook may take live handles on another
  * module while that module's own hook takes live handles on this one.
+ *
+ * Layer 6 (docs/architecture.md): calls table.c, fork.c, the loader and the leaves.
  */
 #include "registry.h"
 

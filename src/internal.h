@@ -210,8 +210,9 @@ typedef struct hm__file {
 /* Open the file at `path` without blocking (a FIFO, socket or device is refused by a look at
  * its name before any open, and by fstat after, never waited on; a symlink loop is -ELOOP),
  * check it is a regular file of at most 1 GiB, not on a noexec mount, that nobody but its
- * owner could have changed (trust.c; unless allowed), and read it whole. With HM__READ_PROBE, a file that a writer holds open is HM_EAGAIN
- * before anything is read; *writer (may be NULL) gets the probe's answer either way.
+ * owner could have changed (trust.c; unless allowed), and read it whole. With
+ * HM__READ_PROBE, a file that a writer holds open is HM_EAGAIN before anything is read;
+ * *writer (may be NULL) gets the probe's answer either way.
  * Errors, with the detail recorded (hm__fail): HM_ENOENT and other errno values, HM_ENOTELF
  * (not a regular file, too large), HM_EACCES (trust.c's rules, noexec), HM_EAGAIN (being
  * written, or changed while read), HM_EIO, HM_ENOMEM. On error *out is left empty. */
@@ -420,9 +421,9 @@ HM__HIDDEN int hm__desc_check(const char *path, const hm__elf_info *elf);
 /* Check `f`'s bytes, write them to a private copy in `dir` (named after `name` and `seq`)
  * and dlopen it (the module's constructors run here). Lint findings in o->reject_lint
  * refuse it with HM_ELINT before anything is written; with o->probe, the copy runs in the
- * probe's child first and what it finds refuses it before the host opens it; `info` (may be NULL) gets what the check
- * found, its strings pointing into f's bytes. On success *out is a new version with
- * one reference, not yet published. On error the detail is recorded and nothing is left
+ * probe's child first and what it finds refuses it before the host opens it; `info` (may
+ * be NULL) gets what the check found, its strings pointing into f's bytes. On success *out
+ * is a new version with one reference, not yet published. On error the detail is recorded and nothing is left
  * behind. `path` is the source, for messages. */
 HM__HIDDEN int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
                               unsigned long seq, const char *path, const hm__file *f,

@@ -2,6 +2,8 @@
  * The reloadability lint: what the ELF check found (hm__elf_info.lint) in words, each with
  * the one-line fix. The findings are facts about the file; what to do with them (warn,
  * refuse, ignore) is the registry's policy, and hotmod-check prints them. A pure function.
+ *
+ * Layer 1 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
 

@@ -5,6 +5,9 @@
  * The bytes were read once (file.c), and everything here works on them: the ELF check, the
  * private copy and so dlopen. So the copy that dlopen maps is exactly what was checked, and
  * a build that rewrites the source later cannot change loaded code.
+ *
+ * Layer 4 (docs/architecture.md): calls the ELF check, the lint, the probe, symbols.c,
+ * dlgate.c and the leaves.
  */
 #include "internal.h"
 

@@ -1,7 +1,10 @@
 /* A small open-addressing hash map from borrowed C strings to pointers. Keys are owned by
  * the values they belong to (a module's name, a live handle's qualified name), so the map
  * never copies or frees them. Live handles are never removed; a module is removed only when
- * its first load fails. */
+ * its first load fails.
+ *
+ * Layer 0 (docs/architecture.md): calls only common.c.
+ */
 #include "map.h"
 
 #include <string.h>

@@ -30,6 +30,8 @@
  * chosen by default can fill up (/dev/shm is 64 MiB in many containers): a copy that finds
  * no room there goes to a second directory, made when first needed, under $TMPDIR or /tmp
  * (registry.c). Named copies on tmpfs, unlike memfd ones, keep gdb -p and perf working.
+ *
+ * Layer 2 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
 

@@ -3,6 +3,8 @@
  * (hotmod-probe, src/probe_main.c) before the host loads it, and refuse it when the child
  * dies in the module's code, or does not finish in time. The child reports each step on a
  * pipe; what the module's code did is read from the last step and the child's exit status.
+ *
+ * Layer 2 (docs/architecture.md): calls spawn.c, dlgate.c and the leaves.
  */
 #include "internal.h"
 

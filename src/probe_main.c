@@ -20,6 +20,8 @@
  * A process that ends without a verdict was ended by the module's code (a signal, exit(),
  * abort): the host refuses the build with HM_ECRASHED. Not part of the public API; the
  * protocol changes with the library it is installed with.
+ *
+ * Layer 10 (docs/architecture.md): a program of its own, not part of the library.
  */
 #include "hotmod/module.h"
 

@@ -2,6 +2,8 @@
  * Reload modes and queued reloads: what the watcher does with a finished build, decided per
  * module, and hm_registry_poll, which publishes queued reloads at the host's safe point. No
  * libuv here: the watcher prepares the new version (hm__prepare); polling publishes it.
+ *
+ * Layer 8 (docs/architecture.md): calls prepared.c, events.c, fork.c and the leaves.
  */
 #include "registry.h"
 

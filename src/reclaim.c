@@ -34,6 +34,8 @@
  * callbacks, and they run within 2 ms after it returns. Nor does queuing work: hm__defer
  * wakes the reclaimer only when it is parked (see POLL_NS below), so that a retired version
  * is picked up within 2 ms and the whole bound is about 4 ms, as hotmod.h states.
+ *
+ * Layer 3 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
 

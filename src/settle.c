@@ -28,6 +28,8 @@
  * only once it has outlasted it. A file this process may not open is of the second kind:
  * its mode and owner can still change, and deploys change them last (install creates the
  * file 0600, writes and closes it, then chmods it; the chmod's IN_ATTRIB brings it back).
+ *
+ * Layer 1 (docs/architecture.md): calls only error.c.
  */
 #include "internal.h"
 

@@ -9,6 +9,8 @@
  * takes the exit status from under it. A pidfd says that the child ended whoever reaps it,
  * and only waitpid on the child's own pid is ever called here: other children of the host
  * are never touched.
+ *
+ * Layer 0 (docs/architecture.md): calls only common.c.
  */
 #include "internal.h"
 

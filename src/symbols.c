@@ -29,6 +29,8 @@
  * Every index and offset read from memory is checked against the bounds the ELF check found
  * in the file (hm__elf_info.syms), so even a table that a crafted object's relocations
  * rewrote cannot send a lookup outside it.
+ *
+ * Layer 4 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
 

@@ -12,6 +12,9 @@
  * hm_live_get); dlsym takes the loader's lock too. Holding reg->lock around dlsym would let
  * one thread wait for the loader's lock while holding ours, and a constructor on another
  * thread wait for ours while holding the loader's.
+ *
+ * Layer 6 (docs/architecture.md): calls events.c, the loader, the reclaimer and the leaves;
+ * the reclaimer calls back into it only through the callbacks it defers.
  */
 #include "registry.h"
 

@@ -23,6 +23,8 @@
  *    rename or remove it. Directories further up are not looked at. The walk ends at the
  *    file the descriptor has open (same device and inode), or the file was replaced
  *    meanwhile (HM_EAGAIN, as for a file that changes while it is read).
+ *
+ * Layer 2 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
 

@@ -11,6 +11,9 @@
  * over it. Events are matched to modules by directory and name, and all events of one read
  * are folded before any decision, so a create, open, write and close that arrive together
  * are seen together.
+ *
+ * Layer 9 (docs/architecture.md), above build.c and watchpath.c: calls them and the
+ * registry's layers; watchrun.c calls it.
  */
 #include "watch.h"
 

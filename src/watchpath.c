@@ -1,8 +1,14 @@
 /*
  * Where the watcher looks: what a module's path means on disk (the symlinks met while
- * following it, and the file it ends at), and the inotify watches on those directories. A deploy that flips `current -> releases/42` changes the link in `current`'s
- * directory, not anything in releases/41, so the watcher must watch the link's directory (to
- * see the flip) and the final file's directory (to see rebuilds), and nothing else.
+ * following it, and the file it ends at), and the inotify watches on those directories,
+ * shared with build rules' sources and looked for again while they are missing. A deploy
+ * that flips `current -> releases/42` changes the link in `current`'s directory, not
+ * anything in releases/41, so the watcher must watch the link's directory (to see the flip)
+ * and the final file's directory (to see rebuilds), and nothing else. Also the count of the
+ * watcher's open handles, whose last close frees it.
+ *
+ * Layer 9 (docs/architecture.md), the watcher's bottom: calls only the leaves, and reaches
+ * watch.c and watchrun.c only through the pointers they give it (w->on_retry, w->closed).
  */
 #include "watch.h"
 

@@ -13,6 +13,9 @@
  * once the watcher's thread exists. Stopping clears it first, so a hook that comes later finds
  * no watcher; then every handle is closed, and the memory goes in the close callbacks (on the
  * registry's own loop, before the thread ends; on a host's loop, when the host next runs it).
+ *
+ * Layer 9 (docs/architecture.md), the watcher's top: calls watch.c, build.c, watchpath.c
+ * and fork.c.
  */
 #include "watch.h"
 
