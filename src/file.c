@@ -310,6 +310,7 @@ static int module_dir(int fd, const char *path, char *name, size_t nn) {
 int hm__sigfile_read(const hm__allocator *a, int fd, const char *path, hm__sigfile *out) {
   char sname[NAME_MAX + 1];
   struct stat st, at;
+  size_t n;
   int dfd, sfd, rc;
   memset(out, 0, sizeof *out);
   out->asked = 1;
@@ -324,12 +325,13 @@ int hm__sigfile_read(const hm__allocator *a, int fd, const char *path, hm__sigfi
       close(dfd);
     return hm__fail(HM_EAGAIN, "%s was replaced or moved while it was being read", path);
   }
-  if (strlen(out->name) + sizeof HM__SIGFILE_EXT > sizeof sname) {
+  if ((n = strlen(out->name)) + sizeof HM__SIGFILE_EXT > sizeof sname) {
     close(dfd);
     out->rc = -ENAMETOOLONG;
     return 0;
   }
-  snprintf(sname, sizeof sname, "%s" HM__SIGFILE_EXT, out->name);
+  memcpy(sname, out->name, n);
+  memcpy(sname + n, HM__SIGFILE_EXT, sizeof HM__SIGFILE_EXT);
   sfd = openat(dfd, sname, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   close(dfd);
   if (sfd < 0) {

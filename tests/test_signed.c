@@ -25,9 +25,6 @@ typedef int (*ifn)(void);
 /* Generous: sanitizer and valgrind builds are slow. */
 #define DEADLINE 30.0
 
-/* The keys every test uses: made once, in a directory of their own. */
-static char *keydir;
-static char pub_a[4200], sec_a[4200], pub_b[4200], sec_b[4200], id_a[17];
 
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int run(const char *fmt, ...) {
@@ -44,6 +41,10 @@ static int run(const char *fmt, ...) {
 #ifdef HM_TEST_HAVE_SODIUM
 
 static const char *minisign = HM_TEST_MINISIGN;
+
+/* The keys every test uses: made once, in a directory of their own. */
+static char *keydir;
+static char pub_a[4200], sec_a[4200], pub_b[4200], sec_b[4200], id_a[17];
 
 /* Sign `file` with secret key `sec`: the signature in `out` (NULL: file.minisig), with extra
  * minisign arguments (NULL: none; e.g. -l for the legacy format, -t for a trusted comment). */
