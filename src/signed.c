@@ -87,9 +87,9 @@ static int keyset_make(const hm__allocator *a, const char *const *list, size_t n
                               "check build signatures; refusing to run without the check "
                               "(rebuild hotmod with libsodium-dev installed)", what);
   if (n == 0 || n > HM__MAX_TRUSTED_KEYS)
-    return hm__fail(HM_EINVAL, "%s: %zu keys (1 to %d are taken; signed builds cannot be "
-                               "turned off once on: make a new registry)",
-                    what, n, HM__MAX_TRUSTED_KEYS);
+    return hm__fail(HM_EINVAL, "%s: %zu keys (1 to %d are taken%s)", what, n,
+                    HM__MAX_TRUSTED_KEYS,
+                    n == 0 ? "; an empty list does not turn signed builds off" : "");
   k = hm__malloc(a, sizeof *k + n * sizeof k->keys[0]);
   if (k == NULL)
     return hm__fail(HM_ENOMEM, "out of memory reading the trusted keys");

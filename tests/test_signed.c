@@ -623,6 +623,53 @@ static void t_watch_bad_signature_at_once(void **state) {
   teardown((void **)&f);
 }
 
+typedef struct polled {
+  fx *f;
+  int v, published;
+} polled;
+
+static int poll_until(void *arg) {
+  polled *p = arg;
+  int n = hm_registry_poll(p->f->reg);
+  assert_true(n >= 0);
+  p->published += n;
+  return version_of(p->f) == p->v;
+}
+
+/* Queued mode: the watcher prepares a signed build on its thread (checked there, so an
+ * unsigned one is refused there) and the poll publishes it with its trusted comment. */
+static void t_watch_queued(void **state) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  const char *keys[] = {pub_a, NULL};
+  char so[4200], sig[4200];
+  polled p;
+  want w;
+  fx *f;
+  (void)state;
+  o.trusted_keys = keys;
+  o.reload_mode = HM_RELOAD_QUEUED;
+  o.signed_wait_ms = 200;
+  f = fx_new(&o);
+  load_signed(f, 1);
+  assert_int_equal(hm_watch_start(f->reg), 0);
+  w.f = f;
+  w.v = 0;
+  hmt_install(hmt_mod("square_v2"), f->path); /* and no signature of its own */
+  assert_true(hmt_wait_until(rejected_once_more, &w, DEADLINE));
+  assert_int_equal(f->reject_err, HM_EUNTRUSTED);
+  assert_int_equal(hm_registry_poll(f->reg), 0);
+  build_signed(f, 3, sec_a, so, sig, sizeof so);
+  hmt_install(so, f->path);
+  hmt_install(sig, f->sig);
+  p.f = f;
+  p.v = 3;
+  p.published = 0;
+  assert_true(hmt_wait_until(poll_until, &p, DEADLINE));
+  assert_int_equal(p.published, 1);
+  assert_non_null(strstr(f->loaded_detail, "file:sq.so"));
+  teardown((void **)&f);
+}
+
 /* current -> releases/N, each release with its module and signature: a flip is a new build,
  * verified with that release's signature. */
 static void t_watch_release_flip(void **state) {
@@ -727,6 +774,7 @@ int main(void) {
       cmocka_unit_test(t_watch_signature_later),
       cmocka_unit_test(t_watch_signature_stale),
       cmocka_unit_test(t_watch_bad_signature_at_once),
+      cmocka_unit_test(t_watch_queued),
       cmocka_unit_test(t_watch_release_flip),
       T(t_check_verify),
 #endif
