@@ -53,7 +53,7 @@ static int is_key_text(const char *s) {
 /* One entry of a key list (`what` names the list in messages) into *out. */
 static int key_from(const hm__allocator *a, const char *entry, const char *what, size_t i,
                     int paths_only, hm__pubkey *out) {
-  char why[256], *text = NULL;
+  char why[512], *text = NULL;
   size_t len;
   int rc;
   if (!paths_only && is_key_text(entry)) {
@@ -64,9 +64,11 @@ static int key_from(const hm__allocator *a, const char *entry, const char *what,
   if (entry[0] == '\0')
     return hm__fail(HM_EINVAL, "%s, key %zu: an empty path", what, i + 1);
   if ((rc = hm__keyfile_read(a, entry, &text, &len)) != 0) {
-    if (rc == HM_ENOENT && !paths_only)
+    if (rc == HM_ENOENT && !paths_only) {
+      snprintf(why, sizeof why, "%s", hm_errmsg()); /* hm__fail writes where it points */
       hm__fail(rc, "%s, key %zu: %s (an entry is the text of a minisign public key, or the "
-                   "path of its file)", what, i + 1, hm_errmsg());
+                   "path of its file)", what, i + 1, why);
+    }
     return rc;
   }
   rc = hm__minisign_key(text, len, out, why, sizeof why);
