@@ -679,9 +679,10 @@ HM_EXTERN int hm_module_rollback(hm_module *mod);
 
 /* The build signature the module's current version was verified with when it loaded (see
  * "Signed builds"): returns 1 and writes, where the pointers are not NULL, the signing key's
- * id (16 hex digits as minisign prints it, and a NUL) into key_id[17] and the trusted comment
- * (cut to size - 1 bytes, NUL-terminated) into comment[size]; returns 0, writing nothing,
- * for a version loaded without trusted keys.
+ * id (in hex, as minisign prints it in minisign.pub's comment: at most 16 digits, no leading
+ * zeros, and a NUL) into key_id[17] and the trusted comment (cut to size - 1 bytes,
+ * NUL-terminated) into comment[size]; returns 0, writing nothing, for a version loaded
+ * without trusted keys.
  * NULL: `mod` NULL is HM_EINVAL; `key_id` and `comment` may be NULL.
  * Threads: any; also module code and a forked child.
  * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded). */

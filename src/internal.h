@@ -175,7 +175,7 @@ typedef struct hm__minisig {
 
 /* 1 when this library can verify signatures (built with libsodium, and it started). */
 HM__HIDDEN int hm__minisig_available(void);
-/* A key id as minisign prints it: 16 hex digits and a NUL. */
+/* A key id as minisign prints it: up to 16 hex digits (no leading zeros) and a NUL. */
 HM__HIDDEN void hm__key_id_hex(const unsigned char id[HM__KEY_ID_LEN], char out[17]);
 /* A public key from the text of a minisign.pub file, or its key line alone. 0, or HM_EINVAL
  * (-ENOTSUP without libsodium) with the reason in why[n]. */

@@ -39,14 +39,13 @@ int hm__minisig_available(void) {
 }
 
 void hm__key_id_hex(const unsigned char id[HM__KEY_ID_LEN], char out[17]) {
-  /* As minisign prints it: the id read as a little-endian 64-bit number, in hex. */
-  static const char hex[] = "0123456789ABCDEF";
+  /* As minisign prints it (in minisign.pub's comment, for one): the id read as a
+   * little-endian 64-bit number, in upper-case hex without leading zeros. */
+  unsigned long long v = 0;
   int i;
-  for (i = 0; i < HM__KEY_ID_LEN; i++) {
-    out[2 * i] = hex[id[HM__KEY_ID_LEN - 1 - i] >> 4];
-    out[2 * i + 1] = hex[id[HM__KEY_ID_LEN - 1 - i] & 0xf];
-  }
-  out[16] = '\0';
+  for (i = HM__KEY_ID_LEN - 1; i >= 0; i--)
+    v = v << 8 | id[i];
+  snprintf(out, 17, "%llX", v);
 }
 
 /* One line of text[0..len) from *at: its start and length without "\n" or "\r\n"; *at moves
@@ -61,6 +60,16 @@ static int next_line(const char *text, size_t len, size_t *at, const char **line
   *at += *n + (nl != NULL);
   if (*n > 0 && (*line)[*n - 1] == '\r')
     --*n;
+  return 1;
+}
+
+/* Nothing but blank lines from *at on: what may follow the last line of minisign's files. */
+static int only_blank_lines(const char *text, size_t len, size_t *at) {
+  const char *line;
+  size_t ln;
+  while (next_line(text, len, at, &line, &ln))
+    if (ln != 0)
+      return 0;
   return 1;
 }
 
@@ -110,12 +119,9 @@ int hm__minisign_key(const char *text, size_t len, hm__pubkey *out, char *why, s
                      "Ed25519 key: 56 characters beginning \"RW\")");
     return HM_EINVAL;
   }
-  /* Anything after the key line but blank lines is not minisign's. */
-  while (next_line(text, len, &at, &line, &ln)) {
-    if (ln != 0) {
-      snprintf(why, n, "text after the key line of a minisign public key");
-      return HM_EINVAL;
-    }
+  if (!only_blank_lines(text, len, &at)) {
+    snprintf(why, n, "text after the key line of a minisign public key");
+    return HM_EINVAL;
   }
   memcpy(out->id, blob + ALG_LEN, HM__KEY_ID_LEN);
   memcpy(out->pk, blob + ALG_LEN + HM__KEY_ID_LEN, PK_LEN);
@@ -163,11 +169,9 @@ int hm__minisig_parse(const unsigned char *bytes, size_t len, hm__minisig *out, 
                      "signature (cut short?)");
     return HM_EUNTRUSTED;
   }
-  while (next_line(text, len, &at, &line, &ln)) {
-    if (ln != 0) {
-      snprintf(why, n, "malformed signature: text after its fourth line");
-      return HM_EUNTRUSTED;
-    }
+  if (!only_blank_lines(text, len, &at)) {
+    snprintf(why, n, "malformed signature: text after its fourth line");
+    return HM_EUNTRUSTED;
   }
   return 0;
 }

@@ -584,21 +584,28 @@ static void t_watch_signature_later(void **state) {
   teardown((void **)&f);
 }
 
+/* Deploy build 2 signed with `sec` (its signature too when `with_sig`; it is made in `sig`
+ * either way) and wait for the watcher to refuse it, saying `why`; build 1 serves on. */
+static void watch_refuses(fx *f, const char *sec, int with_sig, const char *why, char *sig) {
+  char so[4200];
+  want w = {f, count(f, &f->rejected)};
+  build_signed(f, 2, sec, so, sig, sizeof so);
+  hmt_install(so, f->path);
+  if (with_sig)
+    hmt_install(sig, f->sig);
+  assert_true(hmt_wait_until(rejected_once_more, &w, DEADLINE));
+  assert_int_equal(f->reject_err, HM_EUNTRUSTED);
+  assert_non_null(strstr(f->reject, why));
+  assert_int_equal(version_of(f), 1);
+}
+
 /* A signature that never comes (the previous build's stays) is refused after the wait; the
  * refusal is about that pair, so the right signature arriving later still loads it. */
 static void t_watch_signature_stale(void **state) {
   fx *f = watched(500);
-  char so[4200], sig[4200];
-  want w;
+  char sig[4200];
   (void)state;
-  w.f = f;
-  w.v = 0;
-  build_signed(f, 2, sec_a, so, sig, sizeof so);
-  hmt_install(so, f->path);
-  assert_true(hmt_wait_until(rejected_once_more, &w, DEADLINE));
-  assert_int_equal(f->reject_err, HM_EUNTRUSTED);
-  assert_non_null(strstr(f->reject, "is older than the build and does not verify it"));
-  assert_int_equal(version_of(f), 1);
+  watch_refuses(f, sec_a, 0, "is older than the build and does not verify it", sig);
   hmt_install(sig, f->sig);
   wait_version(f, 2);
   teardown((void **)&f);
@@ -608,18 +615,9 @@ static void t_watch_signature_stale(void **state) {
  * wait here is ten minutes). */
 static void t_watch_bad_signature_at_once(void **state) {
   fx *f = watched(600000);
-  char so[4200], sig[4200];
-  want w;
+  char sig[4200];
   (void)state;
-  w.f = f;
-  w.v = 0;
-  build_signed(f, 2, sec_b, so, sig, sizeof so);
-  hmt_install(so, f->path);
-  hmt_install(sig, f->sig);
-  assert_true(hmt_wait_until(rejected_once_more, &w, DEADLINE));
-  assert_int_equal(f->reject_err, HM_EUNTRUSTED);
-  assert_non_null(strstr(f->reject, "unknown key id"));
-  assert_int_equal(version_of(f), 1);
+  watch_refuses(f, sec_b, 1, "unknown key id", sig);
   teardown((void **)&f);
 }
 
