@@ -345,6 +345,25 @@ static void t_unsigned_code(void **state) {
   expect_untrusted(f, "(origin-runpath)");
 }
 
+/* Crash containment runs only verified bytes: an unsigned build that would crash in the
+ * probe is refused before the probe starts; signed, the probe catches it. */
+static void t_probe_after_check(void **state) {
+  hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
+  const char *keys[] = {pub_a, NULL};
+  fx *f;
+  (void)state;
+  o.trusted_keys = keys;
+  o.flags = HM_FLAG_PROBE;
+  f = fx_new(&o);
+  hmt_install(hmt_mod("probed_v2_ctorsegv"), f->path);
+  assert_int_equal(hm_module_load(f->reg, "sq", f->path, &f->mod), HM_EUNTRUSTED);
+  sign(f->path, sec_a, NULL, NULL);
+  assert_int_equal(hm_module_load(f->reg, "sq", f->path, &f->mod), HM_ECRASHED);
+  place_signed(hmt_mod("probed_v1"), f->path, sec_a, NULL);
+  assert_int_equal(hm_module_load(f->reg, "sq", f->path, &f->mod), 0);
+  teardown((void **)&f);
+}
+
 /* ---- Rollback --------------------------------------------------------------------------- */
 
 /* The path's signature belongs to build 2 by then: the kept copy of build 1 comes back with
@@ -763,6 +782,7 @@ int main(void) {
       T(t_replay),
       T(t_both_formats),
       T(t_unsigned_code),
+      cmocka_unit_test(t_probe_after_check),
       T(t_rollback_verified),
       T(t_rollback_reused),
       T(t_rotation),
