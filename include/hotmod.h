@@ -752,8 +752,8 @@ static inline void hm_live_leave(hm_live *live);
  * hm_live_enter. HM_LIVE_CALL_VOID is the same macro, for readers who like to see the void. */
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
-    hm_live *hm__l_ __attribute__((cleanup(hm__live_cleanup))) = (live);                       \
-    HM__FN_CAST(type, hm_live_enter(hm__l_))(__VA_ARGS__);                                     \
+    struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {(live), 0};   \
+    HM__FN_CAST(type, hm__live_call_enter(&hm__c_))(__VA_ARGS__);                              \
   })
 #define HM_LIVE_CALL_VOID HM_LIVE_CALL
 
@@ -1070,26 +1070,38 @@ HM_EXTERN void hm__reader_unbalanced(void);
 #define HM__FN_CAST(type, expr) ((type)(expr))
 #endif
 
-static inline hm_fn hm_live_enter(hm_live *live) {
-  const struct hm__live_head *h =
-      HM__CAST(const struct hm__live_head *, HM__CAST(const void *, live));
-  hm_fn *fns;
+/* The enter of a live call: the thread's word (hm__rd) goes into the read section, and the
+ * word it now holds is returned, for a leave that restores it without reading it. */
+static inline unsigned long hm__rd_enter(void) {
+  unsigned long w;
   /* A plain read, so that the test can be one instruction: only this thread writes its
    * word (the others only read it). */
-  if (__builtin_expect((hm__rd & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
+  if (__builtin_expect(((w = hm__rd) & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
     /* Outermost call of a registered thread: the writer's membarrier() orders this store
      * before our load of the table. */
-    __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
+    w = __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1)) {
+    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED); /* nested: the outer call protects */
   } else {
-    unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
-    if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1))
-      __atomic_store_n(&hm__rd, w + 1, __ATOMIC_RELAXED); /* nested: the outer call protects */
-    else
-      hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
+    hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
+    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
   }
-  fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
+  return w;
+}
+
+static inline hm_fn hm__live_slot(hm_live *live) {
+  const struct hm__live_head *h =
+      HM__CAST(const struct hm__live_head *, HM__CAST(const void *, live));
+  hm_fn *fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
   return fns[h->slot];
+}
+
+static inline hm_fn hm_live_enter(hm_live *live) {
+  (void)hm__rd_enter();
+  return hm__live_slot(live);
 }
 
 static inline void hm_live_leave(hm_live *live) {
@@ -1113,8 +1125,30 @@ static inline void hm_live_leave(hm_live *live) {
 #endif
 }
 
-/* HM_LIVE_CALL's cleanup: runs when the call's scope ends, by return or by unwinding. */
-static inline void hm__live_cleanup(hm_live **live) { hm_live_leave(*live); }
+/* HM_LIVE_CALL's state: the handle, and the word its enter left in hm__rd. Calls nest in
+ * strict order, so at the leave the word is that one again, and the leave stores it less one
+ * without reading it: a plain store of a register, where hm_live_leave must read the word
+ * and write it back. */
+struct hm__live_call {
+  hm_live *live;
+  unsigned long word;
+};
+
+static inline hm_fn hm__live_call_enter(struct hm__live_call *c) {
+  c->word = hm__rd_enter();
+  return hm__live_slot(c->live);
+}
+
+/* HM_LIVE_CALL's cleanup: runs when the call's scope ends, by return or by unwinding. A
+ * release store: the call's loads of the version's memory come before it. */
+static inline void hm__live_call_leave(struct hm__live_call *c) {
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+#ifndef NDEBUG
+  if (__builtin_expect(__atomic_load_n(&hm__rd, __ATOMIC_RELAXED) != c->word, 0))
+    hm__reader_unbalanced();
+#endif
+  __atomic_store_n(&hm__rd, c->word - 1, __ATOMIC_RELEASE);
+}
 
 #ifdef __cplusplus
 }
