@@ -309,6 +309,11 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
                                        (crash containment; see hm_module_set_probe);
                                        hm_registry_new fails with HM_ENOENT without the
                                        helper */
+#define HM_FLAG_PROFILE 0x8u        /* profiling mode, as HOTMOD_PROFILE=1 in the environment
+                                       turns on (see hm_registry_new): every version that
+                                       became current stays mapped, and its private copy on
+                                       disk, after its unload and after the process, so that
+                                       profilers, debuggers and leak checkers name its code */
 
 /* What the reloadability lint does with what it finds in a module's file (see hotmod-check).
  * Each finding has a short, stable name, by which hm_registry_set_lint_finding and
