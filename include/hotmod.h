@@ -461,8 +461,8 @@ typedef struct hm_stats {
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
 
 /* Stop the watcher, unload every version, delete the private directory (in profiling mode:
- * leave it, see hm_registry_new) and free the registry. Waits for live calls still running to return (any registry's: see
- * hm_live_enter). Every unload hook runs, including those of versions that snapshots still
+ * leave it, see hm_registry_new) and free the registry. Waits for live calls still running
+ * to return (any registry's: see hm_live_enter). Every unload hook runs, including those of versions that snapshots still
  * pin. Snapshots should be released before; a version one still pins stays mapped (counted
  * in `leaked`, reported as HM_EVENT_LEAKED and by one warning on stderr unless
  * HM_FLAG_QUIET), its function stays callable, and hm_snapshot_release later frees only the

@@ -183,8 +183,9 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   if (copy == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", path);
   if (elf.debuglink != NULL && (rc = hm__copy_dir_make(copy)) != 0) {
-    rc = hm__fail(HM__ERR_FULL(rc) ? rc : HM_EIO, "cannot create the directory of private copy %s of %s: %s",
-                  copy, path, strerror(-rc));
+    rc = hm__fail(HM__ERR_FULL(rc) ? rc : HM_EIO,
+                  "cannot create the directory of private copy %s of %s: %s", copy, path,
+                  strerror(-rc));
     hm__free(a, copy);
     return rc;
   }
@@ -195,8 +196,8 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
   }
   /* Before dlopen: a debugger reads the debug file when it sees the object appear. */
   if (elf.debuglink != NULL)
-    hm__debugfile_copy(o->debug_from != NULL ? o->debug_from : path,
-                                     elf.debuglink, elf.debuglink_crc, copy);
+    hm__debugfile_copy(o->debug_from != NULL ? o->debug_from : path, elf.debuglink,
+                       elf.debuglink_crc, copy);
   /* The child maps the very copy the host would: the bytes checked above. */
   if (o->probe != NULL && (rc = hm__probe_run(o->probe, copy)) != 0)
     goto fail;

@@ -66,7 +66,8 @@ gdb)
       "$objcopy" --strip-debug --add-gnu-debuglink=mod.so.debug mod.so) || fail "objcopy failed"
   done
   line=$(grep -n DBG_LINE_V1 "$src" | cut -d: -f1)
-  gdb -batch -nx -iex 'set debuginfod enabled off' -ex 'set breakpoint pending on' \
+  # LeakSanitizer cannot run under a debugger (an ASan build's host would abort at exit).
+  ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 gdb -batch -nx -iex 'set debuginfod enabled off' -ex 'set breakpoint pending on' \
     -ex 'break dbg_fn' -ex run -ex 'info line *$pc' -ex 'info sharedlibrary' -ex continue \
     --args "$host" gdb "$work/build/mod.so" "$work/next/mod.so" "$work/next/mod.so.debug" \
     >"$work/gdb.log" 2>&1

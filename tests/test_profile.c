@@ -5,7 +5,6 @@
  * themselves (perf, gdb, LSan, valgrind) run in tests/profile_tools.sh. */
 #include "util.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -294,17 +293,6 @@ static void t_profile_from_the_environment(void **state) {
   free(cache);
 }
 
-static int count_copies(const char *dir) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-  assert_non_null(d);
-  while ((e = readdir(d)) != NULL)
-    n += strstr(e->d_name, ".so") != NULL;
-  closedir(d);
-  return n;
-}
-
 /* Past the cap (HOTMOD_PROFILE_MAX_MB), the oldest copies of unloaded versions go first. */
 static void t_profile_cap_oldest_first(void **state) {
   char *root = hmt_tmpdir(), dir[4096], name[64];
@@ -328,7 +316,7 @@ static void t_profile_cap_oldest_first(void **state) {
   assert_true(hmt_wait_until(hmt_retired_zero, reg, 10));
   /* The current version's copy, and as many unloaded ones as fit in 1 MiB (the two builds
    * differ by a few bytes): the newest. */
-  assert_in_range(count_copies(dir), fit - 1, fit + 2);
+  assert_in_range(hmt_count_files(dir), fit - 1, fit + 2);
   assert_false(exists(hmt_path(dir, "pc.1.so")));
   assert_false(exists(hmt_path(dir, "pc.20.so")));
   snprintf(name, sizeof name, "pc.%ld.so", n);
