@@ -31,6 +31,13 @@
  * no room there goes to a second directory, made when first needed, under $TMPDIR or /tmp
  * (registry.c). Named copies on tmpfs, unlike memfd ones, keep gdb -p and perf working.
  *
+ * Profiling mode's directories are named hotmod-prof-XXXXXX and live on disk (private_root,
+ * else ~/.cache/hotmod, else /var/tmp). Their registry lets go of the lock at its end and
+ * leaves the copies for profilers that read them after the process (perf record does); a
+ * sweep removes such a directory only once it has also been left unchanged for a minute.
+ * A copy with split debug information lives in a directory of its own, NAME.SEQ.d, beside
+ * its debug file: it goes with the copy (hm__copy_unlink) and with the sweep.
+ *
  * Layer 2 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
