@@ -189,7 +189,10 @@ typedef enum hm_event {
   HM_EVENT_LOADED = 1, /* a version became current (first load or successful reload) */
   HM_EVENT_REJECTED,   /* a new file was refused; err says why; the old version serves on */
   HM_EVENT_RETIRED,    /* a version stopped being current; it stays mapped while in use */
-  HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted */
+  HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted; in
+                          profiling mode (HM_FLAG_PROFILE) its hooks ran but it stays mapped
+                          and its copy stays: hm_event_detail() then begins with "kept for
+                          profiling" and hm_event_mapped() gives HM_MAPPED_PROFILING */
   HM_EVENT_LEAKED,     /* a version stays mapped for good, said once per version: it left
                           destructors behind (see hm_lint_policy), dlclose kept it
                           (NODELETE and the like), or snapshots still pinned it when its
@@ -244,7 +247,9 @@ HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
  *                     hm_lint_policy): mapped for good;
  *   kept by the dynamic loader  dlclose did not unmap it (NODELETE, STB_GNU_UNIQUE symbols
  *                     ...): mapped for good;
- *   kept for profiling  profilers and debuggers still read it.
+ *   kept for profiling  profiling mode (HM_FLAG_PROFILE): unloaded, but left mapped until
+ *                     the process exits, so that profilers, debuggers and leak checkers
+ *                     name its code (an UNLOADED event, not a leak).
  * XX(name, value, words). */
 #define HM_MAPPED_MAP(XX)                                                                      \
   XX(CURRENT, 1, "current")                                                                    \
@@ -271,7 +276,8 @@ typedef enum hm_mapped {
  * Threads: any; also module code. */
 HM_EXTERN const char *hm_mapped_text(int why);
 
-/* During the callback of HM_EVENT_LEAKED: why the version stays mapped (an hm_mapped) and
+/* During the callback of HM_EVENT_LEAKED, and of HM_EVENT_UNLOADED for a version kept for
+ * profiling: why the version stays mapped (an hm_mapped) and
  * the bytes of memory its mapping keeps (its loadable segments, whole pages; 0 where not
  * measured: a version pinned when its registry was freed).
  * NULL: either pointer may be NULL (that value is not written).
@@ -309,6 +315,12 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
                                        (crash containment; see hm_module_set_probe);
                                        hm_registry_new fails with HM_ENOENT without the
                                        helper */
+#define HM_FLAG_PROFILE 0x8u        /* profiling mode, as HOTMOD_PROFILE=1 in the environment
+                                       turns on (see hm_registry_new): every version that
+                                       became current stays mapped, and its private copy on
+                                       disk, after its unload and after the process, so that
+                                       profilers, debuggers and leak checkers name its code.
+                                       Costs: see hm_registry_new */
 
 /* What the reloadability lint does with what it finds in a module's file (see hotmod-check).
  * Each finding has a short, stable name, by which hm_registry_set_lint_finding and
@@ -399,7 +411,8 @@ typedef struct hm_registry_options {
 typedef struct hm_stats {
   unsigned long long loads;    /* versions that became current */
   unsigned long long rejects;  /* files or hooks refused (REJECTED events) */
-  unsigned long long unloads;  /* versions unloaded with their copy removed */
+  unsigned long long unloads;  /* versions unloaded with their copy removed (or, in
+                                  profiling mode, kept for profiling) */
   unsigned long long leaked;   /* versions that stayed mapped for good (LEAKED events) */
   unsigned long long retired;  /* versions retired but not yet unloaded (now) */
   unsigned long long modules;  /* modules with a current version (now) */
@@ -415,6 +428,26 @@ typedef struct hm_stats {
  * dead processes left behind: unlocked ones of this effective user, in private_root,
  * $TMPDIR, /tmp, $XDG_RUNTIME_DIR and /dev/shm, with only the copies hotmod makes in them,
  * never following links, at most 32 per call (best effort: never an error).
+ * A build whose .gnu_debuglink names a split debug file (objcopy --only-keep-debug, then
+ * --add-gnu-debuglink) has that file copied beside its private copy when it loads, from
+ * where gdb would find it beside the build (its directory, its .debug/, /usr/lib/debug),
+ * only if its CRC matches: the copy and its debug file then share a directory of their
+ * own, NAME.SEQ.d/, and go together.
+ * Profiling mode (HM_FLAG_PROFILE in the flags, or HOTMOD_PROFILE=1 in the environment,
+ * read here with secure_getenv; said once per process on stderr): the directory is
+ * hotmod-prof-XXXXXX on disk, in private_root if set, else $XDG_CACHE_HOME/hotmod or
+ * ~/.cache/hotmod (made 0700), else /var/tmp. Every version that became current stays
+ * mapped after its unload (its unload hook runs, its destructors do not: they run at the
+ * process's exit, as for any object still loaded then), reported as UNLOADED "kept for
+ * profiling", and its copy stays; hm_registry_free leaves the directory and what is in it.
+ * The copies of unloaded versions are capped at 1 GiB (HOTMOD_PROFILE_MAX_MB, read here,
+ * sets another cap in MiB): past it the oldest are deleted, and those versions' frames are
+ * addresses again. Each kept version holds its mappings (about 5; the kernel allows
+ * vm.max_map_count, 65,530 by default, in all), so a process makes some thousands of
+ * reloads in this mode before a dlopen fails for want of them (HM_EDLOPEN: the current
+ * version serves on). A later registry, of any process of the user, removes the directory
+ * once no registry holds it and nothing changed it for a minute, as it sweeps (the same
+ * limits: 32 directories and 4,096 entries in each per call; the rest at later calls).
  * Ownership: on success *out is the caller's, freed with hm_registry_free; on error *out is
  * NULL (when `out` is not). `opts` is read during the call only; its strings are copied.
  * NULL: `out` NULL is HM_EINVAL; `opts` NULL means HM_REGISTRY_OPTIONS_INIT.
@@ -427,9 +460,9 @@ typedef struct hm_stats {
  * detail is in hm_errmsg, as for every failure. */
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
 
-/* Stop the watcher, unload every version, delete the private directory and free the
- * registry. Waits for live calls still running to return (any registry's: see
- * hm_live_enter). Every unload hook runs, including those of versions that snapshots still
+/* Stop the watcher, unload every version, delete the private directory (in profiling mode:
+ * leave it, see hm_registry_new) and free the registry. Waits for live calls still running
+ * to return (any registry's: see hm_live_enter). Every unload hook runs, including those of versions that snapshots still
  * pin. Snapshots should be released before; a version one still pins stays mapped (counted
  * in `leaked`, reported as HM_EVENT_LEAKED and by one warning on stderr unless
  * HM_FLAG_QUIET), its function stays callable, and hm_snapshot_release later frees only the
@@ -451,7 +484,8 @@ HM_EXTERN void hm_registry_free(hm_registry *reg);
 HM_EXTERN const char *hm_registry_errmsg(const hm_registry *reg);
 
 /* The registry's private directory, where its copies of module files live (except those
- * that found the default tmpfs full: see private_root).
+ * that found the default tmpfs full: see private_root); in profiling mode, the one that
+ * outlives it (see hm_registry_new).
  * Ownership: borrowed; valid until hm_registry_free.
  * NULL: returns NULL.
  * Threads: any; also module code. */

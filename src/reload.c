@@ -144,7 +144,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
   {
     unsigned warn_lint = 0, look_lint = 0, warned;
     hm__elf_info elf;
-    hm__load_opts lo = {0, NULL, 0};
+    hm__load_opts lo = {0, NULL, 0, NULL};
     hm__probe_req probe;
     const char *syms[HM__PROBE_MAX_SYMS];
     unsigned i;
@@ -160,6 +160,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     }
     /* Versions that leave destructors behind stay mapped, unless the host does not look. */
     lo.keep_lint = look_lint & HM__LINT_LEAVES_DTORS;
+    lo.debug_from = j->from;
     warned = j->mod->lint_warned;
     if (j->mod->probe == 1 || (j->mod->probe == 0 && (reg->flags & HM_FLAG_PROBE))) {
       memset(&probe, 0, sizeof probe);
@@ -199,6 +200,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     j->v->mod = j->mod;
     j->v->num = j->mod->next_num;
     j->v->build = ++j->mod->builds;
+    j->v->profile = (reg->flags & HM_FLAG_PROFILE) != 0;
   }
   return rc;
 }

@@ -73,9 +73,10 @@ int hm_module_rollback(hm_module *mod) {
   /* Loaded again from the kept copy, under a fresh private name (the kept path may still
    * name a mapped object, which dlopen would hand back). */
   rc = hm__file_read(&reg->a, kept, HM__READ_ALLOW_WRITABLE, &f, NULL);
-  hm__free(&reg->a, kept);
+  j.from = kept;
   if (rc == 0)
     rc = hm__job_run(&j, NULL, &f);
+  hm__free(&reg->a, kept);
   hm__file_release(&reg->a, &f);
   return rc;
 }
