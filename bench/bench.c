@@ -307,6 +307,22 @@ NOINLINE static unsigned hm_bench_loop_live50(hm_live *l, long n) {
   return acc;
 }
 
+/* A bare indirection, what any live handle needs and nothing more: from a handle laid out
+ * as a live handle is (where its module's table pointer is, and its slot), one atomic load
+ * of the table pointer, one slot load, the call. The floor a live call's read side is
+ * measured against (call.live_vs_indirect_50ns). */
+struct indirect_handle {
+  work_fn **table;
+  size_t slot;
+};
+
+NOINLINE static unsigned hm_bench_loop_indirect50(const struct indirect_handle *h, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc += __atomic_load_n(h->table, __ATOMIC_SEQ_CST)[h->slot]((unsigned)i);
+  return acc;
+}
+
 NOINLINE static unsigned hm_bench_loop_raw50_chained(work_fn f, long n) {
   unsigned acc = 0;
   for (long i = 0; i < n; i++)
@@ -562,7 +578,15 @@ static void bench_calls(void) {
  * median over separate processes, each started fresh (its own addresses, caches and
  * predictor state), pinned to one CPU, alternating between the CPUs the benchmark may use. */
 
-enum { C50_RAW, C50_LIVE, C50_RAW_CHAINED, C50_LIVE_CHAINED, C50_N };
+enum { C50_RAW, C50_LIVE, C50_RAW_CHAINED, C50_LIVE_CHAINED, C50_INDIRECT, C50_N };
+
+/* The bare indirection's table: one slot, the same function the live handle calls. */
+static work_fn g_indirect_slot[1];
+static work_fn *g_indirect_table = g_indirect_slot;
+static struct indirect_handle g_indirect = {&g_indirect_table, 0};
+/* Read through a volatile, so the compiler cannot fold the handle into the loop (a live
+ * handle is not a constant either). */
+static struct indirect_handle *volatile g_indirect_h = &g_indirect;
 
 static unsigned calls50_loop(int k, work_fn f, hm_live *l, long n) {
   switch (k) {
@@ -570,6 +594,8 @@ static unsigned calls50_loop(int k, work_fn f, hm_live *l, long n) {
     return hm_bench_loop_raw50(f, n);
   case C50_LIVE:
     return hm_bench_loop_live50(l, n);
+  case C50_INDIRECT:
+    return hm_bench_loop_indirect50(g_indirect_h, n);
   case C50_RAW_CHAINED:
     return hm_bench_loop_raw50_chained(f, n);
   default:
@@ -585,6 +611,7 @@ static int calls50_child(int cpu) {
   int rounds = quick ? 11 : 41;
   double *ns[C50_N], *ratio = calloc((size_t)rounds, sizeof(double));
   double *ratio_c = calloc((size_t)rounds, sizeof(double));
+  double *ratio_i = calloc((size_t)rounds, sizeof(double));
   hm_registry *reg;
   hm_snapshot *snap;
   hm_live *l;
@@ -596,7 +623,7 @@ static int calls50_child(int cpu) {
   for (int k = 0; k < C50_N; k++)
     if ((ns[k] = calloc((size_t)rounds, sizeof(double))) == NULL)
       die("out of memory");
-  if (ratio == NULL || ratio_c == NULL)
+  if (ratio == NULL || ratio_c == NULL || ratio_i == NULL)
     die("out of memory");
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -607,6 +634,7 @@ static int calls50_child(int cpu) {
   check(hm_snapshot_acquire(reg, "w:work50", &snap), reg, "hm_snapshot_acquire");
   check(hm_live_get(reg, "w:work50", &l), reg, "hm_live_get");
   f = (work_fn)hm_snapshot_fn(snap);
+  g_indirect_slot[0] = f;
   /* Registers the thread (kept out of the loops), and checks both ways call the same code. */
   if (HM_LIVE_CALL(l, work_fn, 7u) != f(7u))
     die("live and raw work50 differ");
@@ -622,11 +650,13 @@ static int calls50_child(int cpu) {
     }
     ratio[r] = ns[C50_LIVE][r] / ns[C50_RAW][r];
     ratio_c[r] = ns[C50_LIVE_CHAINED][r] / ns[C50_RAW_CHAINED][r];
+    ratio_i[r] = ns[C50_LIVE][r] / ns[C50_INDIRECT][r];
   }
   sink(acc);
   printf("calls50 %.5f %.5f", median(ratio, (size_t)rounds), median(ratio_c, (size_t)rounds));
-  for (int k = 0; k < C50_N; k++)
+  for (int k = 0; k < C50_INDIRECT; k++)
     printf(" %.3f", median(ns[k], (size_t)rounds));
+  printf(" %.5f", median(ratio_i, (size_t)rounds));
   printf("\n");
   fflush(stdout);
   hm_snapshot_release(snap);
@@ -635,11 +665,12 @@ static int calls50_child(int cpu) {
     free(ns[k]);
   free(ratio);
   free(ratio_c);
+  free(ratio_i);
   return 0;
 }
 
-/* One child: this program again with --calls50-child CPU; its line parsed into r[6]. */
-static void calls50_spawn(int cpu, double r[6]) {
+/* One child: this program again with --calls50-child CPU; its line parsed into r[7]. */
+static void calls50_spawn(int cpu, double r[7]) {
   char cpus[16], line[256];
   char *argv[] = {"hm_bench", "--calls50-child", cpus, "--moddir", (char *)moddir,
                   quick ? "--quick" : NULL, NULL};
@@ -661,8 +692,8 @@ static void calls50_spawn(int cpu, double r[6]) {
   close(fds[1]);
   in = fdopen(fds[0], "r");
   ok = in != NULL && fgets(line, sizeof line, in) != NULL &&
-       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2], &r[3], &r[4],
-              &r[5]) == 6;
+       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2], &r[3], &r[4],
+              &r[5], &r[6]) == 7;
   if (in != NULL)
     fclose(in);
   if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ok)
@@ -684,20 +715,20 @@ static int allowed_cpus(int *cpu, int max) {
 static void bench_calls50(void) {
   const char *env = getenv("HM_BENCH_CALLS50_PROCS");
   int procs = env && *env ? atoi(env) : quick ? 4 : 24, cpu[64], ncpu = allowed_cpus(cpu, 64);
-  double *v[6], start = now_ns();
+  double *v[7], start = now_ns();
 
   if (procs < 1)
     procs = 1;
   if (ncpu > 2) /* alternate between two CPUs, as on the 2-vCPU machine the figures come from */
     ncpu = 2;
-  for (int i = 0; i < 6; i++)
+  for (int i = 0; i < 7; i++)
     if ((v[i] = calloc((size_t)procs, sizeof(double))) == NULL)
       die("out of memory");
   fprintf(stderr, "# calls50: per process (CPU: live/raw, chained live/raw, raw ns):");
   for (int p = 0; p < procs; p++) {
-    double r[6];
+    double r[7];
     calls50_spawn(cpu[p % ncpu], r);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
       v[i][p] = r[i];
     fprintf(stderr, "%s %d: %.3f %.3f %.1f", p % 6 ? "," : "\n#  ", cpu[p % ncpu], r[0], r[1],
             r[2]);
@@ -710,13 +741,16 @@ static void bench_calls50(void) {
   printf("call.live_vs_raw_50ns_chained %.3f\n", median(v[1], (size_t)procs));
   printf("call.live_vs_raw_50ns_chained_min %.3f\n", v[1][0]);
   printf("call.live_vs_raw_50ns_chained_max %.3f\n", v[1][procs - 1]);
+  printf("call.live_vs_indirect_50ns %.3f\n", median(v[6], (size_t)procs));
+  printf("call.live_vs_indirect_50ns_min %.3f\n", v[6][0]);
+  printf("call.live_vs_indirect_50ns_max %.3f\n", v[6][procs - 1]);
   printf("call.callee50_ns %.1f\n", median(v[2], (size_t)procs));
   printf("call.callee50_chained_ns %.1f\n", median(v[4], (size_t)procs));
   fprintf(stderr, "# calls50: %d processes in %.1f s; live ns per call (median) %.1f, chained "
           "%.1f\n", procs, (now_ns() - start) / 1e9, median(v[3], (size_t)procs),
           median(v[5], (size_t)procs));
   fflush(stdout);
-  for (int i = 0; i < 6; i++)
+  for (int i = 0; i < 7; i++)
     free(v[i]);
 }
 

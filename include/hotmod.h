@@ -191,7 +191,10 @@ typedef enum hm_event {
                           signed build, hm_event_detail() is its trusted comment */
   HM_EVENT_REJECTED,   /* a new file was refused; err says why; the old version serves on */
   HM_EVENT_RETIRED,    /* a version stopped being current; it stays mapped while in use */
-  HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted */
+  HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted; in
+                          profiling mode (HM_FLAG_PROFILE) its hooks ran but it stays mapped
+                          and its copy stays: hm_event_detail() then begins with "kept for
+                          profiling" and hm_event_mapped() gives HM_MAPPED_PROFILING */
   HM_EVENT_LEAKED,     /* a version stays mapped for good, said once per version: it left
                           destructors behind (see hm_lint_policy), dlclose kept it
                           (NODELETE and the like), or snapshots still pinned it when its
@@ -248,7 +251,9 @@ HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
  *                     hm_lint_policy): mapped for good;
  *   kept by the dynamic loader  dlclose did not unmap it (NODELETE, STB_GNU_UNIQUE symbols
  *                     ...): mapped for good;
- *   kept for profiling  profilers and debuggers still read it.
+ *   kept for profiling  profiling mode (HM_FLAG_PROFILE): unloaded, but left mapped until
+ *                     the process exits, so that profilers, debuggers and leak checkers
+ *                     name its code (an UNLOADED event, not a leak).
  * XX(name, value, words). */
 #define HM_MAPPED_MAP(XX)                                                                      \
   XX(CURRENT, 1, "current")                                                                    \
@@ -275,7 +280,8 @@ typedef enum hm_mapped {
  * Threads: any; also module code. */
 HM_EXTERN const char *hm_mapped_text(int why);
 
-/* During the callback of HM_EVENT_LEAKED: why the version stays mapped (an hm_mapped) and
+/* During the callback of HM_EVENT_LEAKED, and of HM_EVENT_UNLOADED for a version kept for
+ * profiling: why the version stays mapped (an hm_mapped) and
  * the bytes of memory its mapping keeps (its loadable segments, whole pages; 0 where not
  * measured: a version pinned when its registry was freed).
  * NULL: either pointer may be NULL (that value is not written).
@@ -313,6 +319,12 @@ typedef void *(*hm_alloc_fn)(void *ptr, size_t size, void *userdata);
                                        (crash containment; see hm_module_set_probe);
                                        hm_registry_new fails with HM_ENOENT without the
                                        helper */
+#define HM_FLAG_PROFILE 0x8u        /* profiling mode, as HOTMOD_PROFILE=1 in the environment
+                                       turns on (see hm_registry_new): every version that
+                                       became current stays mapped, and its private copy on
+                                       disk, after its unload and after the process, so that
+                                       profilers, debuggers and leak checkers name its code.
+                                       Costs: see hm_registry_new */
 
 /* What the reloadability lint does with what it finds in a module's file (see hotmod-check).
  * Each finding has a short, stable name, by which hm_registry_set_lint_finding and
@@ -478,7 +490,8 @@ typedef struct hm_registry_options {
 typedef struct hm_stats {
   unsigned long long loads;    /* versions that became current */
   unsigned long long rejects;  /* files or hooks refused (REJECTED events) */
-  unsigned long long unloads;  /* versions unloaded with their copy removed */
+  unsigned long long unloads;  /* versions unloaded with their copy removed (or, in
+                                  profiling mode, kept for profiling) */
   unsigned long long leaked;   /* versions that stayed mapped for good (LEAKED events) */
   unsigned long long retired;  /* versions retired but not yet unloaded (now) */
   unsigned long long modules;  /* modules with a current version (now) */
@@ -494,6 +507,26 @@ typedef struct hm_stats {
  * dead processes left behind: unlocked ones of this effective user, in private_root,
  * $TMPDIR, /tmp, $XDG_RUNTIME_DIR and /dev/shm, with only the copies hotmod makes in them,
  * never following links, at most 32 per call (best effort: never an error).
+ * A build whose .gnu_debuglink names a split debug file (objcopy --only-keep-debug, then
+ * --add-gnu-debuglink) has that file copied beside its private copy when it loads, from
+ * where gdb would find it beside the build (its directory, its .debug/, /usr/lib/debug),
+ * only if its CRC matches: the copy and its debug file then share a directory of their
+ * own, NAME.SEQ.d/, and go together.
+ * Profiling mode (HM_FLAG_PROFILE in the flags, or HOTMOD_PROFILE=1 in the environment,
+ * read here with secure_getenv; said once per process on stderr): the directory is
+ * hotmod-prof-XXXXXX on disk, in private_root if set, else $XDG_CACHE_HOME/hotmod or
+ * ~/.cache/hotmod (made 0700), else /var/tmp. Every version that became current stays
+ * mapped after its unload (its unload hook runs, its destructors do not: they run at the
+ * process's exit, as for any object still loaded then), reported as UNLOADED "kept for
+ * profiling", and its copy stays; hm_registry_free leaves the directory and what is in it.
+ * The copies of unloaded versions are capped at 1 GiB (HOTMOD_PROFILE_MAX_MB, read here,
+ * sets another cap in MiB): past it the oldest are deleted, and those versions' frames are
+ * addresses again. Each kept version holds its mappings (about 5; the kernel allows
+ * vm.max_map_count, 65,530 by default, in all), so a process makes some thousands of
+ * reloads in this mode before a dlopen fails for want of them (HM_EDLOPEN: the current
+ * version serves on). A later registry, of any process of the user, removes the directory
+ * once no registry holds it and nothing changed it for a minute, as it sweeps (the same
+ * limits: 32 directories and 4,096 entries in each per call; the rest at later calls).
  * Ownership: on success *out is the caller's, freed with hm_registry_free; on error *out is
  * NULL (when `out` is not). `opts` is read during the call only; its strings are copied.
  * NULL: `out` NULL is HM_EINVAL; `opts` NULL means HM_REGISTRY_OPTIONS_INIT.
@@ -526,9 +559,9 @@ HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts
  * HM_ENOMEM. On error the registry keeps its set. */
 HM_EXTERN int hm_registry_set_trusted_keys(hm_registry *reg, const char *const *keys);
 
-/* Stop the watcher, unload every version, delete the private directory and free the
- * registry. Waits for live calls still running to return (any registry's: see
- * hm_live_enter). Every unload hook runs, including those of versions that snapshots still
+/* Stop the watcher, unload every version, delete the private directory (in profiling mode:
+ * leave it, see hm_registry_new) and free the registry. Waits for live calls still running
+ * to return (any registry's: see hm_live_enter). Every unload hook runs, including those of versions that snapshots still
  * pin. Snapshots should be released before; a version one still pins stays mapped (counted
  * in `leaked`, reported as HM_EVENT_LEAKED and by one warning on stderr unless
  * HM_FLAG_QUIET), its function stays callable, and hm_snapshot_release later frees only the
@@ -550,7 +583,8 @@ HM_EXTERN void hm_registry_free(hm_registry *reg);
 HM_EXTERN const char *hm_registry_errmsg(const hm_registry *reg);
 
 /* The registry's private directory, where its copies of module files live (except those
- * that found the default tmpfs full: see private_root).
+ * that found the default tmpfs full: see private_root); in profiling mode, the one that
+ * outlives it (see hm_registry_new).
  * Ownership: borrowed; valid until hm_registry_free.
  * NULL: returns NULL.
  * Threads: any; also module code. */
@@ -864,8 +898,8 @@ static inline void hm_live_leave(hm_live *live);
  * hm_live_enter. HM_LIVE_CALL_VOID is the same macro, for readers who like to see the void. */
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
-    hm_live *hm__l_ __attribute__((cleanup(hm__live_cleanup))) = (live);                       \
-    HM__FN_CAST(type, hm_live_enter(hm__l_))(__VA_ARGS__);                                     \
+    struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {(live), 0};   \
+    HM__FN_CAST(type, hm__live_call_enter(&hm__c_))(__VA_ARGS__);                              \
   })
 #define HM_LIVE_CALL_VOID HM_LIVE_CALL
 
@@ -1182,26 +1216,38 @@ HM_EXTERN void hm__reader_unbalanced(void);
 #define HM__FN_CAST(type, expr) ((type)(expr))
 #endif
 
-static inline hm_fn hm_live_enter(hm_live *live) {
-  const struct hm__live_head *h =
-      HM__CAST(const struct hm__live_head *, HM__CAST(const void *, live));
-  hm_fn *fns;
+/* The enter of a live call: the thread's word (hm__rd) goes into the read section, and the
+ * word it now holds is returned, for a leave that restores it without reading it. */
+static inline unsigned long hm__rd_enter(void) {
+  unsigned long w;
   /* A plain read, so that the test can be one instruction: only this thread writes its
    * word (the others only read it). */
-  if (__builtin_expect((hm__rd & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
+  if (__builtin_expect(((w = hm__rd) & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
     /* Outermost call of a registered thread: the writer's membarrier() orders this store
      * before our load of the table. */
-    __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
+    w = __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  } else if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1)) {
+    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED); /* nested: the outer call protects */
   } else {
-    unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
-    if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1))
-      __atomic_store_n(&hm__rd, w + 1, __ATOMIC_RELAXED); /* nested: the outer call protects */
-    else
-      hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
+    hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
+    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
   }
-  fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
+  return w;
+}
+
+static inline hm_fn hm__live_slot(hm_live *live) {
+  const struct hm__live_head *h =
+      HM__CAST(const struct hm__live_head *, HM__CAST(const void *, live));
+  hm_fn *fns = __atomic_load_n(h->table, __ATOMIC_SEQ_CST);
   return fns[h->slot];
+}
+
+static inline hm_fn hm_live_enter(hm_live *live) {
+  (void)hm__rd_enter();
+  return hm__live_slot(live);
 }
 
 static inline void hm_live_leave(hm_live *live) {
@@ -1225,8 +1271,30 @@ static inline void hm_live_leave(hm_live *live) {
 #endif
 }
 
-/* HM_LIVE_CALL's cleanup: runs when the call's scope ends, by return or by unwinding. */
-static inline void hm__live_cleanup(hm_live **live) { hm_live_leave(*live); }
+/* HM_LIVE_CALL's state: the handle, and the word its enter left in hm__rd. Calls nest in
+ * strict order, so at the leave the word is that one again, and the leave stores it less one
+ * without reading it: a plain store of a register, where hm_live_leave must read the word
+ * and write it back. */
+struct hm__live_call {
+  hm_live *live;
+  unsigned long word;
+};
+
+static inline hm_fn hm__live_call_enter(struct hm__live_call *c) {
+  c->word = hm__rd_enter();
+  return hm__live_slot(c->live);
+}
+
+/* HM_LIVE_CALL's cleanup: runs when the call's scope ends, by return or by unwinding. A
+ * release store: the call's loads of the version's memory come before it. */
+static inline void hm__live_call_leave(struct hm__live_call *c) {
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+#ifndef NDEBUG
+  if (__builtin_expect(__atomic_load_n(&hm__rd, __ATOMIC_RELAXED) != c->word, 0))
+    hm__reader_unbalanced();
+#endif
+  __atomic_store_n(&hm__rd, c->word - 1, __ATOMIC_RELEASE);
+}
 
 #ifdef __cplusplus
 }

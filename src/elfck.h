@@ -276,5 +276,8 @@ HM__HIDDEN void hm__elf_scan_strings(ck *c, const dyninfo *d, uint64_t doff, uin
 HM__HIDDEN void hm__elf_note_syms(ck *c, const dyninfo *d, const symtab *st,
                                   const ElfW(Phdr) *dynph, hm__elf_syms *s);
 HM__HIDDEN int hm__elf_built_by_rustc(ck *c);
+/* If section number i (inside the file, as every section is by then) is a well-formed
+ * .gnu_debuglink, note its file name and CRC in info. */
+HM__HIDDEN void hm__elf_note_debuglink(ck *c, uint64_t i, hm__elf_info *info);
 
 #endif

@@ -145,18 +145,11 @@ void hm__elf_note_syms(ck *c, const dyninfo *d, const symtab *st, const ElfW(Phd
   s->versym = d->has_versym ? d->versym : 0;
 }
 
-/* Whether rustc built the file (or part of it): its .comment section says "rustc version",
- * which rustc writes and strip keeps. Asked only of a file whose imports the Rust finding
- * would replace, after check_sections found every section inside the file. A step per
- * section header, and one per 16 bytes of the first 4 KiB of .comment. */
-int hm__elf_built_by_rustc(ck *c) {
-  static const char name[] = ".comment", mark[] = "rustc version ";
+/* The section header string table, once check_sections found every section inside the
+ * file: 1 with *str set, 0 if there is none to use. */
+static int section_names(ck *c, uint64_t shnum, ElfW(Shdr) *str) {
   const ElfW(Ehdr) *eh = c->eh;
-  uint64_t shnum, stridx = eh->e_shstrndx, n, k;
-  ElfW(Shdr) str;
-  if (eh->e_shoff == 0)
-    return 0;
-  shnum = section_count(c);
+  uint64_t stridx = eh->e_shstrndx;
   if (stridx == SHN_XINDEX) {
     ElfW(Shdr) s0;
     memcpy(&s0, c->buf + eh->e_shoff, sizeof s0);
@@ -164,8 +157,23 @@ int hm__elf_built_by_rustc(ck *c) {
   }
   if (stridx == SHN_UNDEF || stridx >= shnum)
     return 0;
-  memcpy(&str, c->buf + eh->e_shoff + stridx * sizeof str, sizeof str);
-  if (str.sh_type != SHT_STRTAB)
+  memcpy(str, c->buf + eh->e_shoff + stridx * sizeof *str, sizeof *str);
+  return str->sh_type == SHT_STRTAB;
+}
+
+/* Whether rustc built the file (or part of it): its .comment section says "rustc version",
+ * which rustc writes and strip keeps. Asked only of a file whose imports the Rust finding
+ * would replace, after check_sections found every section inside the file. A step per
+ * section header, and one per 16 bytes of the first 4 KiB of .comment. */
+int hm__elf_built_by_rustc(ck *c) {
+  static const char name[] = ".comment", mark[] = "rustc version ";
+  const ElfW(Ehdr) *eh = c->eh;
+  uint64_t shnum, n, k;
+  ElfW(Shdr) str;
+  if (eh->e_shoff == 0)
+    return 0;
+  shnum = section_count(c);
+  if (!section_names(c, shnum, &str))
     return 0;
   for (uint64_t i = 0; i < shnum; i++) {
     ElfW(Shdr) s;
@@ -182,4 +190,32 @@ int hm__elf_built_by_rustc(ck *c) {
     return 0;
   }
   return 0;
+}
+
+/* A .gnu_debuglink section (what objcopy --add-gnu-debuglink writes): the debug file's name,
+ * NUL-terminated and padded to 4 bytes, then the CRC-32 of that file's bytes. Debuggers look
+ * for the name beside the loaded file; the loader copies it there (debugfile.c). Only a
+ * plain file name is kept: one with a '/' could name a file outside the directory it is
+ * looked for in. A step, and one per 16 bytes of the name. */
+void hm__elf_note_debuglink(ck *c, uint64_t i, hm__elf_info *info) {
+  static const char name[] = ".gnu_debuglink";
+  ElfW(Shdr) s, str;
+  const char *link;
+  uint64_t n, crc_at;
+  c->steps++;
+  if (!section_names(c, section_count(c), &str))
+    return;
+  memcpy(&s, c->buf + c->eh->e_shoff + i * sizeof s, sizeof s);
+  if (!in_range(s.sh_name, sizeof name, str.sh_size) ||
+      memcmp(c->buf + str.sh_offset + s.sh_name, name, sizeof name) != 0 || s.sh_size < 8)
+    return;
+  link = (const char *)c->buf + s.sh_offset;
+  n = strnlen(link, s.sh_size < 256 ? s.sh_size : 256);
+  c->steps += 1 + n / 16;
+  crc_at = (n + 4) & ~(uint64_t)3; /* the name, its NUL, padding to 4 */
+  if (n == 0 || n >= 256 || crc_at > s.sh_size - 4 || memchr(link, '/', n) != NULL ||
+      strcmp(link, ".") == 0 || strcmp(link, "..") == 0)
+    return;
+  info->debuglink = link;
+  info->debuglink_crc = get_u32(c, s.sh_offset + crc_at);
 }

@@ -70,7 +70,9 @@ void hm__emit_mapped(hm_registry *reg, hm_module *mod, unsigned version, int why
   r.why = why;
   r.bytes = bytes;
   prev = hm__event_mapped_set(&r);
-  hm__emit_detail(reg, HM_EVENT_LEAKED, mod, version, 0, detail);
+  /* A version kept for profiling is unloaded as far as the registry goes: not a leak. */
+  hm__emit_detail(reg, why == HM_MAPPED_PROFILING ? HM_EVENT_UNLOADED : HM_EVENT_LEAKED, mod,
+                  version, 0, detail);
   hm__event_mapped_set(prev);
 }
 

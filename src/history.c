@@ -41,6 +41,8 @@ void hm__kept_drop(hm_module *mod) {
    * lock), so it will see copy_kept cleared and delete its file itself. */
   if (v != NULL) {
     __atomic_store_n(&v->copy_kept, 0, __ATOMIC_RELEASE);
+  } else if (mod->reg->flags & HM_FLAG_PROFILE) {
+    /* Its version was kept for profiling, and the copy with it (profile.c deletes it). */
   } else if (mod->reg->rc != NULL && (k = hm__malloc(&mod->reg->a, sizeof *k)) != NULL) {
     k->a = mod->reg->a;
     k->path = mod->kept_path; /* the reclaimer's now */

@@ -107,6 +107,9 @@ typedef struct hm__elf_info {
   const char *needed;     /* HM__LINT_NEEDED: one library it needs that is not a system one */
   const char *runpath;    /* HM__LINT_ORIGIN: the RUNPATH or RPATH with $ORIGIN */
   const char *hotmod_needed; /* the first DT_NEEDED naming libhotmod.so*, or NULL */
+  const char *debuglink;  /* the file name its .gnu_debuglink names (a plain name: no '/'),
+                             or NULL; split debug information (debugfile.c) */
+  uint32_t debuglink_crc; /* and the CRC-32 that file must have */
   hm__elf_syms syms;
   /* Work the check did, in steps of bounded cost (one table entry read, one segment
    * probed). Set on failure too, where the other fields are cleared: the tests bound it by
@@ -341,13 +344,47 @@ HM__HIDDEN const char *hm__privdir_spill_root(void);
  * the errno of statvfs or mkdtemp (HM_ENOENT ...). */
 HM__HIDDEN int hm__privdir_make(const hm__allocator *a, const char *root, char **out,
                                 int *lock_fd);
+/* The same, named hotmod-prof-XXXXXX when `profile` is set: profiling mode's directory,
+ * which outlives its registry (see hm__privdir_release). */
+HM__HIDDEN int hm__privdir_make_kind(const hm__allocator *a, const char *root, int profile,
+                                     char **out, int *lock_fd);
+/* Where profiling mode makes its directory: private_root if set, else on disk in a place of
+ * this user's own ($XDG_CACHE_HOME/hotmod or ~/.cache/hotmod, made 0700 if missing; buf
+ * holds the path), else /var/tmp. */
+HM__HIDDEN const char *hm__privdir_profile_root(const char *private_root, char *buf, size_t n);
 /* Remove the loader's copies from `dir` and the directory, and close lock_fd (-1: leave the
  * directory alone). */
 HM__HIDDEN void hm__privdir_remove(const char *dir, int lock_fd);
+/* Profiling mode: leave the directory and its copies for profilers to read after the
+ * process, and let go of its lock (closing lock_fd). A later registry's sweep removes it
+ * once nothing has changed it for a minute. */
+HM__HIDDEN void hm__privdir_release(int lock_fd);
+/* The copy's own directory, for a copy named DIR/NAME.SEQ.d/NAME.SEQ.so (one with split
+ * debug information, whose debug file goes beside it): made, mode 0700. 0 or -errno. */
+HM__HIDDEN int hm__copy_dir_make(const char *copy);
+/* Delete a private copy, and with it the directory of its own if it has one (and the debug
+ * file there). */
+HM__HIDDEN void hm__copy_unlink(const char *copy);
+/* The bytes a private copy takes: its size, and its debug file's if it has one. */
+HM__HIDDEN unsigned long long hm__copy_bytes(const char *copy);
 /* Remove stale private directories (nobody holds their lock) from every place one can be;
  * bounded work, never fails, leaves errno and the failure detail alone. Returns how many
  * it removed. */
 HM__HIDDEN int hm__privdir_sweep(const char *private_root);
+
+/* ---- Split debug information (debugfile.c) --------------------------------------------- */
+
+/* Copy the debug file that a build's .gnu_debuglink names (`link`, a plain file name, whose
+ * bytes must have CRC-32 `crc`) into the directory of `copy`, its private copy, where
+ * debuggers, profilers and symbolizers look for it. It is looked for where gdb would look
+ * beside the build at `src`: its directory, that directory's .debug/, the same under
+ * /usr/lib/debug, and the same for the file a symbolic link at `src` leads to. Best
+ * effort: a file not found, of another CRC (another build's) or that cannot be copied is
+ * not copied, and the load goes on without it. Returns the bytes copied (0: none). */
+HM__HIDDEN unsigned long long hm__debugfile_copy(const char *src, const char *link,
+                                                 uint32_t crc, const char *copy);
+/* The CRC-32 of .gnu_debuglink (the one zlib computes), continued from `crc` (0 to start). */
+HM__HIDDEN uint32_t hm__crc32(uint32_t crc, const unsigned char *buf, size_t len);
 
 /* ---- Reclamation (reclaim.c) ----------------------------------------------------------- */
 
@@ -420,6 +457,7 @@ struct hm__version {
   unsigned keep;    /* those of them for which it stays mapped once retired (0: unloaded) */
   int discard_later; /* a discard leaves its unload to the reclaimer thread (a poll is
                         publishing it, and a poll never waits in dlclose) */
+  int profile;      /* profiling mode: once published, stays mapped and keeps its copy */
   hm__allocator a;  /* a copy, so an orphan can free itself after the registry is gone */
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
@@ -487,6 +525,8 @@ typedef struct hm__load_opts {
   unsigned reject_lint;
   const hm__probe_req *probe;
   unsigned keep_lint;
+  const char *debug_from; /* where the bytes were read, for their debug file, when not the
+                             module's path (a rollback's kept copy); NULL: the path */
   unsigned untrusted_lint; /* findings refused with HM_EUNTRUSTED: code a build signature
                               does not cover (trusted keys are set) */
 } hm__load_opts;
@@ -508,13 +548,16 @@ HM__HIDDEN int hm__load_bytes(const hm__allocator *a, const char *dir, const cha
                               const hm__load_opts *o, hm__elf_info *info, hm__version **out);
 /* What became of a version that was to be unloaded. */
 typedef struct hm__unloaded {
-  int mapped;               /* 0: unloaded; else why it stays mapped for good (hm_mapped) */
+  int mapped;               /* 0: unloaded; else why it stays mapped (hm_mapped): for good,
+                               or HM_MAPPED_PROFILING */
   unsigned long long bytes; /* what its mapping keeps (whole pages of its PT_LOADs) */
   char detail[256];         /* why, in words, for the LEAKED event ("" when unloaded) */
+  char *kept_copy;          /* profiling: the copy's path, left in place; the caller's to
+                               free (with the version's allocator). Else NULL */
 } hm__unloaded;
-/* Run the unload hook unless told not to, then dlclose (unless v->keep: then it stays
- * mapped), check the mapping is gone, delete the copy (cut to what stays mapped, if it does)
- * and free. */
+/* Run the unload hook unless told not to, then dlclose (unless v->keep, or v->profile and
+ * it was published: then it stays mapped), check the mapping is gone, delete the copy (cut
+ * to what stays mapped, if it does; left whole in profiling mode) and free. */
 HM__HIDDEN void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out);
 /* Delete a private copy that a mapping may still use: first cut it to the bytes its
  * PT_LOADs map, so that a kept version holds no more of the file than it maps. */

@@ -30,7 +30,7 @@ static int copy_failed(const char *path, const char *copy, int fd, const char *w
   hm__fail(rc, "cannot write private copy %s of %s: %s", copy, path, why);
   if (fd >= 0)
     close(fd);
-  unlink(copy);
+  hm__copy_unlink(copy);
   return rc;
 }
 
@@ -62,22 +62,31 @@ static int write_copy(const char *path, const char *copy, const unsigned char *b
 
 /* The copy's file name: the module name (its first HM__COPY_NAME_MAX characters) with
  * anything but [A-Za-z0-9_.-] replaced, so a name can never climb out of the private
- * directory. */
+ * directory. A copy with a debug file to go beside it (`own_dir`) gets a directory of its
+ * own, NAME.SEQ.d/NAME.SEQ.so: the debug file's name is the build's, the same for every
+ * version. */
 static char *copy_name(const hm__allocator *a, const char *dir, const char *name,
-                       unsigned long seq) {
-  size_t namelen = strnlen(name, HM__COPY_NAME_MAX), n = strlen(dir) + namelen + 48, i;
+                       unsigned long seq, int own_dir) {
+  size_t namelen = strnlen(name, HM__COPY_NAME_MAX), i,
+         n = strlen(dir) + namelen + 48 + (own_dir ? namelen + 32 : 0);
   char *p = hm__malloc(a, n), *base;
   if (p == NULL)
     return NULL;
   snprintf(p, n, "%s/", dir);
   base = p + strlen(p);
-  snprintf(base, n - (size_t)(base - p), "%.*s.%lu.so", (int)namelen, name, seq);
+  if (own_dir)
+    snprintf(base, n - (size_t)(base - p), "%.*s.%lu.d/%.*s.%lu.so", (int)namelen, name, seq,
+             (int)namelen, name, seq);
+  else
+    snprintf(base, n - (size_t)(base - p), "%.*s.%lu.so", (int)namelen, name, seq);
   for (i = 0; base[i] && i < namelen; i++) {
     char c = base[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
           c == '_' || c == '-' || (c == '.' && i > 0)))
       base[i] = '_';
   }
+  if (own_dir) /* the file's name: the directory's, less ".d", and ".so" */
+    memcpy(strrchr(base, '/') + 1, base, namelen);
   return p;
 }
 
@@ -184,14 +193,25 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     return lint_refused(path, &elf, elf.lint & o->reject_lint);
   if (elf.lint & o->untrusted_lint)
     return untrusted_code(path, &elf, elf.lint & o->untrusted_lint);
-  copy = copy_name(a, dir, name, seq);
+  copy = copy_name(a, dir, name, seq, elf.debuglink != NULL);
   if (copy == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", path);
+  if (elf.debuglink != NULL && (rc = hm__copy_dir_make(copy)) != 0) {
+    rc = hm__fail(HM__ERR_FULL(rc) ? rc : HM_EIO,
+                  "cannot create the directory of private copy %s of %s: %s", copy, path,
+                  strerror(-rc));
+    hm__free(a, copy);
+    return rc;
+  }
   rc = write_copy(path, copy, f->buf, f->len);
   if (rc != 0) {
     hm__free(a, copy);
     return rc;
   }
+  /* Before dlopen: a debugger reads the debug file when it sees the object appear. */
+  if (elf.debuglink != NULL)
+    hm__debugfile_copy(o->debug_from != NULL ? o->debug_from : path, elf.debuglink,
+                       elf.debuglink_crc, copy);
   /* The child maps the very copy the host would: the bytes checked above. */
   if (o->probe != NULL && (rc = hm__probe_run(o->probe, copy)) != 0)
     goto fail;
@@ -242,7 +262,7 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
 fail:
   if (dl != NULL)
     hm__dlclose(dl);
-  unlink(copy);
+  hm__copy_unlink(copy);
   hm__free(a, copy);
   return rc;
 }
@@ -295,6 +315,14 @@ static int find_mapped(struct dl_phdr_info *info, size_t size, void *arg) {
  * it, and the memory. */
 static void why_mapped(const hm__version *v, int kept_here, hm__unloaded *out) {
   const char *why;
+  if (!kept_here && v->profile) {
+    out->mapped = HM_MAPPED_PROFILING;
+    snprintf(out->detail, sizeof out->detail,
+             "%s: profiling mode keeps every version mapped, and its copy for profilers to "
+             "read after the process; %llu KiB stay mapped",
+             hm_mapped_text(out->mapped), out->bytes / 1024);
+    return;
+  }
   if (kept_here && (v->keep & HM__LINT_RUST_STD))
     why = "Rust's std keeps destructors for the threads that ran it, which glibc would run "
           "after an unload (rust-std)";
@@ -324,6 +352,9 @@ void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out) {
   out->mapped = 0;
   out->bytes = 0;
   out->detail[0] = '\0';
+  out->kept_copy = NULL;
+  /* Profiling mode keeps what became current; a build refused or dropped before goes. */
+  v->profile = v->profile && v->published;
   if (v->dl != NULL) {
     if (run_hook && !v->hook_done && v->desc != NULL && v->desc->unload != NULL)
       v->desc->unload(v->handed_over);
@@ -331,24 +362,28 @@ void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out) {
     /* A version kept for the destructors it left behind is never closed: its code stays
      * where the threads that ran it will call it when they exit (and its own destructors
      * run at the process's exit, as for any object still loaded then). */
-    if (v->keep == 0)
+    if (v->keep == 0 && !v->profile)
       hm__dlclose(v->dl);
     /* dlclose returns 0 even when it keeps the object (NODELETE, unique symbols, a TLS
      * destructor pending): look for the copy among the loaded objects instead. */
     hm__dl_iterate_phdr(find_mapped, &m);
-    if (m.found || v->keep != 0) {
+    if (m.found || v->keep != 0 || v->profile) {
       out->bytes = m.bytes;
       why_mapped(v, v->keep != 0, out);
     }
     v->dl = NULL;
   }
-  if (v->copy_path != NULL) {
+  if (v->copy_path != NULL && v->profile) {
+    /* Whole, for profilers and symbolizers; the registry keeps it (and deletes the oldest
+     * such copies past its cap). */
+    out->kept_copy = v->copy_path;
+  } else if (v->copy_path != NULL) {
     /* The rollback copy stays whole until the registry drops it (hm__copy_remove then). */
     int kept_copy = __atomic_load_n(&v->copy_kept, __ATOMIC_ACQUIRE);
     if (!kept_copy && out->mapped)
       hm__copy_remove(v->copy_path);
     else if (!kept_copy)
-      unlink(v->copy_path);
+      hm__copy_unlink(v->copy_path);
     hm__free(&a, v->copy_path);
   }
   hm__free(&a, v->sig);
@@ -367,7 +402,7 @@ void hm__copy_remove(const char *path) {
   struct stat st;
   unsigned i;
   int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  unlink(path);
+  hm__copy_unlink(path);
   if (fd < 0)
     return;
   if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh &&

@@ -69,7 +69,7 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
   hm__free(&reg->a, mod->syms);
   hm__free(&reg->a, mod->sigs);
   hm__free(&reg->a, mod->hist);
-  if (mod->kept_path != NULL && !reg->forked)
+  if (mod->kept_path != NULL && !reg->forked && !(reg->flags & HM_FLAG_PROFILE))
     hm__copy_remove(mod->kept_path); /* it may be the copy of a version kept mapped */
   hm__free(&reg->a, mod->kept_path);
   hm__free(&reg->a, mod->kept_sig);

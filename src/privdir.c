@@ -31,6 +31,13 @@
  * no room there goes to a second directory, made when first needed, under $TMPDIR or /tmp
  * (registry.c). Named copies on tmpfs, unlike memfd ones, keep gdb -p and perf working.
  *
+ * Profiling mode's directories are named hotmod-prof-XXXXXX and live on disk (private_root,
+ * else ~/.cache/hotmod, else /var/tmp). Their registry lets go of the lock at its end and
+ * leaves the copies for profilers that read them after the process (perf record does); a
+ * sweep removes such a directory only once it has also been left unchanged for a minute.
+ * A copy with split debug information lives in a directory of its own, NAME.SEQ.d, beside
+ * its debug file: it goes with the copy (hm__copy_unlink) and with the sweep.
+ *
  * Layer 2 (docs/architecture.md): calls only the leaves.
  */
 #include "internal.h"
@@ -46,10 +53,12 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PREFIX "hotmod-priv-"
 #define PREFIX_LEN (sizeof PREFIX - 1)
+#define PROF_PREFIX "hotmod-prof-" /* profiling mode's: kept after the registry (same length) */
 #define TEMPLATE_X 6 /* mkdtemp's random part */
 
 enum {
@@ -57,30 +66,39 @@ enum {
   SWEEP_MAX_CANDIDATES = 256, /* matching directories opened per start (locked ones too) */
   SWEEP_MAX_REMOVED = 32,     /* stale directories removed per start */
   SWEEP_MAX_FILES = 4096,     /* entries read inside one stale directory */
-  MAKE_TRIES = 8              /* a sweeper in another process took our fresh directory */
+  SWEEP_MAX_VERSION_FILES = 16, /* entries read inside one copy's own directory */
+  MAKE_TRIES = 8,             /* a sweeper in another process took our fresh directory */
+  PROF_IDLE_S = 60            /* a profiling directory no registry holds is removed once
+                                 nothing changed it for this long: perf record reads the
+                                 copies just after the host exits */
 };
 
 static int is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-/* A private directory's name, exactly. */
+/* A private directory's name, exactly: 1 for a registry's, 2 for profiling mode's. */
 static int name_ok(const char *name) {
   size_t i;
-  if (strncmp(name, PREFIX, PREFIX_LEN) != 0 || strlen(name) != PREFIX_LEN + TEMPLATE_X)
+  int kind = strncmp(name, PREFIX, PREFIX_LEN) == 0        ? 1
+             : strncmp(name, PROF_PREFIX, PREFIX_LEN) == 0 ? 2
+                                                           : 0;
+  if (kind == 0 || strlen(name) != PREFIX_LEN + TEMPLATE_X)
     return 0;
   for (i = PREFIX_LEN; name[i] != '\0'; i++)
     if (!is_alnum(name[i]))
       return 0;
-  return 1;
+  return kind;
 }
 
-/* A private copy's name as the loader makes it: [A-Za-z0-9_-][A-Za-z0-9_.-]*.DIGITS.so */
-static int copy_name_ok(const char *name) {
-  size_t n = strlen(name), i, end;
-  if (n < 6 || strcmp(name + n - 3, ".so") != 0)
+/* A name the loader makes, [A-Za-z0-9_-][A-Za-z0-9_.-]*.DIGITS`suffix`: a private copy
+ * (".so"), or the directory of its own that a copy with split debug information lives in,
+ * beside its debug file (".d"). */
+static int loader_name_ok(const char *name, const char *suffix) {
+  size_t n = strlen(name), k = strlen(suffix), i, end;
+  if (n < k + 3 || strcmp(name + n - k, suffix) != 0)
     return 0;
-  end = n - 3;
+  end = n - k;
   i = end;
   while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
     i--;
@@ -92,6 +110,95 @@ static int copy_name_ok(const char *name) {
     if (!is_alnum(name[i]) && name[i] != '_' && name[i] != '-' && name[i] != '.')
       return 0;
   return 1;
+}
+
+static int copy_name_ok(const char *name) { return loader_name_ok(name, ".so"); }
+
+/* Remove a copy's own directory `name` in the directory open as dfd: the regular files of
+ * this user in it (the copy and its debug file), then the directory, never following a
+ * link. */
+static void remove_version_dir(int dfd, const char *name) {
+  struct stat st;
+  struct dirent *e;
+  DIR *d;
+  int n = 0, vfd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (vfd < 0)
+    return;
+  if (fstat(vfd, &st) != 0 || st.st_uid != geteuid() || (d = fdopendir(dup(vfd))) == NULL) {
+    close(vfd);
+    return;
+  }
+  while ((e = readdir(d)) != NULL && n++ < SWEEP_MAX_VERSION_FILES) {
+    struct stat fs;
+    if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || strcmp(e->d_name, "..") == 0))
+      continue;
+    if (fstatat(vfd, e->d_name, &fs, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fs.st_mode) &&
+        fs.st_uid == geteuid())
+      unlinkat(vfd, e->d_name, 0);
+  }
+  closedir(d);
+  close(vfd);
+  unlinkat(dfd, name, AT_REMOVEDIR);
+}
+
+void hm__copy_unlink(const char *copy) {
+  const char *base = strrchr(copy, '/'), *parent;
+  size_t stem;
+  char dir[4096];
+  int dfd;
+  unlink(copy);
+  /* Only a copy at DIR/NAME.SEQ.d/NAME.SEQ.so has a directory of its own: a few compares
+   * for the others. */
+  if (base == NULL || base == copy || (stem = strlen(base + 1)) < 4)
+    return;
+  stem -= 3; /* without ".so" */
+  for (parent = base; parent > copy && parent[-1] != '/'; parent--)
+    ;
+  if ((size_t)(base - parent) != stem + 2 || memcmp(parent + stem, ".d", 2) != 0 ||
+      memcmp(parent, base + 1, stem) != 0 || parent == copy ||
+      (size_t)(parent - copy) >= sizeof dir)
+    return;
+  memcpy(dir, copy, (size_t)(parent - copy));
+  dir[parent - copy] = '\0';
+  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
+    return;
+  memcpy(dir, parent, stem + 2);
+  dir[stem + 2] = '\0';
+  remove_version_dir(dfd, dir);
+  close(dfd);
+}
+
+unsigned long long hm__copy_bytes(const char *copy) {
+  const char *base = strrchr(copy, '/');
+  unsigned long long n = 0;
+  struct stat st;
+  struct dirent *e;
+  DIR *d;
+  char dir[4096];
+  if (base == NULL || base - copy < 3 || memcmp(base - 2, ".d", 2) != 0 ||
+      (size_t)(base - copy) >= sizeof dir)
+    return stat(copy, &st) == 0 ? (unsigned long long)st.st_size : 0;
+  /* A copy with a directory of its own: the copy and its debug file. */
+  memcpy(dir, copy, (size_t)(base - copy));
+  dir[base - copy] = '\0';
+  if ((d = opendir(dir)) == NULL)
+    return 0;
+  while ((e = readdir(d)) != NULL)
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+      n += (unsigned long long)st.st_size;
+  closedir(d);
+  return n;
+}
+
+int hm__copy_dir_make(const char *copy) {
+  const char *base = strrchr(copy, '/');
+  char dir[4096];
+  if (base == NULL || (size_t)(base - copy) >= sizeof dir)
+    return -ENAMETOOLONG;
+  memcpy(dir, copy, (size_t)(base - copy));
+  dir[base - copy] = '\0';
+  return mkdir(dir, 0700) == 0 ? 0 : -errno;
 }
 
 /* Remove the loader's copies from the directory open as dfd, then the directory `name` in
@@ -113,10 +220,14 @@ static int empty_and_remove(int parent, const char *name, int dfd) {
   }
   while ((e = readdir(d)) != NULL && n++ < SWEEP_MAX_FILES) {
     struct stat fs;
-    if (!copy_name_ok(e->d_name))
+    int dir = loader_name_ok(e->d_name, ".d");
+    if (!dir && !copy_name_ok(e->d_name))
       continue; /* also . and .. */
-    if (fstatat(dfd, e->d_name, &fs, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fs.st_mode) &&
-        fs.st_uid == geteuid())
+    if (fstatat(dfd, e->d_name, &fs, AT_SYMLINK_NOFOLLOW) != 0 || fs.st_uid != geteuid())
+      continue;
+    if (dir && S_ISDIR(fs.st_mode))
+      remove_version_dir(dfd, e->d_name);
+    else if (!dir && S_ISREG(fs.st_mode))
       unlinkat(dfd, e->d_name, 0);
   }
   closedir(d);
@@ -145,15 +256,26 @@ void hm__privdir_remove(const char *dir, int lock_fd) {
   close(lock_fd); /* the lock goes with the last descriptor of this open */
 }
 
-/* The private directory `name` in `root` (open as rfd): removed if it is stale. */
-static int sweep_one(int rfd, const char *name) {
+void hm__privdir_release(int lock_fd) {
+  if (lock_fd < 0)
+    return;
+  /* The time a later sweep counts the idle minute from: now, when the copies' last reader
+   * (perf record, after the host exits) may start. */
+  futimens(lock_fd, NULL);
+  close(lock_fd);
+}
+
+/* The private directory `name` in `root` (open as rfd): removed if it is stale. A profiling
+ * directory (kind 2) also waits until it has been left alone for PROF_IDLE_S. */
+static int sweep_one(int rfd, const char *name, int kind) {
   struct stat st;
   int removed = 0, dfd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0)
     return 0;
   if (fstat(dfd, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
       (st.st_mode & 077) == 0 && flock(dfd, LOCK_EX | LOCK_NB) == 0 &&
-      fstat(dfd, &st) == 0 && st.st_nlink > 0) /* not removed by another sweeper meanwhile */
+      fstat(dfd, &st) == 0 && st.st_nlink > 0 && /* not removed by another sweeper meanwhile */
+      (kind == 1 || st.st_mtime + PROF_IDLE_S < time(NULL)))
     removed = empty_and_remove(rfd, name, dfd);
   close(dfd);
   return removed;
@@ -193,20 +315,38 @@ static void sweep_root(sweep_state *s, const char *root) {
   }
   while ((e = readdir(d)) != NULL && n++ < SWEEP_MAX_ENTRIES &&
          s->candidates < SWEEP_MAX_CANDIDATES && s->removed < SWEEP_MAX_REMOVED) {
-    if (!name_ok(e->d_name))
+    int kind = name_ok(e->d_name);
+    if (kind == 0)
       continue;
     s->candidates++;
-    s->removed += sweep_one(rfd, e->d_name);
+    s->removed += sweep_one(rfd, e->d_name, kind);
   }
   closedir(d);
   close(rfd);
 }
 
+/* Profiling mode's default place, on disk and the user's own: $XDG_CACHE_HOME/hotmod, else
+ * $HOME/.cache/hotmod, into buf. 0 if neither can be named. */
+static int profile_place(char *buf, size_t n) {
+  const char *cache = secure_getenv("XDG_CACHE_HOME"), *home = secure_getenv("HOME");
+  int k;
+  if (cache != NULL && cache[0] == '/')
+    k = snprintf(buf, n, "%s/hotmod", cache);
+  else if (home != NULL && home[0] == '/')
+    k = snprintf(buf, n, "%s/.cache/hotmod", home);
+  else
+    return 0;
+  return k > 0 && (size_t)k < n;
+}
+
 int hm__privdir_sweep(const char *private_root) {
   sweep_state s;
+  char prof[4096];
   int saved = errno;
   memset(&s, 0, sizeof s);
   sweep_root(&s, private_root);
+  if (profile_place(prof, sizeof prof))
+    sweep_root(&s, prof);
   sweep_root(&s, secure_getenv("TMPDIR"));
   sweep_root(&s, "/tmp");
   sweep_root(&s, secure_getenv("XDG_RUNTIME_DIR"));
@@ -261,6 +401,35 @@ const char *hm__privdir_spill_root(void) {
   return root != NULL && root[0] != '\0' ? root : "/tmp";
 }
 
+/* A directory of this user's alone at `path`, made (mode 0700) if missing: 0, or -1. */
+static int own_dir(const char *path) {
+  struct stat st;
+  if (mkdir(path, 0700) != 0 && errno != EEXIST)
+    return -1;
+  if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+    return -1;
+  return (st.st_mode & 077) == 0 || chmod(path, 0700) == 0 ? 0 : -1;
+}
+
+const char *hm__privdir_profile_root(const char *private_root, char *buf, size_t n) {
+  char *slash;
+  if (private_root != NULL && private_root[0] != '\0')
+    return private_root;
+  /* On disk, not a tmpfs: every version's copy stays after its unload (1,000 reloads of a
+   * 1 MB module would be 1 GB of memory there). ~/.cache is made if missing, as the XDG
+   * rules ask (0700). */
+  if (profile_place(buf, n)) {
+    slash = strrchr(buf, '/');
+    *slash = '\0';
+    if (mkdir(buf, 0700) == 0 || errno == EEXIST) {
+      *slash = '/';
+      if (own_dir(buf) == 0)
+        return buf;
+    }
+  }
+  return "/var/tmp"; /* on disk too, and sticky: the directory made in it is ours alone */
+}
+
 /* mkdtemp, open and lock; 1 to try again with a new name (another process's sweep removed
  * it or holds it), 0 done, or an error. */
 static int make_once(char *dir, int *lock_fd) {
@@ -297,6 +466,11 @@ static int make_once(char *dir, int *lock_fd) {
 }
 
 int hm__privdir_make(const hm__allocator *a, const char *root, char **out, int *lock_fd) {
+  return hm__privdir_make_kind(a, root, 0, out, lock_fd);
+}
+
+int hm__privdir_make_kind(const hm__allocator *a, const char *root, int profile, char **out,
+                          int *lock_fd) {
   size_t n = strlen(root) + sizeof "/" PREFIX "XXXXXX";
   char *dir;
   int rc = 1, tries;
@@ -316,7 +490,7 @@ int hm__privdir_make(const hm__allocator *a, const char *root, char **out, int *
   dir = hm__malloc(a, n);
   if (dir == NULL)
     return hm__fail(HM_ENOMEM, "out of memory creating the registry");
-  snprintf(dir, n, "%s/" PREFIX "XXXXXX", root);
+  snprintf(dir, n, "%s/%sXXXXXX", root, profile ? PROF_PREFIX : PREFIX);
   rc = 1;
   for (tries = 0; tries < MAKE_TRIES && rc == 1; tries++)
     rc = make_once(dir, lock_fd);

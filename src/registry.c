@@ -74,7 +74,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->signing = keys != NULL;
   reg->signed_flags = o.signed_flags;
   reg->signed_wait_ms = o.signed_wait_ms ? o.signed_wait_ms : 5000;
-  reg->flags = o.flags;
+  reg->flags = hm__profile_flags(o.flags, &reg->prof_cap);
   reg->on_event = o.on_event;
   reg->event_userdata = o.event_userdata;
   reg->reload_mode = o.reload_mode == HM_RELOAD_DEFAULT ? HM_RELOAD_IMMEDIATE : o.reload_mode;
@@ -106,8 +106,15 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
    * child's copy. */
   hm__registries_lock();
   reg->spill_lock_fd = -1;
-  root = hm__privdir_root(o.private_root, &reg->tmpfs_default);
-  rc = hm__privdir_make(&a, root, &reg->dir, &reg->lock_fd);
+  if (reg->flags & HM_FLAG_PROFILE) {
+    /* On disk, made to outlive the registry: every version's copy stays for profilers. */
+    char place[4096];
+    root = hm__privdir_profile_root(o.private_root, place, sizeof place);
+    rc = hm__privdir_make_kind(&a, root, 1, &reg->dir, &reg->lock_fd);
+  } else {
+    root = hm__privdir_root(o.private_root, &reg->tmpfs_default);
+    rc = hm__privdir_make(&a, root, &reg->dir, &reg->lock_fd);
+  }
   if (HM__ERR_FULL(rc) && reg->tmpfs_default) {
     /* The tmpfs chosen by default has no room even for a directory. */
     reg->tmpfs_default = 0;
@@ -124,6 +131,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
     hm__free(&a, reg);
     return rc;
   }
+  hm__profile_announce(reg);
   *out = reg;
   return 0;
 }
@@ -165,6 +173,8 @@ static int run_one_pinned_hook(hm_registry *reg) {
  * not need its file). Returns how many. */
 static size_t orphan_pinned(hm_module *mod, int forked) {
   size_t n = 0;
+  /* Profiling mode leaves every copy for the profilers. */
+  int remove = !forked && !(mod->reg->flags & HM_FLAG_PROFILE);
   while (mod->versions != NULL) {
     hm__version *v = mod->versions;
     int refs = __atomic_load_n(&v->refs, __ATOMIC_ACQUIRE);
@@ -179,14 +189,14 @@ static size_t orphan_pinned(hm_module *mod, int forked) {
     v->sig = NULL;
     if (refs <= 0) {
       hm__allocator a = v->a;
-      if (!forked)
-        unlink(v->copy_path);
+      if (remove)
+        hm__copy_unlink(v->copy_path);
       hm__free(&a, v->copy_path);
       hm__free(&a, v); /* forked: its mapping is the parent's business */
       continue;
     }
-    if (!forked)
-      unlink(v->copy_path);
+    if (remove)
+      hm__copy_unlink(v->copy_path);
     hm__free(&v->a, v->copy_path);
     v->copy_path = NULL;
     v->mod = NULL;
@@ -211,6 +221,7 @@ static void free_memory(hm_registry *reg) {
   }
   hm__map_free(&reg->lives, &reg->a);
   hm__map_free(&reg->modules, &reg->a);
+  hm__profile_free(reg);
   hm__free(&reg->a, reg->dir);
   hm__free(&reg->a, reg->spill_dir);
   hm__free(&reg->a, reg->probe_helper);
@@ -283,7 +294,10 @@ void hm_registry_free(hm_registry *reg) {
             "hotmod: hm_registry_free: %zu version(s) still pinned by snapshots stay mapped "
             "(leaked); release snapshots before freeing their registry\n",
             pinned);
-  hm__privdir_remove(reg->dir, reg->lock_fd);
+  if (reg->flags & HM_FLAG_PROFILE)
+    hm__privdir_release(reg->lock_fd);
+  else
+    hm__privdir_remove(reg->dir, reg->lock_fd);
   if (reg->spill_dir != NULL)
     hm__privdir_remove(reg->spill_dir, reg->spill_lock_fd);
   free_memory(reg);

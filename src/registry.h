@@ -139,6 +139,10 @@ struct hm_registry {
    * watch_reap joins them, from hm_registry_free or the next start. Under lock. */
   void *watch_stopped;
   void (*watch_reap)(hm_registry *reg);
+  /* Profiling mode (HM_FLAG_PROFILE in flags; profile.c): the copies of unloaded versions
+   * kept in `dir`, oldest first, their bytes and the cap on them. Under lock. */
+  struct hm__prof_copy *prof_old, *prof_new;
+  unsigned long long prof_bytes, prof_cap;
   /* Signed builds (signed.c): the trusted keys (NULL: builds load unsigned), replaced whole
    * under lock; `signing` is 1 once there are any (atomic; never 0 again); the policies
    * (HM_SIGNED_*) and how long the watcher waits for a signature. */
@@ -194,6 +198,22 @@ HM__HIDDEN void hm__emit_mapped(hm_registry *reg, hm_module *mod, unsigned versi
                                 unsigned long long bytes, const char *detail);
 /* Tell the watcher, if one runs, that modules or their paths changed. No lock held. */
 HM__HIDDEN void hm__watch_poke(hm_registry *reg);
+
+/* ---- Profiling mode (profile.c) -------------------------------------------------------- */
+
+/* What profiling mode keeps of unloaded versions' copies by default, MiB. */
+#define HM__PROFILE_CAP_MB 1024ULL
+/* The registry's flags with HM_FLAG_PROFILE added when HOTMOD_PROFILE=1; *cap gets the cap
+ * in bytes (HOTMOD_PROFILE_MAX_MB, else HM__PROFILE_CAP_MB). Read at hm_registry_new. */
+HM__HIDDEN unsigned hm__profile_flags(unsigned flags, unsigned long long *cap);
+/* Say once per process, on stderr, that profiling mode is on (and where the copies go). */
+HM__HIDDEN void hm__profile_announce(const hm_registry *reg);
+/* A version was unloaded and stays mapped for profiling: remember its copy (`copy`, now the
+ * registry's), and delete the oldest such copies while they take more than the cap. On the
+ * reclaimer thread; no lock held. */
+HM__HIDDEN void hm__profile_kept(hm_registry *reg, char *copy);
+/* Forget the kept copies (memory only: the files stay). */
+HM__HIDDEN void hm__profile_free(hm_registry *reg);
 
 /* ---- fork() (fork.c) ------------------------------------------------------------------- */
 

@@ -147,7 +147,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
   {
     unsigned warn_lint = 0, look_lint = 0, warned;
     hm__elf_info elf;
-    hm__load_opts lo = {0, NULL, 0, 0};
+    hm__load_opts lo = {0, NULL, 0, NULL, 0};
     /* Signed builds: the signature over these very bytes before any of them is used. */
     rc = hm__signed_check(j, given != NULL ? given : &own, &lo.untrusted_lint, &sig);
     if (rc != 0) {
@@ -170,6 +170,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     }
     /* Versions that leave destructors behind stay mapped, unless the host does not look. */
     lo.keep_lint = look_lint & HM__LINT_LEAVES_DTORS;
+    lo.debug_from = j->from;
     warned = j->mod->lint_warned;
     if (j->mod->probe == 1 || (j->mod->probe == 0 && (reg->flags & HM_FLAG_PROBE))) {
       memset(&probe, 0, sizeof probe);
@@ -209,6 +210,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     j->v->mod = j->mod;
     j->v->num = j->mod->next_num;
     j->v->build = ++j->mod->builds;
+    j->v->profile = (reg->flags & HM_FLAG_PROFILE) != 0;
     j->v->sig = sig;
   } else {
     hm__free(&reg->a, sig);

@@ -19,6 +19,8 @@ typedef struct hm__job {
   hm__version *v;    /* the new version, until published */
   int reused;        /* rollback: v is an older version still loaded, not a new load */
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
+  const char *from;  /* rollback: the kept copy its bytes were read from (borrowed), beside
+                        which their debug file is */
   hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
   int old_copy;      /* old's private copy is still there (looked at before any lock) */
   unsigned lint;     /* the new version's lint findings (those its policies look for) */

@@ -70,6 +70,7 @@ static int rollback_signed(hm__job *j, char *kept, hm__signed *ksig, const char 
       snprintf(f.sig.name, sizeof f.sig.name, "%s", strrchr(path, '/') ? strrchr(path, '/') + 1
                                                                        : path);
     }
+    j->from = kept; /* its debug file is beside the kept copy */
     rc = hm__job_run(j, NULL, &f);
     f.sig.buf = NULL; /* ksig's */
   }

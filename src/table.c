@@ -13,7 +13,8 @@
  * one thread wait for the loader's lock while holding ours, and a constructor on another
  * thread wait for ours while holding the loader's.
  *
- * Layer 6 (docs/architecture.md): calls events.c, the loader, the reclaimer and the leaves;
+ * Layer 6 (docs/architecture.md): calls events.c, profile.c, the loader, the reclaimer and
+ * the leaves;
  * the reclaimer calls back into it only through the callbacks it defers.
  */
 #include "registry.h"
@@ -182,11 +183,13 @@ static void version_unload_cb(void *arg) {
     reg->nloaded--;
     reg->stats.unloads++;
   }
-  if (u.mapped) {
+  if (u.mapped && u.mapped != HM_MAPPED_PROFILING) {
     reg->stats.leaked++;
     reg->stats.leaked_bytes += u.bytes;
   }
   pthread_mutex_unlock(&reg->lock);
+  if (u.kept_copy != NULL)
+    hm__profile_kept(reg, u.kept_copy);
   if (u.mapped)
     hm__emit_mapped(reg, mod, num, u.mapped, u.bytes, u.detail);
   else if (published)

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -982,6 +983,71 @@ static void unique_names_counted(void **state) {
                                "_ZZ1cvE1n and 2 more)"));
 }
 
+#ifdef HM_TEST_OBJCOPY
+/* A split build's .gnu_debuglink: its file name and the CRC-32 of that file's bytes; a name
+ * that is not a plain file name, or not terminated inside its section, is not taken (and
+ * the file is fine all the same); a build without one has none. */
+static void debuglink_noted(void **state) {
+  char cmd[4096], dir[] = "/tmp/hm_test_elf_XXXXXX", path[256], dpath[256];
+  unsigned char *buf, *dbg, *at;
+  size_t len, dlen, k;
+  FILE *f;
+  hm__elf_info info;
+  (void)state;
+  assert_non_null(mkdtemp(dir));
+  snprintf(cmd, sizeof cmd,
+           "cd %s && cp %s/square_v1.so sq.so && %s --only-keep-debug sq.so sq.so.debug && "
+           "%s --strip-debug --add-gnu-debuglink=sq.so.debug sq.so",
+           dir, HM_TEST_MODDIR, HM_TEST_OBJCOPY, HM_TEST_OBJCOPY);
+  assert_int_equal(system(cmd), 0);
+  snprintf(path, sizeof path, "%s/sq.so", dir);
+  snprintf(dpath, sizeof dpath, "%s/sq.so.debug", dir);
+  for (int i = 0; i < 2; i++) {
+    f = fopen(i ? dpath : path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    k = (size_t)ftell(f);
+    rewind(f);
+    at = malloc(k);
+    assert_non_null(at);
+    assert_int_equal(fread(at, 1, k, f), k);
+    fclose(f);
+    if (i) {
+      dbg = at;
+      dlen = k;
+    } else {
+      buf = at;
+      len = k;
+    }
+  }
+  assert_int_equal(check(buf, len, &info), 0);
+  assert_non_null(info.debuglink);
+  assert_string_equal(info.debuglink, "sq.so.debug");
+  assert_int_equal(info.debuglink_crc, hm__crc32(0, dbg, dlen));
+  assert_int_equal(check(sample, sample_len, &info), 0);
+  assert_null(info.debuglink);
+  /* Every cut of the split build is refused or passes without reading past its end. */
+  for (k = 0; k < len; k += k < 256 ? 1 : 61) {
+    unsigned char *cut = copy_of(buf, k);
+    check(cut, k, &info);
+    free(cut);
+  }
+  at = memmem(buf, len, "sq.so.debug", 12);
+  assert_non_null(at);
+  at[2] = '/'; /* "sq/so.debug": could name a file elsewhere */
+  assert_int_equal(check(buf, len, &info), 0);
+  assert_null(info.debuglink);
+  memset(at, 'a', 16); /* the name, its NUL and padding, as far as the CRC: unterminated */
+  assert_int_equal(check(buf, len, &info), 0);
+  assert_null(info.debuglink);
+  free(buf);
+  free(dbg);
+  unlink(path);
+  unlink(dpath);
+  rmdir(dir);
+}
+#endif
+
 int main(int argc, char **argv) {
   if (argc > 1)
     sample_path = argv[1];
@@ -1009,6 +1075,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(no_hash_valid_symbol_passes),
       cmocka_unit_test(no_hash_symbol_name_checked),
       cmocka_unit_test(unique_names_counted),
+#ifdef HM_TEST_OBJCOPY
+      cmocka_unit_test(debuglink_noted),
+#endif
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   free(sample);

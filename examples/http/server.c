@@ -2,7 +2,7 @@
  * hotmod HTTP example: a small HTTP/1.1 server on libuv whose request handler is a hotmod
  * module, replaced while the server runs.
  *
- *   http_server [-m handler.so] [-L] [-q] [port]
+ *   http_server [-m handler.so] [-L] [-Q] [-q] [port]
  *
  * It listens on 127.0.0.1 only (port 0 or none: the kernel picks one) and answers every
  * request through a live handle on the module's http_handle function, so each request runs
@@ -50,6 +50,9 @@ struct server {
   uv_loop_t *loop;
   uv_tcp_t listener;
   uv_signal_t sigint, sigterm;
+  uv_check_t poll_check; /* -Q: new builds go live between two turns of the loop */
+  uv_timer_t poll_timer; /* and while no request comes */
+  int queued;
   hm_registry *reg;
   hm_module *mod;
   hm_live *handle; /* handler:http_handle */
@@ -528,11 +531,27 @@ static void stop(struct server *srv) {
   srv->stopping = 1;
   hm_watch_stop(srv->reg); /* on the loop's thread, as an attached watcher needs */
   uv_close((uv_handle_t *)&srv->listener, NULL);
+  if (srv->queued) {
+    uv_close((uv_handle_t *)&srv->poll_check, NULL);
+    uv_close((uv_handle_t *)&srv->poll_timer, NULL);
+  }
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   for (struct conn *c = srv->conns; c != NULL; c = c->next)
     conn_close(c);
 }
+
+/* Queued mode: the watcher prepares each new build on its own thread; it goes live here, at
+ * a point of the server's choosing (no request is being handled). */
+static void poll_now(struct server *srv) {
+  int rc = hm_registry_poll(srv->reg);
+  if (rc < 0 && !srv->quiet)
+    printf("http_server: poll: %s: %s\n", hm_strerror(rc), hm_errmsg());
+}
+
+static void on_poll_check(uv_check_t *c) { poll_now(c->data); }
+
+static void on_poll_timer(uv_timer_t *t) { poll_now(t->data); }
 
 static void on_signal(uv_signal_t *s, int signum) {
   printf("http_server: signal %d, shutting down\n", signum);
@@ -541,12 +560,13 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: http_server [-m handler.so] [-L] [-q] [port]\n"
+          "usage: http_server [-m handler.so] [-L] [-Q] [-q] [port]\n"
           "  Serves http://127.0.0.1:port/ (port 0 or none: the kernel picks one) with the\n"
           "  request handler module, reloaded whenever its file is rebuilt.\n"
           "  -m FILE  the handler module (default %s)\n"
           "  -L       run the file watcher on the server's own libuv loop (hm_watch_attach)\n"
           "           instead of a thread of the registry's own (hm_watch_start)\n"
+          "  -Q       queued reloads: a new build goes live between two turns of the loop\n"
           "  -q       no line per reload\n",
           HTTP_HANDLER_PATH);
 }
@@ -562,10 +582,11 @@ int main(int argc, char **argv) {
   char *end;
 
   memset(&srv, 0, sizeof srv);
-  while ((opt = getopt(argc, argv, "m:Lqh")) != -1) {
+  while ((opt = getopt(argc, argv, "m:LQqh")) != -1) {
     switch (opt) {
     case 'm': path = optarg; break;
     case 'L': on_loop = 1; break;
+    case 'Q': srv.queued = 1; break;
     case 'q': srv.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
@@ -586,6 +607,7 @@ int main(int argc, char **argv) {
 
   srv.loop = &loop;
   opts.flags = HM_FLAG_QUIET;
+  opts.reload_mode = srv.queued ? HM_RELOAD_QUEUED : HM_RELOAD_IMMEDIATE;
   opts.on_event = on_event;
   opts.event_userdata = &srv;
   if ((rc = hm_registry_new(&srv.reg, &opts)) != 0) {
@@ -617,6 +639,11 @@ int main(int argc, char **argv) {
   uv_signal_init(&loop, &srv.sigint);
   uv_signal_init(&loop, &srv.sigterm);
   srv.listener.data = srv.sigint.data = srv.sigterm.data = &srv;
+  if (srv.queued) {
+    uv_check_init(&loop, &srv.poll_check);
+    uv_timer_init(&loop, &srv.poll_timer);
+    srv.poll_check.data = srv.poll_timer.data = &srv;
+  }
   uv_ip4_addr("127.0.0.1", port, &addr);
   if ((rc = uv_tcp_bind(&srv.listener, (const struct sockaddr *)&addr, 0)) != 0 ||
       (rc = uv_listen((uv_stream_t *)&srv.listener, 128, on_connection)) != 0 ||
@@ -628,6 +655,10 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     fprintf(stderr, "http_server: watcher: %s: %s\n", hm_strerror(rc), hm_errmsg());
     goto out;
+  }
+  if (srv.queued) {
+    uv_check_start(&srv.poll_check, on_poll_check);
+    uv_timer_start(&srv.poll_timer, on_poll_timer, 50, 50);
   }
   uv_signal_start(&srv.sigint, on_signal, SIGINT);
   uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
