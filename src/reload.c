@@ -130,6 +130,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
   hm__file own;
   hm__signed *sig = NULL;
   hm_module *prev;
+  unsigned untrusted_lint = 0;
   int rc;
   if (j->reused)
     return 0;
@@ -144,17 +145,17 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     if (rc != 0)
       return rc;
   }
+  /* Signed builds: the signature over these very bytes before any of them is used. */
+  rc = hm__signed_check(j, given != NULL ? given : &own, &untrusted_lint, &sig);
+  if (rc != 0) {
+    if (given == NULL)
+      hm__file_release(&reg->a, &own);
+    return rc;
+  }
   {
     unsigned warn_lint = 0, look_lint = 0, warned;
     hm__elf_info elf;
     hm__load_opts lo = {0, NULL, 0, NULL, 0};
-    /* Signed builds: the signature over these very bytes before any of them is used. */
-    rc = hm__signed_check(j, given != NULL ? given : &own, &lo.untrusted_lint, &sig);
-    if (rc != 0) {
-      if (given == NULL)
-        hm__file_release(&reg->a, &own);
-      return rc;
-    }
     hm__probe_req probe;
     const char *syms[HM__PROBE_MAX_SYMS];
     unsigned i;
@@ -171,6 +172,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     /* Versions that leave destructors behind stay mapped, unless the host does not look. */
     lo.keep_lint = look_lint & HM__LINT_LEAVES_DTORS;
     lo.debug_from = j->from;
+    lo.untrusted_lint = untrusted_lint;
     warned = j->mod->lint_warned;
     if (j->mod->probe == 1 || (j->mod->probe == 0 && (reg->flags & HM_FLAG_PROBE))) {
       memset(&probe, 0, sizeof probe);
