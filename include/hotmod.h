@@ -138,6 +138,7 @@ HM_EXTERN const char *hm_version_string(void);
   XX(ELINT, -30012, "refused by the reloadability lint")                                      \
   XX(ECRASHED, -30013, "the new build crashed in the probe")                                  \
   XX(EBUILD, -30014, "the build command failed")                                              \
+  XX(EUNTRUSTED, -30015, "not a build signed by a trusted key")                                \
   XX(ETIMEDOUT, -ETIMEDOUT, "timed out")
 
 /* The codes as constants: HM_EINVAL, HM_ENOMEM ... as in HM_ERRNO_MAP. HM_ERRNO_MAX_ only
@@ -186,7 +187,8 @@ typedef void (*hm_fn)(void);
 
 /* What the host's event callback is told. */
 typedef enum hm_event {
-  HM_EVENT_LOADED = 1, /* a version became current (first load or successful reload) */
+  HM_EVENT_LOADED = 1, /* a version became current (first load or successful reload); for a
+                          signed build, hm_event_detail() is its trusted comment */
   HM_EVENT_REJECTED,   /* a new file was refused; err says why; the old version serves on */
   HM_EVENT_RETIRED,    /* a version stopped being current; it stays mapped while in use */
   HM_EVENT_UNLOADED,   /* a retired version was unloaded and its private copy deleted; in
@@ -201,7 +203,7 @@ typedef enum hm_event {
                           reason and the bytes */
   HM_EVENT_CHANGED,    /* the watcher found a finished new build of the module's file */
   HM_EVENT_ROLLED_BACK, /* hm_module_rollback made an older build current again (under a new
-                           version number; counted as a load) */
+                           version number; counted as a load); detail as for LOADED */
   HM_EVENT_WARNING,     /* the reloadability lint found something in a version that loaded
                            (policy HM_LINT_WARN): hm_event_detail() says what and how to fix
                            it */
@@ -222,7 +224,9 @@ typedef enum hm_event {
 
 /* During the event callback: the event's detail, or "". For HM_EVENT_REJECTED the refusal's
  * detail (as hm_errmsg()), for HM_EVENT_WARNING the finding and its fix, for
- * HM_EVENT_WATCH_FAILED what could not be watched. "" outside a callback.
+ * HM_EVENT_WATCH_FAILED what could not be watched, for HM_EVENT_LOADED and
+ * HM_EVENT_ROLLED_BACK of a signed build its verified trusted comment (see "Signed builds";
+ * "" for a build loaded without trusted keys). "" outside a callback.
  * Ownership: the library's, never NULL; valid until the callback returns.
  * Threads: any (each thread sees the event it is delivering); also module code. */
 HM_EXTERN const char *hm_event_detail(void);
@@ -367,15 +371,78 @@ typedef enum hm_reload_mode {
                               publishing it); hm_registry_poll publishes it */
 } hm_reload_mode;
 
-/* The version of hm_registry_options this header defines (fields up to probe_timeout_ms). */
-#define HM_REGISTRY_OPTIONS_VERSION 3
+/* ---- Signed builds --------------------------------------------------------------------
+ * With trusted keys set (hm_registry_options.trusted_keys, HOTMOD_TRUSTED_KEYS, or
+ * hm_registry_set_trusted_keys), every build hotmod loads needs a build signature by one of
+ * them: a minisign signature in `<file>.minisig` beside the module's file, as
+ * `minisign -Sm mod.so` writes it. Both of minisign's formats verify: the prehashed one
+ * (BLAKE2b-512, its default) and the legacy one (minisign -l). The signature must be over
+ * exactly the bytes hotmod read, which are the bytes it checks, copies and maps (the file is
+ * read once), and the global signature (over the signature and its trusted comment) must
+ * verify too before anything of the trusted comment is used or shown. This holds for first
+ * loads, reloads, the watcher's loads and prepared reloads, rollbacks and the probe (which
+ * runs only verified bytes). A refusal is HM_EUNTRUSTED, the reason in the message (no
+ * signature file, unknown key id, bad signature, malformed signature, replay, name
+ * mismatch), and the loaded version serves on.
+ *
+ * The signature is read from the directory in which the module's file was found, after
+ * every symbolic link on its path (so for a path that is itself a link, beside the link's
+ * target, under the target's name), through that same directory: a deploy that flips
+ * `current -> releases/N` cannot pair one release's build with another's signature.
+ *
+ * Policies on the signed trusted comment, whose default from minisign is
+ * "timestamp:T<tab>file:NAME<tab>hashed"; each applies when the comment has its field:
+ *   no replay  a build signed earlier than the newest signed build the module has made
+ *              current is refused (an older signed build put back);
+ *              HM_SIGNED_ALLOW_REPLAY turns it off;
+ *   the name   file: must be the name of the module's file (the last part of its path, or
+ *              the name of the file a link there leads to), so a build signed for module `a`
+ *              cannot be placed as `b`; HM_SIGNED_ALLOW_RENAME turns it off.
+ * HM_SIGNED_REQUIRE_FIELDS refuses a trusted comment without both fields (minisign -t sets a
+ * comment of your own). An explicit hm_module_rollback is exempt from both policies: it goes
+ * back on purpose.
+ *
+ * What would run unchecked is refused too, whatever the lint's policy: a build that needs a
+ * shared library that is not a system one ("shared-dependency") or has $ORIGIN in its run
+ * path ("origin-runpath") brings code its signature does not cover.
+ *
+ * The watcher waits for a signature that is not there yet (deploy tools copy mod.so first
+ * and mod.so.minisig a moment later): a finished build whose signature file is missing,
+ * still being written (the same rules as for modules' files) or older than the build and
+ * not verifying it (the previous build's) is loaded once a finished signature comes, or
+ * refused after signed_wait_ms (HM_EVENT_REJECTED, HM_EUNTRUSTED); a finished signature newer
+ * than the build that does not verify it is refused at once. A refusal holds for the pair
+ * (the build's bytes, the signature file): a new signature file is looked at afresh.
+ * Explicit loads and reloads do not wait.
+ *
+ * Rollback checks the build again with the keys trusted at that moment: the kept copy with
+ * the signature it was verified with when it loaded (the file at the path belongs to the
+ * newer build by then), a build still loaded with its own, over its private copy.
+ *
+ * Rotation: hm_registry_set_trusted_keys replaces the set. The versions loaded keep serving
+ * when the key that signed them is removed (the rule: a key is checked when a build is
+ * loaded; nothing is unloaded for it); every later load, reload and rollback needs the new
+ * set, so a rollback to a build signed by a removed key is refused.
+ *
+ * A library built without libsodium (see README.md) refuses every request for signed builds
+ * with -ENOTSUP (hm_registry_new with trusted_keys or HOTMOD_TRUSTED_KEYS set,
+ * hm_registry_set_trusted_keys), and never loads a build unchecked instead. */
+
+/* Policies of signed builds, for hm_registry_options.signed_flags (or-ed together). */
+#define HM_SIGNED_ALLOW_REPLAY 0x1u   /* do not refuse a build signed earlier than the newest
+                                         one the module made current */
+#define HM_SIGNED_ALLOW_RENAME 0x2u   /* do not compare the signed file name with the module's */
+#define HM_SIGNED_REQUIRE_FIELDS 0x4u /* refuse a trusted comment without timestamp: and file: */
+
+/* The version of hm_registry_options this header defines (fields up to signed_wait_ms). */
+#define HM_REGISTRY_OPTIONS_VERSION 4
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
  * defaults when the struct grows; a program built against an older header (an older
  * `version`) keeps working. Strings are copied; nothing here is kept by reference except the
  * callbacks and their userdata. */
 typedef struct hm_registry_options {
-  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 3 are accepted) */
+  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 4 are accepted) */
   unsigned flags;           /* HM_FLAG_... */
   const char *private_root; /* where the private directory is made; NULL: $TMPDIR, else a
                                tmpfs ($XDG_RUNTIME_DIR, then /dev/shm) mounted without
@@ -399,12 +466,24 @@ typedef struct hm_registry_options {
   /* version 3 */
   hm_lint_policy lint;       /* HM_LINT_DEFAULT: warn */
   unsigned probe_timeout_ms; /* HM_FLAG_PROBE: how long the child may take; 0: 5000 */
+  /* version 4 */
+  const char *const *trusted_keys; /* signed builds (see above): the minisign public keys
+                               trusted, in a NULL-terminated list of at most 256: each the
+                               text of a minisign.pub file (or its key line alone, "RW..."),
+                               or the path of such a file (relative: to the current
+                               directory), which must pass the trust rules of modules
+                               (hm_module_load; not waived by HM_FLAG_ALLOW_WRITABLE). Read
+                               by hm_registry_new. NULL: the files HOTMOD_TRUSTED_KEYS names,
+                               else none (builds load unsigned) */
+  unsigned signed_flags;    /* HM_SIGNED_... */
+  unsigned signed_wait_ms;  /* watcher: how long a finished build waits for its signature;
+                               0: 5000 */
 } hm_registry_options;
 
 /* The defaults, with version HM_REGISTRY_OPTIONS_VERSION. */
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
   { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0,     \
-    HM_LINT_DEFAULT, 0 }
+    HM_LINT_DEFAULT, 0, NULL, 0, 0 }
 
 /* Counters of a registry, for monitoring and tests. May grow at the end in later versions;
  * hm_registry_stats passes the caller's size, so older programs keep working. */
@@ -451,14 +530,34 @@ typedef struct hm_stats {
  * Ownership: on success *out is the caller's, freed with hm_registry_free; on error *out is
  * NULL (when `out` is not). `opts` is read during the call only; its strings are copied.
  * NULL: `out` NULL is HM_EINVAL; `opts` NULL means HM_REGISTRY_OPTIONS_INIT.
+ * Trusted keys for signed builds are read here: trusted_keys, or when it is NULL, the key
+ * files that the environment variable HOTMOD_TRUSTED_KEYS=FILE[:FILE...] names (read with
+ * secure_getenv; set but empty, or with an empty part, is an error, not "no keys").
  * Threads: any. Not among the calls allowed to module code (not refused there either).
  * Errors: HM_EINVAL (out NULL, options version not between 1 and
- * HM_REGISTRY_OPTIONS_VERSION, unknown reload mode or lint policy), HM_ENOMEM, HM_ENOENT
- * (HM_FLAG_PROBE and the helper cannot be found), HM_EACCES (the private root is on a noexec
- * mount, where copies could not run: the message says noexec), or the errno of the failed
- * directory creation or thread start (HM_EACCES, HM_ENOENT, HM_EAGAIN, -EROFS ...); the
- * detail is in hm_errmsg, as for every failure. */
+ * HM_REGISTRY_OPTIONS_VERSION, unknown reload mode, lint policy or signed_flags; an empty
+ * key list, a key that is not a minisign public key), HM_ENOMEM, HM_ENOENT
+ * (HM_FLAG_PROBE and the helper cannot be found; a key file that is not there), HM_EACCES
+ * (the private root is on a noexec mount, where copies could not run: the message says
+ * noexec; a key file that others could have written), -ENOTSUP (trusted keys asked for, by
+ * the options or the environment, from a library built without libsodium), or the errno of
+ * the failed directory creation or thread start (HM_EACCES, HM_ENOENT, HM_EAGAIN, -EROFS
+ * ...); the detail is in hm_errmsg, as for every failure. */
 HM_EXTERN int hm_registry_new(hm_registry **out, const hm_registry_options *opts);
+
+/* Replace the registry's trusted keys for signed builds (see "Signed builds" above): `keys`
+ * as hm_registry_options.trusted_keys, read and checked now. Loads, reloads and rollbacks
+ * that start from then on need a signature by one of the new keys; one under way may have
+ * taken the old set. The versions loaded keep serving whatever key signed them. A registry
+ * without keys requires signed builds from then on; there is no way back to unsigned builds
+ * (make a new registry).
+ * Ownership: `keys` and its strings are read during the call only.
+ * NULL: `reg` or `keys` NULL is HM_EINVAL; so is an empty list.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL (also: a key that is not a minisign public key), HM_ENOENT, HM_EACCES
+ * and the other errors of reading a key file, -ENOTSUP (built without libsodium),
+ * HM_ENOMEM. On error the registry keeps its set. */
+HM_EXTERN int hm_registry_set_trusted_keys(hm_registry *reg, const char *const *keys);
 
 /* Stop the watcher, unload every version, delete the private directory (in profiling mode:
  * leave it, see hm_registry_new) and free the registry. Waits for live calls still running
@@ -542,7 +641,9 @@ static inline int hm_registry_stats(hm_registry *reg, hm_stats *out) {
  * changed while it was read, or the path was made to lead elsewhere meanwhile), HM_EDLOPEN,
  * HM_EABI (a descriptor of another module ABI, or linked against another libhotmod than
  * this one), HM_EHOOK, HM_ELINT (lint policy HM_LINT_REJECT), HM_ECRASHED and HM_ETIMEDOUT
- * (crash containment), HM_ENOSYM and HM_ESIG (a revived module's live handles), HM_EIO,
+ * (crash containment), HM_EUNTRUSTED (trusted keys are set and the build is not signed by
+ * one, or breaks a policy: see "Signed builds"; -ESTALE if keys were set while it was read),
+ * HM_ENOSYM and HM_ESIG (a revived module's live handles), HM_EIO,
  * HM_ENOMEM, HM_EBUSY, HM_EFORKED, or another negative errno of a system call (e.g. -ENOSPC
  * writing the private copy, -EMFILE; getcwd's, for a relative path when the current
  * directory is gone). On error nothing is created. */
@@ -605,10 +706,23 @@ HM_EXTERN int hm_module_unload(hm_module *mod);
  * Threads: as hm_module_reload.
  * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded), HM_ENOPREV (nothing to go back
  * to), HM_EAGAIN (a reload of the module came first; try again), HM_EHOOK, HM_ENOSYM and
- * HM_ESIG (the older build lacks what live handles need now), HM_ENOMEM, HM_EBUSY,
+ * HM_ESIG (the older build lacks what live handles need now), HM_EUNTRUSTED (trusted keys
+ * are set and the older build's signature does not verify with them, or it was loaded
+ * without one: see "Signed builds"), HM_ENOMEM, HM_EBUSY,
  * HM_EFORKED; loading the kept copy again can also fail as hm_module_reload does (HM_EDLOPEN,
  * HM_ELINT, HM_ECRASHED, HM_EIO ...). */
 HM_EXTERN int hm_module_rollback(hm_module *mod);
+
+/* The build signature the module's current version was verified with when it loaded (see
+ * "Signed builds"): returns 1 and writes, where the pointers are not NULL, the signing key's
+ * id (in hex, as minisign prints it in minisign.pub's comment: at most 16 digits, no leading
+ * zeros, and a NUL) into key_id[17] and the trusted comment (cut to size - 1 bytes,
+ * NUL-terminated) into comment[size]; returns 0, writing nothing, for a version loaded
+ * without trusted keys.
+ * NULL: `mod` NULL is HM_EINVAL; `key_id` and `comment` may be NULL.
+ * Threads: any; also module code and a forked child.
+ * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded). */
+HM_EXTERN int hm_module_build_signed(hm_module *mod, char *key_id, char *comment, size_t size);
 
 /* The current version number: 1 after the first load, +1 per successful reload or rollback;
  * 0 for an unloaded module. A lock-free read: a reload on another thread may change it at

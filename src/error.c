@@ -75,6 +75,7 @@ int hm__err_is_final(int err) {
   case HM_EHOOK:
   case HM_ESIG:
   case HM_EACCES:
+  case HM_EUNTRUSTED:
     return 1;
   default:
     return 0;

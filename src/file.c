@@ -1,6 +1,7 @@
 /*
  * Reading a module's file: one place for the loader and the watcher, so both apply the same
- * rules and the bytes that are checked are the bytes that are loaded.
+ * rules and the bytes that are checked are the bytes that are loaded. Also what signed builds
+ * read with it: its build signature, and the trusted key files.
  *
  * The file is opened with O_NONBLOCK and checked with fstat on that descriptor: opening a
  * FIFO for reading would otherwise block until a writer appears (forever, for the watcher's
@@ -23,6 +24,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -200,6 +202,11 @@ int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned 
     out->id.hash = hm__hash_bytes(buf, len);
     out->id.hashed = 1;
   }
+  /* Through this descriptor's directory, while it is open (see below). */
+  if ((flags & HM__READ_SIGNED) && (rc = hm__sigfile_read(a, fd, path, &out->sig)) != 0) {
+    memset(out, 0, sizeof *out);
+    goto out;
+  }
   buf = NULL;
 out:
   hm__free(a, buf);
@@ -217,6 +224,170 @@ int hm__file_read(const hm__allocator *a, const char *path, unsigned flags, hm__
   rc = hm__file_read_fd(a, fd, path, flags, out, writer);
   close(fd);
   return rc;
+}
+
+/* ---- Signed builds: the build signature beside a module's file, and key files ---------- */
+
+/* The signature is read through the directory the module's open file was found in, after
+ * every symbolic link on its path (the kernel names it in /proc/self/fd), and that directory
+ * must still hold that very file: so both reads follow the same resolution, and a deploy that
+ * flips `current -> releases/N` between them cannot pair one release's build with another's
+ * signature. Its bytes need no trust in who could write them (the signature is checked), only
+ * a bound on their size; a key file is held to the trust rules of modules. */
+
+/* minisign's files are a few hundred bytes; anything much larger is not one. */
+#define HM__SIGFILE_MAX 16384
+#define HM__SIGFILE_EXT ".minisig"
+
+/* Read a small regular file open as fd whole, NUL-terminated, into *buf: 0; -EFBIG above
+ * HM__SIGFILE_MAX, -EINVAL when not a regular file, -EAGAIN when it changed while read, or
+ * the errno. *st gets its fstat. */
+static int read_small(const hm__allocator *a, int fd, struct stat *st, unsigned char **buf,
+                      size_t *len) {
+  struct stat st2;
+  size_t got = 0, n;
+  *buf = NULL;
+  *len = 0;
+  if (fstat(fd, st) != 0)
+    return -errno;
+  if (!S_ISREG(st->st_mode))
+    return -EINVAL;
+  if (st->st_size > HM__SIGFILE_MAX)
+    return -EFBIG;
+  n = (size_t)st->st_size;
+  if ((*buf = hm__malloc(a, n + 1)) == NULL)
+    return HM_ENOMEM;
+  while (got < n) {
+    ssize_t r = pread(fd, *buf + got, n - got, (off_t)got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  if (got != n || fstat(fd, &st2) != 0 || st2.st_size != st->st_size ||
+      st2.st_mtim.tv_sec != st->st_mtim.tv_sec || st2.st_mtim.tv_nsec != st->st_mtim.tv_nsec) {
+    hm__free(a, *buf);
+    *buf = NULL;
+    return -EAGAIN;
+  }
+  (*buf)[n] = '\0';
+  *len = n;
+  return 0;
+}
+
+/* Where the open module file is: its directory (opened) and its name there. */
+static int module_dir(int fd, const char *path, char *name, size_t nn) {
+  char link[64], real[PATH_MAX];
+  const char *dir, *base, *slash;
+  ssize_t n;
+  int dfd;
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  n = readlink(link, real, sizeof real - 1);
+  if (n > 0 && real[0] == '/') {
+    real[n] = '\0';
+    dir = real;
+  } else {
+    /* No /proc: the path's own directory, which the check below holds to the open file. */
+    if (strlen(path) >= sizeof real)
+      return -ENAMETOOLONG;
+    snprintf(real, sizeof real, "%s", path);
+    dir = strchr(real, '/') != NULL ? real : ".";
+  }
+  slash = strrchr(real, '/');
+  base = slash != NULL ? slash + 1 : real;
+  if (strlen(base) >= nn)
+    return -ENAMETOOLONG;
+  snprintf(name, nn, "%s", base);
+  if (slash == real)
+    dir = "/";
+  else if (slash != NULL)
+    real[slash - real] = '\0';
+  dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  return dfd >= 0 ? dfd : -errno;
+}
+
+int hm__sigfile_read(const hm__allocator *a, int fd, const char *path, hm__sigfile *out) {
+  char sname[NAME_MAX + 1];
+  struct stat st, at;
+  size_t n;
+  int dfd, sfd, rc;
+  memset(out, 0, sizeof *out);
+  out->asked = 1;
+  out->rc = HM_ENOENT;
+  if (fstat(fd, &st) != 0)
+    return hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
+  dfd = module_dir(fd, path, out->name, sizeof out->name);
+  /* The directory must still hold this very file under that name. */
+  if (dfd < 0 || fstatat(dfd, out->name, &at, 0) != 0 || at.st_dev != st.st_dev ||
+      at.st_ino != st.st_ino) {
+    if (dfd >= 0)
+      close(dfd);
+    return hm__fail(HM_EAGAIN, "%s was replaced or moved while it was being read", path);
+  }
+  if ((n = strlen(out->name)) + sizeof HM__SIGFILE_EXT > sizeof sname) {
+    close(dfd);
+    out->rc = -ENAMETOOLONG;
+    return 0;
+  }
+  memcpy(sname, out->name, n);
+  memcpy(sname + n, HM__SIGFILE_EXT, sizeof HM__SIGFILE_EXT);
+  sfd = openat(dfd, sname, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  close(dfd);
+  if (sfd < 0) {
+    out->rc = errno == ENOENT ? HM_ENOENT : -errno;
+    return 0;
+  }
+  rc = read_small(a, sfd, &st, &out->buf, &out->len);
+  /* Asked after the read: a writer that came meanwhile makes it unfinished either way. */
+  out->writer = rc == 0 ? hm__writer_probe(sfd) : HM__WRITER_UNKNOWN;
+  close(sfd);
+  if (rc == -EAGAIN) {
+    rc = 0; /* changing while read: being written */
+    out->writer = HM__WRITER_ACTIVE;
+  }
+  if (rc == HM_ENOMEM)
+    return hm__fail(rc, "out of memory reading the signature of %s", path);
+  out->rc = rc;
+  out->dev = st.st_dev;
+  out->ino = st.st_ino;
+  out->size = st.st_size;
+  out->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+  return 0;
+}
+
+void hm__sigfile_release(const hm__allocator *a, hm__sigfile *s) {
+  hm__free(a, s->buf);
+  s->buf = NULL;
+  s->len = 0;
+}
+
+int hm__keyfile_read(const hm__allocator *a, const char *path, char **text, size_t *len) {
+  struct stat st;
+  unsigned char *buf = NULL;
+  int rc, fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  *text = NULL;
+  *len = 0;
+  if (fd < 0)
+    return hm__fail(-errno, "cannot open the trusted key file %s: %s", path, strerror(errno));
+  rc = read_small(a, fd, &st, &buf, len);
+  if (rc == 0 && (rc = hm__file_trusted(a, fd, &st, path, 0)) != 0) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", hm_errmsg());
+    hm__fail(rc, "not trusting the key file: %s (for key files no flag waives this)", why);
+  } else if (rc == -EINVAL || rc == -EFBIG) {
+    rc = hm__fail(HM_EINVAL, "the trusted key file %s is %s", path,
+                  rc == -EINVAL ? "not a regular file" : "too large for a minisign key");
+  } else if (rc != 0) {
+    rc = hm__fail(rc, "cannot read the trusted key file %s: %s", path, hm_strerror(rc));
+  }
+  close(fd);
+  if (rc != 0) {
+    hm__free(a, buf);
+    return rc;
+  }
+  *text = (char *)buf;
+  return 0;
 }
 
 /* ---- Where a module's file is ---------------------------------------------------------- */
@@ -288,6 +459,7 @@ char *hm__path_anchor(const hm__allocator *a, const char *given, int *err) {
 }
 
 void hm__file_release(const hm__allocator *a, hm__file *f) {
+  hm__sigfile_release(a, &f->sig);
   hm__free(a, f->buf);
   f->buf = NULL;
   f->len = 0;

@@ -2,7 +2,7 @@
  * Rollback's memory: the builds that were current before the current one, the private copy
  * kept of the last of them, and the content hash that tells the watcher a file is what
  * serves. The reload updates it when it publishes; rollback.c reads it. Calls only the
- * reclaimer, file.c and the leaves.
+ * reclaimer, file.c, signed.c and the leaves.
  */
 #include "reload.h"
 
@@ -54,6 +54,8 @@ void hm__kept_drop(hm_module *mod) {
   hm__free(&mod->reg->a, mod->kept_path);
   mod->kept_path = NULL;
   mod->kept_build = 0;
+  hm__free(&mod->reg->a, mod->kept_sig);
+  mod->kept_sig = NULL;
 }
 
 /* A reload replaced `old` (NULL on a first load): it joins the history, and its private copy
@@ -82,6 +84,9 @@ void hm__history_superseded(hm_module *mod, hm__version *old, int old_copy) {
     mod->hist[mod->nhist++] = old->build;
   if (old_copy && (mod->kept_path = hm__strdup(&reg->a, old->copy_path)) != NULL) {
     mod->kept_build = old->build;
+    /* The signature file at the path belongs to the newer build by now: the copy keeps the
+     * one it was verified with (out of memory: none, and a rollback with keys is refused). */
+    mod->kept_sig = hm__signed_dup(&reg->a, old->sig);
     __atomic_store_n(&old->copy_kept, 1, __ATOMIC_RELEASE);
   }
 }

@@ -154,6 +154,50 @@ HM__HIDDEN int hm__lint_index(const char *name);
 HM__HIDDEN int hm__elf_check(const unsigned char *buf, size_t len, hm__elf_info *info,
                              char *why, size_t whylen);
 
+/* ---- minisign's formats (minisig.c): pure functions over bytes ------------------------- */
+
+#define HM__KEY_ID_LEN 8
+/* The longest trusted comment taken (minisign writes at most 1023 bytes). */
+#define HM__MINISIG_COMMENT_MAX 1024
+
+/* A minisign public key: its id and its Ed25519 key. */
+typedef struct hm__pubkey {
+  unsigned char id[HM__KEY_ID_LEN];
+  unsigned char pk[32];
+} hm__pubkey;
+
+/* A build signature as parsed from a .minisig file (nothing verified yet). */
+typedef struct hm__minisig {
+  int prehashed; /* "ED": over the bytes' BLAKE2b-512 hash; "Ed" (legacy): over the bytes */
+  unsigned char key_id[HM__KEY_ID_LEN];
+  unsigned char sig[64];
+  const char *comment; /* the trusted comment, inside the parsed text (no NUL after it) */
+  size_t comment_len;
+  unsigned char global[64]; /* over sig and the trusted comment together */
+} hm__minisig;
+
+/* 1 when this library can verify signatures (built with libsodium, and it started). */
+HM__HIDDEN int hm__minisig_available(void);
+/* A key id as minisign prints it: up to 16 hex digits (no leading zeros) and a NUL. */
+HM__HIDDEN void hm__key_id_hex(const unsigned char id[HM__KEY_ID_LEN], char out[17]);
+/* A public key from the text of a minisign.pub file, or its key line alone. 0, or HM_EINVAL
+ * (-ENOTSUP without libsodium) with the reason in why[n]. */
+HM__HIDDEN int hm__minisign_key(const char *text, size_t len, hm__pubkey *out, char *why,
+                                size_t n);
+/* Parse a .minisig file's bytes. 0, or HM_EUNTRUSTED ("malformed signature: ...", -ENOTSUP
+ * without libsodium) with the reason in why[n]. */
+HM__HIDDEN int hm__minisig_parse(const unsigned char *text, size_t len, hm__minisig *out,
+                                 char *why, size_t n);
+/* Verify `s` over buf[0..len) with the key of keys[0..nkeys) that has its id: the build's
+ * signature, then the trusted comment's. The index of that key, or HM_EUNTRUSTED ("unknown
+ * key id ...", "bad signature: ...") with the reason in why[n]. */
+HM__HIDDEN int hm__minisig_verify(const hm__minisig *s, const hm__pubkey *keys, size_t nkeys,
+                                  const unsigned char *buf, size_t len, char *why, size_t n);
+/* The value of `field` (e.g. "file:") in a trusted comment of tab-separated fields, as
+ * minisign writes by default: 0 with *val (not NUL-terminated) and *vn; -1 if absent. */
+HM__HIDDEN int hm__minisig_field(const char *comment, size_t len, const char *field,
+                                 const char **val, size_t *vn);
+
 /* ---- A loaded object's own symbols (symbols.c) ----------------------------------------- */
 
 /* The symbol tables of one loaded object, in its memory: what hm__symtab_find reads. */
@@ -199,16 +243,33 @@ typedef struct hm__file_id {
                     about a third of a small module's reload */
 } hm__file_id;
 
+/* The build signature beside a module's file (`<name>.minisig`), as read with it
+ * (HM__READ_SIGNED). */
+typedef struct hm__sigfile {
+  int asked;          /* it was looked for (HM__READ_SIGNED) */
+  int rc;             /* 0: read; HM_ENOENT: there is none; else why it could not be read */
+  unsigned char *buf; /* rc 0: its bytes, NUL-terminated */
+  size_t len;
+  dev_t dev;          /* rc 0: which file it was, and when it was last written */
+  ino_t ino;
+  off_t size;
+  long long mtime_ns;
+  hm__writer writer;  /* rc 0: whether a process has it open for writing */
+  char name[256];     /* the name of the file the module's path led to (its real name) */
+} hm__sigfile;
+
 /* A module's file read whole: the loader checks, copies and loads exactly these bytes. */
 typedef struct hm__file {
   unsigned char *buf;
   size_t len;
   hm__file_id id;
+  hm__sigfile sig; /* with HM__READ_SIGNED */
 } hm__file;
 
 #define HM__READ_ALLOW_WRITABLE 0x1u /* = HM_FLAG_ALLOW_WRITABLE */
 #define HM__READ_PROBE 0x100u        /* HM_EAGAIN while a writer has the file open */
 #define HM__READ_HASH 0x200u         /* fill id.hash (and set id.hashed) */
+#define HM__READ_SIGNED 0x400u       /* also read its build signature into `sig` */
 
 /* Open the file at `path` without blocking (a FIFO, socket or device is refused by a look at
  * its name before any open, and by fstat after, never waited on; a symlink loop is -ELOOP),
@@ -249,6 +310,19 @@ HM__HIDDEN const char *hm__path_dir(const char *packed);
  * the detail; HM_EAGAIN if the path no longer leads to that file. */
 HM__HIDDEN int hm__file_trusted(const hm__allocator *a, int fd, const struct stat *st,
                                 const char *path, unsigned flags);
+/* The build signature of the module file open as `fd` (read from `path`): `<name>.minisig`
+ * in the directory that file was found in, after every symbolic link, opened through that
+ * directory. Fills *out (asked is set); a signature that is missing or cannot be
+ * read is out->rc, not an error. Returns 0, or HM_EAGAIN when the file the path leads to is
+ * no longer the one open (replaced or moved meanwhile), HM_ENOMEM. */
+HM__HIDDEN int hm__sigfile_read(const hm__allocator *a, int fd, const char *path,
+                                hm__sigfile *out);
+HM__HIDDEN void hm__sigfile_release(const hm__allocator *a, hm__sigfile *s);
+/* A trusted key file: opened, held to the trust rules of modules (hm__file_trusted, never
+ * waived) and read whole into *text (allocated, NUL-terminated). 0, or the error with the
+ * detail recorded (HM_ENOENT, HM_EACCES, HM_EINVAL for one too large or not regular ...). */
+HM__HIDDEN int hm__keyfile_read(const hm__allocator *a, const char *path, char **text,
+                                size_t *len);
 /* The lease probe alone, on an open descriptor (read-only). Never leaves a lease behind. */
 HM__HIDDEN hm__writer hm__writer_probe(int fd);
 HM__HIDDEN uint64_t hm__hash_bytes(const void *buf, size_t len);
@@ -388,6 +462,8 @@ struct hm__version {
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
   hm__symtab syms;   /* its own symbols, for lookups without the loader's lock */
+  struct hm__signed *sig; /* the build signature it was verified with (reload.h), or NULL:
+                             loaded without trusted keys. Freed with it */
 };
 
 /* ---- Child processes (spawn.c) --------------------------------------------------------- */
@@ -451,6 +527,8 @@ typedef struct hm__load_opts {
   unsigned keep_lint;
   const char *debug_from; /* where the bytes were read, for their debug file, when not the
                              module's path (a rollback's kept copy); NULL: the path */
+  unsigned untrusted_lint; /* findings refused with HM_EUNTRUSTED: code a build signature
+                              does not cover (trusted keys are set) */
 } hm__load_opts;
 
 /* The preflight's last step, after hm__elf_check: a module descriptor this library can use
@@ -516,7 +594,8 @@ typedef enum hm__settle_why {
   HM__WHY_QUIET,  /* the quiet period ran out */
   HM__WHY_RETRY,  /* a retry after a transient failure is due */
   HM__WHY_SETTLE, /* the settle delay ran out */
-  HM__WHY_RECHECK /* time to ask about the writer again */
+  HM__WHY_RECHECK, /* time to ask about the writer again */
+  HM__WHY_SIGNED   /* the wait for a build signature is over: look again */
 } hm__settle_why;
 
 typedef enum hm__settle_do {
@@ -529,7 +608,8 @@ typedef enum hm__settle_do {
   HM__DO_REFUSE, /* a finished file that is bad: report it, once */
   HM__DO_RETRY,  /* a transient failure: try again after the delay hm__settle_result gives */
   HM__DO_REPORT,  /* a transient failure outlasted its retries: report it, wait for a change */
-  HM__DO_RECHECK  /* ask about the writer again after recheck_ms */
+  HM__DO_RECHECK, /* ask about the writer again after recheck_ms */
+  HM__DO_SIGWAIT  /* signed builds: wait for the build's signature (its events, or a timer) */
 } hm__settle_do;
 
 typedef struct hm__settle {
@@ -550,6 +630,9 @@ typedef struct hm__settle {
   unsigned rechecks; /* lease: probes since a writer's close still found a writer */
   unsigned recheck_ms;
   int denied;        /* the last read was refused for want of permission (see below) */
+  int sig_waiting;   /* signed builds: sig_build waits for its signature since sig_since_ms */
+  uint64_t sig_build;
+  long long sig_since_ms;
 } hm__settle;
 
 /* What reading and checking the file found. */
@@ -579,5 +662,27 @@ HM__HIDDEN hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file
  * *retry_ms) or REPORT. */
 HM__HIDDEN hm__settle_do hm__settle_result(hm__settle *s, int rc, uint64_t key, unsigned cur,
                                            unsigned *retry_ms);
+
+/* Signed builds: what the watcher found about the signature of a finished build it is about
+ * to load. */
+typedef struct hm__settle_sig {
+  int present;         /* a signature file is beside the module's file */
+  int older;           /* it was last written before the module's file */
+  int older_verifies;  /* older, and yet it verifies these bytes (deployed first) */
+  int writing;         /* a process has it open for writing, or it was written (or made)
+                          since it was last closed */
+  uint64_t build_key;  /* the build's bytes (and mode): what the wait is for */
+  uint64_t key;        /* those and the signature file's identity: what a refusal is about */
+  unsigned cur;        /* the module's current version */
+  long long now_ms;    /* a monotonic clock */
+  unsigned wait_ms;    /* how long a build may wait for its signature */
+} hm__settle_sig;
+/* LOAD (a finished signature is there: the reload verifies it, and refuses it at once if it
+ * does not verify), SIGWAIT (none yet, an older one that does not verify, or one still being
+ * written: decide again at its next event or after *timer_ms) or, once the build has waited
+ * wait_ms, REFUSE (final for `key`, like a refusal of the bytes: a new signature file is a
+ * new key). */
+HM__HIDDEN hm__settle_do hm__settle_signature(hm__settle *s, const hm__settle_sig *g,
+                                              unsigned *timer_ms);
 
 #endif /* HM_INTERNAL_H */

@@ -132,6 +132,18 @@ static int lint_refused(const char *path, const hm__elf_info *elf, unsigned bits
   return hm__fail(HM_ELINT, "%s: refused by the lint", path);
 }
 
+/* Signed builds: the first finding in `bits` brings code the build signature does not cover
+ * (a library that is not a system one, $ORIGIN). */
+static int untrusted_code(const char *path, const hm__elf_info *elf, unsigned bits) {
+  unsigned bit = bits & HM__LINT_NEEDED ? HM__LINT_NEEDED : bits & (0u - bits);
+  char what[512];
+  hm__lint_what(elf, bit, what, sizeof what);
+  return hm__fail(HM_EUNTRUSTED,
+                  "%s: untrusted build: %s (%s), code its build signature does not cover; fix: "
+                  "%s",
+                  path, what, hm__lint_name(bit), hm__lint_fix(bit));
+}
+
 /* The module's descriptor, if it has one of its own: one that only a library it needs
  * exports is not looked for (dlsym would search them all, at every reload of a plain
  * module). */
@@ -179,6 +191,8 @@ int hm__load_bytes(const hm__allocator *a, const char *dir, const char *name,
     *info = elf;
   if (elf.lint & o->reject_lint)
     return lint_refused(path, &elf, elf.lint & o->reject_lint);
+  if (elf.lint & o->untrusted_lint)
+    return untrusted_code(path, &elf, elf.lint & o->untrusted_lint);
   copy = copy_name(a, dir, name, seq, elf.debuglink != NULL);
   if (copy == NULL)
     return hm__fail(HM_ENOMEM, "out of memory loading %s", path);
@@ -372,6 +386,7 @@ void hm__unload_version(hm__version *v, int run_hook, hm__unloaded *out) {
       hm__copy_unlink(v->copy_path);
     hm__free(&a, v->copy_path);
   }
+  hm__free(&a, v->sig);
   hm__free(&a, v);
 }
 

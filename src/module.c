@@ -72,6 +72,7 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
   if (mod->kept_path != NULL && !reg->forked && !(reg->flags & HM_FLAG_PROFILE))
     hm__copy_remove(mod->kept_path); /* it may be the copy of a version kept mapped */
   hm__free(&reg->a, mod->kept_path);
+  hm__free(&reg->a, mod->kept_sig);
   hm__build_rule_unref(mod->build);
   if (!reg->forked) {
     /* In a forked child they may be held by threads that did not come along. */

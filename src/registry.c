@@ -23,6 +23,7 @@
 static int read_options(const hm_registry_options *in, hm_registry_options *o) {
   static const size_t size_of[] = {0, offsetof(hm_registry_options, settle_ms),
                                    offsetof(hm_registry_options, lint),
+                                   offsetof(hm_registry_options, trusted_keys),
                                    sizeof(hm_registry_options)};
   hm_registry_options def = HM_REGISTRY_OPTIONS_INIT;
   *o = def;
@@ -37,6 +38,9 @@ static int read_options(const hm_registry_options *in, hm_registry_options *o) {
     return hm__fail(HM_EINVAL, "unknown reload mode %d", (int)o->reload_mode);
   if ((unsigned)o->lint > HM_LINT_OFF)
     return hm__fail(HM_EINVAL, "unknown lint policy %d", (int)o->lint);
+  if (o->signed_flags & ~(unsigned)(HM_SIGNED_ALLOW_REPLAY | HM_SIGNED_ALLOW_RENAME |
+                                    HM_SIGNED_REQUIRE_FIELDS))
+    return hm__fail(HM_EINVAL, "unknown signed_flags 0x%x", o->signed_flags);
   return 0;
 }
 
@@ -44,6 +48,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   hm_registry_options o;
   hm__allocator a;
   hm_registry *reg;
+  hm__keyset *keys;
   const char *root;
   int rc;
 
@@ -55,10 +60,20 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
     return rc;
   a.fn = o.alloc;
   a.userdata = o.alloc_userdata;
+  /* Signed builds asked for (by the options or the environment) that cannot be had fail
+   * here, before anything is made. */
+  if ((rc = hm__keys_load(&a, o.trusted_keys, &keys)) != 0)
+    return rc;
   reg = hm__calloc(&a, 1, sizeof *reg);
-  if (reg == NULL)
+  if (reg == NULL) {
+    hm__free(&a, keys);
     return hm__fail(HM_ENOMEM, "out of memory creating the registry");
+  }
   reg->a = a;
+  reg->keys = keys;
+  reg->signing = keys != NULL;
+  reg->signed_flags = o.signed_flags;
+  reg->signed_wait_ms = o.signed_wait_ms ? o.signed_wait_ms : 5000;
   reg->flags = hm__profile_flags(o.flags, &reg->prof_cap);
   reg->on_event = o.on_event;
   reg->event_userdata = o.event_userdata;
@@ -73,11 +88,13 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   /* Asked for crash containment: without its helper there is none, say so now. */
   rc = (o.flags & HM_FLAG_PROBE) ? hm__probe_find(&a, &reg->probe_helper) : 0;
   if (rc != 0) {
+    hm__keys_free(reg);
     hm__free(&a, reg);
     return rc;
   }
   rc = hm__reclaimer_new(&reg->rc, &a);
   if (rc != 0) {
+    hm__keys_free(reg);
     hm__free(&a, reg->probe_helper);
     hm__free(&a, reg);
     return hm__fail(rc, "cannot start the reclaimer thread: %s", hm_strerror(rc));
@@ -109,6 +126,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   if (rc != 0) {
     hm__reclaimer_free(reg->rc);
     pthread_mutex_destroy(&reg->lock);
+    hm__keys_free(reg);
     hm__free(&a, reg->probe_helper);
     hm__free(&a, reg);
     return rc;
@@ -167,6 +185,8 @@ static size_t orphan_pinned(hm_module *mod, int forked) {
       refs -= mod->cur_table != NULL && mod->cur_table->v == v;
       __atomic_store_n(&v->refs, refs, __ATOMIC_RELEASE);
     }
+    hm__free(&v->a, v->sig);
+    v->sig = NULL;
     if (refs <= 0) {
       hm__allocator a = v->a;
       if (remove)
@@ -205,6 +225,7 @@ static void free_memory(hm_registry *reg) {
   hm__free(&reg->a, reg->dir);
   hm__free(&reg->a, reg->spill_dir);
   hm__free(&reg->a, reg->probe_helper);
+  hm__keys_free(reg);
   pthread_mutex_destroy(&reg->lock);
   hm__free(&a, reg);
 }

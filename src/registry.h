@@ -70,6 +70,11 @@ struct hm_module {
   int have_rolled_back;
   uint64_t rolled_back_hash;
   struct hm__build_rule *build; /* hm_module_set_build (buildrule.c); under reg->lock */
+  /* Signed builds (signed.c), under reg->lock: the newest timestamp of a signed build that
+   * became current (no replay goes back before it), and the signature the kept copy was
+   * verified with (rollback checks it again). */
+  long long signed_ts;
+  struct hm__signed *kept_sig;
 };
 
 struct hm_live {
@@ -85,6 +90,9 @@ struct hm_snapshot {
   hm_registry *reg; /* not used once the registry is freed (v->orphan) */
   hm__allocator a;  /* a copy: a snapshot released after hm_registry_free frees with it */
 };
+
+/* A set of trusted keys for signed builds (signed.c). */
+typedef struct hm__keyset hm__keyset;
 
 /* Hooks a watcher installs so the registry can tell it about modules without knowing libuv.
  * Each may be called from any thread with no lock held; each only wakes the watcher. */
@@ -135,6 +143,13 @@ struct hm_registry {
    * kept in `dir`, oldest first, their bytes and the cap on them. Under lock. */
   struct hm__prof_copy *prof_old, *prof_new;
   unsigned long long prof_bytes, prof_cap;
+  /* Signed builds (signed.c): the trusted keys (NULL: builds load unsigned), replaced whole
+   * under lock; `signing` is 1 once there are any (atomic; never 0 again); the policies
+   * (HM_SIGNED_*) and how long the watcher waits for a signature. */
+  hm__keyset *keys;
+  int signing;
+  unsigned signed_flags;
+  unsigned signed_wait_ms;
 };
 
 /* ---- Tables and versions (table.c) ----------------------------------------------------- */
@@ -254,6 +269,19 @@ HM__HIDDEN int hm__prepared_apply(hm_module *mod);
 /* Discard the module's prepared reload, if any (forked: free its memory only, in a child
  * after fork()). No lock held. */
 HM__HIDDEN void hm__prepared_drop(hm_module *mod, int forked);
+
+/* ---- Signed builds (signed.c) ---------------------------------------------------------- */
+
+/* The trusted keys a new registry starts with: `opt` (hm_registry_options.trusted_keys) if
+ * not NULL, else the files HOTMOD_TRUSTED_KEYS names, else none (*out NULL). 0, or the error
+ * (-ENOTSUP without libsodium, HM_EINVAL, HM_EACCES, HM_ENOENT ...) with the detail. */
+HM__HIDDEN int hm__keys_load(const hm__allocator *a, const char *const *opt, hm__keyset **out);
+/* Drop the registry's keys (hm_registry_free, a failed hm_registry_new). */
+HM__HIDDEN void hm__keys_free(hm_registry *reg);
+/* 1 when f's signature (read with it) verifies f's bytes with one of the registry's keys;
+ * nothing recorded, no policy applied: the watcher's look at a signature older than its
+ * build (the previous build's, or deployed first?). */
+HM__HIDDEN int hm__signed_verifies(hm_registry *reg, const hm__file *f);
 
 /* ---- Modules (module.c) ---------------------------------------------------------------- */
 

@@ -3,8 +3,8 @@
  * load (read, check, copy, dlopen), resolve (every live slot in the new version), check the
  * typed handles' signatures, hand over state, publish, and report; or reject, taking back
  * what was made. An explicit reload, the watcher's, a prepared one (prepared.c) and a
- * rollback (rollback.c) all run these steps. Calls the tables, the loader, history.c and
- * everything below; never the modules or the registry above it.
+ * rollback (rollback.c) all run these steps. Calls the tables, the loader, history.c,
+ * signed.c and everything below; never the modules or the registry above it.
  */
 #include "reload.h"
 
@@ -128,7 +128,9 @@ static hm_lint_policy lint_policy(const hm_module *mod, unsigned i) {
 int hm__job_load(hm__job *j, const hm__file *given) {
   hm_registry *reg = j->reg;
   hm__file own;
+  hm__signed *sig = NULL;
   hm_module *prev;
+  unsigned untrusted_lint = 0;
   int rc;
   if (j->reused)
     return 0;
@@ -136,15 +138,24 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     /* The hash tells a watcher whether a file is still what was loaded: computed now only
      * while one watches the module; one started later hashes the copy when it asks. */
     unsigned hash = __atomic_load_n(&j->mod->watch_method, __ATOMIC_RELAXED) ? HM__READ_HASH : 0;
+    unsigned sign = __atomic_load_n(&reg->signing, __ATOMIC_ACQUIRE) ? HM__READ_SIGNED : 0;
     rc = hm__file_read(&reg->a, j->path,
-                       (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE | hash, &own, NULL);
+                       (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_PROBE | hash | sign,
+                       &own, NULL);
     if (rc != 0)
       return rc;
+  }
+  /* Signed builds: the signature over these very bytes before any of them is used. */
+  rc = hm__signed_check(j, given != NULL ? given : &own, &untrusted_lint, &sig);
+  if (rc != 0) {
+    if (given == NULL)
+      hm__file_release(&reg->a, &own);
+    return rc;
   }
   {
     unsigned warn_lint = 0, look_lint = 0, warned;
     hm__elf_info elf;
-    hm__load_opts lo = {0, NULL, 0, NULL};
+    hm__load_opts lo = {0, NULL, 0, NULL, 0};
     hm__probe_req probe;
     const char *syms[HM__PROBE_MAX_SYMS];
     unsigned i;
@@ -161,6 +172,7 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     /* Versions that leave destructors behind stay mapped, unless the host does not look. */
     lo.keep_lint = look_lint & HM__LINT_LEAVES_DTORS;
     lo.debug_from = j->from;
+    lo.untrusted_lint = untrusted_lint;
     warned = j->mod->lint_warned;
     if (j->mod->probe == 1 || (j->mod->probe == 0 && (reg->flags & HM_FLAG_PROBE))) {
       memset(&probe, 0, sizeof probe);
@@ -201,6 +213,9 @@ int hm__job_load(hm__job *j, const hm__file *given) {
     j->v->num = j->mod->next_num;
     j->v->build = ++j->mod->builds;
     j->v->profile = (reg->flags & HM_FLAG_PROFILE) != 0;
+    j->v->sig = sig;
+  } else {
+    hm__free(&reg->a, sig);
   }
   return rc;
 }
@@ -347,6 +362,7 @@ static void job_publish(hm__job *j) {
     lint_sent(mod, j);
   }
   mod->cur = v;
+  hm__signed_published(mod, v);
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
   hm__publish(mod, t);
   reg->stats.loads++;
@@ -417,6 +433,7 @@ int hm__job_complete(hm__job *jp) {
   hm_module *mod = j.mod;
   hm__job *stale = NULL;
   unsigned num;
+  char comment[HM__MINISIG_COMMENT_MAX + 1];
   int rc = hm__job_resolve(&j);
   if (rc == 0)
     rc = hm__job_check_signatures(&j);
@@ -434,13 +451,16 @@ int hm__job_complete(hm__job *jp) {
     return hm__job_reject(&j, rc); /* releases reload_lock */
   /* Once the lock is released another thread may retire and unload the new version. */
   num = j.v->num;
+  snprintf(comment, sizeof comment, "%s", j.v->sig != NULL ? j.v->sig->comment : "");
   pthread_mutex_unlock(&mod->reload_lock);
   hm__prepared_discard(stale);
   hm__free(&j.reg->a, j.path); /* NULL when it became the module's path */
   if (j.new_path)
     hm__watch_poke(j.reg); /* a new path (a load, or hm_module_reload_from) is watched too */
-  hm__emit(j.reg, (j.flags & HM__RELOAD_ROLLBACK) ? HM_EVENT_ROLLED_BACK : HM_EVENT_LOADED,
-           mod, num, 0);
+  /* A signed build's detail is its trusted comment ("build 1234 from CI"). */
+  hm__emit_detail(j.reg,
+                  (j.flags & HM__RELOAD_ROLLBACK) ? HM_EVENT_ROLLED_BACK : HM_EVENT_LOADED, mod,
+                  num, 0, comment);
   {
     unsigned i;
     for (i = 0; i < j.nwarn; i++)

@@ -29,6 +29,16 @@ typedef struct hm__job {
   char warn[HM__LINT_KINDS][640];
 } hm__job;
 
+/* What a version's build signature said when it was verified (signed.c): one allocation. */
+typedef struct hm__signed {
+  long long timestamp; /* from its trusted comment ("timestamp:"), -1 without one */
+  unsigned char key_id[HM__KEY_ID_LEN];
+  char *comment;        /* the verified trusted comment, NUL-terminated, inside this block */
+  size_t raw_len;
+  unsigned char raw[];  /* the .minisig file as it was read, NUL-terminated: what rollback
+                           verifies the kept copy with */
+} hm__signed;
+
 /* ---- The steps (reload.c) --------------------------------------------------------------- */
 
 /* Under the module's reload_lock: is the module in the state the caller expects? Sets the
@@ -72,5 +82,26 @@ HM__HIDDEN void hm__history_rolled_back(hm_module *mod, hm__version *old);
 /* v's content hash, from its private copy if its reload did not compute it. The caller keeps
  * v loaded; no lock held. */
 HM__HIDDEN void hm__version_hash(hm_registry *reg, hm__version *v);
+
+/* ---- Signed builds (signed.c) ---------------------------------------------------------- */
+
+/* With trusted keys set: f's bytes must carry a build signature by one of them (f->sig, read
+ * beside the file), and satisfy the module's policies (no replay, its file's name) unless
+ * the job is a rollback. 0 with *out the verified signature (allocated with the registry's
+ * allocator; NULL without keys) and *untrusted_lint the lint findings the loader must refuse
+ * (HM__LINT_*: code the signature does not cover); else HM_EUNTRUSTED with the reason
+ * recorded, -ESTALE (f was read before keys were set), or the error reading the signature. */
+HM__HIDDEN int hm__signed_check(hm__job *j, const hm__file *f, unsigned *untrusted_lint,
+                                hm__signed **out);
+/* Rollback, with trusted keys set: build `build` of the module comes back with the signature
+ * `s` it was verified with (NULL: it was loaded before keys were set, refused), over its
+ * private copy `copy` (NULL: the caller has the bytes verified on the way). 0, or
+ * HM_EUNTRUSTED (detail recorded, naming `path`). No lock held. */
+HM__HIDDEN int hm__signed_recheck(hm_module *mod, unsigned build, const char *copy,
+                                  const hm__signed *s, const char *path);
+/* A copy of `s` (NULL for NULL, or out of memory). */
+HM__HIDDEN hm__signed *hm__signed_dup(const hm__allocator *a, const hm__signed *s);
+/* v became current: its signature's timestamp is the module's newest. Under reg->lock. */
+HM__HIDDEN void hm__signed_published(hm_module *mod, const hm__version *v);
 
 #endif

@@ -1,10 +1,11 @@
 /*
  * hm_module_rollback: the build before the current one comes back, as it is while something
  * still keeps it loaded, else from the kept copy, through the reload's steps (reload.c) with
- * the state handed over as for any reload.
+ * the state handed over as for any reload; with trusted keys, checked again (signed.c).
  */
 #include "reload.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* The build to go back to, under reg->lock: a loaded version of it (referenced), else the
@@ -43,17 +44,50 @@ static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
                   mod->name);
 }
 
+/* Signed builds: the build comes back only with a signature by a key trusted now, over its
+ * bytes: a version still loaded is checked over its private copy here; the kept copy is
+ * read with the signature it was verified with (`ksig`, taken over), and checked on the way
+ * like any load. */
+static int rollback_signed(hm__job *j, char *kept, hm__signed *ksig, const char *path) {
+  hm_registry *reg = j->reg;
+  hm__file f;
+  int rc;
+  if (j->v != NULL) {
+    rc = hm__signed_recheck(j->mod, j->v->build, j->v->copy_path, j->v->sig, path);
+    if (rc != 0)
+      hm__version_unref(reg, j->v);
+    return rc != 0 ? rc : hm__job_run(j, NULL, NULL);
+  }
+  memset(&f, 0, sizeof f);
+  /* Loaded again from the kept copy, under a fresh private name (the kept path may still
+   * name a mapped object, which dlopen would hand back). */
+  if ((rc = hm__signed_recheck(j->mod, j->target, NULL, ksig, path)) == 0 &&
+      (rc = hm__file_read(&reg->a, kept, HM__READ_ALLOW_WRITABLE, &f, NULL)) == 0) {
+    if (ksig != NULL) {
+      f.sig.asked = 1;
+      f.sig.buf = ksig->raw;
+      f.sig.len = ksig->raw_len;
+      snprintf(f.sig.name, sizeof f.sig.name, "%s", strrchr(path, '/') ? strrchr(path, '/') + 1
+                                                                       : path);
+    }
+    j->from = kept; /* its debug file is beside the kept copy */
+    rc = hm__job_run(j, NULL, &f);
+    f.sig.buf = NULL; /* ksig's */
+  }
+  hm__file_release(&reg->a, &f);
+  return rc;
+}
+
 int hm_module_rollback(hm_module *mod) {
   hm_registry *reg;
   hm__job j;
-  hm__file f;
-  char *kept = NULL;
+  hm__signed *ksig = NULL;
+  char *kept = NULL, *path = NULL;
   int rc = hm__reload_checks(mod, "hm_module_rollback");
   if (rc != 0)
     return rc;
   reg = mod->reg;
   memset(&j, 0, sizeof j);
-  memset(&f, 0, sizeof f);
   j.mod = mod;
   j.reg = reg;
   j.flags = HM__RELOAD_ROLLBACK;
@@ -61,22 +95,26 @@ int hm_module_rollback(hm_module *mod) {
    * target is re-checked there through the history under the registry lock. */
   pthread_mutex_lock(&reg->lock);
   rc = rollback_target(mod, &j.v, &kept);
-  if (rc == 0)
+  if (rc == 0) {
     j.target = mod->hist[mod->nhist - 1];
-  pthread_mutex_unlock(&reg->lock);
-  if (rc != 0)
-    return rc;
-  if (j.v != NULL) {
-    j.reused = 1;
-    return hm__job_run(&j, NULL, NULL);
+    path = hm__strdup(&reg->a, mod->path);
+    if (kept != NULL && mod->kept_sig != NULL &&
+        (ksig = hm__signed_dup(&reg->a, mod->kept_sig)) == NULL)
+      hm__free(&reg->a, path), path = NULL;
+    if (path == NULL)
+      rc = hm__fail(HM_ENOMEM, "out of memory rolling back %s", mod->name);
   }
-  /* Loaded again from the kept copy, under a fresh private name (the kept path may still
-   * name a mapped object, which dlopen would hand back). */
-  rc = hm__file_read(&reg->a, kept, HM__READ_ALLOW_WRITABLE, &f, NULL);
-  j.from = kept;
-  if (rc == 0)
-    rc = hm__job_run(&j, NULL, &f);
+  pthread_mutex_unlock(&reg->lock);
+  if (rc != 0) {
+    if (j.v != NULL)
+      hm__version_unref(reg, j.v);
+    hm__free(&reg->a, kept);
+    return rc;
+  }
+  j.reused = j.v != NULL;
+  rc = rollback_signed(&j, kept, ksig, path);
   hm__free(&reg->a, kept);
-  hm__file_release(&reg->a, &f);
+  hm__free(&reg->a, ksig);
+  hm__free(&reg->a, path);
   return rc;
 }

@@ -145,6 +145,7 @@ hm__settle_do hm__settle_checked(hm__settle *s, const hm__settle_file *f, int se
     return HM__DO_RETRY; /* memory, descriptors, I/O: hm__settle_result schedules it */
   if (f->read_rc == 0 && f->same_as_current) {
     s->settle_pending = 0;
+    s->sig_waiting = 0;
     return HM__DO_SAME;
   }
   if (s->have_final && s->final_key == f->key && s->final_cur == f->cur)
@@ -182,6 +183,7 @@ hm__settle_do hm__settle_result(hm__settle *s, int rc, uint64_t key, unsigned cu
   if (rc == 0) {
     s->retries = 0;
     s->have_final = 0;
+    s->sig_waiting = 0;
     return HM__DO_WAIT;
   }
   if (rc == HM_EAGAIN || rc == HM_ENOENT || rc == HM_ENOMOD)
@@ -204,4 +206,36 @@ hm__settle_do hm__settle_result(hm__settle *s, int rc, uint64_t key, unsigned cu
     return HM__DO_RETRY;
   }
   return HM__DO_REPORT;
+}
+
+/* Signed builds. Deploy tools copy mod.so first and mod.so.minisig a moment later, so a
+ * finished build without its signature yet is not refused: its signature's arrival (an event
+ * on it) brings it back here, and only a build that has waited wait_ms for it is refused.
+ * A signature older than the build is the previous build's, unless it verifies this one
+ * (deployed first, or copied with its old mtime); one still being written is waited for as
+ * a module is. A finished signature newer than the build goes to the reload, which refuses
+ * it at once if it does not verify. */
+hm__settle_do hm__settle_signature(hm__settle *s, const hm__settle_sig *g,
+                                   unsigned *timer_ms) {
+  long long waited;
+  *timer_ms = 0;
+  if (g->present && !g->writing && (!g->older || g->older_verifies)) {
+    s->sig_waiting = 0;
+    return HM__DO_LOAD;
+  }
+  if (!s->sig_waiting || s->sig_build != g->build_key) {
+    s->sig_waiting = 1;
+    s->sig_build = g->build_key;
+    s->sig_since_ms = g->now_ms;
+  }
+  waited = g->now_ms - s->sig_since_ms;
+  if (waited < (long long)g->wait_ms) {
+    *timer_ms = (unsigned)((long long)g->wait_ms - waited);
+    return HM__DO_SIGWAIT;
+  }
+  s->sig_waiting = 0;
+  s->have_final = 1;
+  s->final_key = g->key;
+  s->final_cur = g->cur;
+  return HM__DO_REFUSE;
 }

@@ -12,8 +12,8 @@
  * are folded before any decision, so a create, open, write and close that arrive together
  * are seen together.
  *
- * Layer 9 (docs/architecture.md), above build.c and watchpath.c: calls them and the
- * registry's layers; watchrun.c calls it.
+ * Layer 9 (docs/architecture.md), above build.c, watchsig.c and watchpath.c: calls them and
+ * the registry's layers; watchrun.c calls it.
  */
 #include "watch.h"
 
@@ -349,6 +349,24 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
   after_failure(wm, rc, key, cur);
 }
 
+/* A finished new build, with trusted keys set: taken once its signature is there (see
+ * hm__settle_signature); without keys, at once. */
+static void load_signed(hm__wmod *wm, const hm__file *f, const hm__settle_file *sf) {
+  unsigned ms;
+  switch (hm__watch_sig_gate(wm, f, failure_key(f->id.hash, f->id.mode), sf->key, sf->cur,
+                             &ms)) {
+  case HM__DO_SIGWAIT:
+    timer_start(wm, HM__WHY_SIGNED, ms);
+    break;
+  case HM__DO_REFUSE:
+    report(wm, HM_EUNTRUSTED);
+    break;
+  default:
+    take(wm, f, sf->key, sf->cur);
+    break;
+  }
+}
+
 /* Read the file (open as `fd`, or not there: `fd` is the error) and act on what the policy
  * makes of it. */
 static void check(hm__wmod *wm, int fd, int settle_due) {
@@ -366,14 +384,18 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
   sf.read_rc = fd < 0 ? fd
                       : hm__file_read_fd(&w->a, fd, file_path(wm),
                                          (reg->flags & HM__READ_ALLOW_WRITABLE) | HM__READ_HASH |
-                                             (wm->st.method == HM__BY_LEASE ? HM__READ_PROBE : 0),
+                                             (wm->st.method == HM__BY_LEASE ? HM__READ_PROBE : 0) |
+                                             (__atomic_load_n(&reg->signing, __ATOMIC_ACQUIRE)
+                                                  ? HM__READ_SIGNED
+                                                  : 0),
                                          &f, NULL);
   sf.denied = fd == HM_EACCES; /* the open itself: no permission to read, for now */
   if (sf.read_rc == 0) {
     why[0] = '\0';
     elf_rc = hm__elf_check(f.buf, f.len, NULL, why, sizeof why);
     sf.complete = elf_rc == 0;
-    sf.key = failure_key(f.id.hash, f.id.mode);
+    /* Signed builds: a refusal is about these bytes with this signature file. */
+    sf.key = failure_key(f.id.hash, f.id.mode) ^ hm__watch_sig_key(&f);
   } else {
     sf.key = (uint64_t)(int64_t)sf.read_rc * 0x9e3779b97f4a7c15ull;
   }
@@ -421,7 +443,7 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
     break;
   case HM__DO_LOAD:
     uv_timer_stop(&wm->timer);
-    take(wm, &f, sf.key, sf.cur);
+    load_signed(wm, &f, &sf);
     break;
   default:
     break;
@@ -514,8 +536,12 @@ static void fold(hm__watcher *w, const struct inotify_event *ev) {
     size_t i;
     for (i = 0; i < wm->npts; i++) {
       const hm__wpoint *p = &wm->pts[i];
-      if (p->dir == NULL || p->dir->wd != ev->wd || strcmp(p->name, ev->name) != 0)
+      if (p->dir == NULL || p->dir->wd != ev->wd)
         continue;
+      if (strcmp(p->name, ev->name) != 0) {
+        hm__watch_sig_event(wm, p, ev); /* its build signature, if that is what it is */
+        continue;
+      }
       if (p->link) {
         wm->relink = 1; /* it may point elsewhere now */
       } else {

@@ -78,6 +78,7 @@ typedef struct hm__wmod {
   ino_t ino;
   int have_queued; /* queued_hash: the bytes a queued reload is waiting for */
   uint64_t queued_hash;
+  int sig_writing; /* signed builds: its signature was made or written since its last close */
 } hm__wmod;
 
 struct hm__watcher {
@@ -166,6 +167,21 @@ HM__HIDDEN void hm__build_kick(hm__watcher *w);
 HM__HIDDEN void hm__build_close(hm__watcher *w);
 /* The watcher's last close: free the build states. */
 HM__HIDDEN void hm__build_free(hm__watcher *w);
+
+/* ---- Signed builds (watchsig.c) -------------------------------------------------------- */
+
+/* An event on the build signature of the module file at point `p` (`<name>.minisig` beside
+ * it), while the registry wants signed builds: folded into the module's state (a change to
+ * look at), 1; 0 for an event about anything else. */
+HM__HIDDEN int hm__watch_sig_event(hm__wmod *wm, const hm__wpoint *p,
+                                   const struct inotify_event *ev);
+/* What the signature read with `f` (a finished, complete new build whose refusal key is
+ * `key`, `build_key` without the signature) allows: LOAD, SIGWAIT (then after *timer_ms at
+ * the latest) or REFUSE (with the detail recorded). */
+HM__HIDDEN hm__settle_do hm__watch_sig_gate(hm__wmod *wm, const hm__file *f, uint64_t build_key,
+                                            uint64_t key, unsigned cur, unsigned *timer_ms);
+/* The identity of the signature read with `f`, to mix into what a refusal is about. */
+HM__HIDDEN uint64_t hm__watch_sig_key(const hm__file *f);
 
 /* ---- Deciding (watch.c) ---------------------------------------------------------------- */
 

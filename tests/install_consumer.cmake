@@ -146,7 +146,12 @@ check_host("${build}/host-cc" "${build}")
 # A host linked with the installed static library, installed into the prefix's bin: it finds
 # the crash-containment helper in that prefix (relative to itself), not under the prefix
 # hotmod was configured with.
-run("pkg-config --static --libs libuv" uvlibs ${PKG_CONFIG} --static --libs libuv)
+# What the static library needs is what hotmod.pc requires privately (libuv, and libsodium
+# when signed builds are in).
+run("pkg-config --print-requires-private hotmod" reqs ${PKG_CONFIG} --print-requires-private hotmod)
+string(REGEX REPLACE "[ \t]*[<>=]+[ \t]*[^ \t\n]+" "" reqs "${reqs}")
+separate_arguments(reqs UNIX_COMMAND "${reqs}")
+run("pkg-config --static --libs ${reqs}" uvlibs ${PKG_CONFIG} --static --libs ${reqs})
 string(STRIP "${uvlibs}" uvlibs)
 separate_arguments(uvlibs UNIX_COMMAND "${uvlibs}")
 set(static_host "${prefix}/${BINDIR}/hotmod-consumer-static")

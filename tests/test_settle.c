@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -300,6 +301,75 @@ static void t_settle_delay(void **state) {
   assert_int_equal(hm__settle_checked(&s, &b, 1, 300), HM__DO_LOAD);
 }
 
+/* Signed builds: the module mod.so is finished (key 7 with signature file identity 70) and
+ * its signature is deployed after it. */
+static hm__settle_sig sigfacts(int present, int older, int writing, uint64_t sigkey,
+                               long long now_ms) {
+  hm__settle_sig g;
+  memset(&g, 0, sizeof g);
+  g.present = present;
+  g.older = older;
+  g.writing = writing;
+  g.build_key = 7;
+  g.key = 7 ^ sigkey;
+  g.cur = 1;
+  g.now_ms = now_ms;
+  g.wait_ms = 1000;
+  return g;
+}
+
+static void t_signature_later(void **state) {
+  hm__settle s;
+  hm__settle_sig g;
+  unsigned ms;
+  (void)state;
+  hm__settle_init(&s, 0);
+  /* Only the previous build's signature (older, does not verify): wait, up to the bound. */
+  g = sigfacts(1, 1, 0, 70, 5000);
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_SIGWAIT);
+  assert_int_equal(ms, 1000u);
+  /* The new one is being written (created, or a writer holds it): still waiting. */
+  g = sigfacts(1, 0, 1, 71, 5300);
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_SIGWAIT);
+  assert_int_equal(ms, 700u);
+  /* Written and closed: the reload verifies it. */
+  g = sigfacts(1, 0, 0, 72, 5310);
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_LOAD);
+  assert_int_equal(s.sig_waiting, 0);
+  /* An older signature that verifies the build (deployed first) needs no wait. */
+  g = sigfacts(1, 1, 0, 72, 9000);
+  g.older_verifies = 1;
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_LOAD);
+}
+
+/* A signature that never comes: refused once the build waited for it, for that pair only; a
+ * signature file that comes later is a new pair. */
+static void t_signature_stale(void **state) {
+  hm__settle s;
+  hm__settle_sig g;
+  unsigned ms;
+  (void)state;
+  hm__settle_init(&s, 0);
+  g = sigfacts(0, 0, 0, 0, 100);
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_SIGWAIT);
+  g.now_ms = 1099;
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_SIGWAIT);
+  assert_int_equal(ms, 1u);
+  g.now_ms = 1100;
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_REFUSE);
+  /* The same bytes without a signature again (a touch): refused already. */
+  assert_int_equal(checked(&s, file(1, 0, 7, 1)), HM__DO_WAIT);
+  /* A signature file arrives: a new key, looked at afresh, and loaded. */
+  assert_int_equal(checked(&s, file(1, 0, 7 ^ 70, 1)), HM__DO_LOAD);
+  g = sigfacts(1, 0, 0, 70, 5000);
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_LOAD);
+  /* A new build waits afresh: its wait starts when it is found. */
+  g = sigfacts(0, 0, 0, 0, 6000);
+  g.build_key = 8;
+  assert_int_equal(hm__settle_signature(&s, &g, &ms), HM__DO_SIGWAIT);
+  assert_int_equal(ms, 1000u);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_lease_bfd),
@@ -316,6 +386,8 @@ int main(void) {
       cmocka_unit_test(t_retry_schedule),
       cmocka_unit_test(t_settle_delay),
       cmocka_unit_test(t_denied_until_chmod),
+      cmocka_unit_test(t_signature_later),
+      cmocka_unit_test(t_signature_stale),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

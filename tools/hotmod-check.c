@@ -7,6 +7,10 @@
  * Exit status: 0 every file is clean, 1 some file has findings, 2 some file cannot be used
  * (missing, not a regular file, not an ELF shared object for this machine, truncated, built
  * for another module ABI, ...) or the command line is wrong.
+ *
+ * With --verify KEYFILE it checks build signatures instead, as a registry with that trusted
+ * key does (minisig.c, file.c): 0 every file is signed by the key, 1 some file is refused,
+ * 2 some file or the key cannot be used.
  */
 #include "internal.h"
 
@@ -19,6 +23,7 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: hotmod-check [--json] [--allow-writable] FILE.so...\n"
+          "       hotmod-check --verify KEYFILE [--allow-writable] FILE.so...\n"
           "\n"
           "Checks hotmod modules the way the loader does before dlopen (the file, its ELF\n"
           "structure, its module descriptor) and reports what keeps them from reloading\n"
@@ -31,6 +36,12 @@ static void usage(FILE *out) {
           "  --allow-writable  check files that others could have written (a build\n"
           "           directory shared with a group), as a registry with\n"
           "           HM_FLAG_ALLOW_WRITABLE loads them; without it they are unusable (2)\n"
+          "  --verify KEYFILE  check instead that each file is a build signed by the\n"
+          "           minisign public key in KEYFILE, with its signature FILE.so.minisig\n"
+          "           beside it, as a registry that trusts that key loads it (the signed\n"
+          "           file name too; a library that is not a system one, or $ORIGIN, is\n"
+          "           refused): prints the trusted comment of each good one. Exit status:\n"
+          "           0 all signed, 1 some refused, 2 a file or the key cannot be used\n"
           "  --help   print this and exit\n"
           "\n"
           "Exit status: 0 all files clean, 1 findings, 2 a file cannot be used (or usage).\n");
@@ -171,12 +182,97 @@ static int check_file(const char *path, int json, int first, unsigned read_flags
   return rc != 0 ? EXIT_UNUSABLE : nfound ? EXIT_FINDINGS : 0;
 }
 
+/* ---- --verify --------------------------------------------------------------------------- */
+
+/* The key in `path`, read under the trust rules of key files. 0, or EXIT_UNUSABLE. */
+static int read_key(const char *path, hm__pubkey *key) {
+  hm__allocator a = {NULL, NULL};
+  char *text, why[256];
+  size_t len;
+  int rc = hm__keyfile_read(&a, path, &text, &len);
+  if (rc != 0) {
+    fprintf(stderr, "hotmod-check: %s (%s)\n", hm_errmsg(), hm_err_name(rc));
+    return EXIT_UNUSABLE;
+  }
+  rc = hm__minisign_key(text, len, key, why, sizeof why);
+  hm__free(&a, text);
+  if (rc != 0) {
+    fprintf(stderr, "hotmod-check: %s: %s (%s)\n", path, why, hm_err_name(rc));
+    return EXIT_UNUSABLE;
+  }
+  return 0;
+}
+
+/* Is the signed file name (file: in the trusted comment) the module's, when it says one?
+ * If not, the name it says into why[wn]. */
+static int name_ok(const hm__minisig *ms, const char *path, const char *real, char *why,
+                   size_t wn) {
+  const char *file, *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  size_t n;
+  if (hm__minisig_field(ms->comment, ms->comment_len, "file:", &file, &n) != 0 ||
+      (n == strlen(base) && memcmp(file, base, n) == 0) ||
+      (n == strlen(real) && memcmp(file, real, n) == 0))
+    return 1;
+  snprintf(why, wn, "name mismatch: it was signed as file:%.*s, but is %s",
+           (int)(n < 255 ? n : 255), file, base);
+  return 0;
+}
+
+/* Verify one file's build signature. Returns 0, EXIT_FINDINGS (refused) or EXIT_UNUSABLE. */
+static int verify_file(const char *path, const hm__pubkey *key, unsigned read_flags) {
+  hm__allocator a = {NULL, NULL};
+  hm__file f;
+  hm__minisig ms;
+  hm__elf_info info;
+  char why[512], id[17];
+  int rc = hm__file_read(&a, path, read_flags | HM__READ_SIGNED, &f, NULL), status = 0;
+  if (rc != 0) {
+    fprintf(stderr, "hotmod-check: %s (%s)\n", hm_errmsg(), hm_err_name(rc));
+    return EXIT_UNUSABLE;
+  }
+  if (f.sig.rc != 0) {
+    snprintf(why, sizeof why, "no signature file %s.minisig beside it (%s)", f.sig.name,
+             hm_strerror(f.sig.rc));
+    status = EXIT_FINDINGS;
+  } else if ((rc = hm__minisig_parse(f.sig.buf, f.sig.len, &ms, why, sizeof why)) != 0 ||
+             (rc = hm__minisig_verify(&ms, key, 1, f.buf, f.len, why, sizeof why)) < 0) {
+    status = rc == HM_EUNTRUSTED ? EXIT_FINDINGS : EXIT_UNUSABLE;
+  } else if (!name_ok(&ms, path, f.sig.name, why, sizeof why)) {
+    status = EXIT_FINDINGS;
+  } else if (hm__elf_check(f.buf, f.len, &info, why, sizeof why) != 0) {
+    status = EXIT_UNUSABLE;
+  } else if (info.lint & (HM__LINT_NEEDED | HM__LINT_ORIGIN)) {
+    unsigned bit = info.lint & HM__LINT_NEEDED ? HM__LINT_NEEDED : HM__LINT_ORIGIN;
+    char what[400];
+    hm__lint_what(&info, bit, what, sizeof what);
+    snprintf(why, sizeof why, "%s (%s), code its signature does not cover", what,
+             hm__lint_name(bit));
+    status = EXIT_FINDINGS;
+  }
+  if (status == 0) {
+    hm__key_id_hex(ms.key_id, id);
+    put_text(path);
+    printf(": signed by key %s: ", id);
+    fwrite(ms.comment, 1, ms.comment_len, stdout); /* verified, and one line */
+    putchar('\n');
+  } else {
+    fprintf(stderr, "hotmod-check: %s: %s%s\n", path,
+            status == EXIT_FINDINGS ? "untrusted build: " : "", why);
+  }
+  hm__file_release(&a, &f);
+  return status;
+}
+
 int main(int argc, char **argv) {
   int json = 0, status = 0, nfiles = 0, i, opts = 1;
   unsigned read_flags = 0;
+  const char *keyfile = NULL;
+  hm__pubkey key;
   for (i = 1; i < argc; i++) {
     if (opts && strcmp(argv[i], "--") == 0) {
       opts = 0;
+    } else if (opts && strcmp(argv[i], "--verify") == 0 && i + 1 < argc) {
+      keyfile = argv[++i];
     } else if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
     } else if (opts && strcmp(argv[i], "--allow-writable") == 0) {
@@ -192,19 +288,25 @@ int main(int argc, char **argv) {
       nfiles++;
     }
   }
-  if (nfiles == 0) {
+  if (nfiles == 0 || (keyfile != NULL && json)) {
+    if (keyfile != NULL && json)
+      fprintf(stderr, "hotmod-check: --json does not apply to --verify\n");
     usage(stderr);
     return EXIT_UNUSABLE;
   }
+  if (keyfile != NULL && (status = read_key(keyfile, &key)) != 0)
+    return status;
   nfiles = 0;
   opts = 1;
   for (i = 1; i < argc; i++) {
     int rc;
     if (opts && argv[i][0] == '-' && argv[i][1] != '\0') {
       opts = strcmp(argv[i], "--") != 0;
+      i += opts && strcmp(argv[i], "--verify") == 0; /* its KEYFILE */
       continue;
     }
-    rc = check_file(argv[i], json, nfiles++ == 0, read_flags);
+    rc = keyfile != NULL ? verify_file(argv[i], &key, read_flags)
+                         : check_file(argv[i], json, nfiles++ == 0, read_flags);
     if (rc > status)
       status = rc;
   }
