@@ -267,12 +267,12 @@ static int split(const char *path, char *dir, size_t dn, char *name, size_t nn) 
   if (dlen >= dn || strlen(base) >= nn)
     return -ENAMETOOLONG;
   if (slash == NULL) {
-    snprintf(dir, dn, ".");
+    memcpy(dir, ".", 2);
   } else {
     memcpy(dir, path, dlen);
     dir[dlen] = '\0';
   }
-  snprintf(name, nn, "%s", base);
+  memcpy(name, base, strlen(base) + 1); /* fits: checked above */
   return 0;
 }
 
@@ -294,7 +294,7 @@ static int check_place(const hm__allocator *a, const struct stat *st, const char
   int dfd, hops, rc = split(path, dir, sizeof dir, name, sizeof name);
   if (rc != 0)
     return hm__fail(rc, "%s: path too long", path);
-  snprintf(shown, sizeof shown, "%s", dir);
+  memcpy(shown, dir, strlen(dir) + 1); /* both PATH_MAX */
   dfd = open_dir(AT_FDCWD, dir);
   if (dfd < 0)
     return errno == ENOENT ? replaced(path)
