@@ -41,7 +41,8 @@
  * hm_registry_dir, hm_registry_errmsg, hm_errmsg, hm_event_detail, hm_strerror,
  * hm_err_name, hm_version, hm_version_string, hm_snapshot_acquire / _typed / _fn / _version
  * / _release, hm_live_get and hm_live_get_typed (a handle on another module, or one that
- * already exists on its own), hm_live_module, hm_live_enter / _leave / _enter_fn /
+ * already exists on its own), hm_live_acquire (on another module) and hm_live_release,
+ * hm_live_module, hm_live_enter / _leave / _enter_fn /
  * _leave_fn and HM_LIVE_CALL, and hm_watch_stop (which then does not wait). These fail with
  * HM_EBUSY instead of deadlocking: hm_module_load, hm_module_reload, hm_module_reload_from,
  * hm_module_unload, hm_module_rollback, hm_registry_poll, hm_watch_start, hm_watch_attach,
@@ -717,6 +718,48 @@ HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out
  * another signature). */
 HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
                                 const char *signature, hm_live **out);
+
+/* Get an owned live handle of "module:symbol": a live handle like hm_live_get's (every call
+ * runs the module's current version, at the same cost), but held only until it is released,
+ * so that the symbol constrains the module's new builds only while someone holds it: a
+ * reload, rollback or group reload checks that the new version has the symbol (and declares
+ * `signature`, when given, as hm_live_get_typed does) for every handle still held, and for
+ * no other. `signature` NULL: untyped. Each call makes a handle of its own, with its own
+ * type; two handles on one name may have different types where the versions they serve
+ * declare both (see hm_registry_reload_group: a member's new version may take a handle with
+ * the new type while its old version's handle keeps the old one).
+ * Whose it is: a handle taken while a module's load hook runs on this thread (through
+ * ctx->api->live_acquire or the library directly; ctx->api->live_get and live_get_typed
+ * take the same kind there) belongs to the version being loaded, and follows its life
+ * (hotmod/module.h, "Calling other modules"): it follows the module it reaches while that
+ * version is current; once the version is retired, it keeps reaching the versions it
+ * reached then, for as long as anything can still call the retired version (a call that
+ * began before, a snapshot of it, or another retired version's handle); after that it is
+ * dead (enter returns NULL) and it is freed when the version is unloaded. Any other handle
+ * is the caller's until hm_live_release.
+ * Ownership: on success *out is the caller's (or, as above, the loading version's), given
+ * back with hm_live_release; on error *out is NULL. Strings are read during the call only.
+ * NULL: `reg`, `qualified` or `out` NULL is HM_EINVAL; `signature` may be NULL.
+ * Threads: any; also module code (a handle on another module: a new handle on the module
+ * whose code is running is HM_EBUSY). Not in a forked child (HM_EFORKED).
+ * Errors: as hm_live_get_typed: HM_EINVAL, HM_ENOMOD, HM_ENOSYM, HM_ESIG, HM_ENOMEM,
+ * HM_EBUSY, HM_EFORKED. */
+HM_EXTERN int hm_live_acquire(hm_registry *reg, const char *qualified, const char *signature,
+                              hm_live **out);
+
+/* Give back a handle of hm_live_acquire: from then on it constrains no new build, and an
+ * enter through it returns NULL (hm_live_enter and hm_live_enter_fn; HM_LIVE_CALL would call
+ * NULL). Its memory is kept (until hm_registry_free, or, a version's, until that version is
+ * unloaded) and a later hm_live_acquire of the same name by the host may hand the same
+ * object out again, alive. A version's handle may be released before the version goes; it
+ * need not be. A handle of hm_live_get is the registry's: releasing it does nothing.
+ * Ownership: the handle stays the library's memory (see above); do not use it after the
+ * release except for enters that expect NULL.
+ * NULL: a no-op.
+ * Threads: any, but not while another thread may be entering through the same handle (the
+ * release changes what the handle reads); also module code (an unload hook may release what
+ * its load hook acquired). */
+HM_EXTERN void hm_live_release(hm_live *live);
 
 /* hm_live_enter starts a call and returns the current version's function (NULL if the module
  * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,

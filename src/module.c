@@ -68,6 +68,17 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
   }
   hm__free(&reg->a, mod->syms);
   hm__free(&reg->a, mod->sigs);
+  hm__free(&reg->a, mod->borrowed);
+  /* The host's owned handles still held (a version's go with its cells). */
+  while (mod->owned != NULL) {
+    hm_live *l = mod->owned;
+    mod->owned = l->next_owned;
+    if (l->kind != HM__LIVE_HOST)
+      continue;
+    hm__free(&reg->a, l->qualified);
+    hm__free(&reg->a, l->sig);
+    hm__free(&reg->a, l);
+  }
   hm__free(&reg->a, mod->hist);
   if (mod->kept_path != NULL && !reg->forked)
     hm__copy_remove(mod->kept_path); /* it may be the copy of a version kept mapped */
@@ -172,6 +183,7 @@ int hm_module_unload(hm_module *mod) {
   mod->spare = NULL;
   t->n = mod->nsyms;
   oldnum = old->num;
+  hm__version_retire(old);
   mod->cur = NULL;
   stale = hm__prepared_take(mod);
   /* Nothing to roll back to once the module is gone; a load by name starts afresh. */

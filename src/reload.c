@@ -227,26 +227,65 @@ int hm__job_resolve(hm__job *j) {
   return rc;
 }
 
-/* Typed live handles: the new version must declare the same signatures. A slot typed from
- * here on is checked against the incoming version by hm_live_get_typed itself. */
+/* The owned typed handles that constrain the new version, as (symbol, signature) pairs,
+ * copied under the lock (handles may be released meanwhile): *out, *n of them. */
+static int owned_sigs(hm__job *j, char ***out, size_t *n) {
+  hm_registry *reg = j->reg;
+  const hm_live *l;
+  size_t k = 0, cap = 0;
+  char **pairs = NULL;
+  int rc = 0;
+  pthread_mutex_lock(&reg->lock);
+  for (l = j->mod->owned; l != NULL; l = l->next_owned)
+    cap += l->sig != NULL && hm__owned_constrains(l, j->mod->grp);
+  if (cap != 0 && (pairs = hm__calloc(&reg->a, cap * 2, sizeof *pairs)) == NULL)
+    rc = hm__fail(HM_ENOMEM, "out of memory checking the signatures of %s", j->mod->name);
+  for (l = j->mod->owned; rc == 0 && l != NULL && k < cap; l = l->next_owned) {
+    if (l->sig == NULL || !hm__owned_constrains(l, j->mod->grp))
+      continue;
+    pairs[2 * k] = j->mod->syms[l->slot]; /* set once, freed with the module */
+    if ((pairs[2 * k + 1] = hm__strdup(&reg->a, l->sig)) == NULL)
+      rc = hm__fail(HM_ENOMEM, "out of memory checking the signatures of %s", j->mod->name);
+    k++;
+  }
+  pthread_mutex_unlock(&reg->lock);
+  *out = pairs;
+  *n = k;
+  return rc;
+}
+
+/* Typed live handles: the new version must declare the same signatures. A handle typed from
+ * here on is checked against the incoming version by the get itself. */
 int hm__job_check_signatures(hm__job *j) {
   hm_registry *reg = j->reg;
   hm_module *mod = j->mod;
-  size_t i;
-  for (i = 0;; i++) {
+  char **pairs;
+  size_t i, n;
+  int rc = 0;
+  for (i = 0; rc == 0; i++) {
     const char *sym, *sig;
-    int rc;
     pthread_mutex_lock(&reg->lock);
     if (i >= mod->nsyms) {
       pthread_mutex_unlock(&reg->lock);
-      return 0;
+      break;
     }
     sym = mod->syms[i]; /* both set once and never freed before the module */
     sig = mod->sigs[i];
     pthread_mutex_unlock(&reg->lock);
-    if (sig != NULL && (rc = hm__sig_check(j->v, sym, sig)) != 0)
-      return rc;
+    if (sig != NULL)
+      rc = hm__sig_check(j->v, sym, sig);
   }
+  if (rc == 0)
+    rc = owned_sigs(j, &pairs, &n);
+  else
+    pairs = NULL, n = 0;
+  for (i = 0; i < n; i++) {
+    if (rc == 0)
+      rc = hm__sig_check(j->v, pairs[2 * i], pairs[2 * i + 1]);
+    hm__free(&reg->a, pairs[2 * i + 1]);
+  }
+  hm__free(&reg->a, pairs);
+  return rc;
 }
 
 /* Hand over state: the old version keeps owning it unless the new one adopts it. */
@@ -277,8 +316,12 @@ static int job_handover(hm__job *j) {
     if (ctx.prev != NULL)
       ctx.prev_state_version = old->desc->state_version;
   }
-  if (v->desc != NULL && v->desc->load != NULL)
+  if (v->desc != NULL && v->desc->load != NULL) {
+    /* The handles it takes in there are its own (hm_live_acquire, ctx->api). */
+    hm__version *was = hm__loading_set(v);
     hr = v->desc->load(&ctx);
+    hm__loading_set(was);
+  }
   hm__module_code_leave(prev);
   pthread_mutex_unlock(&mod->hook_lock);
   if (hr != HM_LOAD_ADOPTED && hr != HM_LOAD_CONVERTED) {
@@ -344,6 +387,11 @@ static void job_publish(hm__job *j) {
     reg->nloaded++;
     lint_sent(mod, j);
   }
+  /* The old version's handles stay on what they reach (a call still running in it sees the
+   * versions it saw); the new one's follow from now on. */
+  if (j->old != NULL)
+    hm__version_retire(j->old);
+  v->frozen = 0;
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
   hm__publish(mod, t);

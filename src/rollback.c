@@ -24,8 +24,9 @@ static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
   for (v = mod->versions; v != NULL; v = v->next) {
     int refs = __atomic_load_n(&v->refs, __ATOMIC_ACQUIRE);
     /* Only while something still holds it: a version whose last reference went is being
-     * unloaded already. */
-    while (v->build == want && refs > 0) {
+     * unloaded already. Not one whose load hook took live handles: they reach what they
+     * reached when it was retired, or nothing; its kept copy is loaded afresh instead. */
+    while (v->build == want && refs > 0 && v->cells == NULL) {
       if (__atomic_compare_exchange_n(&v->refs, &refs, refs + 1, 0, __ATOMIC_ACQ_REL,
                                       __ATOMIC_ACQUIRE)) {
         *reuse = v;
