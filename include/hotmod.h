@@ -577,6 +577,43 @@ HM_EXTERN int hm_module_unload(hm_module *mod);
  * HM_ELINT, HM_ECRASHED, HM_EIO ...). */
 HM_EXTERN int hm_module_rollback(hm_module *mod);
 
+/* Reload several modules as one: every member's new build (from paths[i], or the module's
+ * path where `paths` is NULL or paths[i] is NULL) is read, checked, copied, loaded, its live
+ * handles resolved and their signatures checked, then every member's state hooks run (in
+ * the order given: the outgoing version's save(), the incoming one's load()), and then all
+ * members become current in one step. Use it to change an interface between modules (a
+ * function's type, a struct they pass each other) that neither build works with alone.
+ * What is checked against the new builds: every handle the host holds (hm_live_get's, and
+ * hm_live_acquire's while held), and the handles of modules outside the group, keep their
+ * types and are checked as for hm_module_reload; a handle that a member's outgoing version
+ * took in its load hook (through ctx->api, or hm_live_acquire) is that version's own and
+ * goes with it: the member's incoming version may take it anew with another type.
+ * No mixed pair: a handle a member's incoming version takes on another member (in its load
+ * hook) reaches that member's incoming version, from the hook on; a call that entered a
+ * member's old version keeps reaching the old versions of the others through its version's
+ * handles until it returns (and a snapshot of an old version, for as long as it is held).
+ * So calls between members never cross from a new version to an old one or back. The
+ * host's own handles of two members switch in the same step but not at the same instant:
+ * two host calls, one to each member, may straddle it (make the caller a member too, or
+ * have one member call the other).
+ * All or nothing: if any step fails for any member, no member changes: the load hooks that
+ * had accepted are undone (the incoming version's unload hook runs as if it handed its
+ * state straight back: unload(1) if it adopted the state, which the outgoing version keeps
+ * owning, else unload(0)), every incoming build is unloaded and its copy removed, and one
+ * HM_EVENT_REJECTED for the member that failed says why (its detail, and hm_errmsg, begin
+ * with "group reload of a, b: b: "). On success each member gets LOADED, WARNING and
+ * RETIRED as a reload would, and counts one load; a member's path changes as with
+ * hm_module_reload_from.
+ * Ownership: `mods` and `paths` are read during the call only; paths are copied.
+ * NULL: `reg` or `mods` NULL, n 0, a NULL member, or an empty path is HM_EINVAL.
+ * Threads: as hm_module_reload (each member's reloads are serialised with the group's;
+ * groups that share members wait for one another, without deadlock). From module code:
+ * HM_EBUSY.
+ * Errors: HM_EINVAL (also: a module given twice, a module of another registry), HM_EBUSY,
+ * HM_EFORKED, or any error of hm_module_reload for the member that failed. */
+HM_EXTERN int hm_registry_reload_group(hm_registry *reg, hm_module *const mods[],
+                                       const char *const paths[], size_t n);
+
 /* The current version number: 1 after the first load, +1 per successful reload or rollback;
  * 0 for an unloaded module. A lock-free read: a reload on another thread may change it at
  * once.

@@ -226,6 +226,9 @@ struct hm__group;
 /* Does the held owned handle `l` constrain the next version of its module, in a reload of
  * the group `grp` (NULL: of that module alone)? Under reg->lock. */
 HM__HIDDEN int hm__owned_constrains(const hm_live *l, const struct hm__group *grp);
+/* A version that will never be published (a refused group): kill its cells, freeing at once
+ * the copies of other members' incoming tables they were bound to. Under reg->lock. */
+HM__HIDDEN void hm__cells_drop_unpublished(hm__version *v);
 /* Take an owned handle off its module's list of held ones. Under reg->lock. */
 HM__HIDDEN void hm__owned_unlink(hm_live *l);
 /* Kill a version's cells and take them off their targets' lists (hm_registry_free, for a
@@ -306,6 +309,8 @@ HM__HIDDEN extern const hm_module_api hm__module_api;
                                    reported (the watcher retries them), and `path`, if given,
                                    must still be the module's path (HM_EAGAIN otherwise) */
 #define HM__RELOAD_ROLLBACK 0x8u /* hm_module_rollback: an older build comes back */
+#define HM__RELOAD_QUIET 0x10u   /* a member of a group: its refusal is reported by the
+                                    group, once */
 /* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
  * checked), else from `path` (NULL: the module's path). Reports REJECTED itself, except for
  * transient failures with HM__RELOAD_WATCHER. */

@@ -288,8 +288,9 @@ int hm__job_check_signatures(hm__job *j) {
   return rc;
 }
 
-/* Hand over state: the old version keeps owning it unless the new one adopts it. */
-static int job_handover(hm__job *j) {
+/* Hand over state: the old version keeps owning it unless the new one adopts it, which
+ * hm__job_handed_over records once the reload commits (a group may still undo it). */
+int hm__job_handover(hm__job *j) {
   hm_module *mod = j->mod, *prev;
   hm__version *old = j->old, *v = j->v;
   hm_load_ctx ctx;
@@ -331,10 +332,30 @@ static int job_handover(hm__job *j) {
                     mod->name, hr < 0 ? "refused it with" : "returned the unknown answer",
                     hr);
   }
-  v->handed_over = 0; /* it owns what it has now, whatever it handed over before */
-  if (old != NULL)
-    old->handed_over = hr == HM_LOAD_ADOPTED && ctx.prev != NULL;
+  j->hooked = v->desc != NULL && v->desc->load != NULL;
+  j->adopted = hr == HM_LOAD_ADOPTED && ctx.prev != NULL;
   return 0;
+}
+
+void hm__job_handed_over(hm__job *j) {
+  j->v->handed_over = 0; /* it owns what it has now, whatever it handed over before */
+  if (j->old != NULL)
+    j->old->handed_over = j->adopted;
+}
+
+void hm__job_undo_handover(hm__job *j) {
+  hm_module *prev;
+  const hm_module_desc *d = j->v->desc;
+  if (!j->hooked || d == NULL || d->unload == NULL)
+    return;
+  /* As if it handed its state straight back: what it adopted is the old version's again
+   * (unload(1): not to be freed), what it converted into is its own to free (unload(0)). */
+  pthread_mutex_lock(&j->mod->hook_lock);
+  prev = hm__module_code_enter(j->mod);
+  d->unload(j->adopted);
+  hm__module_code_leave(prev);
+  pthread_mutex_unlock(&j->mod->hook_lock);
+  j->v->desc = NULL; /* its unload hook has run */
 }
 
 /* One warning per finding and module: drop from the job's warnings those the module sent
@@ -358,13 +379,13 @@ static void lint_sent(hm_module *mod, hm__job *j) {
 
 /* Publish: one atomic store switches every live handle of the module together. Nothing
  * here can fail: the incoming table is complete (every slot added since hm__job_resolve was
- * appended by hm_live_get), and the hooks have run. */
-static void job_publish(hm__job *j) {
+ * appended by hm_live_get), and the hooks have run. Under reg->lock, with the old version
+ * retired already (hm__version_retire). */
+void hm__job_publish_locked(hm__job *j) {
   hm_module *mod = j->mod;
   hm_registry *reg = j->reg;
   hm__version *v = j->v;
   hm__table *t;
-  pthread_mutex_lock(&reg->lock);
   t = mod->incoming_table;
   mod->incoming = NULL;
   mod->incoming_table = NULL;
@@ -387,17 +408,13 @@ static void job_publish(hm__job *j) {
     reg->nloaded++;
     lint_sent(mod, j);
   }
-  /* The old version's handles stay on what they reach (a call still running in it sees the
-   * versions it saw); the new one's follow from now on. */
-  if (j->old != NULL)
-    hm__version_retire(j->old);
+  /* The new version's handles follow from now on. */
   v->frozen = 0;
   mod->cur = v;
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
   hm__publish(mod, t);
   reg->stats.loads++;
   /* The loader's reference on v becomes its "current" reference. */
-  pthread_mutex_unlock(&reg->lock);
 }
 
 /* Nothing changed: take back what the reload made, and report it. Called with the module's
@@ -406,8 +423,8 @@ static void job_publish(hm__job *j) {
 int hm__job_reject(hm__job *j, int rc) {
   hm_registry *reg = j->reg;
   hm__table *t = NULL;
-  int report = !(j->flags & HM__RELOAD_WATCHER) ||
-               hm__err_is_final(rc);
+  int report = !(j->flags & HM__RELOAD_QUIET) &&
+               (!(j->flags & HM__RELOAD_WATCHER) || hm__err_is_final(rc));
   char detail[1024];
   pthread_mutex_lock(&reg->lock);
   if (j->v != NULL && j->mod->incoming == j->v) {
@@ -460,24 +477,35 @@ void hm__prepared_discard(hm__job *p) {
  * reload_lock. */
 int hm__job_complete(hm__job *jp) {
   hm__job j = *jp;
-  hm_module *mod = j.mod;
-  hm__job *stale = NULL;
-  unsigned num;
   int rc = hm__job_resolve(&j);
   if (rc == 0)
     rc = hm__job_check_signatures(&j);
   if (rc == 0)
-    rc = job_handover(&j);
-  if (rc == 0) {
-    job_publish(&j);
-    /* A build prepared for the version this one replaced cannot be published any more. */
-    pthread_mutex_lock(&j.reg->lock);
-    if (mod->prepared != NULL)
-      stale = hm__prepared_take(mod);
-    pthread_mutex_unlock(&j.reg->lock);
-  }
+    rc = hm__job_handover(&j);
   if (rc != 0)
     return hm__job_reject(&j, rc); /* releases reload_lock */
+  hm__job_handed_over(&j);
+  pthread_mutex_lock(&j.reg->lock);
+  /* The old version's handles stay on what they reach (a call still running in it sees the
+   * versions it saw). */
+  if (j.old != NULL)
+    hm__version_retire(j.old);
+  hm__job_publish_locked(&j);
+  pthread_mutex_unlock(&j.reg->lock);
+  hm__job_done(&j);
+  return 0;
+}
+
+void hm__job_done(hm__job *jp) {
+  hm__job j = *jp;
+  hm_module *mod = j.mod;
+  hm__job *stale = NULL;
+  unsigned num;
+  /* A build prepared for the version this one replaced cannot be published any more. */
+  pthread_mutex_lock(&j.reg->lock);
+  if (mod->prepared != NULL)
+    stale = hm__prepared_take(mod);
+  pthread_mutex_unlock(&j.reg->lock);
   /* Once the lock is released another thread may retire and unload the new version. */
   num = j.v->num;
   pthread_mutex_unlock(&mod->reload_lock);
@@ -497,7 +525,6 @@ int hm__job_complete(hm__job *jp) {
     /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
     hm__version_unref(j.reg, j.old);
   }
-  return 0;
 }
 
 /* Run a reload job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */

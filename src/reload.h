@@ -21,6 +21,8 @@ typedef struct hm__job {
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
   hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
   int old_copy;      /* old's private copy is still there (looked at before any lock) */
+  int hooked;        /* the new version's load hook ran and accepted, */
+  int adopted;       /* adopting what the old version handed over */
   unsigned lint;     /* the new version's lint findings (those its policies look for) */
   unsigned nwarn;    /* lint findings to report once the version is current, unless sent */
   unsigned warn_bit[HM__LINT_KINDS]; /* for the module already (hm__job_publish decides) */
@@ -39,8 +41,21 @@ HM__HIDDEN int hm__job_load(hm__job *j, const hm__file *given);
 HM__HIDDEN int hm__job_resolve(hm__job *j);
 /* Typed live handles: the new version must declare the same signatures. */
 HM__HIDDEN int hm__job_check_signatures(hm__job *j);
+/* Hand over state: the old version's save(), the new one's load() (which may refuse:
+ * HM_EHOOK). Records its answer; nothing about who owns what changes until: */
+HM__HIDDEN int hm__job_handover(hm__job *j);
+/* the reload commits: the old version gave its state away if the new one adopted it. */
+HM__HIDDEN void hm__job_handed_over(hm__job *j);
+/* A group that does not commit after the new version's load() accepted: its unload hook
+ * runs as if it handed its state straight back (unload(1) if it adopted, else unload(0)). */
+HM__HIDDEN void hm__job_undo_handover(hm__job *j);
+/* Make the new version current (the old one retired already). Under reg->lock. */
+HM__HIDDEN void hm__job_publish_locked(hm__job *j);
+/* After the publish: release reload_lock, drop a stale prepared build, send the events, let
+ * the old version go. */
+HM__HIDDEN void hm__job_done(hm__job *j);
 /* Called with the module's reload_lock held, and releases it: take back what the reload
- * made, report it, return rc. */
+ * made, report it (unless HM__RELOAD_QUIET), return rc. */
 HM__HIDDEN int hm__job_reject(hm__job *j, int rc);
 /* The second half of every reload, under reload_lock with the new version loaded: resolve,
  * check, hand over, publish (or refuse), then the events. Releases reload_lock. */
@@ -56,6 +71,22 @@ HM__HIDDEN void hm__prepared_discard(hm__job *p);
 /* The checks every reload, rollback and unload by the API starts with: a module, not from
  * module code, not in a forked child. */
 HM__HIDDEN int hm__reload_checks(hm_module *mod, const char *what);
+
+/* ---- Group reloads (group.c) ------------------------------------------------------------ */
+
+/* One member of a group reload: its module, and where its new version comes from. */
+typedef struct hm__member {
+  hm_module *mod;
+  const char *path;     /* NULL: the module's */
+  const hm__file *file; /* bytes read already (the watcher's, a kept copy), or NULL */
+  hm__version *reuse;   /* rollback: an older version still loaded (referenced), or NULL */
+  unsigned target;      /* rollback: the build it goes back to */
+} hm__member;
+/* Reload the members as one: all become current in one step, or nothing changes and one
+ * REJECTED names the member that failed (`flags`: HM__RELOAD_WATCHER, _ROLLBACK). Takes
+ * over the members' `reuse` references. */
+HM__HIDDEN int hm__group_reload(hm_registry *reg, const hm__member *m, size_t n,
+                                unsigned flags);
 
 /* ---- Rollback's memory (history.c) ------------------------------------------------------ */
 

@@ -209,6 +209,22 @@ void hm__publish(hm_module *mod, hm__table *t) {
     hm__table_unref(old);
 }
 
+void hm__cells_drop_unpublished(hm__version *v) {
+  hm__cell *c;
+  for (c = v->cells; c != NULL; c = c->next_h) {
+    hm__table *t = c->t;
+    if (c->bound_in && t != NULL && --t->refs == 0) {
+      /* A copy of another incoming member's table that only this never-published
+       * version's code could read: freed now, so that the member it holds is unloaded by
+       * the time the refused group returns. */
+      c->t = NULL;
+      __atomic_sub_fetch(&t->v->refs, 1, __ATOMIC_RELAXED); /* its job holds another */
+      hm__free(&t->reg->a, t);
+    }
+    hm__cell_kill(c);
+  }
+}
+
 void hm__cell_kill(hm__cell *c) {
   hm_live *l;
   if (c->dead)
