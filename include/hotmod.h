@@ -614,6 +614,21 @@ HM_EXTERN int hm_module_rollback(hm_module *mod);
 HM_EXTERN int hm_registry_reload_group(hm_registry *reg, hm_module *const mods[],
                                        const char *const paths[], size_t n);
 
+/* Roll several modules back as one: each member goes back to the build before its current
+ * one, as hm_module_rollback does for one module (reused while still loaded, else loaded
+ * again from its kept copy; the state handed over with rollback = 1), and all of them become
+ * current in one step, as hm_registry_reload_group does, or none. After a group reload, that
+ * is the set of versions that were current together before it. The hooks run in the order
+ * given; a refusal undoes the others as in hm_registry_reload_group, with one
+ * HM_EVENT_REJECTED; on success each member gets HM_EVENT_ROLLED_BACK.
+ * Ownership: `mods` is read during the call only.
+ * NULL: `reg` or `mods` NULL, n 0 or a NULL member is HM_EINVAL.
+ * Threads: as hm_registry_reload_group. From module code: HM_EBUSY.
+ * Errors: HM_EINVAL (also: a module given twice, a module of another registry), HM_EBUSY,
+ * HM_EFORKED, or any error of hm_module_rollback for the member that failed (HM_ENOPREV,
+ * HM_ENOMOD, HM_EAGAIN, HM_EHOOK, HM_ENOSYM, HM_ESIG ...). */
+HM_EXTERN int hm_registry_rollback_group(hm_registry *reg, hm_module *const mods[], size_t n);
+
 /* The current version number: 1 after the first load, +1 per successful reload or rollback;
  * 0 for an unloaded module. A lock-free read: a reload on another thread may change it at
  * once.

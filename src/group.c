@@ -210,3 +210,65 @@ int hm_registry_reload_group(hm_registry *reg, hm_module *const mods[],
   hm__free(&reg->a, m);
   return rc;
 }
+
+/* Undo what rollback_targets took: references on reused versions, kept paths, bytes read. */
+static void targets_free(hm_registry *reg, hm__member *m, char **kept, hm__file *files,
+                         size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    if (m[i].reuse != NULL)
+      hm__version_unref(reg, m[i].reuse);
+    m[i].reuse = NULL;
+    hm__free(&reg->a, kept[i]);
+    hm__file_release(&reg->a, &files[i]);
+  }
+}
+
+/* Each member's build before its current one: a version still loaded (reused), else the
+ * bytes of its kept copy. */
+static int rollback_targets(hm_registry *reg, hm__member *m, char **kept, hm__file *files,
+                            size_t n) {
+  size_t i;
+  int rc = 0;
+  pthread_mutex_lock(&reg->lock);
+  for (i = 0; i < n && rc == 0; i++)
+    if ((rc = hm__rollback_target(m[i].mod, &m[i].reuse, &kept[i])) == 0)
+      m[i].target = m[i].mod->hist[m[i].mod->nhist - 1];
+  pthread_mutex_unlock(&reg->lock);
+  /* Loaded again from the kept copy under a fresh private name, as hm_module_rollback. */
+  for (i = 0; i < n && rc == 0; i++)
+    if (kept[i] != NULL &&
+        (rc = hm__file_read(&reg->a, kept[i], HM__READ_ALLOW_WRITABLE, &files[i], NULL)) == 0)
+      m[i].file = &files[i];
+  return rc;
+}
+
+int hm_registry_rollback_group(hm_registry *reg, hm_module *const mods[], size_t n) {
+  hm__member *m;
+  hm__file *files;
+  char **kept;
+  size_t i;
+  int rc = check_members(reg, mods, n, "hm_registry_rollback_group");
+  if (rc != 0)
+    return rc;
+  m = hm__calloc(&reg->a, n, sizeof *m);
+  files = hm__calloc(&reg->a, n, sizeof *files);
+  kept = hm__calloc(&reg->a, n, sizeof *kept);
+  if (m == NULL || files == NULL || kept == NULL) {
+    rc = hm__fail(HM_ENOMEM, "out of memory for a group rollback of %zu modules", n);
+  } else {
+    for (i = 0; i < n; i++)
+      m[i].mod = mods[i];
+    rc = rollback_targets(reg, m, kept, files, n);
+    if (rc == 0) {
+      rc = hm__group_reload(reg, m, n, HM__RELOAD_ROLLBACK);
+      for (i = 0; i < n; i++)
+        m[i].reuse = NULL; /* the group took over the references, either way */
+    }
+    targets_free(reg, m, kept, files, n);
+  }
+  hm__free(&reg->a, m);
+  hm__free(&reg->a, files);
+  hm__free(&reg->a, kept);
+  return rc;
+}

@@ -88,6 +88,11 @@ typedef struct hm__member {
 HM__HIDDEN int hm__group_reload(hm_registry *reg, const hm__member *m, size_t n,
                                 unsigned flags);
 
+/* The build a rollback of `mod` goes back to (rollback.c), under reg->lock: a loaded version
+ * of it (referenced), else the kept copy's path (copied), else HM_ENOPREV (or HM_ENOMOD,
+ * HM_ENOMEM; detail recorded). */
+HM__HIDDEN int hm__rollback_target(hm_module *mod, hm__version **reuse, char **kept);
+
 /* ---- Rollback's memory (history.c) ------------------------------------------------------ */
 
 /* Forget the kept copy. Under reg->lock. */

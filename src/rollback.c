@@ -7,9 +7,7 @@
 
 #include <string.h>
 
-/* The build to go back to, under reg->lock: a loaded version of it (referenced), else the
- * kept copy's path (copied), else HM_ENOPREV. */
-static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
+int hm__rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
   hm_registry *reg = mod->reg;
   unsigned want;
   hm__version *v;
@@ -61,7 +59,7 @@ int hm_module_rollback(hm_module *mod) {
   /* The reload lock is taken again by the job; holding it here would deadlock, and the
    * target is re-checked there through the history under the registry lock. */
   pthread_mutex_lock(&reg->lock);
-  rc = rollback_target(mod, &j.v, &kept);
+  rc = hm__rollback_target(mod, &j.v, &kept);
   if (rc == 0)
     j.target = mod->hist[mod->nhist - 1];
   pthread_mutex_unlock(&reg->lock);

@@ -251,6 +251,37 @@ static void t_snapshot_keeps_pair(void **state) {
   assert_true(hmt_wait_until(hmt_retired_zero, f->reg, 20.0));
 }
 
+/* Rollback of a group: back to the versions that were current together; alone, b's rollback
+ * is refused (a's current version holds b:value as long(void)). */
+static void t_rollback_group(void **state) {
+  fx *f = *state;
+  hm_module *both[2] = {f->a, f->b};
+  const char *v2[2];
+  int files;
+  v2[0] = hmt_mod("pa_v2");
+  v2[1] = hmt_mod("pb_v2");
+  assert_int_equal(hm_registry_reload_group(f->reg, both, v2, 2), 0);
+  assert_int_equal(HM_LIVE_CALL(f->entry, ifn), 22);
+  assert_int_equal(hm_module_rollback(f->b), HM_ESIG);
+  assert_int_equal(HM_LIVE_CALL(f->entry, ifn), 22);
+  assert_int_equal(hm_registry_rollback_group(f->reg, both, 2), 0);
+  assert_int_equal(hm_module_version(f->a), 3);
+  assert_int_equal(hm_module_version(f->b), 3);
+  assert_int_equal(HM_LIVE_CALL(f->entry, ifn), 11);
+  /* Nothing further back; and nothing changes for asking. */
+  assert_int_equal(hm_registry_rollback_group(f->reg, both, 2), HM_ENOPREV);
+  assert_int_equal(HM_LIVE_CALL(f->entry, ifn), 11);
+  assert_true(hmt_wait_until(hmt_retired_zero, f->reg, 20.0));
+  /* Just a and b: a rollback keeps no copy of the build it left. */
+  files = hmt_count_files(hm_registry_dir(f->reg));
+  assert_int_equal(files, 2);
+  assert_int_equal(mapped_copies(f->reg), 2);
+  /* The watcher would take the files at the paths (v2) as no change; a group reload of
+   * them goes forward again. */
+  assert_int_equal(hm_registry_reload_group(f->reg, both, NULL, 2), 0);
+  assert_int_equal(HM_LIVE_CALL(f->entry, ifn), 22);
+}
+
 /* What a group of two costs beside two single reloads (printed, not asserted). */
 static int cmp_ll(const void *x, const void *y) {
   long long a = *(const long long *)x, b = *(const long long *)y;
@@ -290,6 +321,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_refusing_member, setup, teardown),
       cmocka_unit_test_setup_teardown(t_no_mixed_pair, setup, teardown),
       cmocka_unit_test_setup_teardown(t_snapshot_keeps_pair, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_group, setup, teardown),
       cmocka_unit_test_setup_teardown(t_group_cost, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

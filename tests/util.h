@@ -44,6 +44,15 @@ int hmt_retired_zero(void *reg);
  * ThreadSanitizer, which rescans every loaded object on each dlopen (its cost grows with the
  * run): a few hundred reloads there instead of thousands. At least 10. */
 long hmt_scaled(long n);
+/* Defined in builds with AddressSanitizer or ThreadSanitizer, whose allocators keep freed
+ * memory for a while: resident memory says little there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HMT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define HMT_SANITIZED 1
+#endif
+#endif
 /* A registry with quiet logging and the given private root (NULL: default). */
 hm_registry *hmt_registry(unsigned flags);
 
