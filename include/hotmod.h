@@ -356,15 +356,15 @@ typedef enum hm_reload_mode {
                               publishing it); hm_registry_poll publishes it */
 } hm_reload_mode;
 
-/* The version of hm_registry_options this header defines (fields up to probe_timeout_ms). */
-#define HM_REGISTRY_OPTIONS_VERSION 3
+/* The version of hm_registry_options this header defines (fields up to group_ms). */
+#define HM_REGISTRY_OPTIONS_VERSION 4
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
  * defaults when the struct grows; a program built against an older header (an older
  * `version`) keeps working. Strings are copied; nothing here is kept by reference except the
  * callbacks and their userdata. */
 typedef struct hm_registry_options {
-  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 3 are accepted) */
+  unsigned version;         /* HM_REGISTRY_OPTIONS_VERSION (1 to 4 are accepted) */
   unsigned flags;           /* HM_FLAG_... */
   const char *private_root; /* where the private directory is made; NULL: $TMPDIR, else a
                                tmpfs ($XDG_RUNTIME_DIR, then /dev/shm) mounted without
@@ -388,12 +388,16 @@ typedef struct hm_registry_options {
   /* version 3 */
   hm_lint_policy lint;       /* HM_LINT_DEFAULT: warn */
   unsigned probe_timeout_ms; /* HM_FLAG_PROBE: how long the child may take; 0: 5000 */
+  /* version 4 */
+  unsigned group_ms; /* watcher: how long a finished build of a module in a group
+                        (hm_module_set_group) waits for the builds of the group's other
+                        members; 0: 500 */
 } hm_registry_options;
 
 /* The defaults, with version HM_REGISTRY_OPTIONS_VERSION. */
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
   { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0,     \
-    HM_LINT_DEFAULT, 0 }
+    HM_LINT_DEFAULT, 0, 0 }
 
 /* Counters of a registry, for monitoring and tests. May grow at the end in later versions;
  * hm_registry_stats passes the caller's size, so older programs keep working. */
@@ -976,6 +980,33 @@ HM_EXTERN int hm_watch_start(hm_registry *reg);
  * it does not wait: no reload starts after the call and the thread ends by itself (the next
  * hm_watch_start or hm_registry_free joins it). */
 HM_EXTERN void hm_watch_stop(hm_registry *reg);
+
+/* Put the module in the watcher's group called `name` (NULL or "": in none), so that builds
+ * of several members that finish together are applied as one group reload
+ * (hm_registry_reload_group), never one after the other: the way to deploy an interface
+ * change between modules by rebuilding them (one `cmake --build` of their targets).
+ * When a finished new build of a member is found, the watcher holds it (HM_EVENT_CHANGED is
+ * sent at once) and waits: for group_ms (hm_registry_options) after the last member's build
+ * finished, and for as long as any member's file is being written (a writer has it open, or
+ * wrote it and has not closed it, or it waits for its quiet period or settle delay), but
+ * never more than 30 s after the first build it holds. Then it applies every build it holds
+ * for the group: two or more as one group reload (the members' hooks in the order the
+ * modules were first loaded), in immediate mode on its thread; in queued mode it prepares
+ * them on its thread as one group, and the next hm_registry_poll publishes all of them in
+ * one step or none (it never publishes part of a group; the group's mode is that of its
+ * member loaded first). A member rebuilt alone reloads alone, as without a group, once the
+ * wait is over. If the group is refused, one HM_EVENT_REJECTED names the member that
+ * failed, and every member's build stays held for the group's next build, whichever
+ * member's it is (the refusal may be another member's fault: a load hook that refuses
+ * because the other's build lacks what it needs): fixing one member's build applies them
+ * all again. A failure a later try may not meet is retried as for any module, and the
+ * retried builds are held for the group again.
+ * Settings take effect for builds found from then on.
+ * Ownership: `name` is copied.
+ * NULL: `mod` NULL is HM_EINVAL; `name` NULL leaves every group.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL, HM_ENOMEM. */
+HM_EXTERN int hm_module_set_group(hm_module *mod, const char *name);
 
 /* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). It applies to the
  * changes the watcher sees from then on; a reload already prepared stays prepared (the next

@@ -12,12 +12,14 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 struct hm__group {
   hm_registry *reg;
   size_t n;
   hm__job *jobs;  /* one per member, in the caller's order */
   size_t *order;  /* the members in the order their reload locks are taken */
+  size_t failed;  /* the member that made it fail */
 };
 
 /* Reload locks are taken in one order (the modules' addresses), so that two groups that
@@ -59,6 +61,7 @@ static int group_reject(struct hm__group *g, size_t at, int rc, size_t hooked) {
   int report = !(bad->flags & HM__RELOAD_WATCHER) || hm__err_is_final(rc);
   char detail[1024], who[512];
   size_t i;
+  g->failed = at;
   snprintf(detail, sizeof detail, "%s", hm_errmsg());
   for (i = hooked; i-- > 0;)
     hm__job_undo_handover(&g->jobs[i]);
@@ -105,8 +108,9 @@ static void group_publish(struct hm__group *g) {
   pthread_mutex_unlock(&g->reg->lock);
 }
 
-/* The steps after the reload locks: a failure at member i of a step rejects the group. */
-static int group_steps(struct hm__group *g, const hm__member *m) {
+/* The first steps, once the reload locks are held: begin, then every member's new build
+ * loaded. A failure at member i of a step rejects the group (and releases the locks). */
+static int group_start(struct hm__group *g, const hm__member *m) {
   size_t i;
   int rc;
   for (i = 0; i < g->n; i++)
@@ -121,12 +125,29 @@ static int group_steps(struct hm__group *g, const hm__member *m) {
       return group_reject(g, i, rc, 0);
     j->old_copy = !(j->flags & HM__RELOAD_ROLLBACK) && hm__copy_present(j->old);
   }
+  return 0;
+}
+
+/* Resolve every member's live slots, then check their signatures. */
+static int group_resolve(struct hm__group *g) {
+  size_t i;
+  int rc;
   for (i = 0; i < g->n; i++)
     if ((rc = hm__job_resolve(&g->jobs[i])) != 0)
       return group_reject(g, i, rc, 0);
   for (i = 0; i < g->n; i++)
     if ((rc = hm__job_check_signatures(&g->jobs[i])) != 0)
       return group_reject(g, i, rc, 0);
+  return 0;
+}
+
+/* The rest, with every member's build loaded: resolve, check, every member's hooks, one
+ * publish, the events. */
+static int group_finish(struct hm__group *g) {
+  size_t i;
+  int rc = group_resolve(g);
+  if (rc != 0)
+    return rc;
   for (i = 0; i < g->n; i++)
     if ((rc = hm__job_handover(&g->jobs[i])) != 0)
       return group_reject(g, i, rc, i);
@@ -136,25 +157,26 @@ static int group_steps(struct hm__group *g, const hm__member *m) {
   return 0;
 }
 
-int hm__group_reload(hm_registry *reg, const hm__member *m, size_t n, unsigned flags) {
-  struct hm__group g;
+/* A group for the members `m` (their reload locks taken), or HM_ENOMEM with the members'
+ * reused versions let go. */
+static int group_new(struct hm__group *g, hm_registry *reg, const hm__member *m, size_t n,
+                     unsigned flags) {
   size_t i;
-  int rc;
-  g.reg = reg;
-  g.n = n;
-  g.jobs = hm__calloc(&reg->a, n, sizeof *g.jobs);
-  g.order = hm__calloc(&reg->a, n, sizeof *g.order);
-  if (g.jobs == NULL || g.order == NULL) {
-    rc = hm__fail(HM_ENOMEM, "out of memory for a group reload of %zu modules", n);
+  memset(g, 0, sizeof *g);
+  g->reg = reg;
+  g->n = n;
+  g->jobs = hm__calloc(&reg->a, n, sizeof *g->jobs);
+  g->order = hm__calloc(&reg->a, n, sizeof *g->order);
+  if (g->jobs == NULL || g->order == NULL) {
     for (i = 0; i < n; i++)
       if (m[i].reuse != NULL)
         hm__version_unref(reg, m[i].reuse);
-    hm__free(&reg->a, g.jobs);
-    hm__free(&reg->a, g.order);
-    return rc;
+    hm__free(&reg->a, g->jobs);
+    hm__free(&reg->a, g->order);
+    return hm__fail(HM_ENOMEM, "out of memory for a group reload of %zu modules", n);
   }
   for (i = 0; i < n; i++) {
-    hm__job *j = &g.jobs[i];
+    hm__job *j = &g->jobs[i];
     j->mod = m[i].mod;
     j->reg = reg;
     j->flags = flags | HM__RELOAD_QUIET;
@@ -162,12 +184,189 @@ int hm__group_reload(hm_registry *reg, const hm__member *m, size_t n, unsigned f
     j->reused = m[i].reuse != NULL;
     j->target = m[i].target;
   }
-  lock_order(&g);
+  lock_order(g);
   for (i = 0; i < n; i++)
-    pthread_mutex_lock(&g.jobs[g.order[i]].mod->reload_lock);
-  rc = group_steps(&g, m);
-  hm__free(&reg->a, g.jobs);
-  hm__free(&reg->a, g.order);
+    pthread_mutex_lock(&g->jobs[g->order[i]].mod->reload_lock);
+  return 0;
+}
+
+static void group_free(struct hm__group *g, size_t *failed) {
+  if (failed != NULL)
+    *failed = g->failed;
+  hm__free(&g->reg->a, g->jobs);
+  hm__free(&g->reg->a, g->order);
+}
+
+int hm__group_reload(hm_registry *reg, const hm__member *m, size_t n, unsigned flags,
+                     size_t *failed) {
+  struct hm__group g;
+  int rc = group_new(&g, reg, m, n, flags);
+  if (rc != 0)
+    return rc;
+  if ((rc = group_start(&g, m)) == 0)
+    rc = group_finish(&g);
+  group_free(&g, failed);
+  return rc;
+}
+
+/* ---- Queued mode: prepared on the watcher's thread, published by a poll ----------------- */
+
+/* Keep the loaded, resolved and checked members as the modules' prepared reloads, one group
+ * (each replacing and dropping a build prepared before). The reload locks are released. */
+static int group_keep(struct hm__group *g) {
+  hm_registry *reg = g->reg;
+  hm__pgroup *pg = hm__calloc(&reg->a, 1, sizeof *pg + g->n * sizeof pg->mods[0]);
+  hm__job **kept = hm__calloc(&reg->a, g->n, sizeof *kept), *prev;
+  size_t i;
+  for (i = 0; pg != NULL && kept != NULL && i < g->n; i++)
+    if ((kept[i] = hm__malloc(&reg->a, sizeof **kept)) == NULL)
+      break;
+  if (pg == NULL || kept == NULL || i < g->n) {
+    for (i = 0; kept != NULL && i < g->n; i++)
+      hm__free(&reg->a, kept[i]);
+    hm__free(&reg->a, kept);
+    hm__free(&reg->a, pg);
+    hm__fail(HM_ENOMEM, "out of memory preparing a group");
+    return group_reject(g, 0, HM_ENOMEM, 0);
+  }
+  pg->n = g->n;
+  pg->refs = (int)g->n;
+  set_group(g, NULL);
+  for (i = 0; i < g->n; i++) {
+    hm__job *j = &g->jobs[i];
+    pg->mods[i] = j->mod;
+    j->old_copy = hm__copy_present(j->old);
+    j->old = NULL; /* the poll checks that the version it replaces is current */
+    j->pgroup = pg;
+    *kept[i] = *j;
+    pthread_mutex_lock(&reg->lock);
+    prev = hm__prepared_take(j->mod);
+    j->mod->prepared = kept[i];
+    pthread_mutex_unlock(&reg->lock);
+    pthread_mutex_unlock(&j->mod->reload_lock);
+    hm__prepared_discard(prev);
+  }
+  hm__free(&reg->a, kept);
+  return 0;
+}
+
+int hm__group_prepare(hm_registry *reg, const hm__member *m, size_t n, size_t *failed) {
+  struct hm__group g;
+  size_t i;
+  int rc = group_new(&g, reg, m, n, HM__RELOAD_WATCHER);
+  if (rc != 0)
+    return rc;
+  if ((rc = group_start(&g, m)) == 0 && (rc = group_resolve(&g)) == 0) {
+    /* The tables go back to the jobs until the poll resumes them. */
+    pthread_mutex_lock(&reg->lock);
+    for (i = 0; i < n; i++) {
+      g.jobs[i].table = g.jobs[i].mod->incoming_table;
+      g.jobs[i].mod->incoming = NULL;
+      g.jobs[i].mod->incoming_table = NULL;
+    }
+    pthread_mutex_unlock(&reg->lock);
+    rc = group_keep(&g);
+  }
+  group_free(&g, failed);
+  return rc;
+}
+
+/* The poll's side: take the prepared jobs of group pg off its members, if each is still
+ * there and still prepared for the version that is current; else drop what is left of the
+ * group. Under reg->lock, with the members' reload locks. 1: taken into g->jobs. */
+static int take_prepared(struct hm__group *g, hm__pgroup *pg, hm__job **gone) {
+  size_t i, k = 0;
+  int ok = 1;
+  for (i = 0; i < pg->n; i++) {
+    hm_module *mod = pg->mods[i];
+    hm__job *p = mod->prepared;
+    if (p == NULL || p->pgroup != pg) {
+      ok = 0;
+      continue;
+    }
+    ok &= mod->cur != NULL && mod->cur->num == p->oldnum && strcmp(p->path, mod->path) == 0;
+    gone[k++] = hm__prepared_take(mod);
+  }
+  for (i = 0; ok && i < pg->n; i++) {
+    g->jobs[i] = *gone[i];
+    g->jobs[i].old = pg->mods[i]->cur; /* kept current, and alive, by its reload lock */
+    g->jobs[i].pgroup = NULL;
+    /* If it is not published after all, the reclaimer unloads it: not the poll's thread. */
+    g->jobs[i].v->discard_later = 1;
+  }
+  return ok;
+}
+
+/* A prepared group the poll refused: the watcher tries again what a later try may not meet
+ * (every member's build), and after a final refusal holds every member's build for the
+ * group's next one (HM__POLL_REGROUP), as it does in immediate mode. */
+static void regroup(struct hm__group *g, int rc) {
+  size_t i;
+  int final = hm__err_is_final(rc);
+  pthread_mutex_lock(&g->reg->lock);
+  for (i = 0; i < g->n; i++)
+    g->jobs[i].mod->poll_rc = final ? HM__POLL_REGROUP : rc;
+  pthread_mutex_unlock(&g->reg->lock);
+  hm__watch_poke(g->reg);
+}
+
+int hm__group_poll(hm_module *mod, unsigned *published, int *grouped) {
+  hm_registry *reg = mod->reg;
+  hm__pgroup *pg = NULL;
+  hm__job **gone = NULL;
+  struct hm__group g;
+  size_t i, locked = 0;
+  int rc = 1, ok = 0;
+  *published = 0;
+  pthread_mutex_lock(&reg->lock);
+  if (mod->prepared != NULL && (pg = mod->prepared->pgroup) != NULL)
+    __atomic_add_fetch(&pg->refs, 1, __ATOMIC_ACQ_REL); /* its member list, while we look */
+  pthread_mutex_unlock(&reg->lock);
+  *grouped = pg != NULL;
+  if (pg == NULL) {
+    rc = hm__prepared_apply(mod);
+    *published = rc == 0;
+    return rc;
+  }
+  memset(&g, 0, sizeof g);
+  g.reg = reg;
+  g.n = pg->n;
+  g.jobs = hm__calloc(&reg->a, g.n, sizeof *g.jobs);
+  g.order = hm__calloc(&reg->a, g.n, sizeof *g.order);
+  gone = hm__calloc(&reg->a, g.n, sizeof *gone);
+  if (g.jobs != NULL && g.order != NULL && gone != NULL) {
+    for (i = 0; i < g.n; i++)
+      g.jobs[i].mod = pg->mods[i];
+    lock_order(&g);
+    /* Never wait for a load: a member that is being reloaded leaves the group for the next
+     * poll. */
+    for (; locked < g.n; locked++)
+      if (pthread_mutex_trylock(&g.jobs[g.order[locked]].mod->reload_lock) != 0)
+        break;
+  }
+  if (locked == g.n && g.n != 0) {
+    pthread_mutex_lock(&reg->lock);
+    ok = take_prepared(&g, pg, gone);
+    pthread_mutex_unlock(&reg->lock);
+  }
+  if (ok) {
+    for (i = 0; i < g.n; i++)
+      hm__prepared_free(gone[i]);
+    set_group(&g, &g);
+    rc = group_finish(&g); /* releases the reload locks */
+    *published = rc == 0 ? (unsigned)g.n : 0;
+  } else {
+    while (locked-- > 0)
+      pthread_mutex_unlock(&g.jobs[g.order[locked]].mod->reload_lock);
+    for (i = 0; gone != NULL && i < g.n; i++)
+      hm__prepared_discard(gone[i]);
+  }
+  if (rc < 0)
+    regroup(&g, rc);
+  hm__free(&reg->a, gone);
+  group_free(&g, NULL);
+  if (__atomic_sub_fetch(&pg->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    hm__free(&reg->a, pg);
   return rc;
 }
 
@@ -206,7 +405,7 @@ int hm_registry_reload_group(hm_registry *reg, hm_module *const mods[],
     m[i].mod = mods[i];
     m[i].path = paths != NULL ? paths[i] : NULL;
   }
-  rc = hm__group_reload(reg, m, n, 0);
+  rc = hm__group_reload(reg, m, n, 0, NULL);
   hm__free(&reg->a, m);
   return rc;
 }
@@ -261,7 +460,7 @@ int hm_registry_rollback_group(hm_registry *reg, hm_module *const mods[], size_t
       m[i].mod = mods[i];
     rc = rollback_targets(reg, m, kept, files, n);
     if (rc == 0) {
-      rc = hm__group_reload(reg, m, n, HM__RELOAD_ROLLBACK);
+      rc = hm__group_reload(reg, m, n, HM__RELOAD_ROLLBACK, NULL);
       for (i = 0; i < n; i++)
         m[i].reuse = NULL; /* the group took over the references, either way */
     }

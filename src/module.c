@@ -69,6 +69,7 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
   hm__free(&reg->a, mod->syms);
   hm__free(&reg->a, mod->sigs);
   hm__free(&reg->a, mod->borrowed);
+  hm__free(&reg->a, mod->group);
   /* The host's owned handles still held (a version's go with its cells). */
   while (mod->owned != NULL) {
     hm_live *l = mod->owned;
@@ -288,6 +289,19 @@ int hm_module_set_probe(hm_module *mod, int enable) {
   pthread_mutex_lock(&reg->lock);
   mod->probe = enable == -1 ? 0 : enable == 1 ? 1 : 2;
   pthread_mutex_unlock(&reg->lock);
+  return 0;
+}
+
+int hm_module_set_group(hm_module *mod, const char *name) {
+  char *copy = NULL;
+  if (mod == NULL)
+    return hm__fail(HM_EINVAL, "hm_module_set_group: NULL module");
+  if (name != NULL && name[0] != '\0' && (copy = hm__strdup(&mod->reg->a, name)) == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory naming the group of %s", mod->name);
+  pthread_mutex_lock(&mod->reg->lock);
+  hm__free(&mod->reg->a, mod->group);
+  mod->group = copy;
+  pthread_mutex_unlock(&mod->reg->lock);
   return 0;
 }
 

@@ -23,6 +23,7 @@
 static int read_options(const hm_registry_options *in, hm_registry_options *o) {
   static const size_t size_of[] = {0, offsetof(hm_registry_options, settle_ms),
                                    offsetof(hm_registry_options, lint),
+                                   offsetof(hm_registry_options, group_ms),
                                    sizeof(hm_registry_options)};
   hm_registry_options def = HM_REGISTRY_OPTIONS_INIT;
   *o = def;
@@ -67,6 +68,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->settle_ms = o.settle_ms;
   reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
+  reg->group_ms = o.group_ms ? o.group_ms : 500;
   /* Before this registry's first loader call (finding the probe walks the loaded objects):
    * a fork must find the handlers in place. */
   hm__fork_handlers_install();

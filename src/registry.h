@@ -77,6 +77,7 @@ struct hm_module {
   hm__cell *cells;       /* versions' cells on it; under reg->lock */
   struct hm__group *grp; /* the group reload it is a member of, while one runs; under
                             reg->lock and reload_lock */
+  char *group;           /* hm_module_set_group's name, or NULL; under reg->lock */
   pthread_mutex_t reload_lock; /* serialises reloads and unloads of the module */
   pthread_mutex_t hook_lock;   /* around the module's descriptor hooks */
   unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
@@ -90,7 +91,9 @@ struct hm_module {
                                   reg->lock */
   struct hm__job *prepared;    /* queued mode: the build the watcher prepared for
                                   hm_registry_poll (registry.c); under reg->lock */
-  int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
+  int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it.
+                    HM__POLL_REGROUP: its group was refused for another member's build; the
+                    watcher holds this one's for that member's next */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
   /* Rollback (all under reg->lock): the builds that were current before this one, oldest
    * first (hm__version.build); the private copy of the last of them, kept; and after a
@@ -159,6 +162,7 @@ struct hm_registry {
   hm_lint_policy lint; /* WARN, REJECT or OFF */
   unsigned char lint_finding[HM__LINT_KINDS]; /* per finding, as hm_module's; under lock */
   unsigned probe_timeout_ms;
+  unsigned group_ms; /* watcher: how long a group member's build waits for the others */
   char *probe_helper; /* hotmod-probe's path once a probe was asked for; under lock, then
                          never changed */
   hm__map modules; /* name -> hm_module*; removed only when its first load fails */
@@ -309,6 +313,7 @@ HM__HIDDEN extern const hm_module_api hm__module_api;
                                    reported (the watcher retries them), and `path`, if given,
                                    must still be the module's path (HM_EAGAIN otherwise) */
 #define HM__RELOAD_ROLLBACK 0x8u /* hm_module_rollback: an older build comes back */
+#define HM__POLL_REGROUP 1 /* hm_module.poll_rc: see there */
 #define HM__RELOAD_QUIET 0x10u   /* a member of a group: its refusal is reported by the
                                     group, once */
 /* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
@@ -333,6 +338,11 @@ HM__HIDDEN int hm__prepare(hm_module *mod, const char *path, const hm__file *fil
  * loaded meanwhile (left for the next poll: no wait); or the error,
  * reported as hm__reload reports it. No lock held. */
 HM__HIDDEN int hm__prepared_apply(hm_module *mod);
+/* hm_registry_poll, for a module with a prepared reload: publish it, or, if it was prepared
+ * in a group (*grouped set), the whole group. As hm__prepared_apply (0 published, 1
+ * nothing, or the error), with *published the modules published; a refused group has told
+ * the watcher what to retry already. */
+HM__HIDDEN int hm__group_poll(hm_module *mod, unsigned *published, int *grouped);
 /* Discard the module's prepared reload, if any (forked: free its memory only, in a child
  * after fork()). No lock held. */
 HM__HIDDEN void hm__prepared_drop(hm_module *mod, int forked);

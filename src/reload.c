@@ -469,7 +469,14 @@ void hm__prepared_discard(hm__job *p) {
   hm__table_discard(p->table);
   hm__version_discard(reg, p->v);
   hm__free(&reg->a, p->path);
-  hm__free(&reg->a, p);
+  hm__prepared_free(p);
+}
+
+void hm__prepared_free(hm__job *p) {
+  hm__pgroup *g = p->pgroup;
+  if (g != NULL && __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    hm__free(&p->reg->a, g);
+  hm__free(&p->reg->a, p);
 }
 
 /* The second half of every reload, under the module's reload_lock with the new version

@@ -6,6 +6,14 @@
 
 #include "registry.h"
 
+/* Queued mode: builds the watcher prepared as one group (group.c), which a poll publishes
+ * together or not at all. Shared by the members' prepared jobs. */
+typedef struct hm__pgroup {
+  int refs;          /* atomic: the prepared jobs that belong to it */
+  size_t n;
+  hm_module *mods[]; /* its members, in the order their hooks run */
+} hm__pgroup;
+
 /* One reload: what each step finds and hands to the next. */
 typedef struct hm__job {
   hm_module *mod;
@@ -20,6 +28,7 @@ typedef struct hm__job {
   int reused;        /* rollback: v is an older version still loaded, not a new load */
   unsigned target;   /* rollback: the build it goes back to (the top of the history) */
   hm__table *table;  /* prepared: the live slots resolved on the watcher's thread */
+  hm__pgroup *pgroup; /* prepared as a member of a group, or NULL */
   int old_copy;      /* old's private copy is still there (looked at before any lock) */
   int hooked;        /* the new version's load hook ran and accepted, */
   int adopted;       /* adopting what the old version handed over */
@@ -68,6 +77,8 @@ HM__HIDDEN int hm__copy_present(const hm__version *old);
 HM__HIDDEN hm__job *hm__prepared_take(hm_module *mod);
 /* A prepared reload that will not be published: unloaded quietly. No lock held. */
 HM__HIDDEN void hm__prepared_discard(hm__job *p);
+/* Free a prepared job's memory (and its share of its group). */
+HM__HIDDEN void hm__prepared_free(hm__job *p);
 /* The checks every reload, rollback and unload by the API starts with: a module, not from
  * module code, not in a forked child. */
 HM__HIDDEN int hm__reload_checks(hm_module *mod, const char *what);
@@ -83,10 +94,16 @@ typedef struct hm__member {
   unsigned target;      /* rollback: the build it goes back to */
 } hm__member;
 /* Reload the members as one: all become current in one step, or nothing changes and one
- * REJECTED names the member that failed (`flags`: HM__RELOAD_WATCHER, _ROLLBACK). Takes
- * over the members' `reuse` references. */
+ * REJECTED names the member that failed (`flags`: HM__RELOAD_WATCHER, _ROLLBACK; *failed,
+ * if not NULL: its index). Takes over the members' `reuse` references. */
 HM__HIDDEN int hm__group_reload(hm_registry *reg, const hm__member *m, size_t n,
-                                unsigned flags);
+                                unsigned flags, size_t *failed);
+/* Queued mode, on the watcher's thread: prepare the members as one group (each loaded,
+ * resolved and checked, as hm__prepare does for one), kept as their prepared reloads for
+ * one poll to publish together. 0, or the error (one REJECTED, as hm__group_reload;
+ * *failed: the member that failed). */
+HM__HIDDEN int hm__group_prepare(hm_registry *reg, const hm__member *m, size_t n,
+                                 size_t *failed);
 
 /* The build a rollback of `mod` goes back to (rollback.c), under reg->lock: a loaded version
  * of it (referenced), else the kept copy's path (copied), else HM_ENOPREV (or HM_ENOMOD,

@@ -80,6 +80,7 @@ static void t_host_reuse(void **state) {
     assert_int_equal(HM_LIVE_CALL(l, ifn), 1);
     hm_live_release(l);
   }
+  print_message("# %ld acquire/release pairs: RSS %+ld KiB\n", n, hmt_rss_kib() - rss0);
 #ifndef HMT_SANITIZED
   assert_true(hmt_rss_kib() - rss0 < 512);
 #endif
