@@ -65,6 +65,17 @@ static void write_text(const char *path, const char *text) {
 
 static const char *tmp_path(wt *f, const char *name) { return hmt_path(f->tmp, name); }
 
+/* wt_run with the command's standard output on /dev/null (cmake's progress lines). */
+static int run_quiet(char *const argv[]) {
+  int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
+  dup2(devnull, 1);
+  rc = wt_run(argv);
+  dup2(saved, 1);
+  close(saved);
+  close(devnull);
+  return rc;
+}
+
 static void run_or_fail(char *const argv[]) {
   if (wt_run(argv) != 0)
     fail_msg("%s failed", argv[0]);
@@ -233,13 +244,7 @@ static void cmake_build(wt *f, int n, const char *out, void *arg) {
   cmake_source(p, n);
   {
     char *argv[] = {"cmake", "--build", p->bin, NULL};
-    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
-    dup2(devnull, 1);
-    rc = wt_run(argv);
-    dup2(saved, 1);
-    close(saved);
-    close(devnull);
-    if (rc != 0)
+    if (run_quiet(argv) != 0)
       fail_msg("cmake --build %s failed", p->bin);
   }
 }
@@ -263,14 +268,8 @@ static void cmake_project(wt *f, const char *generator) {
   {
     char gen[64];
     char *argv[] = {"cmake", "-S", p.src, "-B", p.bin, "-G", gen, NULL};
-    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
     snprintf(gen, sizeof gen, "%s", generator);
-    dup2(devnull, 1);
-    rc = wt_run(argv);
-    dup2(saved, 1);
-    close(saved);
-    close(devnull);
-    if (rc != 0) {
+    if (run_quiet(argv) != 0) {
       fprintf(stderr, "    cmake -G \"%s\" cannot configure: skipped\n", generator);
       skip();
     }
@@ -327,13 +326,7 @@ static void pair_project(wt *f, cmake_proj *p) {
   pair_sources(p, "int", 1);
   {
     char *argv[] = {"cmake", "-S", p->src, "-B", p->bin, "-G", "Unix Makefiles", NULL};
-    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
-    dup2(devnull, 1);
-    rc = wt_run(argv);
-    dup2(saved, 1);
-    close(saved);
-    close(devnull);
-    if (rc != 0) {
+    if (run_quiet(argv) != 0) {
       fprintf(stderr, "    cmake cannot configure: skipped\n");
       skip();
     }

@@ -44,26 +44,6 @@ static int rejects(fx *f) {
   return n;
 }
 
-/* Distinct private copies of the registry that /proc/self/maps shows. */
-static int mapped_copies(hm_registry *reg) {
-  FILE *fp = fopen("/proc/self/maps", "r");
-  char line[4096], seen[16][512];
-  int n = 0, i;
-  assert_non_null(fp);
-  while (fgets(line, sizeof line, fp) != NULL) {
-    char *p = strstr(line, hm_registry_dir(reg));
-    if (p == NULL)
-      continue;
-    p[strcspn(p, "\n")] = '\0';
-    for (i = 0; i < n && strcmp(seen[i], p) != 0; i++)
-      ;
-    if (i == n && n < 16)
-      snprintf(seen[n++], sizeof seen[0], "%s", p);
-  }
-  fclose(fp);
-  return n;
-}
-
 /* The change: apart, each half is refused; together they go live. */
 static void t_type_change_as_group(void **state) {
   fx *f = *state;
@@ -103,7 +83,7 @@ static void refused(fx *f, const char *build_a, const char *build_b, int err,
   const char *builds[2];
   int before = rejects(f), maps;
   assert_int_equal(hmt_count_files(hm_registry_dir(f->reg)), files);
-  maps = mapped_copies(f->reg);
+  maps = hmt_mapped_copies(f->reg);
   both[0] = f->a;
   both[1] = f->b;
   builds[0] = build_a;
@@ -120,7 +100,7 @@ static void refused(fx *f, const char *build_a, const char *build_b, int err,
   assert_non_null(strstr(f->ev.reject, member));
   pthread_mutex_unlock(&f->ev.mu);
   assert_int_equal(hmt_count_files(hm_registry_dir(f->reg)), files);
-  assert_int_equal(mapped_copies(f->reg), maps);
+  assert_int_equal(hmt_mapped_copies(f->reg), maps);
   assert_string_equal(hm_module_path(f->b), hmt_mod("pb_v1"));
 }
 
@@ -277,7 +257,7 @@ static void t_rollback_group(void **state) {
   /* Just a and b: a rollback keeps no copy of the build it left. */
   files = hmt_count_files(hm_registry_dir(f->reg));
   assert_int_equal(files, 2);
-  assert_int_equal(mapped_copies(f->reg), 2);
+  assert_int_equal(hmt_mapped_copies(f->reg), 2);
   /* The watcher would take the files at the paths (v2) as no change; a group reload of
    * them goes forward again. */
   assert_int_equal(hm_registry_reload_group(f->reg, both, NULL, 2), 0);

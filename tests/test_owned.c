@@ -86,15 +86,20 @@ static void t_host_reuse(void **state) {
 #endif
 }
 
+/* b (pb_v1), then a (pa_v1, whose load hook takes b:value typed int(void)), and a:entry. */
+static void load_pair(hm_registry *reg, hm_module **a, hm_module **b, hm_live **entry) {
+  assert_int_equal(hm_module_load(reg, "b", hmt_mod("pb_v1"), b), 0);
+  assert_int_equal(hm_module_load(reg, "a", hmt_mod("pa_v1"), a), 0);
+  assert_int_equal(hm_live_get(reg, "a:entry", entry), 0);
+}
+
 /* Apart, each half of an interface change is refused: b's new type against a's typed handle,
  * a's new handle type against b's current version. Nothing changes. */
 static void t_apart_each_refused(void **state) {
   hm_registry *reg = *state;
   hm_module *a, *b;
   hm_live *entry;
-  assert_int_equal(hm_module_load(reg, "b", hmt_mod("pb_v1"), &b), 0);
-  assert_int_equal(hm_module_load(reg, "a", hmt_mod("pa_v1"), &a), 0);
-  assert_int_equal(hm_live_get(reg, "a:entry", &entry), 0);
+  load_pair(reg, &a, &b, &entry);
   assert_int_equal(HM_LIVE_CALL(entry, ifn), 11);
   assert_int_equal(hm_module_reload_from(b, hmt_mod("pb_v2")), HM_ESIG);
   assert_non_null(strstr(hm_errmsg(), "int(void)"));
@@ -111,9 +116,7 @@ static void t_version_handles_go_with_it(void **state) {
   hm_registry *reg = *state;
   hm_module *a, *b;
   hm_live *entry;
-  assert_int_equal(hm_module_load(reg, "b", hmt_mod("pb_v1"), &b), 0);
-  assert_int_equal(hm_module_load(reg, "a", hmt_mod("pa_v1"), &a), 0);
-  assert_int_equal(hm_live_get(reg, "a:entry", &entry), 0);
+  load_pair(reg, &a, &b, &entry);
   assert_int_equal(hm_module_reload_from(a, hmt_mod("pa_v6_plain")), 0);
   assert_int_equal(hm_module_reload_from(b, hmt_mod("pb_v2")), 0);
   assert_int_equal(HM_LIVE_CALL(entry, ifn), 6);

@@ -1150,22 +1150,27 @@ static void t_group_applied_together(void **state) {
   assert_int_equal(rejects_of(f->reg), 0);
 }
 
+/* Poll until both members are at version 2: each poll publishes both or neither. */
+static void poll_pair_to_2(pair *p) {
+  int polls = 0;
+  while (!pair_at_2(p)) {
+    int n = hm_registry_poll(p->f->reg);
+    assert_true(n == 0 || n == 2);
+    assert_int_equal(hm_module_version(p->a), hm_module_version(p->b));
+    assert_true(++polls < (int)(WT_DEADLINE * 1000));
+    wt_sleep_ms(1);
+  }
+  assert_int_equal(wt_live(p->entry), 22);
+}
+
 /* Queued: the watcher prepares the group, and a poll publishes both members or neither. */
 static void t_group_queued(void **state) {
   wt *f = *state;
   pair p;
-  int polls = 0;
   pair_start(f, &p);
   hmt_install(hmt_mod("pa_v2"), p.a_path);
   hmt_install(hmt_mod("pb_v2"), p.b_path);
-  while (!pair_at_2(&p)) {
-    int n = hm_registry_poll(f->reg);
-    assert_true(n == 0 || n == 2);
-    assert_int_equal(hm_module_version(p.a), hm_module_version(p.b));
-    assert_true(++polls < (int)(WT_DEADLINE * 1000));
-    wt_sleep_ms(1);
-  }
-  assert_int_equal(wt_live(p.entry), 22);
+  poll_pair_to_2(&p);
   assert_int_equal(rejects_of(f->reg), 0);
 }
 
@@ -1205,14 +1210,7 @@ static void t_group_queued_refused_then_fixed(void **state) {
   }
   assert_int_equal(wt_live(p.entry), 11);
   hmt_install(hmt_mod("pb_v2"), p.b_path);
-  while (!pair_at_2(&p)) {
-    int n = hm_registry_poll(f->reg);
-    assert_true(n == 0 || n == 2);
-    assert_int_equal(hm_module_version(p.a), hm_module_version(p.b));
-    assert_true(++polls < (int)(WT_DEADLINE * 2000));
-    wt_sleep_ms(1);
-  }
-  assert_int_equal(wt_live(p.entry), 22);
+  poll_pair_to_2(&p);
 }
 
 #define T(name, setup_fn) cmocka_unit_test_setup_teardown(name, setup_fn, teardown)

@@ -31,6 +31,8 @@ int hmt_count_files(const char *dir);
 /* Lines of /proc/self/maps that contain `needle`, and all lines. */
 int hmt_maps_count(const char *needle);
 int hmt_maps_total(void);
+/* Distinct private copies of the registry that /proc/self/maps shows (up to 16). */
+int hmt_mapped_copies(hm_registry *reg);
 /* Open file descriptors of this process. */
 int hmt_fd_count(void);
 /* Resident set size in KiB. */

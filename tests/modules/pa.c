@@ -8,13 +8,7 @@
 
 #include <time.h>
 
-#ifdef WIDE
-typedef long tag_t;
-#define TAG_SIG "long(void)"
-#else
-typedef int tag_t;
-#define TAG_SIG "int(void)"
-#endif
+#include "ptag.h"
 
 static const hm_module_api *api;
 static hm_live *b_value;

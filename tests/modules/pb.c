@@ -4,13 +4,7 @@
  * all. Version 1 also exports extra(). */
 #include "hotmod/module.h"
 
-#ifdef WIDE
-typedef long tag_t;
-#define TAG_SIG "long(void)"
-#else
-typedef int tag_t;
-#define TAG_SIG "int(void)"
-#endif
+#include "ptag.h"
 
 static const hm_module_api *api;
 static hm_live *a_ident;
