@@ -141,6 +141,15 @@ int hmt_mapped_copies(hm_registry *reg) {
   return n;
 }
 
+int hmt_rss_meaningful(void) {
+#ifdef HMT_SANITIZED
+  return 0;
+#else
+  const char *pre = getenv("LD_PRELOAD");
+  return pre == NULL || strstr(pre, "vgpreload") == NULL;
+#endif
+}
+
 int hmt_fd_count(void) { return hmt_count_files("/proc/self/fd") - 1; /* the DIR's own */ }
 
 long hmt_rss_kib(void) {

@@ -55,6 +55,10 @@ long hmt_scaled(long n);
 #define HMT_SANITIZED 1
 #endif
 #endif
+/* 0 where resident memory says little about what the program keeps: under a sanitizer
+ * (HMT_SANITIZED) or valgrind (its own bookkeeping for every object loaded grows with each
+ * reload). */
+int hmt_rss_meaningful(void);
 /* A registry with quiet logging and the given private root (NULL: default). */
 hm_registry *hmt_registry(unsigned flags);
 
