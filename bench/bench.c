@@ -386,6 +386,101 @@ static void call_teardown(struct call_env *e) {
   hm_registry_free(e->reg);
 }
 
+/* ---- Module-owned handles ----------------------------------------------------------------
+ * A handle that a module's load hook took through ctx->api (bench/benchmod.c, RELAY) reads
+ * its version's cell instead of the module's table: the same inline code, one pointer
+ * elsewhere. "owned" calls such a handle inline from here; "owned_api" runs the module's own
+ * loop, which calls it as module code does, through ctx->api's out-of-line enter and leave. */
+
+typedef unsigned (*relay_loop_fn)(long);
+static hm_live *volatile g_owned, *volatile g_owned50;
+static volatile relay_loop_fn g_relay_loop, g_relay_loop50;
+
+/* The live loop with ^= for +=: the same instructions, but not the same function, which the
+ * compiler would otherwise fold into hm_bench_loop_live (identical code folding). */
+NOINLINE static unsigned hm_bench_loop_owned(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc ^= (unsigned)HM_LIVE_CALL(l, add_fn, (int)(i & 0xffff));
+  return acc;
+}
+
+NOINLINE static unsigned hm_bench_loop_owned_api(long n) { return g_relay_loop(n); }
+
+struct owned_env {
+  hm_registry *reg;
+  hm_snapshot *s[4];
+};
+
+static void owned_setup(struct owned_env *e) {
+  static const char *const names[4] = {"r:relay_add1", "r:relay_work50", "r:relay_loop",
+                                       "r:relay_loop50"};
+  e->reg = new_registry();
+  check(hm_module_load(e->reg, "b", modpath("benchmod_v1"), NULL), e->reg, "hm_module_load b");
+  check(hm_module_load(e->reg, "r", modpath("relay_v1"), NULL), e->reg, "hm_module_load r");
+  for (int i = 0; i < 4; i++)
+    check(hm_snapshot_acquire(e->reg, names[i], &e->s[i]), e->reg, names[i]);
+  g_owned = ((hm_live * (*)(void)) hm_snapshot_fn(e->s[0]))();
+  g_owned50 = ((hm_live * (*)(void)) hm_snapshot_fn(e->s[1]))();
+  g_relay_loop = (relay_loop_fn)hm_snapshot_fn(e->s[2]);
+  g_relay_loop50 = (relay_loop_fn)hm_snapshot_fn(e->s[3]);
+  if (HM_LIVE_CALL(g_owned, add_fn, 41) != 42 || g_relay_loop(1) != 1)
+    die("the relay's handles do not reach add1");
+}
+
+static void owned_teardown(struct owned_env *e) {
+  for (int i = 0; i < 4; i++)
+    hm_snapshot_release(e->s[i]);
+  hm_registry_free(e->reg);
+}
+
+/* --owned50: the 50 ns callee through a module-owned handle (inline, and through ctx->api)
+ * and a host handle, beside a raw pointer, in one process pinned to one CPU: rounds of the
+ * four loops interleaved, the order reversed every other round; medians of the per-round
+ * ratios. */
+static void bench_owned50(void) {
+  enum { RAW, LIVE, OWNED, OWNED_API, N };
+  int rounds = quick ? 11 : 41;
+  double ns[N][41], ratio[N][41];
+  struct owned_env e;
+  hm_live *host;
+  work_fn f;
+  hm_snapshot *snap;
+  cpu_set_t set;
+  long n = 25000;
+  unsigned acc = 0;
+  CPU_ZERO(&set);
+  CPU_SET(0, &set);
+  (void)sched_setaffinity(0, sizeof set, &set);
+  owned_setup(&e);
+  check(hm_snapshot_acquire(e.reg, "b:work50", &snap), e.reg, "hm_snapshot_acquire");
+  check(hm_live_get(e.reg, "b:work50", &host), e.reg, "hm_live_get");
+  f = (work_fn)hm_snapshot_fn(snap);
+  if (HM_LIVE_CALL(g_owned50, work_fn, 7u) != f(7u))
+    die("owned and raw work50 differ");
+  for (int r = -1; r < rounds; r++) { /* round -1 warms up */
+    for (int j = 0; j < N; j++) {
+      int k = r % 2 ? N - 1 - j : j;
+      double t0 = cpu_ns();
+      acc += k == RAW    ? hm_bench_loop_raw50(f, n)
+             : k == LIVE ? hm_bench_loop_live50(host, n)
+             : k == OWNED ? hm_bench_loop_live50(g_owned50, n)
+                          : g_relay_loop50(n);
+      if (r >= 0)
+        ns[k][r] = (cpu_ns() - t0) / (double)n;
+    }
+    for (int k = 0; r >= 0 && k < N; k++)
+      ratio[k][r] = ns[k][r] / ns[RAW][r];
+  }
+  sink(acc);
+  printf("call.host_vs_raw_50ns_one_process %.3f\n", median(ratio[LIVE], (size_t)rounds));
+  printf("call.owned_vs_raw_50ns %.3f\n", median(ratio[OWNED], (size_t)rounds));
+  printf("call.owned_api_vs_raw_50ns %.3f\n", median(ratio[OWNED_API], (size_t)rounds));
+  printf("call.callee50_one_process_ns %.1f\n", median(ns[RAW], (size_t)rounds));
+  hm_snapshot_release(snap);
+  owned_teardown(&e);
+}
+
 /* ---- 2 threads vs 1: the live loop on one handle, from persistent threads ----------------- */
 
 struct mt {
@@ -1208,14 +1303,17 @@ static void usage(void) {
         "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n"
         "       hm_bench --reloads-only [--fast] [--iters N] [--moddir DIR]\n"
         "       hm_bench --reload-timing [--moddir DIR]\n"
-        "       hm_bench --calls50 [--quick] [--moddir DIR]\n",
+        "       hm_bench --calls50 [--quick] [--moddir DIR]\n"
+        "       hm_bench --owned-only owned|owned_api [--iters N] [--moddir DIR]\n"
+        "       hm_bench --owned50 [--quick] [--moddir DIR]\n",
         stderr);
   exit(2);
 }
 
 int main(int argc, char **argv) {
   int calls_only = 0, reload_only = 0, reload_timing = 0, only = -1, fast = 0, calls50 = 0;
-  int calls50_cpu = -1;
+  int calls50_cpu = -1, owned50 = 0;
+  const char *owned_only = NULL;
   long iters = 1000000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--calls-only") == 0) {
@@ -1226,6 +1324,12 @@ int main(int argc, char **argv) {
       reload_timing = 1;
     } else if (strcmp(argv[i], "--calls50") == 0) {
       calls50 = 1;
+    } else if (strcmp(argv[i], "--owned50") == 0) {
+      owned50 = 1;
+    } else if (strcmp(argv[i], "--owned-only") == 0 && i + 1 < argc) {
+      owned_only = argv[++i];
+      if (strcmp(owned_only, "owned") != 0 && strcmp(owned_only, "owned_api") != 0)
+        usage();
     } else if (strcmp(argv[i], "--calls50-child") == 0 && i + 1 < argc) {
       calls50_cpu = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--fast") == 0) {
@@ -1254,6 +1358,18 @@ int main(int argc, char **argv) {
 
   if (calls50_cpu >= 0)
     return calls50_child(calls50_cpu);
+  if (owned50) {
+    bench_owned50();
+    return 0;
+  }
+  if (owned_only != NULL) {
+    struct owned_env e;
+    owned_setup(&e);
+    sink(strcmp(owned_only, "owned") == 0 ? hm_bench_loop_owned(g_owned, iters)
+                                          : hm_bench_loop_owned_api(iters));
+    owned_teardown(&e);
+    return 0;
+  }
   if (calls50) {
     bench_calls50();
     return 0;
@@ -1300,6 +1416,7 @@ int main(int argc, char **argv) {
     bench_calls();
     fprintf(stderr, "# read side: %s\n", read_side());
     bench_calls50();
+    bench_owned50();
     bench_reload(v, vlen, fv, fvlen);
     bench_poll_stall(v, vlen);
     bench_probe(v, vlen);

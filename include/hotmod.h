@@ -41,7 +41,8 @@
  * hm_registry_dir, hm_registry_errmsg, hm_errmsg, hm_event_detail, hm_strerror,
  * hm_err_name, hm_version, hm_version_string, hm_snapshot_acquire / _typed / _fn / _version
  * / _release, hm_live_get and hm_live_get_typed (a handle on another module, or one that
- * already exists on its own), hm_live_module, hm_live_enter / _leave / _enter_fn /
+ * already exists on its own), hm_live_acquire (on another module) and hm_live_release,
+ * hm_live_module, hm_live_enter / _leave / _enter_fn /
  * _leave_fn and HM_LIVE_CALL, and hm_watch_stop (which then does not wait). These fail with
  * HM_EBUSY instead of deadlocking: hm_module_load, hm_module_reload, hm_module_reload_from,
  * hm_module_unload, hm_module_rollback, hm_registry_poll, hm_watch_start, hm_watch_attach,
@@ -434,7 +435,7 @@ typedef enum hm_reload_mode {
 #define HM_SIGNED_ALLOW_RENAME 0x2u   /* do not compare the signed file name with the module's */
 #define HM_SIGNED_REQUIRE_FIELDS 0x4u /* refuse a trusted comment without timestamp: and file: */
 
-/* The version of hm_registry_options this header defines (fields up to signed_wait_ms). */
+/* The version of hm_registry_options this header defines (fields up to group_ms). */
 #define HM_REGISTRY_OPTIONS_VERSION 4
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
@@ -478,12 +479,15 @@ typedef struct hm_registry_options {
   unsigned signed_flags;    /* HM_SIGNED_... */
   unsigned signed_wait_ms;  /* watcher: how long a finished build waits for its signature;
                                0: 5000 */
+  unsigned group_ms; /* watcher: how long a finished build of a module in a group
+                        (hm_module_set_group) waits for the builds of the group's other
+                        members; 0: 500 */
 } hm_registry_options;
 
 /* The defaults, with version HM_REGISTRY_OPTIONS_VERSION. */
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
   { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0,     \
-    HM_LINT_DEFAULT, 0, NULL, 0, 0 }
+    HM_LINT_DEFAULT, 0, NULL, 0, 0, 0 }
 
 /* Counters of a registry, for monitoring and tests. May grow at the end in later versions;
  * hm_registry_stats passes the caller's size, so older programs keep working. */
@@ -724,6 +728,58 @@ HM_EXTERN int hm_module_rollback(hm_module *mod);
  * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded). */
 HM_EXTERN int hm_module_build_signed(hm_module *mod, char *key_id, char *comment, size_t size);
 
+/* Reload several modules as one: every member's new build (from paths[i], or the module's
+ * path where `paths` is NULL or paths[i] is NULL) is read, checked, copied, loaded, its live
+ * handles resolved and their signatures checked, then every member's state hooks run (in
+ * the order given: the outgoing version's save(), the incoming one's load()), and then all
+ * members become current in one step. Use it to change an interface between modules (a
+ * function's type, a struct they pass each other) that neither build works with alone.
+ * What is checked against the new builds: every handle the host holds (hm_live_get's, and
+ * hm_live_acquire's while held), and the handles of modules outside the group, keep their
+ * types and are checked as for hm_module_reload; a handle that a member's outgoing version
+ * took in its load hook (through ctx->api, or hm_live_acquire) is that version's own and
+ * goes with it: the member's incoming version may take it anew with another type.
+ * No mixed pair: a handle a member's incoming version takes on another member (in its load
+ * hook) reaches that member's incoming version, from the hook on; a call that entered a
+ * member's old version keeps reaching the old versions of the others through its version's
+ * handles until it returns (and a snapshot of an old version, for as long as it is held).
+ * So calls between members never cross from a new version to an old one or back. The
+ * host's own handles of two members switch in the same step but not at the same instant:
+ * two host calls, one to each member, may straddle it (make the caller a member too, or
+ * have one member call the other).
+ * All or nothing: if any step fails for any member, no member changes: the load hooks that
+ * had accepted are undone (the incoming version's unload hook runs as if it handed its
+ * state straight back: unload(1) if it adopted the state, which the outgoing version keeps
+ * owning, else unload(0)), every incoming build is unloaded and its copy removed, and one
+ * HM_EVENT_REJECTED for the member that failed says why (its detail, and hm_errmsg, begin
+ * with "group reload of a, b: b: "). On success each member gets LOADED, WARNING and
+ * RETIRED as a reload would, and counts one load; a member's path changes as with
+ * hm_module_reload_from.
+ * Ownership: `mods` and `paths` are read during the call only; paths are copied.
+ * NULL: `reg` or `mods` NULL, n 0, a NULL member, or an empty path is HM_EINVAL.
+ * Threads: as hm_module_reload (each member's reloads are serialised with the group's;
+ * groups that share members wait for one another, without deadlock). From module code:
+ * HM_EBUSY.
+ * Errors: HM_EINVAL (also: a module given twice, a module of another registry), HM_EBUSY,
+ * HM_EFORKED, or any error of hm_module_reload for the member that failed. */
+HM_EXTERN int hm_registry_reload_group(hm_registry *reg, hm_module *const mods[],
+                                       const char *const paths[], size_t n);
+
+/* Roll several modules back as one: each member goes back to the build before its current
+ * one, as hm_module_rollback does for one module (reused while still loaded, else loaded
+ * again from its kept copy; the state handed over with rollback = 1), and all of them become
+ * current in one step, as hm_registry_reload_group does, or none. After a group reload, that
+ * is the set of versions that were current together before it. The hooks run in the order
+ * given; a refusal undoes the others as in hm_registry_reload_group, with one
+ * HM_EVENT_REJECTED; on success each member gets HM_EVENT_ROLLED_BACK.
+ * Ownership: `mods` is read during the call only.
+ * NULL: `reg` or `mods` NULL, n 0 or a NULL member is HM_EINVAL.
+ * Threads: as hm_registry_reload_group. From module code: HM_EBUSY.
+ * Errors: HM_EINVAL (also: a module given twice, a module of another registry), HM_EBUSY,
+ * HM_EFORKED, or any error of hm_module_rollback for the member that failed (HM_ENOPREV,
+ * HM_ENOMOD, HM_EAGAIN, HM_EHOOK, HM_ENOSYM, HM_ESIG ...). */
+HM_EXTERN int hm_registry_rollback_group(hm_registry *reg, hm_module *const mods[], size_t n);
+
 /* The current version number: 1 after the first load, +1 per successful reload or rollback;
  * 0 for an unloaded module. A lock-free read: a reload on another thread may change it at
  * once.
@@ -865,6 +921,48 @@ HM_EXTERN int hm_live_get(hm_registry *reg, const char *qualified, hm_live **out
  * another signature). */
 HM_EXTERN int hm_live_get_typed(hm_registry *reg, const char *qualified,
                                 const char *signature, hm_live **out);
+
+/* Get an owned live handle of "module:symbol": a live handle like hm_live_get's (every call
+ * runs the module's current version, at the same cost), but held only until it is released,
+ * so that the symbol constrains the module's new builds only while someone holds it: a
+ * reload, rollback or group reload checks that the new version has the symbol (and declares
+ * `signature`, when given, as hm_live_get_typed does) for every handle still held, and for
+ * no other. `signature` NULL: untyped. Each call makes a handle of its own, with its own
+ * type; two handles on one name may have different types where the versions they serve
+ * declare both (see hm_registry_reload_group: a member's new version may take a handle with
+ * the new type while its old version's handle keeps the old one).
+ * Whose it is: a handle taken while a module's load hook runs on this thread (through
+ * ctx->api->live_acquire or the library directly; ctx->api->live_get and live_get_typed
+ * take the same kind there) belongs to the version being loaded, and follows its life
+ * (hotmod/module.h, "Calling other modules"): it follows the module it reaches while that
+ * version is current; once the version is retired, it keeps reaching the versions it
+ * reached then, for as long as anything can still call the retired version (a call that
+ * began before, a snapshot of it, or another retired version's handle); after that it is
+ * dead (enter returns NULL) and it is freed when the version is unloaded. Any other handle
+ * is the caller's until hm_live_release.
+ * Ownership: on success *out is the caller's (or, as above, the loading version's), given
+ * back with hm_live_release; on error *out is NULL. Strings are read during the call only.
+ * NULL: `reg`, `qualified` or `out` NULL is HM_EINVAL; `signature` may be NULL.
+ * Threads: any; also module code (a handle on another module: a new handle on the module
+ * whose code is running is HM_EBUSY). Not in a forked child (HM_EFORKED).
+ * Errors: as hm_live_get_typed: HM_EINVAL, HM_ENOMOD, HM_ENOSYM, HM_ESIG, HM_ENOMEM,
+ * HM_EBUSY, HM_EFORKED. */
+HM_EXTERN int hm_live_acquire(hm_registry *reg, const char *qualified, const char *signature,
+                              hm_live **out);
+
+/* Give back a handle of hm_live_acquire: from then on it constrains no new build, and an
+ * enter through it returns NULL (hm_live_enter and hm_live_enter_fn; HM_LIVE_CALL would call
+ * NULL). Its memory is kept (until hm_registry_free, or, a version's, until that version is
+ * unloaded) and a later hm_live_acquire of the same name by the host may hand the same
+ * object out again, alive. A version's handle may be released before the version goes; it
+ * need not be. A handle of hm_live_get is the registry's: releasing it does nothing.
+ * Ownership: the handle stays the library's memory (see above); do not use it after the
+ * release except for enters that expect NULL.
+ * NULL: a no-op.
+ * Threads: any, but not while another thread may be entering through the same handle (the
+ * release changes what the handle reads); also module code (an unload hook may release what
+ * its load hook acquired). */
+HM_EXTERN void hm_live_release(hm_live *live);
 
 /* hm_live_enter starts a call and returns the current version's function (NULL if the module
  * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,
@@ -1029,6 +1127,33 @@ HM_EXTERN int hm_watch_start(hm_registry *reg);
  * it does not wait: no reload starts after the call and the thread ends by itself (the next
  * hm_watch_start or hm_registry_free joins it). */
 HM_EXTERN void hm_watch_stop(hm_registry *reg);
+
+/* Put the module in the watcher's group called `name` (NULL or "": in none), so that builds
+ * of several members that finish together are applied as one group reload
+ * (hm_registry_reload_group), never one after the other: the way to deploy an interface
+ * change between modules by rebuilding them (one `cmake --build` of their targets).
+ * When a finished new build of a member is found, the watcher holds it (HM_EVENT_CHANGED is
+ * sent at once) and waits: for group_ms (hm_registry_options) after the last member's build
+ * finished, and for as long as any member's file is being written (a writer has it open, or
+ * wrote it and has not closed it, or it waits for its quiet period or settle delay), but
+ * never more than 30 s after the first build it holds. Then it applies every build it holds
+ * for the group: two or more as one group reload (the members' hooks in the order the
+ * modules were first loaded), in immediate mode on its thread; in queued mode it prepares
+ * them on its thread as one group, and the next hm_registry_poll publishes all of them in
+ * one step or none (it never publishes part of a group; the group's mode is that of its
+ * member loaded first). A member rebuilt alone reloads alone, as without a group, once the
+ * wait is over. If the group is refused, one HM_EVENT_REJECTED names the member that
+ * failed, and every member's build stays held for the group's next build, whichever
+ * member's it is (the refusal may be another member's fault: a load hook that refuses
+ * because the other's build lacks what it needs): fixing one member's build applies them
+ * all again. A failure a later try may not meet is retried as for any module, and the
+ * retried builds are held for the group again.
+ * Settings take effect for builds found from then on.
+ * Ownership: `name` is copied.
+ * NULL: `mod` NULL is HM_EINVAL; `name` NULL leaves every group.
+ * Threads: any. Not among the calls allowed to module code (not refused there either).
+ * Errors: HM_EINVAL, HM_ENOMEM. */
+HM_EXTERN int hm_module_set_group(hm_module *mod, const char *name);
 
 /* Set one module's reload mode (HM_RELOAD_DEFAULT: follow the registry). It applies to the
  * changes the watcher sees from then on; a reload already prepared stays prepared (the next

@@ -161,6 +161,18 @@ int hm__in_module_code(void) { return code_depth != 0; }
 
 hm_module *hm__module_code_of(void) { return code_depth != 0 ? code_of : NULL; }
 
+/* The version whose load hook runs on this thread: what the handles its code takes then
+ * belong to. */
+static __thread hm__version *loading;
+
+hm__version *hm__loading_set(hm__version *v) {
+  hm__version *prev = loading;
+  loading = v;
+  return prev;
+}
+
+hm__version *hm__loading_of(void) { return loading; }
+
 int hm__refuse_in_module_code(const char *what) {
   return hm__fail(HM_EBUSY,
                   "%s was called from a module's constructor, destructor or hook, where it "

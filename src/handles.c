@@ -70,6 +70,16 @@ static int missing_symbol(hm_module *mod, const hm__version *v, const char *sym)
 
 /* ---- Snapshots ------------------------------------------------------------------------- */
 
+/* A snapshot of v goes: the last one may leave a retired version's handles unreachable. */
+static void unpin(hm_registry *reg, hm__version *v) {
+  if (__atomic_sub_fetch(&v->pins, 1, __ATOMIC_ACQ_REL) != 0 || reg->forked)
+    return;
+  pthread_mutex_lock(&reg->lock);
+  if (v->frozen && v->cells != NULL && !v->cells_dead)
+    hm__sweep_request(reg);
+  pthread_mutex_unlock(&reg->lock);
+}
+
 int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **out) {
   char modname[256];
   const char *sym = NULL;
@@ -91,8 +101,11 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
   v = current_of(reg, modname, &mod);
   /* Its number now: once the lock is released, a rollback that brings it back after a
    * newer version may renumber it. */
-  if (v != NULL)
+  if (v != NULL) {
     num = v->num;
+    /* Pinned before the lock goes: a sweep must not let its handles go meanwhile. */
+    __atomic_add_fetch(&v->pins, 1, __ATOMIC_ACQ_REL);
+  }
   pthread_mutex_unlock(&reg->lock);
   if (v == NULL) {
     hm__free(&reg->a, s);
@@ -101,6 +114,7 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
   if (hm__resolve(v, sym, &fn) != 0) {
     rc = missing_symbol(mod, v, sym);
     hm__free(&reg->a, s);
+    unpin(reg, v);
     if (reg->forked)
       __atomic_sub_fetch(&v->refs, 1, __ATOMIC_RELAXED); /* never the last: it is current */
     else
@@ -159,9 +173,11 @@ void hm_snapshot_release(hm_snapshot *snap) {
   hm__free(&a, snap);
   if (__atomic_load_n(&v->orphan, __ATOMIC_ACQUIRE)) {
     /* Its registry is gone; the version stays mapped. Its bookkeeping goes with the last
-     * snapshot. */
-    if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0)
+     * snapshot, the dead handles it took too. */
+    if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+      hm__cells_free(&a, v->cells);
       hm__free(&a, v);
+    }
     return;
   }
   if (reg->forked) {
@@ -169,46 +185,68 @@ void hm_snapshot_release(hm_snapshot *snap) {
     __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL);
     return;
   }
+  unpin(reg, v);
   hm__version_unref(reg, v);
 }
 
 /* ---- Live handles ---------------------------------------------------------------------- */
 
-/* Add a slot for `sym`, resolved to `fn` in the current version, and republish the table.
- * Under reg->lock. */
-static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
+/* The slot of `sym` in the module's tables, added if it has none (every handle on a symbol
+ * shares its slot), with the current table holding `fn` there (republished if it did not;
+ * fn NULL: a handle bound to a group's incoming version, which the current table need not
+ * serve) and, while a reload is under way, the incoming table holding `fn_in` (appended
+ * if that table is complete; a resolve still running reaches the slot itself). Nothing
+ * changes on failure (HM_ENOMEM). Under reg->lock. */
+static int slot_for(hm_module *mod, const char *sym, hm_fn fn, hm_fn fn_in, size_t *slot) {
   hm_registry *reg = mod->reg;
-  hm__table *t;
-  char *copy;
-  if (mod->nsyms == mod->capsyms) {
-    size_t ncap = mod->capsyms ? mod->capsyms * 2 : 4;
+  hm__table *t = NULL, *in = mod->incoming_table;
+  size_t i, n = mod->nsyms;
+  char *copy = NULL;
+  int append;
+  for (i = 0; i < n && strcmp(mod->syms[i], sym) != 0; i++)
+    ;
+  append = in != NULL && in->n == n && i == n;
+  if (i == n && n == mod->capsyms) {
+    size_t ncap = n ? n * 2 : 4;
     char **ns = hm__realloc(&reg->a, mod->syms, ncap * sizeof *ns);
     char **sg;
+    unsigned char *bw;
     if (ns == NULL)
       return HM_ENOMEM;
     mod->syms = ns;
-    sg = hm__realloc(&reg->a, mod->sigs, ncap * sizeof *sg);
-    if (sg == NULL)
+    if ((sg = hm__realloc(&reg->a, mod->sigs, ncap * sizeof *sg)) == NULL)
       return HM_ENOMEM;
-    memset(sg + mod->capsyms, 0, (ncap - mod->capsyms) * sizeof *sg);
+    memset(sg + n, 0, (ncap - n) * sizeof *sg);
     mod->sigs = sg;
+    if ((bw = hm__realloc(&reg->a, mod->borrowed, ncap)) == NULL)
+      return HM_ENOMEM;
+    memset(bw + n, 0, ncap - n);
+    mod->borrowed = bw;
     mod->capsyms = ncap;
   }
   /* An unload publishes the spare table, which must have a slot for this one too. */
-  if (hm__table_grow(reg, &mod->spare, mod->nsyms + 1) != 0)
+  if (hm__table_grow(reg, &mod->spare, n + 1) != 0 ||
+      (append && hm__table_reserve(mod, n + 1) != 0) ||
+      (i == n && (copy = hm__strdup(&reg->a, sym)) == NULL))
     return HM_ENOMEM;
-  copy = hm__strdup(&reg->a, sym);
-  t = hm__table_new(reg, mod->cur, mod->nsyms + 1);
-  if (copy == NULL || t == NULL) {
-    hm__free(&reg->a, copy);
-    hm__table_discard(t);
-    return HM_ENOMEM;
+  if (i == n || (fn != NULL && mod->cur_table->fns[i] != fn)) {
+    if ((t = hm__table_new(reg, mod->cur, i == n ? n + 1 : n)) == NULL) {
+      hm__free(&reg->a, copy);
+      return HM_ENOMEM;
+    }
+    memcpy(t->fns, mod->cur_table->fns, n * sizeof(hm_fn));
+    t->fns[i] = fn;
   }
-  memcpy(t->fns, mod->cur_table->fns, mod->nsyms * sizeof(hm_fn));
-  t->fns[mod->nsyms] = fn;
-  *slot = mod->nsyms;
-  mod->syms[mod->nsyms++] = copy;
-  hm__publish(mod, t);
+  if (i == n)
+    mod->syms[mod->nsyms++] = copy;
+  in = mod->incoming_table; /* it may have moved */
+  if (append)
+    in->fns[in->n++] = fn_in;
+  else if (in != NULL && i < in->n && fn_in != NULL)
+    in->fns[i] = fn_in;
+  if (t != NULL)
+    hm__publish(mod, t);
+  *slot = i;
   return 0;
 }
 
@@ -217,23 +255,16 @@ static int add_slot(hm_module *mod, const char *sym, hm_fn fn, size_t *slot) {
 static int make_live(hm_registry *reg, hm_module *mod, const char *qualified, const char *sym,
                      hm_fn fn, hm_fn fn_in, hm_live **out) {
   hm_live *live = hm__calloc(&reg->a, 1, sizeof *live);
-  hm__table *in = mod->incoming_table;
-  /* A reload that has resolved every slot it knew of gets the new one from here: it
-   * publishes without resolving again. One still resolving finds the slot by its name. */
-  int append = in != NULL && in->n == mod->nsyms;
   size_t slot;
   if (live == NULL || (live->qualified = hm__strdup(&reg->a, qualified)) == NULL ||
-      (append && hm__table_reserve(mod, mod->nsyms + 1) != 0) ||
       hm__map_put(&reg->lives, &reg->a, live->qualified, live) != 0)
     goto nomem;
-  if (add_slot(mod, sym, fn, &slot) != 0) {
+  if (slot_for(mod, sym, fn, fn_in, &slot) != 0) {
     hm__map_del(&reg->lives, live->qualified);
     goto nomem;
   }
-  if (append) {
-    in = mod->incoming_table; /* it may have moved */
-    in->fns[in->n++] = fn_in;
-  }
+  mod->borrowed[slot] = 1; /* needed by every later version */
+  live->slot = slot;
   live->head.table = &mod->table;
   live->head.slot = slot;
   live->mod = mod;
@@ -247,7 +278,7 @@ nomem:
 }
 
 /* The slot of an existing live handle, under reg->lock. */
-static size_t slot_of(const hm_live *live) { return live->head.slot; }
+static size_t slot_of(const hm_live *live) { return live->slot; }
 
 /* Check `sig` (normalised; NULL: untyped) against the current version and the incoming one,
  * without reg->lock. */
@@ -365,6 +396,237 @@ int hm_live_get_typed(hm_registry *reg, const char *qualified, const char *signa
   return rc;
 }
 
+/* ---- Owned live handles ---------------------------------------------------------------- */
+
+/* What a released handle reads: one NULL (its slot becomes 0). */
+static hm_fn dead_fns[1];
+static hm_fn *dead_table = dead_fns;
+
+/* `holder`'s handle named `qualified` on `mod`, if it took one. Under reg->lock. */
+static hm_live *own_handle(const hm__version *holder, const hm_module *mod,
+                           const char *qualified) {
+  const hm__cell *c;
+  hm_live *l;
+  for (c = holder->cells; c != NULL; c = c->next_h)
+    if (c->target == mod)
+      for (l = c->lives; l != NULL; l = l->next_c)
+        if (!l->released && strcmp(l->qualified, qualified) == 0)
+          return l;
+  return NULL;
+}
+
+/* A new owned handle on `mod`, resolved to `fn` (current) and `fn_in` (incoming), or bound
+ * to the incoming version of a group reload (`bound`). The host's reuse a released one of
+ * that name (so acquire and release in a loop keep memory flat). Under reg->lock. */
+static int make_owned(hm_module *mod, const char *qualified, const char *sym, const char *sig,
+                      hm_fn fn, hm_fn fn_in, hm__version *holder, int bound, hm_live **out) {
+  hm_registry *reg = mod->reg;
+  hm_live *l = NULL, **pp = &reg->spare_lives;
+  char *sigc = NULL;
+  size_t slot;
+  int fresh = 0;
+  if (holder == NULL) {
+    for (; *pp != NULL; pp = &(*pp)->next_c)
+      if (strcmp((*pp)->qualified, qualified) == 0)
+        break;
+    l = *pp;
+  }
+  if ((sig != NULL && (sigc = hm__strdup(&reg->a, sig)) == NULL) ||
+      (l == NULL && (fresh = 1, l = hm__calloc(&reg->a, 1, sizeof *l)) == NULL))
+    goto nomem;
+  if ((l->qualified == NULL && (l->qualified = hm__strdup(&reg->a, qualified)) == NULL) ||
+      slot_for(mod, sym, bound ? NULL : fn, fn_in, &slot) != 0)
+    goto nomem;
+  l->slot = slot;
+  if (holder != NULL && hm__cell_add(holder, mod, l, bound) != 0)
+    goto nomem;
+  l->mod = mod;
+  if (holder == NULL) {
+    if (!fresh)
+      *pp = l->next_c; /* off the spare list */
+    l->head.table = &mod->table;
+    l->head.slot = slot;
+    l->next_c = NULL;
+  }
+  l->kind = holder != NULL ? HM__LIVE_VERSION : HM__LIVE_HOST;
+  hm__free(&reg->a, l->sig);
+  l->sig = sigc;
+  l->released = 0;
+  l->prev_owned = NULL;
+  l->next_owned = mod->owned;
+  if (mod->owned != NULL)
+    mod->owned->prev_owned = l;
+  mod->owned = l;
+  *out = l;
+  return 0;
+nomem:
+  hm__free(&reg->a, sigc);
+  if (fresh && l != NULL) { /* not on any list */
+    hm__free(&reg->a, l->qualified);
+    hm__free(&reg->a, l);
+  }
+  return hm__fail(HM_ENOMEM, "out of memory getting %s", qualified);
+}
+
+/* Resolve `sym` where the handle will read it and check its type, without reg->lock: in the
+ * incoming version only when bound to it; else in the current one and, while a reload is
+ * under way, the incoming one too. */
+static int owned_check(hm_module *mod, hm__version *cur, hm__version *in, int bound,
+                       const char *sym, const char *sig, hm_fn *fn, hm_fn *fn_in) {
+  if (!bound && hm__resolve(cur, sym, fn) != 0)
+    return missing_symbol(mod, cur, sym);
+  if (in != NULL && hm__resolve(in, sym, fn_in) != 0)
+    return bound ? missing_symbol(mod, in, sym)
+                 : hm__fail(HM_ENOSYM, "module %s is being reloaded to a version without "
+                                       "symbol %s; try again",
+                            mod->name, sym);
+  if (sig == NULL)
+    return 0;
+  return bound ? hm__sig_check(in, sym, sig) : check_typed(cur, in, sym, sig);
+}
+
+/* hm_live_acquire, and ctx->api's gets in a load hook (`holder`: the version whose hook runs,
+ * NULL for the host; `dedupe`: the holder's handle of that name is returned if it has one).
+ * `sig` is normalised, or NULL. */
+static int owned_get(hm_registry *reg, const char *qualified, const char *sig,
+                     hm__version *holder, int dedupe, hm_live **out) {
+  char modname[256];
+  const char *sym = NULL;
+  int rc;
+  if (out != NULL)
+    *out = NULL;
+  rc = begin_lookup(reg, qualified, out != NULL, modname, sizeof modname, &sym);
+  if (rc != 0)
+    return rc;
+  if ((rc = hm__check_forked(reg, "hm_live_acquire")) != 0)
+    return rc;
+  for (;;) {
+    hm_module *mod = NULL;
+    hm__version *cur, *in = NULL;
+    hm_live *had = NULL;
+    hm_fn fn = NULL, fn_in = NULL;
+    int bound = 0;
+    pthread_mutex_lock(&reg->lock);
+    cur = current_of(reg, modname, &mod);
+    if (cur != NULL) {
+      had = holder != NULL && dedupe ? own_handle(holder, mod, qualified) : NULL;
+      bound = holder != NULL && mod->grp != NULL && mod->grp == holder->mod->grp;
+      if ((in = mod->incoming) != NULL)
+        hm__version_ref(in);
+    }
+    pthread_mutex_unlock(&reg->lock);
+    if (cur == NULL)
+      return hm__fail(HM_ENOMOD, "no module named %s", modname);
+    if (had != NULL && had->sig != NULL && (sig == NULL || strcmp(had->sig, sig) == 0))
+      rc = 2; /* the one it has */
+    else if (had != NULL && had->sig != NULL)
+      rc = hm__fail(HM_ESIG, "%s is already typed \"%s\", not \"%s\"", qualified, had->sig,
+                    sig);
+    else if (had != NULL && sig == NULL)
+      rc = 2;
+    else if (mod == hm__module_code_of())
+      rc = hm__fail(HM_EBUSY, "a live handle on %s from %s's own hook or constructor: its "
+                              "table is being replaced by this very thread",
+                    qualified, modname);
+    else if (bound && in == NULL)
+      rc = hm__fail(HM_EAGAIN, "%s: the group reload of %s has not resolved it yet",
+                    qualified, modname);
+    else
+      rc = owned_check(mod, cur, in, bound, sym, sig, &fn, &fn_in);
+    pthread_mutex_lock(&reg->lock);
+    if (rc == 2) {
+      *out = had;
+      rc = 0;
+    } else if (rc == 0 && (mod->cur != cur || mod->incoming != in ||
+                           (had != NULL && own_handle(holder, mod, qualified) != had))) {
+      rc = 1; /* the module moved on meanwhile: look again */
+    } else if (rc == 0 && had != NULL) {
+      /* An untyped handle of the version's becomes typed once its versions agree. */
+      if ((had->sig = hm__strdup(&reg->a, sig)) == NULL)
+        rc = hm__fail(HM_ENOMEM, "out of memory typing %s", qualified);
+      *out = rc == 0 ? had : NULL;
+    } else if (rc == 0) {
+      rc = make_owned(mod, qualified, sym, sig, fn, fn_in, holder, bound, out);
+    }
+    pthread_mutex_unlock(&reg->lock);
+    if (in != NULL)
+      hm__version_unref(reg, in);
+    hm__version_unref(reg, cur);
+    if (rc != 1)
+      return rc;
+  }
+}
+
+/* Whose a handle taken now would be: the version whose load hook runs on this thread, if it
+ * is of this registry; else the caller's. */
+static hm__version *holder_now(const hm_registry *reg) {
+  hm__version *v = hm__loading_of();
+  return v != NULL && v->mod->reg == reg ? v : NULL;
+}
+
+int hm_live_acquire(hm_registry *reg, const char *qualified, const char *signature,
+                    hm_live **out) {
+  char *sig = NULL;
+  int rc;
+  if (reg == NULL) {
+    if (out != NULL)
+      *out = NULL;
+    return hm__fail(HM_EINVAL, "hm_live_acquire: NULL registry");
+  }
+  if (signature != NULL && (sig = hm__sig_norm(&reg->a, signature)) == NULL) {
+    if (out != NULL)
+      *out = NULL;
+    return hm__fail(HM_ENOMEM, "out of memory typing %s", qualified ? qualified : "(null)");
+  }
+  rc = owned_get(reg, qualified, sig, holder_now(reg), 0, out);
+  hm__free(&reg->a, sig);
+  return rc;
+}
+
+void hm_live_release(hm_live *live) {
+  hm_registry *reg;
+  if (live == NULL || live->kind == HM__LIVE_BORROWED)
+    return;
+  reg = live->mod->reg;
+  pthread_mutex_lock(&reg->lock);
+  if (live->head.table != &dead_table) {
+    hm__owned_unlink(live);
+    live->head.table = &dead_table;
+    live->head.slot = 0;
+    if (live->kind == HM__LIVE_HOST) {
+      live->next_c = reg->spare_lives;
+      reg->spare_lives = live;
+    }
+  }
+  pthread_mutex_unlock(&reg->lock);
+}
+
+/* ctx->api's gets: inside a load hook, a handle of the version being loaded (the same one
+ * for the same name); elsewhere the registry's, as hm_live_get. */
+static int api_live_get(hm_registry *reg, const char *qualified, hm_live **out) {
+  hm__version *holder = reg != NULL ? holder_now(reg) : NULL;
+  if (holder == NULL)
+    return hm_live_get(reg, qualified, out);
+  return owned_get(reg, qualified, NULL, holder, 1, out);
+}
+
+static int api_live_get_typed(hm_registry *reg, const char *qualified, const char *signature,
+                              hm_live **out) {
+  hm__version *holder = reg != NULL ? holder_now(reg) : NULL;
+  char *sig;
+  int rc;
+  if (holder == NULL || signature == NULL)
+    return hm_live_get_typed(reg, qualified, signature, out);
+  if ((sig = hm__sig_norm(&reg->a, signature)) == NULL) {
+    if (out != NULL)
+      *out = NULL;
+    return hm__fail(HM_ENOMEM, "out of memory typing %s", qualified ? qualified : "(null)");
+  }
+  rc = owned_get(reg, qualified, sig, holder, 1, out);
+  hm__free(&reg->a, sig);
+  return rc;
+}
+
 hm_module *hm_live_module(const hm_live *live) { return live ? live->mod : NULL; }
 
 hm_fn hm_live_enter_fn(hm_live *live) { return live != NULL ? hm_live_enter(live) : NULL; }
@@ -377,6 +639,6 @@ void hm_live_leave_fn(hm_live *live) {
 /* The API as function pointers, for modules that do not link the shared library (a load
  * hook's ctx->api). */
 const hm_module_api hm__module_api = {
-    sizeof(hm_module_api), hm_live_get,     hm_live_get_typed, hm_live_enter_fn,
+    sizeof(hm_module_api), api_live_get,    api_live_get_typed, hm_live_enter_fn,
     hm_live_leave_fn,      hm_snapshot_acquire, hm_snapshot_acquire_typed, hm_snapshot_fn,
-    hm_snapshot_release,   hm_errmsg};
+    hm_snapshot_release,   hm_errmsg,       hm_live_acquire,    hm_live_release};

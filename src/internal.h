@@ -64,6 +64,10 @@ HM__HIDDEN void hm__module_code_leave(hm_module *prev);
 HM__HIDDEN int hm__in_module_code(void);
 /* The module whose code runs innermost on this thread, or NULL. */
 HM__HIDDEN hm_module *hm__module_code_of(void);
+/* The version whose load hook runs on this thread (handles taken there are its own), or
+ * NULL. set returns the previous one, to restore after the hook, so they nest. */
+HM__HIDDEN hm__version *hm__loading_set(hm__version *v);
+HM__HIDDEN hm__version *hm__loading_of(void);
 /* Fail with HM_EBUSY, naming the call that module code may not make. */
 HM__HIDDEN int hm__refuse_in_module_code(const char *what);
 
@@ -464,6 +468,14 @@ struct hm__version {
   hm__symtab syms;   /* its own symbols, for lookups without the loader's lock */
   struct hm__signed *sig; /* the build signature it was verified with (reload.h), or NULL:
                              loaded without trusted keys. Freed with it */
+  /* The live handles its load hook took (through ctx->api, or hm_live_acquire), one cell per
+   * module they reach (registry.h, cells.c); under its registry's lock, as the rest: */
+  struct hm__cell *cells;
+  int frozen;        /* it was current and is not now: its cells stay on what they reached */
+  int cells_dead;    /* its cells were let go (nothing can call it any more) */
+  int mark;          /* the sweep's (cells.c) */
+  unsigned long retire_gen; /* when it was frozen (hm_registry.retire_gen) */
+  int pins;          /* atomic: snapshots on it */
 };
 
 /* ---- Child processes (spawn.c) --------------------------------------------------------- */

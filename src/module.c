@@ -68,6 +68,18 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
   }
   hm__free(&reg->a, mod->syms);
   hm__free(&reg->a, mod->sigs);
+  hm__free(&reg->a, mod->borrowed);
+  hm__free(&reg->a, mod->group);
+  /* The host's owned handles still held (a version's go with its cells). */
+  while (mod->owned != NULL) {
+    hm_live *l = mod->owned;
+    mod->owned = l->next_owned;
+    if (l->kind != HM__LIVE_HOST)
+      continue;
+    hm__free(&reg->a, l->qualified);
+    hm__free(&reg->a, l->sig);
+    hm__free(&reg->a, l);
+  }
   hm__free(&reg->a, mod->hist);
   if (mod->kept_path != NULL && !reg->forked && !(reg->flags & HM_FLAG_PROFILE))
     hm__copy_remove(mod->kept_path); /* it may be the copy of a version kept mapped */
@@ -173,6 +185,7 @@ int hm_module_unload(hm_module *mod) {
   mod->spare = NULL;
   t->n = mod->nsyms;
   oldnum = old->num;
+  hm__version_retire(old);
   mod->cur = NULL;
   stale = hm__prepared_take(mod);
   /* Nothing to roll back to once the module is gone; a load by name starts afresh. */
@@ -277,6 +290,19 @@ int hm_module_set_probe(hm_module *mod, int enable) {
   pthread_mutex_lock(&reg->lock);
   mod->probe = enable == -1 ? 0 : enable == 1 ? 1 : 2;
   pthread_mutex_unlock(&reg->lock);
+  return 0;
+}
+
+int hm_module_set_group(hm_module *mod, const char *name) {
+  char *copy = NULL;
+  if (mod == NULL)
+    return hm__fail(HM_EINVAL, "hm_module_set_group: NULL module");
+  if (name != NULL && name[0] != '\0' && (copy = hm__strdup(&mod->reg->a, name)) == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory naming the group of %s", mod->name);
+  pthread_mutex_lock(&mod->reg->lock);
+  hm__free(&mod->reg->a, mod->group);
+  mod->group = copy;
+  pthread_mutex_unlock(&mod->reg->lock);
   return 0;
 }
 

@@ -82,8 +82,9 @@ int hm__prepared_apply(hm_module *mod) {
   }
   j = *p;
   j.old = mod->cur; /* kept current, and alive, by reload_lock */
+  j.pgroup = NULL;
   pthread_mutex_unlock(&reg->lock);
-  hm__free(&reg->a, p);
+  hm__prepared_free(p);
   return hm__job_complete(&j);
 }
 
@@ -105,6 +106,6 @@ void hm__prepared_drop(hm_module *mod, int forked) {
     hm__free(&a, p->v->copy_path);
     hm__free(&a, p->v);
     hm__free(&p->reg->a, p->path);
-    hm__free(&p->reg->a, p);
+    hm__prepared_free(p);
   }
 }

@@ -104,11 +104,17 @@ static hm_fn no_fn(const hm_snapshot *s) {
   return NULL;
 }
 static void no_release(hm_snapshot *s) { (void)s; }
+static int no_live_acquire(hm_registry *r, const char *q, const char *s, hm_live **out) {
+  (void)s;
+  return no_get(r, q, out);
+}
+static void no_live_release(hm_live *l) { (void)l; }
 
 static const hm_module_api no_api = {sizeof(hm_module_api), no_get,     no_get_typed,
                                      no_enter,             no_leave,   no_acquire,
                                      no_acquire_typed,     no_fn,      no_release,
-                                     no_errmsg};
+                                     no_errmsg,            no_live_acquire,
+                                     no_live_release};
 
 int main(int argc, char **argv) {
   const hm_module_desc *desc;

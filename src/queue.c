@@ -3,7 +3,7 @@
  * module, and hm_registry_poll, which publishes queued reloads at the host's safe point. No
  * libuv here: the watcher prepares the new version (hm__prepare); polling publishes it.
  *
- * Layer 8 (docs/architecture.md): calls prepared.c, events.c, fork.c and the leaves.
+ * Layer 8 (docs/architecture.md): calls group.c, events.c, fork.c and the leaves.
  */
 #include "registry.h"
 
@@ -55,12 +55,14 @@ int hm_registry_poll(hm_registry *reg) {
   due = take_pending(reg, &n);
   for (i = 0; i < n; i++) {
     /* As the watcher would: a transient failure is not reported yet; the watcher retries
-     * it on its schedule (reading and preparing the file again) and queues it again. */
-    int rc = hm__prepared_apply(due[i]);
+     * it on its schedule (reading and preparing the file again) and queues it again. A
+     * module prepared in a group is published with the whole group (the other members'
+     * turns then find nothing), and a refused group tells the watcher itself. */
+    unsigned published;
+    int grouped, rc = hm__group_poll(due[i], &published, &grouped);
     if (rc == 0) {
-      if (applied < INT_MAX)
-        applied++;
-    } else if (rc < 0 && !hm__err_is_final(rc)) {
+      applied = applied > INT_MAX - (int)published ? INT_MAX : applied + (int)published;
+    } else if (rc < 0 && !grouped && !hm__err_is_final(rc)) {
       pthread_mutex_lock(&reg->lock);
       due[i]->poll_rc = rc;
       pthread_mutex_unlock(&reg->lock);

@@ -82,6 +82,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->settle_ms = o.settle_ms;
   reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
+  reg->group_ms = o.group_ms ? o.group_ms : 500;
   /* Before this registry's first loader call (finding the probe walks the loaded objects):
    * a fork must find the handlers in place. */
   hm__fork_handlers_install();
@@ -192,9 +193,18 @@ static size_t orphan_pinned(hm_module *mod, int forked) {
       if (remove)
         hm__copy_unlink(v->copy_path);
       hm__free(&a, v->copy_path);
+      /* Dead already; forked: memory only (the tables they point to leak with the
+       * reclaimer's queue, as other deferred frees do in a child). */
+      if (forked)
+        hm__cells_forget(v);
+      hm__cells_free(&a, hm__cells_take(v));
       hm__free(&a, v); /* forked: its mapping is the parent's business */
       continue;
     }
+    /* Its handles are dead; the modules they were on go now. */
+    if (forked)
+      hm__cells_forget(v);
+    hm__cells_detach(v);
     if (remove)
       hm__copy_unlink(v->copy_path);
     hm__free(&v->a, v->copy_path);
@@ -218,6 +228,13 @@ static void free_memory(hm_registry *reg) {
       hm__free(&reg->a, l->qualified);
       hm__free(&reg->a, l);
     }
+  }
+  while (reg->spare_lives != NULL) {
+    hm_live *l = reg->spare_lives;
+    reg->spare_lives = l->next_c;
+    hm__free(&reg->a, l->qualified);
+    hm__free(&reg->a, l->sig);
+    hm__free(&reg->a, l);
   }
   hm__map_free(&reg->lives, &reg->a);
   hm__map_free(&reg->modules, &reg->a);
@@ -276,6 +293,12 @@ void hm_registry_free(hm_registry *reg) {
    * of other modules and so let those versions go normally. */
   while (run_one_pinned_hook(reg))
     hm__reclaimer_drain(reg->rc);
+  /* Every hook has run: what versions' handles still reach goes too (a snapshot still
+   * pinning a version calls NULLs through them from here on). */
+  pthread_mutex_lock(&reg->lock);
+  hm__cells_end(reg);
+  pthread_mutex_unlock(&reg->lock);
+  hm__reclaimer_drain(reg->rc);
   hm__reclaimer_free(reg->rc);
   for (i = 0; i < reg->nmods; i++) {
     hm_module *mod = reg->mods[i];

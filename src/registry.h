@@ -13,9 +13,36 @@ typedef struct hm__table {
   hm_registry *reg;
   hm__version *v; /* holds one reference; NULL for an unloaded module (all fns NULL) */
   size_t n, cap;
+  int refs; /* under reg->lock, once published: the module's while it is the current one,
+               and one per cell that points to it; the last one frees it after a grace
+               period */
   hm__defer_node node;
   hm_fn fns[];
 } hm__table;
+
+/* The live handles one version of a module took on another module (its "holder" took them
+ * in its load hook: through ctx->api, or hm_live_acquire), all reading one pointer, so that
+ * they move together as the host's handles of a module do. While the holder is current (or
+ * about to be) the cell follows the target's current table; once the holder is retired it
+ * stays on the table it had (frozen: a call still running in the holder, or a snapshot of
+ * it, sees the versions it saw), until nothing can call the holder any more (cells.c's
+ * sweep): then it points to NULLs (dead) and lets the table go. In a group reload, a cell
+ * of an incoming member on another member is bound to that member's incoming version (a
+ * copy of its incoming table) until the group publishes. All under reg->lock, except fns,
+ * which live calls read. */
+typedef struct hm__cell {
+  hm_fn *fns;              /* atomic: what its handles' hm_live_enter loads */
+  hm__table *t;            /* the table fns belongs to (one reference), NULL once dead */
+  hm_fn *nulls;            /* one NULL per slot its handles use: fns once dead */
+  size_t nnulls;
+  hm_module *target;       /* NULL once detached by hm_registry_free */
+  hm__version *holder;
+  hm_live *lives;          /* its handles (hm_live.next_c) */
+  int dead;
+  int bound_in;            /* bound to the target's incoming version of a group reload */
+  struct hm__cell *next_h; /* the holder's cells */
+  struct hm__cell *next_t, *prev_t; /* the target's cells */
+} hm__cell;
 
 struct hm_module {
   hm_registry *reg;
@@ -44,6 +71,13 @@ struct hm_module {
   char **sigs;           /* its signature (whitespace removed) once a typed handle asked for
                             one, else NULL; set once, under reg->lock */
   size_t nsyms, capsyms;
+  unsigned char *borrowed; /* per slot: a handle of hm_live_get uses it (for good) */
+  hm_live *owned;        /* owned handles on it that are held (hm_live_acquire, and those of
+                            versions' cells until they die); under reg->lock */
+  hm__cell *cells;       /* versions' cells on it; under reg->lock */
+  struct hm__group *grp; /* the group reload it is a member of, while one runs; under
+                            reg->lock and reload_lock */
+  char *group;           /* hm_module_set_group's name, or NULL; under reg->lock */
   pthread_mutex_t reload_lock; /* serialises reloads and unloads of the module */
   pthread_mutex_t hook_lock;   /* around the module's descriptor hooks */
   unsigned loaders;            /* hm_module_load calls under way for it; under reg->lock */
@@ -57,7 +91,9 @@ struct hm_module {
                                   reg->lock */
   struct hm__job *prepared;    /* queued mode: the build the watcher prepared for
                                   hm_registry_poll (registry.c); under reg->lock */
-  int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it */
+  int poll_rc;   /* a queued reload failed transiently with this; the watcher retries it.
+                    HM__POLL_REGROUP: its group was refused for another member's build; the
+                    watcher holds this one's for that member's next */
   int watch_method;            /* atomic: the hm_watch_method in force, 0 when unwatched */
   /* Rollback (all under reg->lock): the builds that were current before this one, oldest
    * first (hm__version.build); the private copy of the last of them, kept; and after a
@@ -77,10 +113,23 @@ struct hm_module {
   struct hm__signed *kept_sig;
 };
 
+/* What a live handle is: the registry's, shared and kept for good (hm_live_get); the
+ * host's own (hm_live_acquire outside a load hook); a version's own (taken in its load
+ * hook). */
+enum { HM__LIVE_BORROWED = 0, HM__LIVE_HOST = 1, HM__LIVE_VERSION = 2 };
+
 struct hm_live {
   struct hm__live_head head; /* first: hm_live_enter reads it */
   hm_module *mod;
   char *qualified;
+  /* Owned handles only (under reg->lock): */
+  int kind;     /* HM__LIVE_* */
+  int released; /* released (or its version's cell died): no longer on mod->owned */
+  size_t slot;  /* its slot in mod's tables (head.slot is 0 once released) */
+  char *sig;    /* its signature (whitespace removed), or NULL */
+  hm__cell *cell; /* a version's: its holder's cell on mod */
+  hm_live *next_owned, *prev_owned; /* mod->owned, while held */
+  hm_live *next_c; /* its cell's handles; or, released (the host's), reg->spare_lives */
 };
 
 struct hm_snapshot {
@@ -121,10 +170,19 @@ struct hm_registry {
   hm_lint_policy lint; /* WARN, REJECT or OFF */
   unsigned char lint_finding[HM__LINT_KINDS]; /* per finding, as hm_module's; under lock */
   unsigned probe_timeout_ms;
+  unsigned group_ms; /* watcher: how long a group member's build waits for the others */
   char *probe_helper; /* hotmod-probe's path once a probe was asked for; under lock, then
                          never changed */
   hm__map modules; /* name -> hm_module*; removed only when its first load fails */
   hm__map lives;   /* "module:symbol" -> hm_live*, never removed */
+  hm_live *spare_lives; /* the host's released handles, kept (an enter through one returns
+                           NULL) and reused by hm_live_acquire of the same name */
+  /* The sweep of retired versions' cells (cells.c): each retirement of a version that has
+   * cells counts in retire_gen; a sweep queued when retire_gen was sweep_covers runs after a
+   * grace period that every call into versions retired until then has left. */
+  unsigned long retire_gen, sweep_covers;
+  int sweep_queued;
+  hm__defer_node sweep_node;
   hm_module **mods; /* every module, in creation order (same rule as `modules`) */
   size_t nmods, capmods;
   hm__reclaimer *rc;
@@ -157,9 +215,10 @@ struct hm_registry {
 /* A new table for version `v` (one more reference to it) with n slots, all NULL. */
 HM__HIDDEN hm__table *hm__table_new(hm_registry *reg, hm__version *v, size_t n);
 HM__HIDDEN void hm__table_discard(hm__table *t);
-/* Resolve every live slot of the module in mod->incoming_table's version, appending to
- * that table until it has a function for every slot the module has. dlsym runs without
- * reg->lock (a module constructor may be waiting for it while holding the loader's lock).
+/* Resolve every live slot of the module that a handle still needs (see slot_needed) in
+ * mod->incoming_table's version, appending to that table until it has an entry for every
+ * slot the module has (NULL where no handle needs one). dlsym runs without reg->lock (a
+ * module constructor may be waiting for it while holding the loader's lock).
  * On success returns 0 with reg->lock HELD. On failure (HM_ENOSYM, HM_ENOMEM, detail
  * recorded) returns with reg->lock not held. */
 HM__HIDDEN int hm__table_fill(hm_module *mod, const char *path);
@@ -174,8 +233,38 @@ HM__HIDDEN int hm__sig_check(const hm__version *v, const char *sym, const char *
 HM__HIDDEN int hm__table_grow(hm_registry *reg, hm__table **tp, size_t n);
 /* The same for mod->incoming_table. Under reg->lock. */
 HM__HIDDEN int hm__table_reserve(hm_module *mod, size_t n);
-/* Publish `t` as the module's table, retiring the old one. Under reg->lock. */
+/* Publish `t` as the module's table, retiring the old one, and move the cells that follow
+ * the module to it. Under reg->lock. */
 HM__HIDDEN void hm__publish(hm_module *mod, hm__table *t);
+/* Drop a published table's reference; the last one frees it after a grace period. Under
+ * reg->lock. */
+HM__HIDDEN void hm__table_unref(hm__table *t);
+/* Point a cell at `t` (a published table, or a copy of an incoming one), taking a
+ * reference and dropping the one on what it pointed to. Under reg->lock. */
+HM__HIDDEN void hm__cell_point(hm__cell *c, hm__table *t);
+/* A cell nothing can call through any more: its handles read NULLs, its table goes, and
+ * they stop constraining their module. Under reg->lock. */
+HM__HIDDEN void hm__cell_kill(hm__cell *c);
+struct hm__group;
+/* Does the held owned handle `l` constrain the next version of its module, in a reload of
+ * the group `grp` (NULL: of that module alone)? Under reg->lock. */
+HM__HIDDEN int hm__owned_constrains(const hm_live *l, const struct hm__group *grp);
+/* A version that will never be published (a refused group): kill its cells, freeing at once
+ * the copies of other members' incoming tables they were bound to. Under reg->lock. */
+HM__HIDDEN void hm__cells_drop_unpublished(hm__version *v);
+/* Take an owned handle off its module's list of held ones. Under reg->lock. */
+HM__HIDDEN void hm__owned_unlink(hm_live *l);
+/* Kill a version's cells and take them off their targets' lists (hm_registry_free, for a
+ * version snapshots still pin: they are freed with it). Under reg->lock. */
+HM__HIDDEN void hm__cells_detach(hm__version *v);
+/* In a forked child: mark a version's cells dead without touching their tables (whose
+ * frees would need the reclaimer). Under reg->lock. */
+HM__HIDDEN void hm__cells_forget(hm__version *v);
+/* Detach all of a version's cells (killed, off their targets' lists) and return them, to be
+ * freed with hm__cells_free once its code cannot run. Under reg->lock. */
+HM__HIDDEN hm__cell *hm__cells_take(hm__version *v);
+/* Free detached cells and their handles. No lock needed. */
+HM__HIDDEN void hm__cells_free(const hm__allocator *a, hm__cell *list);
 HM__HIDDEN void hm__version_ref(hm__version *v);
 /* Drop a reference to a version; the last one schedules its unload (or, for a version that
  * was never published, discards it). */
@@ -184,6 +273,21 @@ HM__HIDDEN void hm__version_unref(hm_registry *reg, hm__version *v);
  * without its unload hook, unless a lookup still holds it (then by the last unref) or it
  * is marked discard_later (then on the reclaimer thread). */
 HM__HIDDEN void hm__version_discard(hm_registry *reg, hm__version *v);
+
+/* ---- Versions' handles (cells.c) -------------------------------------------------------- */
+
+/* Give `holder`'s handle `l` (its slot set) its cell on `target`: made on first use, following
+ * the target's current table, or bound to a copy of its incoming table (`bound_in`: the
+ * holder and the target are members of one group reload). HM_ENOMEM, nothing changed.
+ * Under reg->lock. */
+HM__HIDDEN int hm__cell_add(hm__version *holder, hm_module *target, hm_live *l, int bound_in);
+/* v stops being current: its cells stay on what they reach until the sweep lets them go.
+ * Under reg->lock. */
+HM__HIDDEN void hm__version_retire(hm__version *v);
+/* Queue a sweep of retired versions' cells, after a grace period. Under reg->lock. */
+HM__HIDDEN void hm__sweep_request(hm_registry *reg);
+/* hm_registry_free: every cell of every version let go. Under reg->lock. */
+HM__HIDDEN void hm__cells_end(hm_registry *reg);
 
 /* ---- Events (events.c) ----------------------------------------------------------------- */
 
@@ -244,6 +348,9 @@ HM__HIDDEN extern const hm_module_api hm__module_api;
                                    reported (the watcher retries them), and `path`, if given,
                                    must still be the module's path (HM_EAGAIN otherwise) */
 #define HM__RELOAD_ROLLBACK 0x8u /* hm_module_rollback: an older build comes back */
+#define HM__POLL_REGROUP 1 /* hm_module.poll_rc: see there */
+#define HM__RELOAD_QUIET 0x10u   /* a member of a group: its refusal is reported by the
+                                    group, once */
 /* Make a new version of `mod` current: from `file` when given (bytes the watcher read and
  * checked), else from `path` (NULL: the module's path). Reports REJECTED itself, except for
  * transient failures with HM__RELOAD_WATCHER. */
@@ -266,6 +373,11 @@ HM__HIDDEN int hm__prepare(hm_module *mod, const char *path, const hm__file *fil
  * loaded meanwhile (left for the next poll: no wait); or the error,
  * reported as hm__reload reports it. No lock held. */
 HM__HIDDEN int hm__prepared_apply(hm_module *mod);
+/* hm_registry_poll, for a module with a prepared reload: publish it, or, if it was prepared
+ * in a group (*grouped set), the whole group. As hm__prepared_apply (0 published, 1
+ * nothing, or the error), with *published the modules published; a refused group has told
+ * the watcher what to retry already. */
+HM__HIDDEN int hm__group_poll(hm_module *mod, unsigned *published, int *grouped);
 /* Discard the module's prepared reload, if any (forked: free its memory only, in a child
  * after fork()). No lock held. */
 HM__HIDDEN void hm__prepared_drop(hm_module *mod, int forked);

@@ -244,30 +244,70 @@ int hm__job_resolve(hm__job *j) {
   return rc;
 }
 
-/* Typed live handles: the new version must declare the same signatures. A slot typed from
- * here on is checked against the incoming version by hm_live_get_typed itself. */
+/* The owned typed handles that constrain the new version, as (symbol, signature) pairs,
+ * copied under the lock (handles may be released meanwhile): *out, *n of them. */
+static int owned_sigs(hm__job *j, char ***out, size_t *n) {
+  hm_registry *reg = j->reg;
+  const hm_live *l;
+  size_t k = 0, cap = 0;
+  char **pairs = NULL;
+  int rc = 0;
+  pthread_mutex_lock(&reg->lock);
+  for (l = j->mod->owned; l != NULL; l = l->next_owned)
+    cap += l->sig != NULL && hm__owned_constrains(l, j->mod->grp);
+  if (cap != 0 && (pairs = hm__calloc(&reg->a, cap * 2, sizeof *pairs)) == NULL)
+    rc = hm__fail(HM_ENOMEM, "out of memory checking the signatures of %s", j->mod->name);
+  for (l = j->mod->owned; rc == 0 && l != NULL && k < cap; l = l->next_owned) {
+    if (l->sig == NULL || !hm__owned_constrains(l, j->mod->grp))
+      continue;
+    pairs[2 * k] = j->mod->syms[l->slot]; /* set once, freed with the module */
+    if ((pairs[2 * k + 1] = hm__strdup(&reg->a, l->sig)) == NULL)
+      rc = hm__fail(HM_ENOMEM, "out of memory checking the signatures of %s", j->mod->name);
+    k++;
+  }
+  pthread_mutex_unlock(&reg->lock);
+  *out = pairs;
+  *n = k;
+  return rc;
+}
+
+/* Typed live handles: the new version must declare the same signatures. A handle typed from
+ * here on is checked against the incoming version by the get itself. */
 int hm__job_check_signatures(hm__job *j) {
   hm_registry *reg = j->reg;
   hm_module *mod = j->mod;
-  size_t i;
-  for (i = 0;; i++) {
+  char **pairs;
+  size_t i, n;
+  int rc = 0;
+  for (i = 0; rc == 0; i++) {
     const char *sym, *sig;
-    int rc;
     pthread_mutex_lock(&reg->lock);
     if (i >= mod->nsyms) {
       pthread_mutex_unlock(&reg->lock);
-      return 0;
+      break;
     }
     sym = mod->syms[i]; /* both set once and never freed before the module */
     sig = mod->sigs[i];
     pthread_mutex_unlock(&reg->lock);
-    if (sig != NULL && (rc = hm__sig_check(j->v, sym, sig)) != 0)
-      return rc;
+    if (sig != NULL)
+      rc = hm__sig_check(j->v, sym, sig);
   }
+  if (rc == 0)
+    rc = owned_sigs(j, &pairs, &n);
+  else
+    pairs = NULL, n = 0;
+  for (i = 0; i < n; i++) {
+    if (rc == 0)
+      rc = hm__sig_check(j->v, pairs[2 * i], pairs[2 * i + 1]);
+    hm__free(&reg->a, pairs[2 * i + 1]);
+  }
+  hm__free(&reg->a, pairs);
+  return rc;
 }
 
-/* Hand over state: the old version keeps owning it unless the new one adopts it. */
-static int job_handover(hm__job *j) {
+/* Hand over state: the old version keeps owning it unless the new one adopts it, which
+ * hm__job_handed_over records once the reload commits (a group may still undo it). */
+int hm__job_handover(hm__job *j) {
   hm_module *mod = j->mod, *prev;
   hm__version *old = j->old, *v = j->v;
   hm_load_ctx ctx;
@@ -294,8 +334,12 @@ static int job_handover(hm__job *j) {
     if (ctx.prev != NULL)
       ctx.prev_state_version = old->desc->state_version;
   }
-  if (v->desc != NULL && v->desc->load != NULL)
+  if (v->desc != NULL && v->desc->load != NULL) {
+    /* The handles it takes in there are its own (hm_live_acquire, ctx->api). */
+    hm__version *was = hm__loading_set(v);
     hr = v->desc->load(&ctx);
+    hm__loading_set(was);
+  }
   hm__module_code_leave(prev);
   pthread_mutex_unlock(&mod->hook_lock);
   if (hr != HM_LOAD_ADOPTED && hr != HM_LOAD_CONVERTED) {
@@ -305,10 +349,30 @@ static int job_handover(hm__job *j) {
                     mod->name, hr < 0 ? "refused it with" : "returned the unknown answer",
                     hr);
   }
-  v->handed_over = 0; /* it owns what it has now, whatever it handed over before */
-  if (old != NULL)
-    old->handed_over = hr == HM_LOAD_ADOPTED && ctx.prev != NULL;
+  j->hooked = v->desc != NULL && v->desc->load != NULL;
+  j->adopted = hr == HM_LOAD_ADOPTED && ctx.prev != NULL;
   return 0;
+}
+
+void hm__job_handed_over(hm__job *j) {
+  j->v->handed_over = 0; /* it owns what it has now, whatever it handed over before */
+  if (j->old != NULL)
+    j->old->handed_over = j->adopted;
+}
+
+void hm__job_undo_handover(hm__job *j) {
+  hm_module *prev;
+  const hm_module_desc *d = j->v->desc;
+  if (!j->hooked || d == NULL || d->unload == NULL)
+    return;
+  /* As if it handed its state straight back: what it adopted is the old version's again
+   * (unload(1): not to be freed), what it converted into is its own to free (unload(0)). */
+  pthread_mutex_lock(&j->mod->hook_lock);
+  prev = hm__module_code_enter(j->mod);
+  d->unload(j->adopted);
+  hm__module_code_leave(prev);
+  pthread_mutex_unlock(&j->mod->hook_lock);
+  j->v->desc = NULL; /* its unload hook has run */
 }
 
 /* One warning per finding and module: drop from the job's warnings those the module sent
@@ -332,13 +396,13 @@ static void lint_sent(hm_module *mod, hm__job *j) {
 
 /* Publish: one atomic store switches every live handle of the module together. Nothing
  * here can fail: the incoming table is complete (every slot added since hm__job_resolve was
- * appended by hm_live_get), and the hooks have run. */
-static void job_publish(hm__job *j) {
+ * appended by hm_live_get), and the hooks have run. Under reg->lock, with the old version
+ * retired already (hm__version_retire). */
+void hm__job_publish_locked(hm__job *j) {
   hm_module *mod = j->mod;
   hm_registry *reg = j->reg;
   hm__version *v = j->v;
   hm__table *t;
-  pthread_mutex_lock(&reg->lock);
   t = mod->incoming_table;
   mod->incoming = NULL;
   mod->incoming_table = NULL;
@@ -361,13 +425,14 @@ static void job_publish(hm__job *j) {
     reg->nloaded++;
     lint_sent(mod, j);
   }
+  /* The new version's handles follow from now on. */
+  v->frozen = 0;
   mod->cur = v;
   hm__signed_published(mod, v);
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
   hm__publish(mod, t);
   reg->stats.loads++;
   /* The loader's reference on v becomes its "current" reference. */
-  pthread_mutex_unlock(&reg->lock);
 }
 
 /* Nothing changed: take back what the reload made, and report it. Called with the module's
@@ -376,8 +441,8 @@ static void job_publish(hm__job *j) {
 int hm__job_reject(hm__job *j, int rc) {
   hm_registry *reg = j->reg;
   hm__table *t = NULL;
-  int report = !(j->flags & HM__RELOAD_WATCHER) ||
-               hm__err_is_final(rc);
+  int report = !(j->flags & HM__RELOAD_QUIET) &&
+               (!(j->flags & HM__RELOAD_WATCHER) || hm__err_is_final(rc));
   char detail[1024];
   pthread_mutex_lock(&reg->lock);
   if (j->v != NULL && j->mod->incoming == j->v) {
@@ -422,7 +487,14 @@ void hm__prepared_discard(hm__job *p) {
   hm__table_discard(p->table);
   hm__version_discard(reg, p->v);
   hm__free(&reg->a, p->path);
-  hm__free(&reg->a, p);
+  hm__prepared_free(p);
+}
+
+void hm__prepared_free(hm__job *p) {
+  hm__pgroup *g = p->pgroup;
+  if (g != NULL && __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    hm__free(&p->reg->a, g);
+  hm__free(&p->reg->a, p);
 }
 
 /* The second half of every reload, under the module's reload_lock with the new version
@@ -430,28 +502,43 @@ void hm__prepared_discard(hm__job *p) {
  * reload_lock. */
 int hm__job_complete(hm__job *jp) {
   hm__job j = *jp;
-  hm_module *mod = j.mod;
-  hm__job *stale = NULL;
-  unsigned num;
-  char comment[HM__MINISIG_COMMENT_MAX + 1];
   int rc = hm__job_resolve(&j);
   if (rc == 0)
     rc = hm__job_check_signatures(&j);
   if (rc == 0)
-    rc = job_handover(&j);
-  if (rc == 0) {
-    job_publish(&j);
-    /* A build prepared for the version this one replaced cannot be published any more. */
-    pthread_mutex_lock(&j.reg->lock);
-    if (mod->prepared != NULL)
-      stale = hm__prepared_take(mod);
-    pthread_mutex_unlock(&j.reg->lock);
-  }
+    rc = hm__job_handover(&j);
   if (rc != 0)
     return hm__job_reject(&j, rc); /* releases reload_lock */
+  hm__job_handed_over(&j);
+  pthread_mutex_lock(&j.reg->lock);
+  /* The old version's handles stay on what they reach (a call still running in it sees the
+   * versions it saw). */
+  if (j.old != NULL)
+    hm__version_retire(j.old);
+  hm__job_publish_locked(&j);
+  pthread_mutex_unlock(&j.reg->lock);
+  hm__job_done(&j);
+  return 0;
+}
+
+void hm__job_done(hm__job *jp) {
+  hm__job j = *jp;
+  hm_module *mod = j.mod;
+  hm__job *stale = NULL;
+  unsigned num;
+  char comment[HM__MINISIG_COMMENT_MAX + 1] = "";
+  /* A build prepared for the version this one replaced cannot be published any more. */
+  pthread_mutex_lock(&j.reg->lock);
+  if (mod->prepared != NULL)
+    stale = hm__prepared_take(mod);
+  pthread_mutex_unlock(&j.reg->lock);
   /* Once the lock is released another thread may retire and unload the new version. */
   num = j.v->num;
-  snprintf(comment, sizeof comment, "%s", j.v->sig != NULL ? j.v->sig->comment : "");
+  if (j.v->sig != NULL) {
+    size_t n = strnlen(j.v->sig->comment, sizeof comment - 1);
+    memcpy(comment, j.v->sig->comment, n);
+    comment[n] = '\0';
+  }
   pthread_mutex_unlock(&mod->reload_lock);
   hm__prepared_discard(stale);
   hm__free(&j.reg->a, j.path); /* NULL when it became the module's path */
@@ -471,7 +558,6 @@ int hm__job_complete(hm__job *jp) {
     /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
     hm__version_unref(j.reg, j.old);
   }
-  return 0;
 }
 
 /* Run a reload job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The build to go back to, under reg->lock: a loaded version of it (referenced), else the
- * kept copy's path (copied), else HM_ENOPREV. */
+/* The build to go back to: a loaded version of it (referenced), else the kept copy's path
+ * (copied). Under reg->lock. */
 static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
   hm_registry *reg = mod->reg;
   unsigned want;
@@ -25,8 +25,9 @@ static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
   for (v = mod->versions; v != NULL; v = v->next) {
     int refs = __atomic_load_n(&v->refs, __ATOMIC_ACQUIRE);
     /* Only while something still holds it: a version whose last reference went is being
-     * unloaded already. */
-    while (v->build == want && refs > 0) {
+     * unloaded already. Not one whose load hook took live handles: they reach what they
+     * reached when it was retired, or nothing; its kept copy is loaded afresh instead. */
+    while (v->build == want && refs > 0 && v->cells == NULL) {
       if (__atomic_compare_exchange_n(&v->refs, &refs, refs + 1, 0, __ATOMIC_ACQ_REL,
                                       __ATOMIC_ACQUIRE)) {
         *reuse = v;
@@ -44,77 +45,87 @@ static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
                   mod->name);
 }
 
+int hm__rollback_take(hm_module *mod, hm__rollback *rb) {
+  hm_registry *reg = mod->reg;
+  int rc = rollback_target(mod, &rb->reuse, &rb->kept);
+  if (rc != 0)
+    return rc;
+  rb->target = mod->hist[mod->nhist - 1];
+  rb->path = hm__strdup(&reg->a, mod->path);
+  if (rb->kept != NULL && mod->kept_sig != NULL)
+    rb->ksig = hm__signed_dup(&reg->a, mod->kept_sig);
+  if (rb->path == NULL || (rb->kept != NULL && mod->kept_sig != NULL && rb->ksig == NULL))
+    return hm__fail(HM_ENOMEM, "out of memory rolling back %s", mod->name);
+  return 0;
+}
+
 /* Signed builds: the build comes back only with a signature by a key trusted now, over its
  * bytes: a version still loaded is checked over its private copy here; the kept copy is
- * read with the signature it was verified with (`ksig`, taken over), and checked on the way
- * like any load. */
-static int rollback_signed(hm__job *j, char *kept, hm__signed *ksig, const char *path) {
-  hm_registry *reg = j->reg;
-  hm__file f;
+ * read with the signature it was verified with, and checked on the way like any load. */
+int hm__rollback_read(hm_module *mod, hm__rollback *rb) {
+  hm_registry *reg = mod->reg;
+  const char *slash;
   int rc;
-  if (j->v != NULL) {
-    rc = hm__signed_recheck(j->mod, j->v->build, j->v->copy_path, j->v->sig, path);
-    if (rc != 0)
-      hm__version_unref(reg, j->v);
-    return rc != 0 ? rc : hm__job_run(j, NULL, NULL);
-  }
-  memset(&f, 0, sizeof f);
+  if (rb->reuse != NULL)
+    return hm__signed_recheck(mod, rb->reuse->build, rb->reuse->copy_path, rb->reuse->sig,
+                              rb->path);
   /* Loaded again from the kept copy, under a fresh private name (the kept path may still
    * name a mapped object, which dlopen would hand back). */
-  if ((rc = hm__signed_recheck(j->mod, j->target, NULL, ksig, path)) == 0 &&
-      (rc = hm__file_read(&reg->a, kept, HM__READ_ALLOW_WRITABLE, &f, NULL)) == 0) {
-    if (ksig != NULL) {
-      f.sig.asked = 1;
-      f.sig.buf = ksig->raw;
-      f.sig.len = ksig->raw_len;
-      snprintf(f.sig.name, sizeof f.sig.name, "%s", strrchr(path, '/') ? strrchr(path, '/') + 1
-                                                                       : path);
-    }
-    j->from = kept; /* its debug file is beside the kept copy */
-    rc = hm__job_run(j, NULL, &f);
-    f.sig.buf = NULL; /* ksig's */
+  if ((rc = hm__signed_recheck(mod, rb->target, NULL, rb->ksig, rb->path)) != 0 ||
+      (rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL)) != 0)
+    return rc;
+  if (rb->ksig != NULL) {
+    rb->file.sig.asked = 1;
+    rb->file.sig.buf = rb->ksig->raw; /* borrowed: hm__rollback_drop gives it back */
+    rb->file.sig.len = rb->ksig->raw_len;
+    slash = strrchr(rb->path, '/');
+    snprintf(rb->file.sig.name, sizeof rb->file.sig.name, "%s",
+             slash != NULL ? slash + 1 : rb->path);
   }
-  hm__file_release(&reg->a, &f);
-  return rc;
+  return 0;
+}
+
+void hm__rollback_drop(hm_registry *reg, hm__rollback *rb) {
+  if (rb->reuse != NULL)
+    hm__version_unref(reg, rb->reuse);
+  rb->reuse = NULL;
+  if (rb->ksig != NULL && rb->file.sig.buf == rb->ksig->raw)
+    rb->file.sig.buf = NULL; /* rb->ksig's */
+  hm__file_release(&reg->a, &rb->file);
+  hm__free(&reg->a, rb->kept);
+  hm__free(&reg->a, rb->ksig);
+  hm__free(&reg->a, rb->path);
+  memset(rb, 0, sizeof *rb);
 }
 
 int hm_module_rollback(hm_module *mod) {
   hm_registry *reg;
   hm__job j;
-  hm__signed *ksig = NULL;
-  char *kept = NULL, *path = NULL;
+  hm__rollback rb;
   int rc = hm__reload_checks(mod, "hm_module_rollback");
   if (rc != 0)
     return rc;
   reg = mod->reg;
   memset(&j, 0, sizeof j);
+  memset(&rb, 0, sizeof rb);
   j.mod = mod;
   j.reg = reg;
   j.flags = HM__RELOAD_ROLLBACK;
   /* The reload lock is taken again by the job; holding it here would deadlock, and the
    * target is re-checked there through the history under the registry lock. */
   pthread_mutex_lock(&reg->lock);
-  rc = rollback_target(mod, &j.v, &kept);
-  if (rc == 0) {
-    j.target = mod->hist[mod->nhist - 1];
-    path = hm__strdup(&reg->a, mod->path);
-    if (kept != NULL && mod->kept_sig != NULL &&
-        (ksig = hm__signed_dup(&reg->a, mod->kept_sig)) == NULL)
-      hm__free(&reg->a, path), path = NULL;
-    if (path == NULL)
-      rc = hm__fail(HM_ENOMEM, "out of memory rolling back %s", mod->name);
-  }
+  rc = hm__rollback_take(mod, &rb);
   pthread_mutex_unlock(&reg->lock);
-  if (rc != 0) {
-    if (j.v != NULL)
-      hm__version_unref(reg, j.v);
-    hm__free(&reg->a, kept);
-    return rc;
+  if (rc == 0)
+    rc = hm__rollback_read(mod, &rb);
+  if (rc == 0) {
+    j.target = rb.target;
+    j.v = rb.reuse; /* the job takes the reference over */
+    j.reused = j.v != NULL;
+    rb.reuse = NULL;
+    j.from = rb.kept; /* its debug file is beside the kept copy */
+    rc = hm__job_run(&j, NULL, j.reused ? NULL : &rb.file);
   }
-  j.reused = j.v != NULL;
-  rc = rollback_signed(&j, kept, ksig, path);
-  hm__free(&reg->a, kept);
-  hm__free(&reg->a, ksig);
-  hm__free(&reg->a, path);
+  hm__rollback_drop(reg, &rb);
   return rc;
 }

@@ -139,7 +139,14 @@ void hm__watch_reconcile(hm__watcher *w) {
       todo[i].path = NULL;
     }
     wm = find_wmod(w, todo[i].mod);
-    if (wm != NULL && todo[i].poll_rc != 0) {
+    if (wm != NULL && todo[i].poll_rc == HM__POLL_REGROUP) {
+      /* Its group was refused for another member's build: read it again and hold it for
+       * that member's next one. */
+      wm->have_queued = 0;
+      wm->regroup = 1;
+      hm__settle_note(&wm->st, HM__EV_START);
+      hm__watch_decide(wm, HM__WHY_EVENTS);
+    } else if (wm != NULL && todo[i].poll_rc != 0) {
       /* As if the watcher had tried it: the retry schedule brings it back to the queue. */
       wm->have_queued = 0;
       after_failure(wm, todo[i].poll_rc, wm->queued_hash, hm_module_version(wm->mod));
@@ -314,11 +321,52 @@ static void after_failure(hm__wmod *wm, int rc, uint64_t key, unsigned cur) {
   }
 }
 
-/* A finished new build: reload it at once, or prepare it for hm_registry_poll. */
-static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
+/* The wait of a group with held builds: on, or over, then they are applied together. When
+ * the group is refused for good, the member that failed is a refused build (those bytes are
+ * not tried again), and every member's build stays held (parked) for the group's next
+ * build, whichever member's it is (the failure may have been another member's fault: a
+ * load hook that refused because the other's build lacks what it needs). A failure a later
+ * try may not meet is retried member by member, each held again. */
+static void on_group_timer(uv_timer_t *t) {
+  hm__wgroup *wg = t->data;
+  hm__wmod *held[64];
+  size_t n, i, failed = 0;
+  unsigned ms;
+  int rc, queued = 0;
+  if (hm__watch_winding_down(wg->w))
+    return;
+  if ((ms = hm__wgroup_wait_ms(wg)) != 0) {
+    uv_timer_start(t, on_group_timer, ms, 0);
+    return;
+  }
+  n = hm__wgroup_held(wg, held, sizeof held / sizeof held[0]);
+  if (n == 0)
+    return;
+  rc = hm__wgroup_apply(wg, held, n, &failed, &queued);
+  for (i = 0; i < n; i++) {
+    hm__wmod *wm = held[i];
+    if (rc != 0 && n > 1 && hm__err_is_final(rc)) {
+      if (i == failed)
+        after_failure(wm, rc, wm->held_key, wm->held_cur);
+      wm->parked = 1;
+      continue;
+    }
+    if (queued) {
+      wm->have_queued = rc == 0;
+      wm->queued_hash = wm->held.id.hash;
+    }
+    after_failure(wm, rc, wm->held_key, wm->held_cur);
+    hm__wgroup_release(wm);
+  }
+}
+
+/* A finished new build: reload it at once, or prepare it for hm_registry_poll; or, for a
+ * module in a group, hold it for the group (watchgroup.c: `f`'s bytes are taken). */
+static void take(hm__wmod *wm, hm__file *f, uint64_t key, unsigned cur) {
   hm__watcher *w = wm->w;
   hm_registry *reg = w->reg;
   hm_module *mod = wm->mod;
+  hm__wgroup *wg;
   hm_reload_mode mode;
   int rc;
 
@@ -338,6 +386,11 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
   hm__emit(reg, HM_EVENT_CHANGED, mod, cur, 0);
   if (hm__watch_winding_down(w))
     return;
+  if ((wg = hm__wgroup_hold(wm, f, key, cur)) != NULL) {
+    if (!wm->parked)
+      uv_timer_start(&wg->timer, on_group_timer, hm__wgroup_wait_ms(wg), 0);
+    return;
+  }
   if (mode == HM_RELOAD_QUEUED) {
     /* Everything callers cannot see happens here; the host's poll only publishes. */
     rc = hm__prepare(mod, wm->path, f);
@@ -351,7 +404,7 @@ static void take(hm__wmod *wm, const hm__file *f, uint64_t key, unsigned cur) {
 
 /* A finished new build, with trusted keys set: taken once its signature is there (see
  * hm__settle_signature); without keys, at once. */
-static void load_signed(hm__wmod *wm, const hm__file *f, const hm__settle_file *sf) {
+static void load_signed(hm__wmod *wm, hm__file *f, const hm__settle_file *sf) {
   unsigned ms;
   switch (hm__watch_sig_gate(wm, f, failure_key(f->id.hash, f->id.mode), sf->key, sf->cur,
                              &ms)) {
@@ -422,8 +475,10 @@ static void check(hm__wmod *wm, int fd, int settle_due) {
                                            (wm->mod->have_rolled_back &&
                                             f.id.hash == wm->mod->rolled_back_hash));
   pthread_mutex_unlock(&reg->lock);
-  if (sf.same_as_current)
+  if (sf.same_as_current) {
     hm__prepared_drop(wm->mod, 0); /* back to what serves: nothing left to publish */
+    hm__wgroup_release(wm);        /* nor to hold */
+  }
 
   switch (hm__settle_checked(&wm->st, &sf, settle_due, w->settle_ms)) {
   case HM__DO_QUIET:

@@ -79,7 +79,26 @@ typedef struct hm__wmod {
   int have_queued; /* queued_hash: the bytes a queued reload is waiting for */
   uint64_t queued_hash;
   int sig_writing; /* signed builds: its signature was made or written since its last close */
+  /* A finished new build held for the module's group (watchgroup.c): its bytes, and what
+   * a refusal of it is about. Parked: held for another member's next build (its group was
+   * refused for that member's), so it starts no wait of its own. regroup: the next
+   * finished build found is held parked (a poll refused its group). */
+  hm__file held;
+  int have_held, parked, regroup;
+  uint64_t held_key;
+  unsigned held_cur;
 } hm__wmod;
+
+/* A group of modules (hm_module_set_group) whose finished builds the watcher holds, to
+ * apply them as one (watchgroup.c). */
+typedef struct hm__wgroup {
+  uv_timer_t timer; /* the wait; its callback is watch.c's */
+  hm__watcher *w;
+  char *name;
+  long long first_ns, last_ns; /* monotonic: the first and the last build held since the
+                                  group was last applied (0: none) */
+  struct hm__wgroup *next;
+} hm__wgroup;
 
 struct hm__watcher {
   hm_registry *reg; /* valid while the watcher runs: stopping comes before the free */
@@ -111,6 +130,7 @@ struct hm__watcher {
   long long failing_since_ns;
   hm__watcher *next_stopped; /* on reg->watch_stopped */
   struct hm__wbuild *builds; /* build rules of watched modules (build.c) */
+  hm__wgroup *groups;        /* groups with a build held, or held once (watchgroup.c) */
 };
 
 
@@ -182,6 +202,31 @@ HM__HIDDEN hm__settle_do hm__watch_sig_gate(hm__wmod *wm, const hm__file *f, uin
                                             uint64_t key, unsigned cur, unsigned *timer_ms);
 /* The identity of the signature read with `f`, to mix into what a refusal is about. */
 HM__HIDDEN uint64_t hm__watch_sig_key(const hm__file *f);
+
+/* ---- Groups (watchgroup.c) ------------------------------------------------------------- */
+
+/* The longest a group waits for members being written, from the first build it holds. */
+#define HM__WGROUP_MAX_MS 30000
+
+/* Hold the finished new build `f` (its bytes are taken over) of a module in a group, and
+ * return the group, whose wait the caller (re)starts unless the build is parked; NULL if
+ * the module is in no group (or out of memory): the caller applies it alone. */
+HM__HIDDEN hm__wgroup *hm__wgroup_hold(hm__wmod *wm, hm__file *f, uint64_t key, unsigned cur);
+/* How much longer the group waits: while a member is being written (up to
+ * HM__WGROUP_MAX_MS), and group_ms after the last build it held. 0: apply now. */
+HM__HIDDEN unsigned hm__wgroup_wait_ms(hm__wgroup *wg);
+/* The group's members with a build held, in the order their modules were first loaded
+ * (up to cap). */
+HM__HIDDEN size_t hm__wgroup_held(hm__wgroup *wg, hm__wmod **out, size_t cap);
+/* Apply the held builds of `held` (n of them): alone for one, else as one group reload, or
+ * prepared as one group in queued mode (*queued set). 0, or the error with *failed the
+ * member that failed. The builds stay held: the caller decides what becomes of them. */
+HM__HIDDEN int hm__wgroup_apply(hm__wgroup *wg, hm__wmod **held, size_t n, size_t *failed,
+                                int *queued);
+/* Let a held build go. */
+HM__HIDDEN void hm__wgroup_release(hm__wmod *wm);
+/* The watcher is closing: close every group's timer (the close frees it). */
+HM__HIDDEN void hm__wgroup_close_all(hm__watcher *w);
 
 /* ---- Deciding (watch.c) ---------------------------------------------------------------- */
 

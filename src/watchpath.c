@@ -380,6 +380,7 @@ void hm__watch_wmod_closed(uv_handle_t *h) {
   hm__wmod *wm = h->data;
   hm__watcher *w = wm->w;
   hm__watch_free_points(w, wm);
+  hm__file_release(&w->a, &wm->held); /* a build held for its group */
   hm__free(&w->a, wm->path);
   hm__free(&w->a, wm);
   hm__watch_handle_done(w);

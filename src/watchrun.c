@@ -14,8 +14,8 @@
  * no watcher; then every handle is closed, and the memory goes in the close callbacks (on the
  * registry's own loop, before the thread ends; on a host's loop, when the host next runs it).
  *
- * Layer 9 (docs/architecture.md), the watcher's top: calls watch.c, build.c, watchpath.c
- * and fork.c.
+ * Layer 9 (docs/architecture.md), the watcher's top: calls watch.c, watchgroup.c, build.c,
+ * watchpath.c and fork.c.
  */
 #include "watch.h"
 
@@ -69,6 +69,7 @@ static void watcher_close(hm__watcher *w) {
     uv_close((uv_handle_t *)&wm->timer, hm__watch_wmod_closed);
   }
   w->mods = NULL;
+  hm__wgroup_close_all(w);
   uv_close((uv_handle_t *)&w->retry, handle_closed);
   uv_close((uv_handle_t *)&w->async, handle_closed);
   uv_close((uv_handle_t *)&w->poll, handle_closed);

@@ -65,6 +65,17 @@ static void write_text(const char *path, const char *text) {
 
 static const char *tmp_path(wt *f, const char *name) { return hmt_path(f->tmp, name); }
 
+/* wt_run with the command's standard output on /dev/null (cmake's progress lines). */
+static int run_quiet(char *const argv[]) {
+  int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
+  dup2(devnull, 1);
+  rc = wt_run(argv);
+  dup2(saved, 1);
+  close(saved);
+  close(devnull);
+  return rc;
+}
+
 static void run_or_fail(char *const argv[]) {
   if (wt_run(argv) != 0)
     fail_msg("%s failed", argv[0]);
@@ -233,13 +244,7 @@ static void cmake_build(wt *f, int n, const char *out, void *arg) {
   cmake_source(p, n);
   {
     char *argv[] = {"cmake", "--build", p->bin, NULL};
-    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
-    dup2(devnull, 1);
-    rc = wt_run(argv);
-    dup2(saved, 1);
-    close(saved);
-    close(devnull);
-    if (rc != 0)
+    if (run_quiet(argv) != 0)
       fail_msg("cmake --build %s failed", p->bin);
   }
 }
@@ -263,14 +268,8 @@ static void cmake_project(wt *f, const char *generator) {
   {
     char gen[64];
     char *argv[] = {"cmake", "-S", p.src, "-B", p.bin, "-G", gen, NULL};
-    int devnull = open("/dev/null", O_WRONLY), saved = dup(1), rc;
     snprintf(gen, sizeof gen, "%s", generator);
-    dup2(devnull, 1);
-    rc = wt_run(argv);
-    dup2(saved, 1);
-    close(saved);
-    close(devnull);
-    if (rc != 0) {
+    if (run_quiet(argv) != 0) {
       fprintf(stderr, "    cmake -G \"%s\" cannot configure: skipped\n", generator);
       skip();
     }
@@ -281,6 +280,125 @@ static void cmake_project(wt *f, const char *generator) {
 static void t_cmake_make(void **state) { cmake_project(*state, "Unix Makefiles"); }
 
 static void t_cmake_ninja(void **state) { cmake_project(*state, "Ninja"); }
+
+/* ---- cmake --build of two modules in a group ------------------------------------------ */
+
+/* Module b exports value(), of the type iface.h says; module a takes a typed handle on it
+ * in its load hook (ctx->api) and answers 10 * value() + its build. Changing the type in
+ * iface.h rebuilds both targets in one `cmake --build` (Make: a, then b); the watcher
+ * applies them as one group. Apart, each would be refused. */
+static void pair_sources(cmake_proj *p, const char *type, int n) {
+  char path[4300], text[512];
+  snprintf(path, sizeof path, "%s/iface.h", p->src);
+  snprintf(text, sizeof text, "typedef %s value_t;\n#define VALUE_SIG \"%s(void)\"\n"
+                              "#define BUILD %d\n", type, type, n);
+  write_text(path, text);
+}
+
+static void pair_project(wt *f, cmake_proj *p) {
+  char path[4300], text[8192];
+  snprintf(p->src, sizeof p->src, "%s", tmp_path(f, "pair"));
+  snprintf(p->bin, sizeof p->bin, "%s", tmp_path(f, "pair-build"));
+  assert_int_equal(mkdir(p->src, 0700), 0);
+  snprintf(path, sizeof path, "%s/b.c", p->src);
+  write_text(path, "#include \"hotmod/module.h\"\n#include \"iface.h\"\n"
+                   "HM_MODULE_EXPORT value_t value(void) { return BUILD; }\n"
+                   "HM_MODULE_SIGNATURE(value, VALUE_SIG);\n");
+  snprintf(path, sizeof path, "%s/a.c", p->src);
+  write_text(path,
+             "#include \"hotmod/module.h\"\n#include \"iface.h\"\n"
+             "static const hm_module_api *api;\nstatic hm_live *b_value;\n"
+             "HM_MODULE_EXPORT int entry(void) {\n"
+             "  value_t v = ((value_t(*)(void))api->live_enter(b_value))();\n"
+             "  api->live_leave(b_value);\n  return (int)v * 10 + BUILD;\n}\n"
+             "static int load(const hm_load_ctx *ctx) {\n  api = ctx->api;\n"
+             "  return api->live_get_typed(ctx->reg, \"b:value\", VALUE_SIG, &b_value) == 0 ? "
+             "HM_LOAD_CONVERTED : -1;\n}\nHM_MODULE_DESCRIBE(0, NULL, load, NULL);\n");
+  snprintf(path, sizeof path, "%s/CMakeLists.txt", p->src);
+  snprintf(text, sizeof text,
+           "cmake_minimum_required(VERSION 3.16)\nproject(pair C)\n"
+           "include(%s/cmake/HotmodModule.cmake)\n"
+           "hotmod_add_module(a a.c)\nhotmod_add_module(b b.c)\n"
+           "foreach(t a b)\n  target_include_directories(${t} PRIVATE %s/include)\n"
+           "  set_target_properties(${t} PROPERTIES LIBRARY_OUTPUT_DIRECTORY %s)\nendforeach()\n",
+           HM_TEST_SRCDIR, HM_TEST_SRCDIR, f->src);
+  write_text(path, text);
+  pair_sources(p, "int", 1);
+  {
+    char *argv[] = {"cmake", "-S", p->src, "-B", p->bin, "-G", "Unix Makefiles", NULL};
+    if (run_quiet(argv) != 0) {
+      fprintf(stderr, "    cmake cannot configure: skipped\n");
+      skip();
+    }
+  }
+  cmake_build(f, 1, NULL, p);
+}
+
+static int pair_at(hm_module *a, hm_module *b, unsigned v) {
+  return hm_module_version(a) == v && hm_module_version(b) == v;
+}
+
+typedef struct pair_wait {
+  hm_module *a, *b;
+} pair_wait;
+
+static int pair_at_2(void *arg) {
+  pair_wait *w = arg;
+  return pair_at(w->a, w->b, 2);
+}
+
+static void cmake_group(wt *f, int queued) {
+  cmake_proj p;
+  pair_wait w;
+  hm_live *entry;
+  hm_stats st;
+  char a_path[4300], b_path[4300];
+  int polls = 0;
+  pair_project(f, &p);
+  snprintf(a_path, sizeof a_path, "%s/a.so", f->src);
+  snprintf(b_path, sizeof b_path, "%s/b.so", f->src);
+  assert_int_equal(hm_module_load(f->reg, "b", b_path, &w.b), 0);
+  assert_int_equal(hm_module_load(f->reg, "a", a_path, &w.a), 0);
+  assert_int_equal(hm_module_set_group(w.a, "pair"), 0);
+  assert_int_equal(hm_module_set_group(w.b, "pair"), 0);
+  assert_int_equal(hm_live_get(f->reg, "a:entry", &entry), 0);
+  assert_int_equal(wt_live(entry), 11);
+  wt_start(f);
+  while (hm_module_watch_method(w.a) == 0 || hm_module_watch_method(w.b) == 0)
+    wt_sleep_ms(1);
+  pair_sources(&p, "long", 2);
+  cmake_build(f, 2, NULL, &p);
+  while (!pair_at_2(&w)) {
+    /* Queued: the poll, on this thread, publishes both or neither. (Immediate: the
+     * watcher's thread publishes them in one step, which this thread may see half done;
+     * that neither was applied alone shows in the REJECTED count: alone, each is refused.) */
+    if (queued) {
+      int n = hm_registry_poll(f->reg);
+      assert_true(n == 0 || n == 2);
+      assert_int_equal(hm_module_version(w.a), hm_module_version(w.b));
+    }
+    assert_true(++polls < (int)(WT_DEADLINE * 1000));
+    wt_sleep_ms(1);
+  }
+  assert_int_equal(wt_live(entry), 22);
+  assert_int_equal(hm_registry_stats(f->reg, &st), 0);
+  assert_int_equal(st.rejects, 0);
+}
+
+/* Long enough for Make to compile and link b after a on a loaded machine. */
+static int setup_group(void **state) {
+  *state = wt_new_group(HM_RELOAD_DEFAULT, 3000);
+  return 0;
+}
+
+static int setup_group_queued(void **state) {
+  *state = wt_new_group(HM_RELOAD_QUEUED, 3000);
+  return 0;
+}
+
+static void t_cmake_group(void **state) { cmake_group(*state, 0); }
+
+static void t_cmake_group_queued(void **state) { cmake_group(*state, 1); }
 
 /* ---- Dependencies, post-link steps ----------------------------------------------------- */
 
@@ -442,6 +560,8 @@ int main(void) {
       T(t_cxx_module, setup_quiet5),
       T(t_cmake_make, setup_quiet5),
       T(t_cmake_ninja, setup_quiet5),
+      T(t_cmake_group, setup_group),
+      T(t_cmake_group_queued, setup_group_queued),
       T(t_dependency_appears_later, setup),
       T(t_queued_dependency_appears_later, setup_queued),
       T(t_dependency_never_appears, setup),

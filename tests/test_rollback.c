@@ -50,26 +50,6 @@ static int call(hm_registry *reg, const char *q) {
   return HM_LIVE_CALL(l, ifn);
 }
 
-/* Distinct copies of this registry that /proc/self/maps shows. */
-static int mapped_copies(hm_registry *reg) {
-  FILE *fp = fopen("/proc/self/maps", "r");
-  char line[4096], seen[8][512];
-  int n = 0, i;
-  assert_non_null(fp);
-  while (fgets(line, sizeof line, fp) != NULL) {
-    char *p = strstr(line, hm_registry_dir(reg));
-    if (p == NULL)
-      continue;
-    p[strcspn(p, "\n")] = '\0';
-    for (i = 0; i < n && strcmp(seen[i], p) != 0; i++)
-      ;
-    if (i == n && n < 8)
-      snprintf(seen[n++], sizeof seen[0], "%s", p);
-  }
-  fclose(fp);
-  return n;
-}
-
 static int no_retired(void *arg) {
   hm_stats st;
   return hm_registry_stats(arg, &st) == 0 && st.retired == 0;
@@ -123,7 +103,7 @@ static void t_rollback_reuses_pinned_version(void **state) {
   /* Its load hook was told the number it comes back under (it was told 1 before). */
   assert_int_equal(call(f->reg, "st:last_ctx_version"), 3);
   assert_true(hmt_wait_until(no_retired, f->reg, 10.0));
-  assert_int_equal(mapped_copies(f->reg), 1); /* v1's one mapping, current again */
+  assert_int_equal(hmt_mapped_copies(f->reg), 1); /* v1's one mapping, current again */
   hm_snapshot_release(s);
   assert_int_equal(call(f->reg, "st:bump"), 4);
 }

@@ -437,6 +437,58 @@ static void t_rollback_reused(void **state) {
   hm_snapshot_release(snap);
 }
 
+/* Only one version retired (and not unloaded yet): the one a snapshot pins. */
+static int one_retired(void *reg) {
+  hm_stats st;
+  return hm_registry_stats(reg, &st) == 0 && st.retired == 1;
+}
+
+/* Group reloads and group rollbacks take signed builds only, as one module's do: a member
+ * whose build is not signed refuses the group, nothing changes; a group rollback checks each
+ * member's build again with the keys trusted now (sq2 comes back as it is, still loaded for
+ * a snapshot; sq from its kept copy). */
+static void t_group_signed(void **state) {
+  fx *f = *state;
+  const char *only_b[] = {pub_b, NULL}, *only_a[] = {pub_a, NULL};
+  char path2[4200];
+  hm_module *mods[2];
+  hm_snapshot *snap;
+  hm_live *l2;
+  load_signed(f, 1);
+  snprintf(path2, sizeof path2, "%s/sq2.so", f->dir);
+  place_signed(hmt_mod("square_v1"), path2, sec_a, NULL);
+  assert_int_equal(hm_module_load(f->reg, "sq2", path2, &mods[0]), 0);
+  mods[1] = f->mod;
+  assert_int_equal(hm_live_get(f->reg, "sq2:version", &l2), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "sq2:version", &snap), 0);
+
+  place_signed(hmt_mod("square_v2"), f->path, sec_a, NULL);
+  hmt_install(hmt_mod("square_v2"), path2); /* its signature is build 1's */
+  assert_int_equal(hm_registry_reload_group(f->reg, mods, NULL, 2), HM_EUNTRUSTED);
+  assert_non_null(strstr(hm_errmsg(), "sq2"));
+  assert_int_equal(version_of(f), 1);
+  assert_int_equal(HM_LIVE_CALL(l2, ifn), 1);
+  sign(path2, sec_a, NULL, NULL);
+  assert_int_equal(hm_registry_reload_group(f->reg, mods, NULL, 2), 0);
+  assert_int_equal(version_of(f), 2);
+  assert_int_equal(HM_LIVE_CALL(l2, ifn), 2);
+  assert_true(hmt_wait_until(one_retired, f->reg, DEADLINE)); /* sq's v1: from its copy */
+
+  assert_int_equal(hm_registry_set_trusted_keys(f->reg, only_b), 0);
+  assert_int_equal(hm_registry_rollback_group(f->reg, mods, 1), HM_EUNTRUSTED); /* reused */
+  assert_non_null(strstr(hm_errmsg(), "unknown key id"));
+  assert_int_equal(hm_registry_rollback_group(f->reg, mods, 2), HM_EUNTRUSTED);
+  assert_non_null(strstr(hm_errmsg(), "unknown key id"));
+  assert_int_equal(version_of(f), 2);
+  assert_int_equal(HM_LIVE_CALL(l2, ifn), 2);
+  assert_int_equal(hm_registry_set_trusted_keys(f->reg, only_a), 0);
+  assert_int_equal(hm_registry_rollback_group(f->reg, mods, 2), 0);
+  assert_int_equal(version_of(f), 1);
+  assert_int_equal(HM_LIVE_CALL(l2, ifn), 1);
+  assert_int_equal(count(f, &f->rolled_back), 2);
+  hm_snapshot_release(snap);
+}
+
 /* ---- Keys ------------------------------------------------------------------------------- */
 
 static void t_rotation(void **state) {
@@ -816,6 +868,7 @@ int main(void) {
       cmocka_unit_test(t_probe_after_check),
       T(t_rollback_verified),
       T(t_rollback_reused),
+      T(t_group_signed),
       T(t_rotation),
       cmocka_unit_test(t_keys_added),
       cmocka_unit_test(t_environment),

@@ -1087,6 +1087,132 @@ static void t_host_loop_queued(void **state) {
   assert_int_equal(uv_loop_close(&h.loop), 0);
 }
 
+/* ---- Groups: builds of several modules applied as one ---------------------------------- */
+
+/* Modules a and b of the group tests (tests/modules/pa.c, pb.c) in the watched directory, in
+ * group "ab": a holds b's value() typed int(void) in builds 1, long(void) in builds 2. */
+typedef struct pair {
+  wt *f;
+  hm_module *a, *b;
+  hm_live *entry;
+  char a_path[4200], b_path[4200];
+} pair;
+
+static int pair_watched(void *arg) {
+  pair *p = arg;
+  return hm_module_watch_method(p->a) != 0 && hm_module_watch_method(p->b) != 0;
+}
+
+static void pair_start(wt *f, pair *p) {
+  memset(p, 0, sizeof *p);
+  p->f = f;
+  snprintf(p->a_path, sizeof p->a_path, "%s/a.so", f->src);
+  snprintf(p->b_path, sizeof p->b_path, "%s/b.so", f->src);
+  hmt_install(hmt_mod("pb_v1"), p->b_path);
+  hmt_install(hmt_mod("pa_v1"), p->a_path);
+  assert_int_equal(hm_module_load(f->reg, "b", p->b_path, &p->b), 0);
+  assert_int_equal(hm_module_load(f->reg, "a", p->a_path, &p->a), 0);
+  assert_int_equal(hm_module_set_group(p->a, "ab"), 0);
+  assert_int_equal(hm_module_set_group(p->b, "ab"), 0);
+  assert_int_equal(hm_live_get(f->reg, "a:entry", &p->entry), 0);
+  wt_start(f);
+  assert_true(hmt_wait_until(pair_watched, p, WT_DEADLINE));
+}
+
+static int pair_at_2(void *arg) {
+  pair *p = arg;
+  return hm_module_version(p->a) == 2 && hm_module_version(p->b) == 2;
+}
+
+static unsigned long long rejects_of(hm_registry *reg) {
+  hm_stats st;
+  assert_int_equal(hm_registry_stats(reg, &st), 0);
+  return st.rejects;
+}
+
+static int b_at_3(void *arg) { return hm_module_version(((pair *)arg)->b) == 3; }
+
+/* Two builds that change the interface between a and b (each refused alone) become current
+ * as one group; later a build of b alone reloads b alone. */
+static void t_group_applied_together(void **state) {
+  wt *f = *state;
+  pair p;
+  pair_start(f, &p);
+  hmt_install(hmt_mod("pa_v2"), p.a_path);
+  hmt_install(hmt_mod("pb_v2"), p.b_path);
+  assert_true(hmt_wait_until(pair_at_2, &p, WT_DEADLINE));
+  assert_int_equal(wt_live(p.entry), 22);
+  assert_int_equal(rejects_of(f->reg), 0);
+  hmt_install(hmt_mod("pb_v7"), p.b_path);
+  assert_true(hmt_wait_until(b_at_3, &p, WT_DEADLINE));
+  assert_int_equal(hm_module_version(p.a), 2);
+  assert_int_equal(wt_live(p.entry), 1072); /* b 7, whose call to a reached a 2: +100 */
+  assert_int_equal(rejects_of(f->reg), 0);
+}
+
+/* Poll until both members are at version 2: each poll publishes both or neither. */
+static void poll_pair_to_2(pair *p) {
+  int polls = 0;
+  while (!pair_at_2(p)) {
+    int n = hm_registry_poll(p->f->reg);
+    assert_true(n == 0 || n == 2);
+    assert_int_equal(hm_module_version(p->a), hm_module_version(p->b));
+    assert_true(++polls < (int)(WT_DEADLINE * 1000));
+    wt_sleep_ms(1);
+  }
+  assert_int_equal(wt_live(p->entry), 22);
+}
+
+/* Queued: the watcher prepares the group, and a poll publishes both members or neither. */
+static void t_group_queued(void **state) {
+  wt *f = *state;
+  pair p;
+  pair_start(f, &p);
+  hmt_install(hmt_mod("pa_v2"), p.a_path);
+  hmt_install(hmt_mod("pb_v2"), p.b_path);
+  poll_pair_to_2(&p);
+  assert_int_equal(rejects_of(f->reg), 0);
+}
+
+static int one_reject(void *reg) { return rejects_of(reg) == 1; }
+
+/* A group refused for one member's build (b lacks value(), so a's load hook refuses) is
+ * applied again, a's build with b's next one, once b is fixed. */
+static void t_group_refused_then_fixed(void **state) {
+  wt *f = *state;
+  pair p;
+  pair_start(f, &p);
+  hmt_install(hmt_mod("pa_v2"), p.a_path);
+  hmt_install(hmt_mod("pb_v4_novalue"), p.b_path);
+  assert_true(hmt_wait_until(one_reject, f->reg, WT_DEADLINE));
+  assert_int_equal(hm_module_version(p.a), 1);
+  assert_int_equal(hm_module_version(p.b), 1);
+  assert_int_equal(wt_live(p.entry), 11);
+  hmt_install(hmt_mod("pb_v2"), p.b_path);
+  assert_true(hmt_wait_until(pair_at_2, &p, WT_DEADLINE));
+  assert_int_equal(wt_live(p.entry), 22);
+  assert_int_equal(rejects_of(f->reg), 1);
+}
+
+/* The same in queued mode: the poll refuses the group, the watcher holds both builds again,
+ * and b's fixed build brings them back as a group. */
+static void t_group_queued_refused_then_fixed(void **state) {
+  wt *f = *state;
+  pair p;
+  int polls = 0;
+  pair_start(f, &p);
+  hmt_install(hmt_mod("pa_v2"), p.a_path);
+  hmt_install(hmt_mod("pb_v4_novalue"), p.b_path);
+  while (rejects_of(f->reg) == 0) {
+    assert_true(hm_registry_poll(f->reg) == 0);
+    assert_true(++polls < (int)(WT_DEADLINE * 1000));
+    wt_sleep_ms(1);
+  }
+  assert_int_equal(wt_live(p.entry), 11);
+  hmt_install(hmt_mod("pb_v2"), p.b_path);
+  poll_pair_to_2(&p);
+}
+
 #define T(name, setup_fn) cmocka_unit_test_setup_teardown(name, setup_fn, teardown)
 
 int main(int argc, char **argv) {
@@ -1123,6 +1249,10 @@ int main(int argc, char **argv) {
       T(t_restart_from_event_callback, setup),
       T(t_host_loop, setup),
       T(t_host_loop_queued, setup_queued),
+      T(t_group_applied_together, setup),
+      T(t_group_queued, setup_queued),
+      T(t_group_refused_then_fixed, setup),
+      T(t_group_queued_refused_then_fixed, setup_queued),
   };
   if (argc == 3 && strcmp(argv[1], "--few-fds") == 0)
     return few_fds_main(atoi(argv[2]));

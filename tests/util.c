@@ -122,6 +122,34 @@ int hmt_maps_count(const char *needle) { return maps_scan(needle); }
 
 int hmt_maps_total(void) { return maps_scan(NULL); }
 
+int hmt_mapped_copies(hm_registry *reg) {
+  FILE *fp = fopen("/proc/self/maps", "r");
+  char line[4096], seen[16][512];
+  int n = 0, i;
+  assert_non_null(fp);
+  while (fgets(line, sizeof line, fp) != NULL) {
+    char *p = strstr(line, hm_registry_dir(reg));
+    if (p == NULL)
+      continue;
+    p[strcspn(p, "\n")] = '\0';
+    for (i = 0; i < n && strcmp(seen[i], p) != 0; i++)
+      ;
+    if (i == n && n < 16)
+      snprintf(seen[n++], sizeof seen[0], "%s", p);
+  }
+  fclose(fp);
+  return n;
+}
+
+int hmt_rss_meaningful(void) {
+#ifdef HMT_SANITIZED
+  return 0;
+#else
+  const char *pre = getenv("LD_PRELOAD");
+  return pre == NULL || strstr(pre, "vgpreload") == NULL;
+#endif
+}
+
 int hmt_fd_count(void) { return hmt_count_files("/proc/self/fd") - 1; /* the DIR's own */ }
 
 long hmt_rss_kib(void) {

@@ -31,6 +31,8 @@ int hmt_count_files(const char *dir);
 /* Lines of /proc/self/maps that contain `needle`, and all lines. */
 int hmt_maps_count(const char *needle);
 int hmt_maps_total(void);
+/* Distinct private copies of the registry that /proc/self/maps shows (up to 16). */
+int hmt_mapped_copies(hm_registry *reg);
 /* Open file descriptors of this process. */
 int hmt_fd_count(void);
 /* Resident set size in KiB. */
@@ -44,6 +46,19 @@ int hmt_retired_zero(void *reg);
  * ThreadSanitizer, which rescans every loaded object on each dlopen (its cost grows with the
  * run): a few hundred reloads there instead of thousands. At least 10. */
 long hmt_scaled(long n);
+/* Defined in builds with AddressSanitizer or ThreadSanitizer, whose allocators keep freed
+ * memory for a while: resident memory says little there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HMT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define HMT_SANITIZED 1
+#endif
+#endif
+/* 0 where resident memory says little about what the program keeps: under a sanitizer
+ * (HMT_SANITIZED) or valgrind (its own bookkeeping for every object loaded grows with each
+ * reload). */
+int hmt_rss_meaningful(void);
 /* A registry with quiet logging and the given private root (NULL: default). */
 hm_registry *hmt_registry(unsigned flags);
 

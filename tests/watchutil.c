@@ -62,12 +62,24 @@ static void on_event(hm_event ev, hm_module *mod, unsigned version, int err, voi
   }
 }
 
+static wt *make(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_alloc_fn alloc,
+               void *alloc_userdata, unsigned group_ms);
+
 wt *wt_new(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms) {
-  return wt_new_alloc(mode, quiet_ms, settle_ms, NULL, NULL);
+  return make(mode, quiet_ms, settle_ms, NULL, NULL, 0);
+}
+
+wt *wt_new_group(hm_reload_mode mode, unsigned group_ms) {
+  return make(mode, 0, 0, NULL, NULL, group_ms);
 }
 
 wt *wt_new_alloc(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_alloc_fn alloc,
                  void *alloc_userdata) {
+  return make(mode, quiet_ms, settle_ms, alloc, alloc_userdata, 0);
+}
+
+static wt *make(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_alloc_fn alloc,
+               void *alloc_userdata, unsigned group_ms) {
   hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
   wt *f = calloc(1, sizeof *f);
   assert_non_null(f);
@@ -85,6 +97,7 @@ wt *wt_new_alloc(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_
   o.reload_mode = mode;
   o.alloc = alloc;
   o.alloc_userdata = alloc_userdata;
+  o.group_ms = group_ms;
   assert_int_equal(hm_registry_new(&f->reg, &o), 0);
   f->log.reg = f->reg;
   hmt_install(hmt_mod("square_v1"), f->canary_path);

@@ -53,6 +53,8 @@ typedef struct wt {
 /* A registry with the test's event callback, the canary loaded and watched in immediate
  * mode; `quiet_ms`/`settle_ms` 0 for the defaults. The watcher is not started. */
 wt *wt_new(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms);
+/* The same with the watcher's wait for a group's builds (hm_registry_options.group_ms). */
+wt *wt_new_group(hm_reload_mode mode, unsigned group_ms);
 /* The same with the registry's allocator hook (NULL: the C library's). */
 wt *wt_new_alloc(hm_reload_mode mode, unsigned quiet_ms, unsigned settle_ms, hm_alloc_fn alloc,
                  void *alloc_userdata);

@@ -56,7 +56,27 @@
  *
  * Calling other modules. A module may hold live handles and snapshots of other modules'
  * symbols: take them in load() through ctx->reg (or be handed them by the host) and release
- * snapshots in unload(). Two ways to make the calls:
+ * snapshots in unload(). A live handle taken in load() through ctx->api (live_get,
+ * live_get_typed, live_acquire), or with hm_live_acquire, belongs to the version being
+ * loaded, not to the registry:
+ *   - while that version is current, it follows the module it reaches (every call runs that
+ *     module's current version), and it constrains that module's new builds (they must have
+ *     the symbol, with the declared type if it is typed), as the host's handles do;
+ *   - when that version is retired, its handles stay on the versions they reached: a call
+ *     still running in it, and a snapshot that keeps it mapped, call those (kept mapped for
+ *     it), never a newer one; they constrain nothing any more, so the next version may take
+ *     them with other types (hotmod.h, hm_registry_reload_group);
+ *   - once nothing can call the retired version any more (no call that began before its
+ *     retirement, no snapshot of it, no such handle of another retired version on it), its
+ *     handles are dead: an enter returns NULL, also in its unload hook, which therefore must
+ *     not call other modules through them; they are freed with the version.
+ * In a group reload, a member's load() that takes a handle on another member reaches that
+ * member's incoming version (its load hook may not have run yet: the hooks run in the
+ * group's order). Outside load() (in any other code of the module) ctx->api->live_get and
+ * live_get_typed return the registry's handles, as hm_live_get does: those follow their
+ * module for good and constrain it for good. A version whose load() took handles is never
+ * reused by a rollback; its kept copy is loaded again instead (its load() runs anew).
+ * Two ways to make the calls:
  *   - the public API directly (hm_live_get, HM_LIVE_CALL ...): the module links the shared
  *     libhotmod (hotmod_add_module(... USES_HOTMOD)), and the host must link the shared
  *     library too, so both use one copy of it;
@@ -115,6 +135,10 @@ typedef struct hm_module_api {
   hm_fn (*snapshot_fn)(const hm_snapshot *snap);
   void (*snapshot_release)(hm_snapshot *snap);
   const char *(*errmsg)(void);
+  /* Added in 0.4 (check `size`): */
+  int (*live_acquire)(hm_registry *reg, const char *qualified, const char *signature,
+                      hm_live **out);
+  void (*live_release)(hm_live *live);
 } hm_module_api;
 
 /* What load() is told. The struct and what it points to are the library's, valid during the
