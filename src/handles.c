@@ -108,6 +108,7 @@ int hm_snapshot_acquire(hm_registry *reg, const char *qualified, hm_snapshot **o
     return rc;
   }
   /* The reference taken above is the snapshot's. */
+  __atomic_add_fetch(&v->snaps, 1, __ATOMIC_RELAXED); /* counted for introspection only */
   s->fn = fn;
   s->v = v;
   s->num = num;
@@ -157,6 +158,7 @@ void hm_snapshot_release(hm_snapshot *snap) {
   a = snap->a;
   reg = snap->reg;
   hm__free(&a, snap);
+  __atomic_sub_fetch(&v->snaps, 1, __ATOMIC_RELAXED);
   if (__atomic_load_n(&v->orphan, __ATOMIC_ACQUIRE)) {
     /* Its registry is gone; the version stays mapped. Its bookkeeping goes with the last
      * snapshot. */

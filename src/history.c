@@ -80,6 +80,7 @@ void hm__history_superseded(hm_module *mod, hm__version *old, int old_copy) {
     mod->hist[mod->nhist++] = old->build;
   if (old_copy && (mod->kept_path = hm__strdup(&reg->a, old->copy_path)) != NULL) {
     mod->kept_build = old->build;
+    mod->kept_num = old->num;
     __atomic_store_n(&old->copy_kept, 1, __ATOMIC_RELEASE);
   }
 }

@@ -282,6 +282,12 @@ HM__HIDDEN int hm__privdir_sweep(const char *private_root);
 HM__HIDDEN unsigned long hm__gp_start(void);
 /* Non-blocking: 1 once every live call that could have read the old pointers has left. */
 HM__HIDDEN int hm__gp_passed(unsigned long target);
+/* The current grace period (hm__gp), to note when something was retired. */
+HM__HIDDEN unsigned long hm__gp_now(void);
+/* The registered threads inside a live call that began in grace period `gp` or before: how
+ * many, and the kernel thread ids of the first `max` of them in tids[]. Takes the reader
+ * list's lock only, never touches the readers' words but to read them. */
+HM__HIDDEN size_t hm__readers_inside(unsigned long gp, int *tids, size_t max);
 
 typedef struct hm__reclaimer hm__reclaimer;
 typedef void (*hm__defer_fn)(void *arg);
@@ -350,6 +356,11 @@ struct hm__version {
   hm__defer_node unload_node;
   hm__version *next; /* the module's list of versions still loaded */
   hm__symtab syms;   /* its own symbols, for lookups without the loader's lock */
+  /* For introspection (introspect.c), never read on a call path: the snapshots that pin it
+   * (atomic; handles.c), and hm__gp when its last table was retired (atomic; table.c: 0
+   * while it is current), which tells the live calls that may still be inside it. */
+  unsigned snaps;
+  unsigned long retired_gp;
 };
 
 /* ---- Child processes (spawn.c) --------------------------------------------------------- */

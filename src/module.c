@@ -73,6 +73,8 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
     hm__copy_remove(mod->kept_path); /* it may be the copy of a version kept mapped */
   hm__free(&reg->a, mod->kept_path);
   hm__build_rule_unref(mod->build);
+  hm__free(&reg->a, mod->reject_detail);
+  hm__free(&reg->a, mod->kept_recs);
   if (!reg->forked) {
     /* In a forked child they may be held by threads that did not come along. */
     pthread_mutex_destroy(&mod->reload_lock);

@@ -13,6 +13,7 @@
 
 #include "hotmod/module.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 static int read_options(const hm_registry_options *in, hm_registry_options *o) {
   static const size_t size_of[] = {0, offsetof(hm_registry_options, settle_ms),
                                    offsetof(hm_registry_options, lint),
+                                   offsetof(hm_registry_options, name),
                                    sizeof(hm_registry_options)};
   hm_registry_options def = HM_REGISTRY_OPTIONS_INIT;
   *o = def;
@@ -37,10 +39,19 @@ static int read_options(const hm_registry_options *in, hm_registry_options *o) {
     return hm__fail(HM_EINVAL, "unknown reload mode %d", (int)o->reload_mode);
   if ((unsigned)o->lint > HM_LINT_OFF)
     return hm__fail(HM_EINVAL, "unknown lint policy %d", (int)o->lint);
+  if (o->name != NULL) {
+    const char *c;
+    if (strlen(o->name) > 255)
+      return hm__fail(HM_EINVAL, "registry name longer than 255 bytes");
+    for (c = o->name; *c != '\0'; c++)
+      if ((unsigned char)*c < 0x20 || *c == 0x7f)
+        return hm__fail(HM_EINVAL, "registry name with a control character");
+  }
   return 0;
 }
 
-int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
+/* hm_registry_new without what the environment asks of a new registry (envstart.c). */
+int hm__registry_new(hm_registry **out, const hm_registry_options *opts) {
   hm_registry_options o;
   hm__allocator a;
   hm_registry *reg;
@@ -67,18 +78,26 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->settle_ms = o.settle_ms;
   reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
+  reg->name = hm__strdup(&a, o.name != NULL && o.name[0] != '\0' ? o.name
+                                                                 : program_invocation_short_name);
+  if (reg->name == NULL) {
+    hm__free(&a, reg);
+    return hm__fail(HM_ENOMEM, "out of memory creating the registry");
+  }
   /* Before this registry's first loader call (finding the probe walks the loaded objects):
    * a fork must find the handlers in place. */
   hm__fork_handlers_install();
   /* Asked for crash containment: without its helper there is none, say so now. */
   rc = (o.flags & HM_FLAG_PROBE) ? hm__probe_find(&a, &reg->probe_helper) : 0;
   if (rc != 0) {
+    hm__free(&a, reg->name);
     hm__free(&a, reg);
     return rc;
   }
   rc = hm__reclaimer_new(&reg->rc, &a);
   if (rc != 0) {
     hm__free(&a, reg->probe_helper);
+    hm__free(&a, reg->name);
     hm__free(&a, reg);
     return hm__fail(rc, "cannot start the reclaimer thread: %s", hm_strerror(rc));
   }
@@ -103,6 +122,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
     hm__reclaimer_free(reg->rc);
     pthread_mutex_destroy(&reg->lock);
     hm__free(&a, reg->probe_helper);
+    hm__free(&a, reg->name);
     hm__free(&a, reg);
     return rc;
   }
@@ -194,8 +214,16 @@ static void free_memory(hm_registry *reg) {
   hm__free(&reg->a, reg->dir);
   hm__free(&reg->a, reg->spill_dir);
   hm__free(&reg->a, reg->probe_helper);
+  hm__free(&reg->a, reg->name);
   pthread_mutex_destroy(&reg->lock);
   hm__free(&a, reg);
+}
+
+/* The control server's end (its memory; in a forked child, its descriptors too). */
+static void control_destroy(hm_registry *reg) {
+  const hm__control_ops *ctl = __atomic_load_n(&reg->control_ops, __ATOMIC_ACQUIRE);
+  if (ctl != NULL)
+    ctl->destroy(reg);
 }
 
 /* In a child after fork(): free memory only. The threads, the private directory and its
@@ -208,6 +236,7 @@ static void free_forked(hm_registry *reg) {
     pinned += orphan_pinned(reg->mods[i], 1);
   }
   (void)pinned;
+  control_destroy(reg);
   free_memory(reg);
 }
 
@@ -227,7 +256,12 @@ void hm_registry_free(hm_registry *reg) {
     return;
   }
   {
-    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+    /* First the control server: no command may start a reload from here on. */
+    const hm__control_ops *ctl = __atomic_load_n(&reg->control_ops, __ATOMIC_ACQUIRE);
+    const hm__watch_ops *ops;
+    if (ctl != NULL)
+      ctl->stop(reg);
+    ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
     if (ops != NULL)
       ops->stop(reg);
   }
@@ -265,10 +299,13 @@ void hm_registry_free(hm_registry *reg) {
   hm__privdir_remove(reg->dir, reg->lock_fd);
   if (reg->spill_dir != NULL)
     hm__privdir_remove(reg->spill_dir, reg->spill_lock_fd);
+  control_destroy(reg);
   free_memory(reg);
 }
 
 const char *hm_registry_dir(const hm_registry *reg) { return reg ? reg->dir : NULL; }
+
+const char *hm_registry_name(const hm_registry *reg) { return reg ? reg->name : NULL; }
 
 int hm_registry_stats_get(hm_registry *reg, hm_stats *out, size_t size) {
   hm_stats st;

@@ -1,7 +1,8 @@
 /*
  * hm_module_rollback: the build before the current one comes back, as it is while something
  * still keeps it loaded, else from the kept copy, through the reload's steps (reload.c) with
- * the state handed over as for any reload.
+ * the state handed over as for any reload; or, for the control socket in queued mode,
+ * prepared for the poll (prepared.c).
  */
 #include "reload.h"
 
@@ -43,14 +44,27 @@ static int rollback_target(hm_module *mod, hm__version **reuse, char **kept) {
                   mod->name);
 }
 
-int hm_module_rollback(hm_module *mod) {
+/* Run the job now, or (queued) prepare it for the poll. */
+static int rollback_job(hm__job *j, const hm__file *f, int queued) {
+  hm__job *p;
+  if (!queued)
+    return hm__job_run(j, NULL, f);
+  p = hm__malloc(&j->reg->a, sizeof *p);
+  if (p == NULL) {
+    if (j->reused)
+      hm__version_unref(j->reg, j->v);
+    return hm__fail(HM_ENOMEM, "out of memory rolling back %s", j->mod->name);
+  }
+  *p = *j;
+  return hm__prepare_job(p, NULL, f);
+}
+
+static int rollback(hm_module *mod, int queued) {
   hm_registry *reg;
   hm__job j;
   hm__file f;
   char *kept = NULL;
-  int rc = hm__reload_checks(mod, "hm_module_rollback");
-  if (rc != 0)
-    return rc;
+  int rc;
   reg = mod->reg;
   memset(&j, 0, sizeof j);
   memset(&f, 0, sizeof f);
@@ -68,14 +82,24 @@ int hm_module_rollback(hm_module *mod) {
     return rc;
   if (j.v != NULL) {
     j.reused = 1;
-    return hm__job_run(&j, NULL, NULL);
+    return rollback_job(&j, NULL, queued);
   }
   /* Loaded again from the kept copy, under a fresh private name (the kept path may still
    * name a mapped object, which dlopen would hand back). */
   rc = hm__file_read(&reg->a, kept, HM__READ_ALLOW_WRITABLE, &f, NULL);
   hm__free(&reg->a, kept);
   if (rc == 0)
-    rc = hm__job_run(&j, NULL, &f);
+    rc = rollback_job(&j, &f, queued);
   hm__file_release(&reg->a, &f);
   return rc;
+}
+
+int hm_module_rollback(hm_module *mod) {
+  int rc = hm__reload_checks(mod, "hm_module_rollback");
+  return rc != 0 ? rc : rollback(mod, 0);
+}
+
+int hm__rollback_prepare(hm_module *mod) {
+  int rc = hm__reload_checks(mod, "hm_module_rollback");
+  return rc != 0 ? rc : rollback(mod, 1);
 }

@@ -143,6 +143,12 @@ void hm__publish(hm_module *mod, hm__table *t) {
   hm__table *old = mod->cur_table;
   mod->cur_table = t;
   __atomic_store_n(&mod->table, t->fns, __ATOMIC_SEQ_CST);
+  /* When a version stops being current: introspection names the live calls that began
+   * before this and may still be inside it (hm__readers_inside). */
+  if (t->v != NULL)
+    __atomic_store_n(&t->v->retired_gp, 0, __ATOMIC_RELAXED);
+  if (old != NULL && old->v != NULL && old->v != t->v)
+    __atomic_store_n(&old->v->retired_gp, hm__gp_now(), __ATOMIC_RELAXED);
   if (old != NULL)
     hm__defer(mod->reg->rc, &old->node, table_free_cb, old, 1);
 }
