@@ -635,6 +635,8 @@ static int start_locked(hm__control *c, const char *path) {
     c->lfd = c->wfd = -1;
     return hm__fail(rc, "control socket: cannot start its thread: %s", hm_strerror(rc));
   }
+  /* So that ps, top and debuggers tell it from the host's threads. */
+  pthread_setname_np(c->thread, "hm-control");
   c->joinable = 1;
   return 0;
 }

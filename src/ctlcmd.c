@@ -158,6 +158,15 @@ static void why_words(const hm_version_info *v, char *out, size_t cap) {
 
 /* ---- status ----------------------------------------------------------------------------- */
 
+/* Would hm_module_rollback find its build (mapped, or its copy kept)? */
+static int rollback_ready(const hm_module_info *m) {
+  size_t i;
+  for (i = 0; i < m->nversions; i++)
+    if (m->versions[i].why & (1u << HM_MAPPED_ROLLBACK))
+      return 1;
+  return 0;
+}
+
 static void status_text_module(hm__ctl_buf *b, const hm_module_info *m) {
   char t[40], why[768];
   size_t i;
@@ -176,9 +185,11 @@ static void status_text_module(hm__ctl_buf *b, const hm_module_info *m) {
                    hm_err_name(m->last_reject_err), m->last_reject);
   }
   if (m->nhistory > 0) {
-    hm__ctl_printf(b, "  rollback      to build %u; history (oldest first):",
-                   m->history[m->nhistory - 1]);
-    for (i = 0; i < m->nhistory; i++)
+    hm__ctl_printf(b, "  rollback      to build %u%s; history (oldest first):%s",
+                   m->history[m->nhistory - 1],
+                   rollback_ready(m) ? "" : " (not possible: neither mapped nor its copy kept)",
+                   m->nhistory > 8 ? " ..." : "");
+    for (i = m->nhistory > 8 ? m->nhistory - 8 : 0; i < m->nhistory; i++)
       hm__ctl_printf(b, " %u", m->history[i]);
     hm__ctl_printf(b, "\n");
   }
@@ -226,6 +237,11 @@ static void status_json_module(hm__ctl_buf *b, const hm_module_info *m) {
     hm__ctl_printf(b, ",\"last_error_time\":\"%s\",\"last_error_version\":%u", t,
                    m->last_reject_version);
   }
+  if (m->nhistory > 0)
+    hm__ctl_printf(b, ",\"rollback_to\":%u,\"rollback_ready\":%s", m->history[m->nhistory - 1],
+                   rollback_ready(m) ? "true" : "false");
+  else
+    hm__ctl_printf(b, ",\"rollback_to\":null,\"rollback_ready\":false");
   hm__ctl_printf(b, ",\"history\":[");
   for (i = 0; i < m->nhistory; i++)
     hm__ctl_printf(b, "%s%u", i ? "," : "", m->history[i]);

@@ -248,6 +248,8 @@ int main(int argc, char **argv) {
   }
   rc = read_reply(fd, &reply, &rlen, stream, count, timeout_ms);
   close(fd);
+  if (rc != 0)
+    free(reply);
   if (rc < 0)
     return EXIT_USAGE;
   if (stream && rc == 1)
