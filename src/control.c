@@ -575,6 +575,7 @@ static const hm__control_ops control_ops = {ctl_event, ctl_stop_hook, ctl_destro
 /* The registry's server, made at its first start. */
 static hm__control *control_of(hm_registry *reg) {
   hm__control *c;
+  int made = 0;
   pthread_mutex_lock(&reg->lock);
   c = reg->control;
   if (c == NULL && (c = hm__calloc(&reg->a, 1, sizeof *c)) != NULL) {
@@ -585,6 +586,13 @@ static hm__control *control_of(hm_registry *reg) {
     pthread_mutex_init(&c->lock, NULL);
     __atomic_store_n((hm__control **)&reg->control, c, __ATOMIC_RELEASE);
     __atomic_store_n(&reg->control_ops, &control_ops, __ATOMIC_RELEASE);
+    made = 1;
+  }
+  pthread_mutex_unlock(&reg->lock);
+  /* Listed for the fork handlers after reg->lock is released: fork.c's prepare handler
+   * takes every reg->lock after ours took all_lock, so all_lock is never taken under one.
+   * It has no descriptor yet (the start opens them after this). */
+  if (made) {
     pthread_once(&atfork_once, ctl_install_atfork);
     pthread_mutex_lock(&all_lock);
     c->all_next = all_ctls;
@@ -593,7 +601,6 @@ static hm__control *control_of(hm_registry *reg) {
     all_ctls = c;
     pthread_mutex_unlock(&all_lock);
   }
-  pthread_mutex_unlock(&reg->lock);
   return c;
 }
 

@@ -39,9 +39,13 @@ def start_host(work, name, queued=False):
     sock = os.path.join(work, name + ".sock")
     mod = os.path.join(work, name + ".so")
     shutil.copy(os.path.join(MODS, "square_v1.so"), mod)
-    log = open(os.path.join(work, name + ".log"), "w+")
-    argv = [HOST, sock, mod] + (["queued"] if queued else [])
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    logpath = os.path.join(work, name + ".log")
+    # The host appends to its log through a descriptor of its own; the test reads it through
+    # another (a shared file offset would let the test's reads move the host's writes).
+    with open(logpath, "a") as out:
+        argv = [HOST, sock, mod] + (["queued"] if queued else [])
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    log = open(logpath)
     deadline = time.time() + 30
     while time.time() < deadline:
         log.seek(0)
@@ -88,10 +92,11 @@ def parse_metrics(text):
 def main():
     work = tempfile.mkdtemp(prefix="hotmodctl-")
     os.chmod(work, 0o700)
-    procs = []
+    procs, logs = [], []
     try:
         proc, sock, log = start_host(work, "host")
         procs.append(proc)
+        logs.append(log)
         v2 = os.path.join(MODS, "square_v2.so")
 
         rc, out, err = ctl(sock, "status")
@@ -168,6 +173,7 @@ def main():
         # Queued mode: the reload is prepared, and published by the host's poll only.
         qproc, qsock, qlog = start_host(work, "queued", queued=True)
         procs.append(qproc)
+        logs.append(qlog)
         rc, out, err = ctl(qsock, "reload", "square", v2)
         check(rc == 3 and "queued" in out, "queued mode: reload exits 3 (%d: %s%s)" % (rc, out, err))
         deadline = time.time() + 10
@@ -196,6 +202,8 @@ def main():
         for p in procs:
             p.kill()
             p.wait()
+        for f in logs:
+            f.close()
         shutil.rmtree(work, ignore_errors=True)
     if failures:
         print("%d check(s) failed" % len(failures))
