@@ -2,10 +2,12 @@
 # build and run (`make demo`: the gameloop, edited and rebuilt while it runs, ending by
 # itself; `make demo-basics`: the reload behaviours one by one); `make bench` prints the
 # benchmark figures; `make fuzz SECONDS=n` fuzzes the ELF check for n seconds (60 by
-# default) in a clang build of its own (tests/fuzz/README.md).
+# default), then the control socket's request parser for CTL_SECONDS (20), in a clang build
+# of its own (tests/fuzz/README.md).
 BUILD ?= build
 FUZZ_BUILD ?= build-fuzz
 SECONDS ?= 60
+CTL_SECONDS ?= 20
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
@@ -39,8 +41,9 @@ fuzz:
 	@HOTMOD_DEPS_EXTRA="clang libclang-rt-14-dev" bash .ci/deps
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DHOTMOD_FUZZ=ON -DHOTMOD_WERROR=ON -DHOTMOD_BUILD_EXAMPLES=OFF -DHOTMOD_BUILD_BENCH=OFF
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_elf
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_elf fuzz_ctl
 	bash tests/fuzz/run $(FUZZ_BUILD) $(SECONDS)
+	bash tests/fuzz/run $(FUZZ_BUILD) $(CTL_SECONDS) fuzz_ctl
 
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD)

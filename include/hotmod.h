@@ -255,6 +255,8 @@ HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
  *   kept for profiling  profiling mode (HM_FLAG_PROFILE): unloaded, but left mapped until
  *                     the process exits, so that profilers, debuggers and leak checkers
  *                     name its code (an UNLOADED event, not a leak).
+ *   being unloaded    nothing holds it any more: the reclaimer thread is unloading it
+ *                     (introspection only, for the moment until it is gone).
  * XX(name, value, words). */
 #define HM_MAPPED_MAP(XX)                                                                      \
   XX(CURRENT, 1, "current")                                                                    \
@@ -264,7 +266,8 @@ HM_EXTERN int hm_event_build(int *status, unsigned *duration_ms);
   XX(GRACE, 5, "waiting for a grace period")                                                   \
   XX(DESTRUCTORS, 6, "kept because it left destructors behind")                                \
   XX(LOADER, 7, "kept by the dynamic loader")                                                  \
-  XX(PROFILING, 8, "kept for profiling")
+  XX(PROFILING, 8, "kept for profiling")                                                       \
+  XX(UNLOADING, 9, "being unloaded")
 
 /* The reasons as constants: HM_MAPPED_CURRENT, HM_MAPPED_ROLLBACK ... as in HM_MAPPED_MAP.
  * HM_MAPPED_MAX_ only ends the list; it is never a reason. */
@@ -435,7 +438,7 @@ typedef enum hm_reload_mode {
 #define HM_SIGNED_ALLOW_RENAME 0x2u   /* do not compare the signed file name with the module's */
 #define HM_SIGNED_REQUIRE_FIELDS 0x4u /* refuse a trusted comment without timestamp: and file: */
 
-/* The version of hm_registry_options this header defines (fields up to group_ms). */
+/* The version of hm_registry_options this header defines (fields up to name). */
 #define HM_REGISTRY_OPTIONS_VERSION 4
 
 /* Options for hm_registry_new. Start from HM_REGISTRY_OPTIONS_INIT so new fields keep their
@@ -482,12 +485,16 @@ typedef struct hm_registry_options {
   unsigned group_ms; /* watcher: how long a finished build of a module in a group
                         (hm_module_set_group) waits for the builds of the group's other
                         members; 0: 500 */
+  const char *name; /* what the registry is called where it is shown (hm_registry_name,
+                       the control socket's status and metrics); NULL or "": the
+                       program's name (program_invocation_short_name). At most 255 bytes,
+                       no control characters */
 } hm_registry_options;
 
 /* The defaults, with version HM_REGISTRY_OPTIONS_VERSION. */
 #define HM_REGISTRY_OPTIONS_INIT                                                               \
   { HM_REGISTRY_OPTIONS_VERSION, 0, NULL, NULL, NULL, NULL, NULL, HM_RELOAD_DEFAULT, 0, 0,     \
-    HM_LINT_DEFAULT, 0, NULL, 0, 0, 0 }
+    HM_LINT_DEFAULT, 0, NULL, 0, 0, 0, NULL }
 
 /* Counters of a registry, for monitoring and tests. May grow at the end in later versions;
  * hm_registry_stats passes the caller's size, so older programs keep working. */
@@ -593,6 +600,13 @@ HM_EXTERN const char *hm_registry_errmsg(const hm_registry *reg);
  * NULL: returns NULL.
  * Threads: any; also module code. */
 HM_EXTERN const char *hm_registry_dir(const hm_registry *reg);
+
+/* The registry's name (hm_registry_options.name, else the program's name), as the control
+ * socket shows it.
+ * Ownership: borrowed; valid until hm_registry_free.
+ * NULL: returns NULL.
+ * Threads: any; also module code and a forked child. */
+HM_EXTERN const char *hm_registry_name(const hm_registry *reg);
 
 /* Fill the first `size` bytes of *out with the registry's counters (a consistent set, taken
  * under one lock); call it through hm_registry_stats, which passes sizeof(hm_stats) as the
@@ -1018,6 +1032,123 @@ HM_EXTERN hm_module *hm_live_module(const hm_live *live);
 HM_EXTERN hm_fn hm_live_enter_fn(hm_live *live);
 HM_EXTERN void hm_live_leave_fn(hm_live *live);
 
+/* ---- Introspection ---------------------------------------------------------------------- */
+
+/* What a running host holds, for tools (the control socket and hotmodctl use exactly this):
+ * the modules, and for each its current version, counters, last refusal, rollback history
+ * and every version hotmod still keeps, with why in the words of HM_MAPPED_MAP. Reading it
+ * takes the registry's lock for a moment (and the list of threads that make live calls,
+ * for "waiting for a grace period"), never a module's reload lock: it does not wait for a
+ * reload under way, and no live call pays anything for it. A live call records no version,
+ * so "which calls are inside version N" cannot be known; what is known is which threads are
+ * inside a live call that began before version N was retired: those may be in it, and the
+ * grace period waits for them. */
+
+/* The first `max` modules of the registry into out[] (max may be 0, out then NULL), in the
+ * order they were first loaded, unloaded ones included; returns how many there are (>= 0),
+ * which may be more than max. Modules are never freed before the registry, so the pointers
+ * stay valid (see hm_module_load).
+ * Ownership: the pointers are borrowed; valid until hm_registry_free.
+ * NULL: `reg` NULL, or `out` NULL with max > 0, is HM_EINVAL.
+ * Threads: any; also module code and a forked child.
+ * Errors: HM_EINVAL. */
+HM_EXTERN int hm_registry_modules(hm_registry *reg, hm_module **out, size_t max);
+
+/* How many thread ids hm_version_info keeps for a version that waits for a grace period. */
+#define HM_INFO_THREADS 8
+
+/* One version hotmod keeps, in hm_module_info.versions. May grow at the end in later
+ * versions (see hm_module_describe_get). */
+typedef struct hm_version_info {
+  unsigned version;  /* its number (hm_module_version's numbering) */
+  unsigned build;    /* which load of the module's files it is (1, 2 ...): a rollback makes
+                        an older build current under a new number; 0 where not known (a
+                        version kept for good is known by its number only) */
+  unsigned why;      /* every reason hotmod keeps it, one bit per reason of HM_MAPPED_MAP
+                        (1u << HM_MAPPED_CURRENT ...): for a mapped version, why it is
+                        mapped (and HM_MAPPED_ROLLBACK if hm_module_rollback would go back to
+                        it); for one that is not, why its private copy is kept */
+  unsigned snapshots; /* with HM_MAPPED_PINNED: how many snapshots pin it */
+  int mapped;        /* 1: loaded in the process; 0: only its private copy is kept (the
+                        rollback copy) */
+  long long loaded_ns; /* when it was loaded (CLOCK_REALTIME, ns), or for a version kept for
+                          good when that was reported; 0 where not known */
+  unsigned long long bytes; /* a version kept for good: what its mapping keeps (as its
+                               HM_EVENT_LEAKED said); else 0 */
+  unsigned nthreads; /* with HM_MAPPED_GRACE: the threads inside a live call that began
+                        before the version was retired (the first HM_INFO_THREADS of their
+                        kernel thread ids, as gettid() gives them, in threads[]) */
+  int threads[HM_INFO_THREADS];
+  const char *note;  /* the build's note where hotmod knows one (for signed builds, the
+                        signature's trusted comment); "" for now: no build has one yet.
+                        Never NULL; owned as the info's strings */
+} hm_version_info;
+
+/* One module, as hm_module_describe_get describes it. May grow at the end in later versions:
+ * hm_module_describe_get is given the caller's size. The strings and the array are the info's
+ * own copies, taken under the registry's lock, so they stay as they were when it was read:
+ * valid until hm_module_info_clear (also after the module changes, and after
+ * hm_registry_free). */
+typedef struct hm_module_info {
+  void *hm__mem;        /* the library's: the memory below; hm_module_info_clear frees it */
+  hm_module *module;    /* the module described (borrowed: valid until hm_registry_free) */
+  const char *name;     /* its name */
+  const char *path;     /* its source path, as given (hm_module_path) */
+  unsigned version;     /* its current version; 0 while unloaded */
+  unsigned build;       /* the current version's build (see hm_version_info.build) */
+  int reload_mode;      /* the mode in force for the watcher and the control socket:
+                           HM_RELOAD_IMMEDIATE or HM_RELOAD_QUEUED (the module's own, else
+                           the registry's) */
+  int watch_method;     /* hm_module_watch_method */
+  long long loaded_ns;  /* when the current version was loaded (CLOCK_REALTIME, ns); 0 while
+                           unloaded */
+  unsigned long long reloads;   /* versions that replaced a current one (not first loads,
+                                   not rollbacks) */
+  unsigned long long rejects;   /* builds refused: the module's HM_EVENT_REJECTED events */
+  unsigned long long rollbacks; /* successful hm_module_rollback calls */
+  long long last_reject_ns; /* when the last refusal was (CLOCK_REALTIME, ns); 0: none yet */
+  int last_reject_err;      /* its error code */
+  unsigned last_reject_version; /* the version that served on */
+  const char *last_reject;  /* its detail, as hm_event_detail() gave it; "" for none */
+  size_t nhistory;          /* the builds rollback goes back through, oldest first: */
+  const unsigned *history;  /* hm_module_rollback returns to history[nhistory - 1] while it
+                               is mapped or its copy is kept (a version in `versions` with
+                               that build and HM_MAPPED_ROLLBACK); older ones only while
+                               mapped. NULL when nhistory is 0 */
+  size_t live_slots;        /* the symbols its live handles use (each must resolve in every
+                               new build) */
+  int prepared;             /* queued mode: a build is prepared and waits for the poll (it is
+                               in `versions` with HM_MAPPED_PREPARED) */
+  size_t nversions;         /* every version hotmod keeps, newest first (of the versions
+                               kept for good, the last 4096 reported): */
+  const hm_version_info *versions;
+} hm_module_info;
+
+/* Describe the module into the first `size` bytes of *out; call it through hm_module_describe,
+ * which passes sizeof(hm_module_info) as the caller's header defines it (a larger size
+ * fills only what this library has). A consistent
+ * picture taken under the registry's lock (a reload on another thread is either in it or
+ * not); the threads of a grace period are read just after, from the list of threads that
+ * make live calls. Release it with hm_module_info_clear.
+ * Ownership: *out's strings and arrays are allocated with the registry's allocator and
+ * freed by hm_module_info_clear, which works after hm_registry_free too (the allocator must
+ * still work then); `module` is borrowed. On error *out is cleared (nothing to free).
+ * NULL: `mod` or `out` NULL is HM_EINVAL.
+ * Threads: any, concurrently with reloads, rollbacks, polls and live calls of the module;
+ * also module code and a forked child.
+ * Errors: HM_EINVAL (NULL, or a size smaller than the first version of the struct: its
+ * fields up to `versions`), HM_ENOMEM. */
+HM_EXTERN int hm_module_describe_get(hm_module *mod, hm_module_info *out, size_t size);
+static inline int hm_module_describe(hm_module *mod, hm_module_info *out) {
+  return hm_module_describe_get(mod, out, sizeof *out);
+}
+
+/* Free what hm_module_describe_get put in *info, and clear its pointers.
+ * Ownership: frees the info's strings and arrays (not the struct itself, the caller's).
+ * NULL: a no-op, as is an info cleared before or filled by a failed call.
+ * Threads: any. */
+HM_EXTERN void hm_module_info_clear(hm_module_info *info);
+
 /* ---- Watching and queued reloads ------------------------------------------------------- */
 
 /* The watcher follows the file of every loaded module: those loaded before it starts and
@@ -1298,6 +1429,67 @@ typedef struct hm_build_options {
  * sources; an empty path), HM_ENOENT (cwd is not a directory), HM_ENOMEM, HM_EFORKED, or
  * the errno of getcwd. On error the module's rule is unchanged. */
 HM_EXTERN int hm_module_set_build(hm_module *mod, const hm_build_options *opts);
+
+/* ---- The control socket --------------------------------------------------------------- */
+
+/* Serve the registry at the Unix stream socket `path`, on a thread of its own, for
+ * `hotmodctl --socket PATH` (installed beside hotmod-check): status (every module, its
+ * versions and why each is kept: hm_module_describe), metrics (the Prometheus text format),
+ * events (each event as it is delivered), reload MODULE [FILE] and rollback MODULE. The
+ * host's threads do nothing for it: commands run on the server's thread (a reload there
+ * as hm_module_reload would on any thread), and it needs no watcher.
+ *
+ * Who gets in: the socket is made mode 0600, and only in a directory that this process's
+ * effective user owns and that nobody else may enter (mode 0700 or stricter, as
+ * $XDG_RUNTIME_DIR is): HM_EACCES otherwise, with the directory's mode and owner in the
+ * message. Every connection's peer credentials (SO_PEERCRED) are checked again: the same
+ * effective user or root, anyone else gets an error line and is counted (the events carry
+ * no such event: they are about modules). An existing path is taken over only when it is a
+ * socket that nobody listens on (a server that died), decided under a lock on the
+ * directory; a file that is not a socket, or a live socket, is HM_EEXIST. The socket and
+ * its connections are close-on-exec; a forked child closes them at once and never removes
+ * the parent's path; children hotmod starts (build commands, the probe) get HOTMOD_CONTROL
+ * removed from their environment.
+ *
+ * Requests: one line each, at most 4096 bytes, sent whole within 5 s of connecting; a
+ * malformed, oversized or half-sent one gets an error line ("error HM_EINVAL ..." or
+ * "error HM_ETIMEDOUT ...") and the connection closed, and changes nothing. At most 32
+ * connections at once (more get "error HM_EAGAIN"), of them 8 streaming events. An events
+ * client that reads too slowly never holds anyone up: each has a queue of 256 events, and
+ * what does not fit is dropped, counted (in status and metrics) and told to that client in
+ * a "# dropped N events" line.
+ *
+ * Reload and rollback follow the module's reload mode. Immediate: done at once on the
+ * server's thread (the reply says the version, or the error's name and message). Queued:
+ * prepared on the server's thread as the watcher prepares a build (read, check, copy,
+ * dlopen, the live handles' symbols; a rollback finds or reloads its older build), and the
+ * host's next hm_registry_poll publishes it, at the host's safe point; the reply says
+ * "queued" (hotmodctl's exit status 3). A reload from another FILE published that way makes
+ * FILE the module's path, as hm_module_reload_from does. A module holds one prepared build:
+ * a newer one (the watcher's, or another command's) replaces it quietly.
+ *
+ * HOTMOD_CONTROL=PATH in the environment (read with secure_getenv at hm_registry_new) makes
+ * the process's first registry serve at PATH with no code in the host; later registries
+ * serve only if their host calls this. If it cannot serve, one line on stderr says why and
+ * the registry works without it. A call of this function on that registry replaces it (a
+ * setting in code wins). Call hm_control_stop to stop; hm_registry_free does.
+ * Ownership: `path` is copied. The server is the registry's.
+ * NULL: `reg` or `path` NULL (or an empty path) is HM_EINVAL.
+ * Threads: any; not from the server's own thread (an event callback of a reload it runs:
+ * HM_EBUSY). From module code: HM_EBUSY.
+ * Errors: HM_EINVAL (also: a path of 108 bytes or more, or not ending in a name),
+ * HM_EALREADY (the registry serves one already), HM_EACCES (the directory), HM_EEXIST (the
+ * path is taken), HM_ENOMEM, HM_EBUSY, HM_EFORKED, or the errno of the failed system call
+ * (e.g. HM_ENOENT: no such directory). */
+HM_EXTERN int hm_control_start(hm_registry *reg, const char *path);
+
+/* Stop serving: the connections are closed, the server's thread joined, and the socket's
+ * path removed (if it is still this server's). A command under way finishes first.
+ * NULL: a no-op; so is a registry that serves nothing, and one inherited by a forked child.
+ * Threads: any. From the server's own thread (an event callback of a reload it runs) it
+ * does not wait: the server ends after that command, and the next hm_control_start or
+ * hm_registry_free joins its thread. */
+HM_EXTERN void hm_control_stop(hm_registry *reg);
 
 /* ---- Internals the inline fast path needs (not API: do not use directly) ---------------- */
 

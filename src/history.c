@@ -87,6 +87,7 @@ void hm__history_superseded(hm_module *mod, hm__version *old, int old_copy) {
     /* The signature file at the path belongs to the newer build by now: the copy keeps the
      * one it was verified with (out of memory: none, and a rollback with keys is refused). */
     mod->kept_sig = hm__signed_dup(&reg->a, old->sig);
+    mod->kept_num = old->num;
     __atomic_store_n(&old->copy_kept, 1, __ATOMIC_RELEASE);
   }
 }

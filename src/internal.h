@@ -397,6 +397,12 @@ HM__HIDDEN uint32_t hm__crc32(uint32_t crc, const unsigned char *buf, size_t len
 HM__HIDDEN unsigned long hm__gp_start(void);
 /* Non-blocking: 1 once every live call that could have read the old pointers has left. */
 HM__HIDDEN int hm__gp_passed(unsigned long target);
+/* The current grace period (hm__gp), to note when something was retired. */
+HM__HIDDEN unsigned long hm__gp_now(void);
+/* The registered threads inside a live call that began in grace period `gp` or before: how
+ * many, and the kernel thread ids of the first `max` of them in tids[]. Takes the reader
+ * list's lock only, never touches the readers' words but to read them. */
+HM__HIDDEN size_t hm__readers_inside(unsigned long gp, int *tids, size_t max);
 
 typedef struct hm__reclaimer hm__reclaimer;
 typedef void (*hm__defer_fn)(void *arg);
@@ -475,7 +481,11 @@ struct hm__version {
   int cells_dead;    /* its cells were let go (nothing can call it any more) */
   int mark;          /* the sweep's (cells.c) */
   unsigned long retire_gen; /* when it was frozen (hm_registry.retire_gen) */
-  int pins;          /* atomic: snapshots on it */
+  int pins;          /* atomic: snapshots on it (also read by introspection) */
+  /* For introspection (introspect.c), never read on a call path: hm__gp when its last table
+   * was retired (atomic; table.c: 0 while it is current), which tells the live calls that
+   * may still be inside it. */
+  unsigned long retired_gp;
 };
 
 /* ---- Child processes (spawn.c) --------------------------------------------------------- */

@@ -86,6 +86,8 @@ void hm__module_destroy(hm_registry *reg, hm_module *mod) {
   hm__free(&reg->a, mod->kept_path);
   hm__free(&reg->a, mod->kept_sig);
   hm__build_rule_unref(mod->build);
+  hm__free(&reg->a, mod->reject_detail);
+  hm__free(&reg->a, mod->kept_recs);
   if (!reg->forked) {
     /* In a forked child they may be held by threads that did not come along. */
     pthread_mutex_destroy(&mod->reload_lock);

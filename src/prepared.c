@@ -8,22 +8,24 @@
 
 #include <string.h>
 
-int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
-  hm_registry *reg = mod->reg;
-  hm__job *j = hm__calloc(&reg->a, 1, sizeof *j), *prev;
+int hm__prepare_job(hm__job *j, const char *path, const hm__file *file) {
+  hm_module *mod = j->mod;
+  hm_registry *reg = j->reg;
+  hm__job *prev;
   int rc;
-  if (j == NULL)
-    return hm__fail(HM_ENOMEM, "out of memory preparing a reload of %s", mod->name);
-  j->mod = mod;
-  j->reg = reg;
-  j->flags = HM__RELOAD_WATCHER;
   pthread_mutex_lock(&mod->reload_lock);
   rc = hm__job_begin(j, path);
   if (rc != 0) {
     pthread_mutex_unlock(&mod->reload_lock);
+    if (j->reused)
+      hm__version_unref(reg, j->v);
     hm__free(&reg->a, j);
     return rc;
   }
+  /* The build a rollback leaves stays "no change" for the watcher once the poll publishes
+   * it (as hm__job_run does): its hash is needed, and j->old is alive now. */
+  if (j->flags & HM__RELOAD_ROLLBACK)
+    hm__version_hash(reg, j->old);
   rc = hm__job_load(j, file);
   /* Every live slot known now, resolved and type-checked here: a build that lacks one is
    * refused on this thread. The table goes back to the job until the poll resumes it. */
@@ -54,6 +56,26 @@ int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
   return 0;
 }
 
+static int prepare_new(hm_module *mod, const char *path, const hm__file *file,
+                       unsigned flags) {
+  hm_registry *reg = mod->reg;
+  hm__job *j = hm__calloc(&reg->a, 1, sizeof *j);
+  if (j == NULL)
+    return hm__fail(HM_ENOMEM, "out of memory preparing a reload of %s", mod->name);
+  j->mod = mod;
+  j->reg = reg;
+  j->flags = flags;
+  return hm__prepare_job(j, path, file);
+}
+
+int hm__prepare(hm_module *mod, const char *path, const hm__file *file) {
+  return prepare_new(mod, path, file, HM__RELOAD_WATCHER);
+}
+
+int hm__prepare_request(hm_module *mod, const char *path) {
+  return prepare_new(mod, path, NULL, 0);
+}
+
 int hm__prepared_apply(hm_module *mod) {
   hm_registry *reg = mod->reg;
   hm__job *p, j;
@@ -70,11 +92,15 @@ int hm__prepared_apply(hm_module *mod) {
     return 1; /* another poller took it, or it was dropped */
   }
   (void)hm__prepared_take(mod);
-  /* If it is not published after all, the reclaimer unloads it: not this thread. */
-  p->v->discard_later = 1;
-  /* Prepared for the version that is current, at the module's path? Numbers are never
-   * reused, so a version retired since cannot pass for it. */
-  if (mod->cur == NULL || mod->cur->num != p->oldnum || strcmp(p->path, mod->path) != 0) {
+  /* If it is not published after all, the reclaimer unloads it: not this thread. (A
+   * rollback's reused version is only unreferenced.) */
+  if (!p->reused)
+    p->v->discard_later = 1;
+  /* Prepared for the version that is current, at the module's path (unless it was asked
+   * for from another path)? Numbers are never reused, so a version retired since cannot
+   * pass for it. */
+  if (mod->cur == NULL || mod->cur->num != p->oldnum ||
+      (!p->new_path && strcmp(p->path, mod->path) != 0)) {
     pthread_mutex_unlock(&reg->lock);
     pthread_mutex_unlock(&mod->reload_lock);
     hm__prepared_discard(p);
@@ -99,12 +125,15 @@ void hm__prepared_drop(hm_module *mod, int forked) {
     hm__prepared_discard(p);
     return;
   }
-  /* A forked child frees memory only: the mapping and the copy are the parent's. */
+  /* A forked child frees memory only: the mapping and the copy are the parent's (and a
+   * rollback's reused version stays on the module's list). */
   {
     hm__allocator a = p->v->a;
     hm__free(&p->reg->a, p->table);
-    hm__free(&a, p->v->copy_path);
-    hm__free(&a, p->v);
+    if (!p->reused) {
+      hm__free(&a, p->v->copy_path);
+      hm__free(&a, p->v);
+    }
     hm__free(&p->reg->a, p->path);
     hm__prepared_free(p);
   }

@@ -60,6 +60,7 @@ struct reader {
   unsigned long *word;
   struct reader *next, *prev;
   int registered;
+  int tid; /* the kernel's id of the thread, for introspection */
 };
 
 static __thread struct reader self;
@@ -116,6 +117,7 @@ static void init(void) {
 
 static void reader_register(struct reader *r) {
   pthread_once(&init_once, init);
+  r->tid = (int)gettid();
   pthread_mutex_lock(&readers_lock);
   r->word = &hm__rd;
   r->prev = NULL;
@@ -243,6 +245,25 @@ int hm__gp_passed(unsigned long target) {
   }
   pthread_mutex_unlock(&readers_lock);
   return passed;
+}
+
+unsigned long hm__gp_now(void) { return __atomic_load_n(&hm__gp, __ATOMIC_SEQ_CST); }
+
+size_t hm__readers_inside(unsigned long gp, int *tids, size_t max) {
+  const struct reader *r;
+  size_t n = 0;
+  pthread_mutex_lock(&readers_lock);
+  for (r = readers; r != NULL; r = r->next) {
+    unsigned long w = __atomic_load_n(r->word, __ATOMIC_SEQ_CST);
+    /* Inside a call (a depth) that it entered in grace period gp or an older one. */
+    if ((w & HM__RD_DEPTH) != 0 && gp_older(w, gp + GP_STEP)) {
+      if (n < max)
+        tids[n] = r->tid;
+      n++;
+    }
+  }
+  pthread_mutex_unlock(&readers_lock);
+  return n;
 }
 
 /* ---- The reclaimer thread -------------------------------------------------------------- */

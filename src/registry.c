@@ -13,6 +13,7 @@
 
 #include "hotmod/module.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,10 +42,28 @@ static int read_options(const hm_registry_options *in, hm_registry_options *o) {
   if (o->signed_flags & ~(unsigned)(HM_SIGNED_ALLOW_REPLAY | HM_SIGNED_ALLOW_RENAME |
                                     HM_SIGNED_REQUIRE_FIELDS))
     return hm__fail(HM_EINVAL, "unknown signed_flags 0x%x", o->signed_flags);
+  if (o->name != NULL) {
+    const char *c;
+    if (strlen(o->name) > 255)
+      return hm__fail(HM_EINVAL, "registry name longer than 255 bytes");
+    for (c = o->name; *c != '\0'; c++)
+      if ((unsigned char)*c < 0x20 || *c == 0x7f)
+        return hm__fail(HM_EINVAL, "registry name with a control character");
+  }
   return 0;
 }
 
-int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
+/* hm_registry_new without what the environment asks of a new registry (envstart.c). */
+/* A registry hm__registry_new could not finish: what it had made so far goes. Returns rc. */
+static int discard(hm__allocator *a, hm_registry *reg, int rc) {
+  hm__keys_free(reg);
+  hm__free(a, reg->probe_helper);
+  hm__free(a, reg->name);
+  hm__free(a, reg);
+  return rc;
+}
+
+int hm__registry_new(hm_registry **out, const hm_registry_options *opts) {
   hm_registry_options o;
   hm__allocator a;
   hm_registry *reg;
@@ -83,23 +102,20 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   reg->lint = o.lint == HM_LINT_DEFAULT ? HM_LINT_WARN : o.lint;
   reg->probe_timeout_ms = o.probe_timeout_ms ? o.probe_timeout_ms : 5000;
   reg->group_ms = o.group_ms ? o.group_ms : 500;
+  reg->name = hm__strdup(&a, o.name != NULL && o.name[0] != '\0' ? o.name
+                                                                 : program_invocation_short_name);
+  if (reg->name == NULL)
+    return discard(&a, reg, hm__fail(HM_ENOMEM, "out of memory creating the registry"));
   /* Before this registry's first loader call (finding the probe walks the loaded objects):
    * a fork must find the handlers in place. */
   hm__fork_handlers_install();
   /* Asked for crash containment: without its helper there is none, say so now. */
   rc = (o.flags & HM_FLAG_PROBE) ? hm__probe_find(&a, &reg->probe_helper) : 0;
-  if (rc != 0) {
-    hm__keys_free(reg);
-    hm__free(&a, reg);
-    return rc;
-  }
+  if (rc != 0)
+    return discard(&a, reg, rc);
   rc = hm__reclaimer_new(&reg->rc, &a);
-  if (rc != 0) {
-    hm__keys_free(reg);
-    hm__free(&a, reg->probe_helper);
-    hm__free(&a, reg);
-    return hm__fail(rc, "cannot start the reclaimer thread: %s", hm_strerror(rc));
-  }
+  if (rc != 0)
+    return discard(&a, reg, hm__fail(rc, "cannot start the reclaimer thread: %s", hm_strerror(rc)));
   pthread_mutex_init(&reg->lock, NULL);
   hm__privdir_sweep(o.private_root); /* what killed processes left behind */
   /* The locked directory is made and the registry listed in one step, so that a fork()
@@ -127,10 +143,7 @@ int hm_registry_new(hm_registry **out, const hm_registry_options *opts) {
   if (rc != 0) {
     hm__reclaimer_free(reg->rc);
     pthread_mutex_destroy(&reg->lock);
-    hm__keys_free(reg);
-    hm__free(&a, reg->probe_helper);
-    hm__free(&a, reg);
-    return rc;
+    return discard(&a, reg, rc);
   }
   hm__profile_announce(reg);
   *out = reg;
@@ -243,8 +256,16 @@ static void free_memory(hm_registry *reg) {
   hm__free(&reg->a, reg->spill_dir);
   hm__free(&reg->a, reg->probe_helper);
   hm__keys_free(reg);
+  hm__free(&reg->a, reg->name);
   pthread_mutex_destroy(&reg->lock);
   hm__free(&a, reg);
+}
+
+/* The control server's end (its memory; in a forked child, its descriptors too). */
+static void control_destroy(hm_registry *reg) {
+  const hm__control_ops *ctl = __atomic_load_n(&reg->control_ops, __ATOMIC_ACQUIRE);
+  if (ctl != NULL)
+    ctl->destroy(reg);
 }
 
 /* In a child after fork(): free memory only. The threads, the private directory and its
@@ -257,6 +278,7 @@ static void free_forked(hm_registry *reg) {
     pinned += orphan_pinned(reg->mods[i], 1);
   }
   (void)pinned;
+  control_destroy(reg);
   free_memory(reg);
 }
 
@@ -276,7 +298,12 @@ void hm_registry_free(hm_registry *reg) {
     return;
   }
   {
-    const hm__watch_ops *ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
+    /* First the control server: no command may start a reload from here on. */
+    const hm__control_ops *ctl = __atomic_load_n(&reg->control_ops, __ATOMIC_ACQUIRE);
+    const hm__watch_ops *ops;
+    if (ctl != NULL)
+      ctl->stop(reg);
+    ops = __atomic_load_n(&reg->watch_ops, __ATOMIC_ACQUIRE);
     if (ops != NULL)
       ops->stop(reg);
   }
@@ -323,10 +350,13 @@ void hm_registry_free(hm_registry *reg) {
     hm__privdir_remove(reg->dir, reg->lock_fd);
   if (reg->spill_dir != NULL)
     hm__privdir_remove(reg->spill_dir, reg->spill_lock_fd);
+  control_destroy(reg);
   free_memory(reg);
 }
 
 const char *hm_registry_dir(const hm_registry *reg) { return reg ? reg->dir : NULL; }
+
+const char *hm_registry_name(const hm_registry *reg) { return reg ? reg->name : NULL; }
 
 int hm_registry_stats_get(hm_registry *reg, hm_stats *out, size_t size) {
   hm_stats st;

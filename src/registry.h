@@ -111,7 +111,27 @@ struct hm_module {
    * verified with (rollback checks it again). */
   long long signed_ts;
   struct hm__signed *kept_sig;
+  /* What introspection (introspect.c) reports beyond the state above, all under reg->lock:
+   * the module's reloads and rollbacks, counted as they publish (reload.c), and what its
+   * REJECTED and LEAKED events said (events.c). */
+  unsigned long long n_reloads, n_rollbacks, n_rejects;
+  long long reject_ns; /* CLOCK_REALTIME of the last refusal; 0: none */
+  int reject_err;
+  unsigned reject_version; /* the version that served on */
+  char *reject_detail;     /* its detail (allocated), or NULL */
+  struct hm__kept_rec *kept_recs; /* versions that stay mapped for good, oldest first */
+  size_t nkept_recs, capkept_recs;
+  unsigned kept_num; /* the number kept_build had when it was last current (history.c) */
 };
+
+/* A version that stays mapped for good, as its LEAKED event said (events.c). */
+typedef struct hm__kept_rec {
+  unsigned num;
+  int why; /* hm_mapped */
+  unsigned long long bytes;
+  long long ns; /* when it was reported (CLOCK_REALTIME) */
+} hm__kept_rec;
+#define HM__KEPT_RECS_MAX 4096 /* the oldest records go beyond this */
 
 /* What a live handle is: the registry's, shared and kept for good (hm_live_get); the
  * host's own (hm_live_acquire outside a load hook); a version's own (taken in its load
@@ -142,6 +162,16 @@ struct hm_snapshot {
 
 /* A set of trusted keys for signed builds (signed.c). */
 typedef struct hm__keyset hm__keyset;
+
+/* Hooks a control server (control.c) installs in its registry: every event as it is
+ * delivered (any thread, no lock of ours held: it only queues), and the server's stop and
+ * end, which hm_registry_free calls first and last. */
+typedef struct hm__control_ops {
+  void (*event)(hm_registry *reg, hm_event ev, hm_module *mod, unsigned version, int err,
+                const char *detail);
+  void (*stop)(hm_registry *reg);
+  void (*destroy)(hm_registry *reg);
+} hm__control_ops;
 
 /* Hooks a watcher installs so the registry can tell it about modules without knowing libuv.
  * Each may be called from any thread with no lock held; each only wakes the watcher. */
@@ -208,7 +238,14 @@ struct hm_registry {
   int signing;
   unsigned signed_flags;
   unsigned signed_wait_ms;
+  char *name; /* hm_registry_options.name, else the program's name */
+  const hm__control_ops *control_ops; /* atomic: set while a control server exists */
+  void *control;                      /* that server; control.c's */
 };
+
+/* hm_registry_new without what the environment asks of a new registry (registry.c; the
+ * public function is envstart.c's). */
+HM__HIDDEN int hm__registry_new(hm_registry **out, const hm_registry_options *opts);
 
 /* ---- Tables and versions (table.c) ----------------------------------------------------- */
 
@@ -367,6 +404,15 @@ HM__HIDDEN void hm__hash_current(hm_module *mod);
  * discarding one prepared before. 0, or the error, reported as hm__reload reports it.
  * (prepared.c, as the two below) */
 HM__HIDDEN int hm__prepare(hm_module *mod, const char *path, const hm__file *file);
+/* The same for a reload or rollback that the control socket asks for in queued mode: the
+ * job `j` (allocated, consumed) has mod, reg and flags set, and for a rollback its target
+ * (and v and reused when it reuses a loaded version); `path` and `file` as hm__reload's. */
+HM__HIDDEN int hm__prepare_job(struct hm__job *j, const char *path, const hm__file *file);
+/* A reload asked for (not the watcher's: every failure is reported), from `path` (NULL:
+ * the module's path), prepared for the poll. */
+HM__HIDDEN int hm__prepare_request(hm_module *mod, const char *path);
+/* hm_module_rollback, prepared for the poll (rollback.c). */
+HM__HIDDEN int hm__rollback_prepare(hm_module *mod);
 /* hm_registry_poll: publish the module's prepared reload (the hooks and the publish, and
  * the live slots added since it was prepared). 0 when published; 1 when there was none, it
  * was prepared for a version no longer current (discarded quietly), or the module is being

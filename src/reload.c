@@ -432,6 +432,10 @@ void hm__job_publish_locked(hm__job *j) {
   __atomic_store_n(&mod->cur_num, v->num, __ATOMIC_RELEASE);
   hm__publish(mod, t);
   reg->stats.loads++;
+  if (j->flags & HM__RELOAD_ROLLBACK)
+    mod->n_rollbacks++;
+  else if (j->old != NULL)
+    mod->n_reloads++;
   /* The loader's reference on v becomes its "current" reference. */
 }
 
@@ -485,7 +489,10 @@ void hm__prepared_discard(hm__job *p) {
     return;
   reg = p->reg;
   hm__table_discard(p->table);
-  hm__version_discard(reg, p->v);
+  if (p->reused)
+    hm__version_unref(reg, p->v); /* a rollback's: still loaded for whoever holds it */
+  else
+    hm__version_discard(reg, p->v);
   hm__free(&reg->a, p->path);
   hm__prepared_free(p);
 }

@@ -1,7 +1,8 @@
 /*
  * hm_module_rollback: the build before the current one comes back, as it is while something
  * still keeps it loaded, else from the kept copy, through the reload's steps (reload.c) with
- * the state handed over as for any reload; with trusted keys, checked again (signed.c).
+ * the state handed over as for any reload; with trusted keys, checked again (signed.c); or,
+ * for the control socket in queued mode, prepared for the poll (prepared.c).
  */
 #include "reload.h"
 
@@ -98,13 +99,26 @@ void hm__rollback_drop(hm_registry *reg, hm__rollback *rb) {
   memset(rb, 0, sizeof *rb);
 }
 
-int hm_module_rollback(hm_module *mod) {
+/* Run the job now, or (queued) prepare it for the poll. */
+static int rollback_job(hm__job *j, const hm__file *f, int queued) {
+  hm__job *p;
+  if (!queued)
+    return hm__job_run(j, NULL, f);
+  p = hm__malloc(&j->reg->a, sizeof *p);
+  if (p == NULL) {
+    if (j->reused)
+      hm__version_unref(j->reg, j->v);
+    return hm__fail(HM_ENOMEM, "out of memory rolling back %s", j->mod->name);
+  }
+  *p = *j;
+  return hm__prepare_job(p, NULL, f);
+}
+
+static int rollback(hm_module *mod, int queued) {
   hm_registry *reg;
   hm__job j;
   hm__rollback rb;
-  int rc = hm__reload_checks(mod, "hm_module_rollback");
-  if (rc != 0)
-    return rc;
+  int rc;
   reg = mod->reg;
   memset(&j, 0, sizeof j);
   memset(&rb, 0, sizeof rb);
@@ -124,8 +138,18 @@ int hm_module_rollback(hm_module *mod) {
     j.reused = j.v != NULL;
     rb.reuse = NULL;
     j.from = rb.kept; /* its debug file is beside the kept copy */
-    rc = hm__job_run(&j, NULL, j.reused ? NULL : &rb.file);
+    rc = rollback_job(&j, j.reused ? NULL : &rb.file, queued);
   }
   hm__rollback_drop(reg, &rb);
   return rc;
+}
+
+int hm_module_rollback(hm_module *mod) {
+  int rc = hm__reload_checks(mod, "hm_module_rollback");
+  return rc != 0 ? rc : rollback(mod, 0);
+}
+
+int hm__rollback_prepare(hm_module *mod) {
+  int rc = hm__reload_checks(mod, "hm_module_rollback");
+  return rc != 0 ? rc : rollback(mod, 1);
 }

@@ -8,7 +8,7 @@
  * replaces one the host set, and a host that ignores SIGCHLD or reaps with waitpid(-1)
  * takes the exit status from under it. A pidfd says that the child ended whoever reaps it,
  * and only waitpid on the child's own pid is ever called here: other children of the host
- * are never touched.
+ * are never touched. No child inherits HOTMOD_CONTROL (see env_without_control).
  *
  * Layer 0 (docs/architecture.md): calls only common.c.
  */
@@ -47,11 +47,45 @@ int hm__spawn_pipe(int *rfd, int *wfd) {
   return 0;
 }
 
+/* HOTMOD_CONTROL makes a process that links hotmod serve a control socket at that path: a
+ * build command or the probe that inherited it would try to serve the host's. */
+static int is_control_var(const char *e) {
+  return strncmp(e, "HOTMOD_CONTROL=", 15) == 0;
+}
+
+/* `env` without HOTMOD_CONTROL: env itself when it has none (the usual case, no copy), else
+ * a copy in *copy (freed by the caller), or NULL when out of memory. The registry's
+ * allocator is not at hand here: the C library's, for a copy that lives only for the spawn. */
+static const hm__allocator libc_alloc = {NULL, NULL};
+
+static char *const *env_without_control(char *const *env, char ***copy) {
+  size_t n = 0, k = 0, i;
+  int found = 0;
+  *copy = NULL;
+  for (; env[n] != NULL; n++)
+    found |= is_control_var(env[n]);
+  if (!found)
+    return env;
+  *copy = hm__calloc(&libc_alloc, n + 1, sizeof **copy);
+  if (*copy == NULL)
+    return NULL;
+  for (i = 0; i < n; i++)
+    if (!is_control_var(env[i]))
+      (*copy)[k++] = env[i];
+  (*copy)[k] = NULL;
+  return *copy;
+}
+
 int hm__spawn(const hm__spawn_req *rq, pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none, all;
+  char **copy;
+  char *const *envp = env_without_control(rq->envp != NULL ? rq->envp : environ, &copy);
   int rc;
+
+  if (envp == NULL)
+    return -ENOMEM;
 
   posix_spawn_file_actions_init(&fa);
   /* The directory first: a relative program path is then taken from there. */
@@ -77,9 +111,10 @@ int hm__spawn(const hm__spawn_req *rq, pid_t *pid) {
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                       POSIX_SPAWN_SETPGROUP);
   rc = (rq->search_path ? posix_spawnp : posix_spawn)(pid, rq->path, &fa, &attr, rq->argv,
-                                                      rq->envp != NULL ? rq->envp : environ);
+                                                      envp);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
+  hm__free(&libc_alloc, copy);
   return -rc;
 }
 

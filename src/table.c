@@ -206,6 +206,12 @@ void hm__publish(hm_module *mod, hm__table *t) {
   for (c = mod->cells; c != NULL; c = c->next_t)
     if (follows(c))
       hm__cell_point(c, t);
+  /* When a version stops being current: introspection names the live calls that began
+   * before this and may still be inside it (hm__readers_inside). */
+  if (t->v != NULL)
+    __atomic_store_n(&t->v->retired_gp, 0, __ATOMIC_RELAXED);
+  if (old != NULL && old->v != NULL && old->v != t->v)
+    __atomic_store_n(&old->v->retired_gp, hm__gp_now(), __ATOMIC_RELAXED);
   if (old != NULL)
     hm__table_unref(old);
 }

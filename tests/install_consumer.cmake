@@ -3,7 +3,8 @@
 # tree against that prefix, once through the CMake package (find_package + hotmod_add_module
 # ... CHECK; Ninja when there is one) and once through pkg-config (Unix Makefiles, and a
 # plain `cc` line). Also checks the installed soname, the package's version rule (0.x: the
-# same minor only), hotmod-check in bin/, and that the hosts run with the installed library.
+# same minor only), hotmod-check and hotmodctl in bin/, and that the hosts run with the
+# installed library.
 #   cmake -DBIN=<build dir> -DWORK=<scratch dir> -DSRC=<tests/consumer> -DVERSION=<x.y.z>
 #         -DCC=<C compiler> [-DCFLAGS=<flags>] -DPKG_CONFIG=<pkg-config>
 #         -DREADELF=<readelf> -DBINDIR=<bin dir> -DLIBDIR=<lib dir> -P install_consumer.cmake
@@ -67,7 +68,8 @@ if(NOT got STREQUAL soname)
   fail("installed libhotmod.so has SONAME '${got}', expected ${soname}")
 endif()
 run("installed hotmod-check --help" out "${prefix}/${BINDIR}/hotmod-check" --help)
-step("SONAME ${got}; ${BINDIR}/hotmod-check runs")
+run("installed hotmodctl --help" out "${prefix}/${BINDIR}/hotmodctl" --help)
+step("SONAME ${got}; ${BINDIR}/hotmod-check and ${BINDIR}/hotmodctl run")
 
 # (i) The CMake package.
 find_program(NINJA NAMES ninja ninja-build)

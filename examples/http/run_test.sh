@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The HTTP example's test (CTest: example_http).
 #
-#   run_test.sh SERVER HANDLER_SO SOURCE_DIR INCLUDE_DIR CC
+#   run_test.sh SERVER HANDLER_SO SOURCE_DIR INCLUDE_DIR CC HOTMODCTL
 #
 # Starts http_server on 127.0.0.1 (a port the kernel picks) with a copy of the handler, then
 #  0. checks its HTTP handling: garbage, a head too large, other versions, chunked bodies,
@@ -14,7 +14,11 @@
 #     builds compile meanwhile, two at a time, as a build system would while the server
 #     serves;
 #  3. drives it once more while the same builds, already made, go in again: what the
-#     reloads cost without the compiler's CPU.
+#     reloads cost without the compiler's CPU;
+#  4. drives it once more while hotmodctl, through the server's control socket, reloads the
+#     handler from another file (a build 1000) and then rolls it back (each must be applied and answer
+#     requests), then prints `hotmodctl status` and `hotmodctl metrics`, and what 200 status
+#     calls cost the server's main thread and hotmod's control thread (CPU time).
 # wrk runs at a lower priority (nice) in every run, so that the compiler is not starved on a
 # small machine whose cores wrk and the server keep busy.
 # wrk's script (check.lua) checks every response: a 2xx status and exactly one version
@@ -24,11 +28,11 @@
 # side. Exits 77 (skipped) where wrk is missing. Loopback only; every wait has a deadline.
 set -euo pipefail
 
-if [ $# -ne 5 ]; then
-  echo "usage: $0 SERVER HANDLER_SO SOURCE_DIR INCLUDE_DIR CC" >&2
+if [ $# -ne 6 ]; then
+  echo "usage: $0 SERVER HANDLER_SO SOURCE_DIR INCLUDE_DIR CC HOTMODCTL" >&2
   exit 2
 fi
-server=$1 handler=$2 src=$3 inc=$4 cc=$5
+server=$1 handler=$2 src=$3 inc=$4 cc=$5 hotmodctl=$6
 reloads=${HTTP_TEST_RELOADS:-100}
 base_seconds=${HTTP_TEST_BASELINE_SECONDS:-5}
 wrk_args=(-t1 -c8)
@@ -59,7 +63,7 @@ trap 'exit 130' INT TERM HUP PIPE
 log() { echo "example_http: $*"; }
 fail() {
   log "FAIL: $*"
-  for f in server.log wrk-base.txt wrk-reload.txt wrk-kept.txt; do
+  for f in server.log wrk-base.txt wrk-reload.txt wrk-kept.txt wrk-ctl.txt ctl.txt; do
     [ -f "$work/$f" ] && { echo "--- $f (last 30 lines)"; tail -n 30 "$work/$f"; }
   done
   exit 1
@@ -144,7 +148,7 @@ cp "$handler" "$work/http_handler.so"
 # (google/sanitizers#1376). TSan is told to ignore what uninstrumented libraries do through
 # its interceptors; hotmod and the server stay fully checked. Other builds ignore the option.
 TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}ignore_noninstrumented_modules=1" \
-  "$server" -m "$work/http_handler.so" 0 >"$work/server.log" 2>&1 &
+  "$server" -m "$work/http_handler.so" -c "$work/ctl.sock" 0 >"$work/server.log" 2>&1 &
 spid=$!
 url=
 have_url() { url=$(grep -o -m1 'http://127\.0\.0\.1:[0-9]*/' "$work/server.log"); }
@@ -255,6 +259,51 @@ kept_secs=$secs
 stat module_version || fail "no /-/stats from the server"
 version2=$sv
 
+# ---- 4. hotmodctl: a reload and a rollback through the control socket while wrk runs ------
+ctl() { "$hotmodctl" --socket "$work/ctl.sock" "$@"; }
+build 1000 || fail "building handler v1000" # the build hotmodctl reloads from
+nice -n 10 "$wrk" "${wrk_args[@]}" -d300s -s "$src/check.lua" "$url" >"$work/wrk-ctl.txt" 2>&1 &
+wpid=$!
+stat handled || fail "no /-/stats from the server"
+r0=$sv
+wait_for "traffic from wrk" 20 served_since "$r0"
+stat module_version || fail "no /-/stats from the server"
+mv0=$sv
+ctl reload handler "$work/keep/h1000.so" >>"$work/ctl.txt" 2>&1 || fail "hotmodctl reload exited $?"
+wait_for "module version $((mv0 + 1))" 30 version_is $((mv0 + 1))
+stat handled || fail "no /-/stats from the server"
+r0=$sv
+wait_for "requests served by build 1000, reloaded by hotmodctl" 30 served_since "$r0"
+ctl rollback handler >>"$work/ctl.txt" 2>&1 || fail "hotmodctl rollback exited $?"
+wait_for "module version $((mv0 + 2))" 30 version_is $((mv0 + 2))
+stat handled || fail "no /-/stats from the server"
+r0=$sv
+wait_for "requests served after the rollback" 30 served_since "$r0"
+kill -INT "$wpid"
+wrc=0
+wait "$wpid" || wrc=$?
+wpid=
+[ "$wrc" -eq 0 ] || fail "wrk (hotmodctl run) exited with $wrc"
+declare -A byctl=()
+parse_result "$work/wrk-ctl.txt" byctl
+log "hotmodctl: $(tr '\n' ' ' <"$work/ctl.txt")"
+ctl status >"$work/ctl-status.txt" || fail "hotmodctl status exited $?"
+ctl metrics >"$work/ctl-metrics.txt" || fail "hotmodctl metrics exited $?"
+grep -q "^hotmod_rollbacks_total{module=\"handler\"} 1\$" "$work/ctl-metrics.txt" ||
+  fail "metrics: no rollback counted"
+# What status costs the server: CPU time (schedstat, ns) of its main thread and of hotmod's
+# control thread around 200 status calls, with nothing else going on.
+ctl_tid=
+for t in /proc/"$spid"/task/*; do
+  [ "$(cat "$t/comm")" = hm-control ] && ctl_tid=${t##*/}
+done
+[ -n "$ctl_tid" ] || fail "no hm-control thread in the server"
+cpu_ns() { local a; read -r a _ <"/proc/$spid/task/$1/schedstat"; echo "$a"; }
+main0=$(cpu_ns "$spid") ctl0=$(cpu_ns "$ctl_tid")
+for ((i = 0; i < 200; i++)); do ctl status >/dev/null || fail "hotmodctl status exited $?"; done
+main1=$(cpu_ns "$spid") ctl1=$(cpu_ns "$ctl_tid")
+status_cost="200 status calls: the server's main thread ran $(((main1 - main0) / 1000)) us, hotmod's control thread $(((ctl1 - ctl0) / 1000)) us ($(((ctl1 - ctl0) / 200000)) us a call)"
+
 # ---- stop the server ----------------------------------------------------------------------
 kill -TERM "$spid"
 stopped() { ! kill -0 "$spid" 2>/dev/null; }
@@ -284,12 +333,19 @@ printf '  %-22s %10s %8s %8s %8s %9s %7s %10s %13s\n' "" "requests/s" "p50 ms" "
 row "without reloading" base
 row "rebuilt and reloaded" rel
 row "reloaded, built before" kept
+row "hotmodctl reload+rollback" byctl
 log "rebuilt and reloaded $reloads times in $rel_secs s (module version $version), then the same" \
   "builds reloaded again in $kept_secs s (module version $version2); handler versions seen by" \
   "wrk: ${rel[versions]}, then ${kept[versions]}"
 
+log "$status_cost"
+echo "--- hotmodctl status"
+cat "$work/ctl-status.txt"
+echo "--- hotmodctl metrics"
+cat "$work/ctl-metrics.txt"
+
 errors=()
-for r in base rel kept; do
+for r in base rel kept byctl; do
   declare -n a=$r
   for k in non2xx bad_bodies connect read write timeout status; do
     [ "${a[$k]}" -eq 0 ] || errors+=("$r: $k=${a[$k]}")
@@ -305,6 +361,8 @@ done
 [ "${kept[versions]}" -ge "$reloads" ] ||
   errors+=("wrk saw ${kept[versions]} handler versions in run 3, not $reloads")
 [ "$refused" -eq 0 ] || errors+=("$refused builds refused (server log)")
+[ "${byctl[versions]}" -ge 2 ] ||
+  errors+=("wrk saw ${byctl[versions]} handler versions while hotmodctl steered, not 2")
 grep -h '^first bad body' "$work"/wrk-*.txt || true
 [ ${#errors[@]} -eq 0 ] || fail "${errors[*]}"
 log "PASS in $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"

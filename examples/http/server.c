@@ -2,7 +2,7 @@
  * hotmod HTTP example: a small HTTP/1.1 server on libuv whose request handler is a hotmod
  * module, replaced while the server runs.
  *
- *   http_server [-m handler.so] [-L] [-Q] [-q] [port]
+ *   http_server [-m handler.so] [-c control.sock] [-L] [-Q] [-q] [port]
  *
  * It listens on 127.0.0.1 only (port 0 or none: the kernel picks one) and answers every
  * request through a live handle on the module's http_handle function, so each request runs
@@ -13,7 +13,9 @@
  * bodies, requests split over any number of reads. A request head is at most HEAD_MAX bytes
  * (431 beyond), a request at most REQ_MAX (413); a malformed request gets 400, chunked
  * bodies 501, other protocol versions 505, and the connection is closed after those. GET
- * /-/stats is answered by the server itself (module version, reloads, requests). SIGINT or
+ * /-/stats is answered by the server itself (module version, reloads, requests). With -c
+ * it serves hotmod's control socket too (hm_control_start): `hotmodctl --socket PATH status`
+ * shows the handler's versions, and `hotmodctl reload` / `rollback` steer it. SIGINT or
  * SIGTERM stop it: connections are closed and everything is freed.
  */
 #include "hotmod.h"
@@ -560,10 +562,12 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: http_server [-m handler.so] [-L] [-Q] [-q] [port]\n"
+          "usage: http_server [-m handler.so] [-c control.sock] [-L] [-Q] [-q] [port]\n"
           "  Serves http://127.0.0.1:port/ (port 0 or none: the kernel picks one) with the\n"
           "  request handler module, reloaded whenever its file is rebuilt.\n"
           "  -m FILE  the handler module (default %s)\n"
+          "  -c PATH  serve hotmod's control socket at PATH, for hotmodctl (its directory\n"
+          "           must be this user's, mode 0700)\n"
           "  -L       run the file watcher on the server's own libuv loop (hm_watch_attach)\n"
           "           instead of a thread of the registry's own (hm_watch_start)\n"
           "  -Q       queued reloads: a new build goes live between two turns of the loop\n"
@@ -578,13 +582,14 @@ int main(int argc, char **argv) {
   struct sockaddr_in addr;
   struct sockaddr_storage bound;
   int namelen = sizeof bound, rc, opt, on_loop = 0, port = 0, status = 1;
-  const char *path = NULL;
+  const char *path = NULL, *control = NULL;
   char *end;
 
   memset(&srv, 0, sizeof srv);
-  while ((opt = getopt(argc, argv, "m:LQqh")) != -1) {
+  while ((opt = getopt(argc, argv, "m:c:LQqh")) != -1) {
     switch (opt) {
     case 'm': path = optarg; break;
+    case 'c': control = optarg; break;
     case 'L': on_loop = 1; break;
     case 'Q': srv.queued = 1; break;
     case 'q': srv.quiet = 1; break;
@@ -660,11 +665,18 @@ int main(int argc, char **argv) {
     uv_check_start(&srv.poll_check, on_poll_check);
     uv_timer_start(&srv.poll_timer, on_poll_timer, 50, 50);
   }
+  /* The control socket runs on a thread of hotmod's: nothing here serves it. */
+  if (control != NULL && (rc = hm_control_start(srv.reg, control)) != 0) {
+    fprintf(stderr, "http_server: control socket: %s: %s\n", hm_strerror(rc), hm_errmsg());
+    goto out;
+  }
   uv_signal_start(&srv.sigint, on_signal, SIGINT);
   uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
 
   printf("http_server: serving http://127.0.0.1:%d/ with %s (Ctrl-C stops)\n",
          ntohs(((struct sockaddr_in *)&bound)->sin_port), hm_module_path(srv.mod));
+  if (control != NULL)
+    printf("http_server: control socket %s: hotmodctl --socket %s status\n", control, control);
   if (path == NULL)
     printf("http_server: edit examples/http/handler.c, then `%s`: the next request runs it\n",
            HTTP_REBUILD_HINT);
