@@ -507,88 +507,85 @@ void hm__prepared_free(hm__job *p) {
 /* The second half of every reload, under the module's reload_lock with the new version
  * loaded: resolve, check, hand over, publish (or refuse), then the events. Releases
  * reload_lock. */
-int hm__job_complete(hm__job *jp) {
-  hm__job j = *jp;
-  int rc = hm__job_resolve(&j);
+int hm__job_complete(hm__job *j) {
+  int rc = hm__job_resolve(j);
   if (rc == 0)
-    rc = hm__job_check_signatures(&j);
+    rc = hm__job_check_signatures(j);
   if (rc == 0)
-    rc = hm__job_handover(&j);
+    rc = hm__job_handover(j);
   if (rc != 0)
-    return hm__job_reject(&j, rc); /* releases reload_lock */
-  hm__job_handed_over(&j);
-  pthread_mutex_lock(&j.reg->lock);
+    return hm__job_reject(j, rc); /* releases reload_lock */
+  hm__job_handed_over(j);
+  pthread_mutex_lock(&j->reg->lock);
   /* The old version's handles stay on what they reach (a call still running in it sees the
    * versions it saw). */
-  if (j.old != NULL)
-    hm__version_retire(j.old);
-  hm__job_publish_locked(&j);
-  pthread_mutex_unlock(&j.reg->lock);
-  hm__job_done(&j);
+  if (j->old != NULL)
+    hm__version_retire(j->old);
+  hm__job_publish_locked(j);
+  pthread_mutex_unlock(&j->reg->lock);
+  hm__job_done(j);
   return 0;
 }
 
-void hm__job_done(hm__job *jp) {
-  hm__job j = *jp;
-  hm_module *mod = j.mod;
+void hm__job_done(hm__job *j) {
+  hm_module *mod = j->mod;
   hm__job *stale = NULL;
   unsigned num;
   char comment[HM__MINISIG_COMMENT_MAX + 1] = "";
   /* A build prepared for the version this one replaced cannot be published any more. */
-  pthread_mutex_lock(&j.reg->lock);
+  pthread_mutex_lock(&j->reg->lock);
   if (mod->prepared != NULL)
     stale = hm__prepared_take(mod);
-  pthread_mutex_unlock(&j.reg->lock);
+  pthread_mutex_unlock(&j->reg->lock);
   /* Once the lock is released another thread may retire and unload the new version. */
-  num = j.v->num;
-  if (j.v->sig != NULL) {
-    size_t n = strnlen(j.v->sig->comment, sizeof comment - 1);
-    memcpy(comment, j.v->sig->comment, n);
+  num = j->v->num;
+  if (j->v->sig != NULL) {
+    size_t n = strnlen(j->v->sig->comment, sizeof comment - 1);
+    memcpy(comment, j->v->sig->comment, n);
     comment[n] = '\0';
   }
   pthread_mutex_unlock(&mod->reload_lock);
   hm__prepared_discard(stale);
-  hm__free(&j.reg->a, j.path); /* NULL when it became the module's path */
-  if (j.new_path)
-    hm__watch_poke(j.reg); /* a new path (a load, or hm_module_reload_from) is watched too */
+  hm__free(&j->reg->a, j->path); /* NULL when it became the module's path */
+  if (j->new_path)
+    hm__watch_poke(j->reg); /* a new path (a load, or hm_module_reload_from) is watched too */
   /* A signed build's detail is its trusted comment ("build 1234 from CI"). */
-  hm__emit_detail(j.reg,
-                  (j.flags & HM__RELOAD_ROLLBACK) ? HM_EVENT_ROLLED_BACK : HM_EVENT_LOADED, mod,
+  hm__emit_detail(j->reg,
+                  (j->flags & HM__RELOAD_ROLLBACK) ? HM_EVENT_ROLLED_BACK : HM_EVENT_LOADED, mod,
                   num, 0, comment);
   {
     unsigned i;
-    for (i = 0; i < j.nwarn; i++)
-      hm__emit_detail(j.reg, HM_EVENT_WARNING, mod, num, 0, j.warn[i]);
+    for (i = 0; i < j->nwarn; i++)
+      hm__emit_detail(j->reg, HM_EVENT_WARNING, mod, num, 0, j->warn[i]);
   }
-  if (j.old != NULL) {
-    hm__emit(j.reg, HM_EVENT_RETIRED, mod, j.oldnum, 0);
+  if (j->old != NULL) {
+    hm__emit(j->reg, HM_EVENT_RETIRED, mod, j->oldnum, 0);
     /* Dropped only now, so that its UNLOADED event cannot come before RETIRED. */
-    hm__version_unref(j.reg, j.old);
+    hm__version_unref(j->reg, j->old);
   }
 }
 
 /* Run a reload job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */
-int hm__job_run(hm__job *jp, const char *path, const hm__file *file) {
-  hm__job j = *jp;
-  hm_module *mod = j.mod;
+int hm__job_run(hm__job *j, const char *path, const hm__file *file) {
+  hm_module *mod = j->mod;
   int rc;
   pthread_mutex_lock(&mod->reload_lock);
-  rc = hm__job_begin(&j, path);
+  rc = hm__job_begin(j, path);
   if (rc != 0) {
     pthread_mutex_unlock(&mod->reload_lock);
-    if (j.reused)
-      hm__version_unref(j.reg, j.v);
+    if (j->reused)
+      hm__version_unref(j->reg, j->v);
     return rc;
   }
-  /* The build rolled back from stays "no change" for the watcher: its hash is needed. j.old
+  /* The build rolled back from stays "no change" for the watcher: its hash is needed. j->old
    * is kept loaded by the reload lock. */
-  if (j.flags & HM__RELOAD_ROLLBACK)
-    hm__version_hash(j.reg, j.old);
-  rc = hm__job_load(&j, file);
+  if (j->flags & HM__RELOAD_ROLLBACK)
+    hm__version_hash(j->reg, j->old);
+  rc = hm__job_load(j, file);
   if (rc != 0)
-    return hm__job_reject(&j, rc); /* releases reload_lock */
-  j.old_copy = !(j.flags & HM__RELOAD_ROLLBACK) && hm__copy_present(j.old);
-  return hm__job_complete(&j);
+    return hm__job_reject(j, rc); /* releases reload_lock */
+  j->old_copy = !(j->flags & HM__RELOAD_ROLLBACK) && hm__copy_present(j->old);
+  return hm__job_complete(j);
 }
 
 int hm__reload(hm_module *mod, const char *path, const hm__file *file, unsigned flags) {

@@ -80,9 +80,9 @@ HM__HIDDEN void hm__job_done(hm__job *j);
 HM__HIDDEN int hm__job_reject(hm__job *j, int rc);
 /* The second half of every reload, under reload_lock with the new version loaded: resolve,
  * check, hand over, publish (or refuse), then the events. Releases reload_lock. */
-HM__HIDDEN int hm__job_complete(hm__job *jp);
+HM__HIDDEN int hm__job_complete(hm__job *j);
 /* Run a whole job whose mod, reg, flags (and for a reused rollback, v and reused) are set. */
-HM__HIDDEN int hm__job_run(hm__job *jp, const char *path, const hm__file *file);
+HM__HIDDEN int hm__job_run(hm__job *j, const char *path, const hm__file *file);
 /* Is old's private copy still there? Asked under reload_lock, before reg->lock is taken. */
 HM__HIDDEN int hm__copy_present(const hm__version *old);
 /* Take the module's prepared reload off it, if any. Under reg->lock. */
