@@ -88,7 +88,7 @@ extern "C" {
 
 /* The version of this header. While the major is 0, each minor may break the ABI. */
 #define HM_VERSION_MAJOR 0
-#define HM_VERSION_MINOR 3
+#define HM_VERSION_MINOR 4
 #define HM_VERSION_PATCH 0
 /* 0xMMmmpp: one byte each for major, minor and patch, for comparisons in #if. */
 #define HM_VERSION_HEX ((HM_VERSION_MAJOR << 16) | (HM_VERSION_MINOR << 8) | HM_VERSION_PATCH)
