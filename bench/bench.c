@@ -1048,6 +1048,59 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   free(fflo);
 }
 
+/* A group reload of two modules (hm_registry_reload_group) beside the same two modules
+ * reloaded one after the other with hm_module_reload, in one registry, alternating sample by
+ * sample; each sample is timed as in bench_reload (builds installed and the retired versions
+ * unloaded first, untimed). */
+static void bench_group(const unsigned char *v[2], const size_t vlen[2]) {
+  int samples = quick ? 100 : 600, warm = quick ? 10 : 40;
+  double *grp = calloc((size_t)samples, sizeof(double));
+  double *two = calloc((size_t)samples, sizeof(double));
+  reload_fx f;
+  char path2[4300];
+  hm_module *mods[2];
+  double start = now_ns();
+  if (grp == NULL || two == NULL)
+    die("out of memory");
+  reload_fx_open(&f, "ga", v[0], vlen[0]);
+  mods[0] = f.mod;
+  snprintf(path2, sizeof path2, "%s/benchmod2.so", f.dir);
+  install(v[0], vlen[0], path2);
+  check(hm_module_load(f.reg, "gb", path2, &mods[1]), f.reg, "hm_module_load");
+  for (int i = 0; i < warm + samples; i++) {
+    int next = (i + 1) % 2;
+    for (int half = 0; half < 2; half++) {
+      int as_group = (i + half) % 2 == 0;
+      double t0, t1;
+      install(v[next], vlen[next], f.path);
+      install(v[next], vlen[next], path2);
+      (void)wait_retired(f.reg, 1.0);
+      t0 = now_ns();
+      if (as_group) {
+        check(hm_registry_reload_group(f.reg, mods, NULL, 2), f.reg, "hm_registry_reload_group");
+      } else {
+        check(hm_module_reload(mods[0]), f.reg, "hm_module_reload");
+        check(hm_module_reload(mods[1]), f.reg, "hm_module_reload");
+      }
+      t1 = now_ns();
+      if (i >= warm)
+        (as_group ? grp : two)[i - warm] = (t1 - t0) / 1e3;
+      next = 1 - next;
+    }
+  }
+  {
+    double g = percentile(grp, (size_t)samples, 50), t = percentile(two, (size_t)samples, 50);
+    printf("reload.group2_us_p50 %.1f\n", g);
+    printf("reload.two_singles_us_p50 %.1f\n", t);
+    printf("reload.group2_vs_two_singles %.2f\n", g / t);
+  }
+  fprintf(stderr, "# group: %d samples of each in %.1f s\n", samples, (now_ns() - start) / 1e9);
+  fflush(stdout);
+  reload_fx_close(&f);
+  free(grp);
+  free(two);
+}
+
 /* What a host's loop feels when it applies a queued reload at its safe point: the module is
  * in HM_RELOAD_QUEUED mode with the watcher running; after each new build is installed, the
  * loop calls hm_registry_poll until it publishes the build (a poll that finds nothing
@@ -1404,6 +1457,7 @@ int main(int argc, char **argv) {
         reloads_only(fast ? fv : v, fast ? fvlen : vlen, iters);
       } else {
         bench_reload(v, vlen, fv, fvlen);
+        bench_group(v, vlen);
         bench_poll_stall(v, vlen);
         bench_probe(v, vlen);
       }
@@ -1418,6 +1472,7 @@ int main(int argc, char **argv) {
     bench_calls50();
     bench_owned50();
     bench_reload(v, vlen, fv, fvlen);
+    bench_group(v, vlen);
     bench_poll_stall(v, vlen);
     bench_probe(v, vlen);
     bench_soak(v, vlen);
