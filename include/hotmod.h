@@ -1079,9 +1079,11 @@ typedef struct hm_version_info {
                         before the version was retired (the first HM_INFO_THREADS of their
                         kernel thread ids, as gettid() gives them, in threads[]) */
   int threads[HM_INFO_THREADS];
-  const char *note;  /* the build's note where hotmod knows one (for signed builds, the
-                        signature's trusted comment); "" for now: no build has one yet.
-                        Never NULL; owned as the info's strings */
+  const char *note;  /* the build's note where hotmod knows one: for a build verified with
+                        trusted keys, its signature's trusted comment ("build 1234 from
+                        CI"), also for the rollback copy; "" for a build loaded without
+                        keys and for a version kept for good. Never NULL; owned as the
+                        info's strings */
 } hm_version_info;
 
 /* One module, as hm_module_describe_get describes it. May grow at the end in later versions:
@@ -1122,6 +1124,17 @@ typedef struct hm_module_info {
   size_t nversions;         /* every version hotmod keeps, newest first (of the versions
                                kept for good, the last 4096 reported): */
   const hm_version_info *versions;
+  /* Added after the first version of the struct (a caller built with an older header
+   * passes a size that ends above, and gets the fields above): the build signature the
+   * current version was verified with when it loaded, as hm_module_build_signed gives it.
+   * Never NULL; owned as the info's strings. */
+  const char *key_id;          /* the signing key's id in hex, as minisign prints it (at most
+                                  16 digits); "" when the current version was loaded without
+                                  trusted keys, or the module is unloaded */
+  const char *trusted_comment; /* the signature's verified trusted comment (minisign's
+                                  default "timestamp:T file:NAME hashed", or the signer's own
+                                  `-t` text); "" as key_id, and for a signature whose comment
+                                  is empty (key_id tells a signed build) */
 } hm_module_info;
 
 /* Describe the module into the first `size` bytes of *out; call it through hm_module_describe,
@@ -1143,7 +1156,8 @@ static inline int hm_module_describe(hm_module *mod, hm_module_info *out) {
   return hm_module_describe_get(mod, out, sizeof *out);
 }
 
-/* Free what hm_module_describe_get put in *info, and clear its pointers.
+/* Free what hm_module_describe_get put in *info, and clear its pointers (those within the
+ * size it was filled with).
  * Ownership: frees the info's strings and arrays (not the struct itself, the caller's).
  * NULL: a no-op, as is an info cleared before or filled by a failed call.
  * Threads: any. */

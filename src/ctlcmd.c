@@ -177,6 +177,8 @@ static void status_text_module(hm__ctl_buf *b, const hm_module_info *m) {
     hm__ctl_printf(b, "\n%s  v%u (build %u)  %s, watched by %s  since %s\n", m->name, m->version,
                    m->build, mode_name(m->reload_mode), method_name(m->watch_method), t);
   hm__ctl_printf(b, "  path          %s\n", m->path);
+  if (m->key_id[0] != '\0')
+    hm__ctl_printf(b, "  signed        by key %s: %s\n", m->key_id, m->trusted_comment);
   hm__ctl_printf(b, "  counters      %llu reloads, %llu rejects, %llu rollbacks; %zu live slots\n",
                  m->reloads, m->rejects, m->rollbacks, m->live_slots);
   if (m->last_reject_ns != 0) {
@@ -197,10 +199,13 @@ static void status_text_module(hm__ctl_buf *b, const hm_module_info *m) {
     const hm_version_info *v = &m->versions[i];
     why_words(v, why, sizeof why);
     if (v->build != 0)
-      hm__ctl_printf(b, "  %-13s v%u (build %u): %s\n", i == 0 ? "versions" : "", v->version,
+      hm__ctl_printf(b, "  %-13s v%u (build %u): %s", i == 0 ? "versions" : "", v->version,
                      v->build, why);
     else
-      hm__ctl_printf(b, "  %-13s v%u: %s\n", i == 0 ? "versions" : "", v->version, why);
+      hm__ctl_printf(b, "  %-13s v%u: %s", i == 0 ? "versions" : "", v->version, why);
+    if (v->note[0] != '\0')
+      hm__ctl_printf(b, "; signed: %s", v->note);
+    hm__ctl_printf(b, "\n");
   }
 }
 
@@ -236,6 +241,13 @@ static void status_json_module(hm__ctl_buf *b, const hm_module_info *m) {
     iso_time(m->last_reject_ns, t, sizeof t);
     hm__ctl_printf(b, ",\"last_error_time\":\"%s\",\"last_error_version\":%u", t,
                    m->last_reject_version);
+  }
+  if (m->key_id[0] != '\0') {
+    hm__ctl_printf(b, ",\"signed\":{\"key_id\":\"%s\",\"comment\":", m->key_id);
+    put_quoted(b, m->trusted_comment, 0);
+    hm__ctl_printf(b, "}");
+  } else {
+    hm__ctl_printf(b, ",\"signed\":null");
   }
   if (m->nhistory > 0)
     hm__ctl_printf(b, ",\"rollback_to\":%u,\"rollback_ready\":%s", m->history[m->nhistory - 1],

@@ -1,11 +1,13 @@
 /*
  * Introspection: what a registry holds, read for tools (hm_registry_modules,
- * hm_module_describe_get): a module's current version, counters, last refusal, rollback history,
- * and every version hotmod keeps with why, in the words of HM_MAPPED_MAP.
+ * hm_module_describe_get): a module's current version and the signature it was verified
+ * with, counters, last refusal, rollback history, and every version hotmod keeps with why,
+ * in the words of HM_MAPPED_MAP.
  *
  * Layer 8 (docs/architecture.md): reads the registry's structures under reg->lock (never a
  * module's reload lock, so it never waits for a reload), and asks reclaim.c which threads
- * are inside a live call; calls nothing else but the leaves.
+ * are inside a live call, and minisig.c for a key id in hex; calls nothing else but the
+ * leaves.
  */
 #include "reload.h"
 
@@ -29,6 +31,7 @@ int hm_registry_modules(hm_registry *reg, hm_module **out, size_t max) {
  * the strings. */
 typedef struct info_mem {
   hm__allocator a;
+  size_t size; /* the caller's size of hm_module_info: the fields hm_module_info_clear clears */
   alignas(max_align_t) unsigned char data[];
 } info_mem;
 
@@ -39,6 +42,7 @@ typedef struct info_build {
   size_t ngp_index[64];
   size_t ngp;
   char *strings;
+  size_t size; /* the caller's size of hm_module_info */
 } info_build;
 
 /* The build rollback would return to, or 0. Under reg->lock. */
@@ -54,19 +58,44 @@ static char *put_string(char **at, const char *s) {
   return p;
 }
 
-/* How many entries the module's versions make. Under reg->lock. */
-static size_t count_versions(const hm_module *mod) {
+/* The trusted comment a build's signature was verified with: "" for a build loaded without
+ * trusted keys (the signature is freed only with its version, or with the kept copy). */
+static const char *comment_of(const hm__signed *sig) {
+  return sig != NULL ? sig->comment : "";
+}
+
+/* A note into the info's strings; the one empty string for none. */
+static const char *put_note(info_build *b, const hm__signed *sig, const char *empty) {
+  return sig != NULL && sig->comment[0] != '\0' ? put_string(&b->strings, sig->comment) : empty;
+}
+
+/* Is the rollback copy an entry of its own (the build it holds no longer mapped)? */
+static int kept_copy_entry(const hm_module *mod, int back_mapped) {
+  unsigned back = rollback_build(mod);
+  return back != 0 && !back_mapped && mod->kept_path != NULL && mod->kept_build == back;
+}
+
+/* How many entries the module's versions make, and the bytes their notes take (each with
+ * its NUL) into *notes. Under reg->lock. */
+static size_t count_versions(const hm_module *mod, size_t *notes) {
   const hm__version *v;
-  size_t n = mod->nkept_recs + (mod->prepared != NULL && mod->prepared->v != NULL);
+  size_t n = mod->nkept_recs;
   unsigned back = rollback_build(mod);
   int back_mapped = 0;
+  *notes = 0;
+  if (mod->prepared != NULL && mod->prepared->v != NULL) {
+    n++;
+    *notes += strlen(comment_of(mod->prepared->v->sig)) + 1;
+  }
   for (v = mod->versions; v != NULL; v = v->next) {
     n++;
+    *notes += strlen(comment_of(v->sig)) + 1;
     back_mapped |= back != 0 && v->build == back;
   }
-  /* The rollback copy, when the build it holds is no longer mapped. */
-  if (back != 0 && !back_mapped && mod->kept_path != NULL && mod->kept_build == back)
+  if (kept_copy_entry(mod, back_mapped)) {
     n++;
+    *notes += strlen(comment_of(mod->kept_sig)) + 1;
+  }
   return n;
 }
 
@@ -81,7 +110,7 @@ static void describe_loaded(const hm_module *mod, const hm__version *v, hm_versi
   o->build = v->build;
   o->mapped = 1;
   o->loaded_ns = v->load_ns;
-  o->note = empty;
+  o->note = put_note(b, v->sig, empty);
   o->snapshots = snaps;
   if (v == mod->cur)
     o->why |= 1u << HM_MAPPED_CURRENT;
@@ -117,7 +146,7 @@ static size_t fill_versions(const hm_module *mod, info_build *b, const char *emp
     o->why = 1u << HM_MAPPED_PREPARED;
     o->mapped = 1;
     o->loaded_ns = v->load_ns;
-    o->note = empty;
+    o->note = put_note(b, v->sig, empty);
     o++;
   }
   for (v = mod->versions; v != NULL; v = v->next) {
@@ -135,12 +164,12 @@ static size_t fill_versions(const hm_module *mod, info_build *b, const char *emp
     o->note = empty;
     o++;
   }
-  if (back != 0 && !back_mapped && mod->kept_path != NULL && mod->kept_build == back) {
+  if (kept_copy_entry(mod, back_mapped)) {
     memset(o, 0, sizeof *o);
     o->version = mod->kept_num;
     o->build = back;
     o->why = 1u << HM_MAPPED_ROLLBACK;
-    o->note = empty;
+    o->note = put_note(b, mod->kept_sig, empty);
     o++;
   }
   return (size_t)(o - b->vs);
@@ -167,16 +196,22 @@ static void sort_versions(hm_version_info *vs, size_t n, info_build *b) {
 /* Allocate the info's memory and fill everything the lock guards. Under reg->lock. */
 static int fill_locked(hm_module *mod, hm_module_info *o, info_build *b) {
   hm_registry *reg = mod->reg;
-  size_t nv = count_versions(mod), nh = mod->cur != NULL ? mod->nhist : 0;
+  size_t notes, nv = count_versions(mod, &notes), nh = mod->cur != NULL ? mod->nhist : 0;
   const char *path = hm__path_given(mod->path);
   const char *detail = mod->reject_detail != NULL ? mod->reject_detail : "";
-  size_t strs = strlen(mod->name) + strlen(path) + strlen(detail) + 4;
+  const hm__signed *sig = mod->cur != NULL ? mod->cur->sig : NULL;
+  char key_id[17] = "";
+  size_t strs = strlen(mod->name) + strlen(path) + strlen(detail) + 4 + sizeof key_id +
+                strlen(comment_of(sig)) + 1 + notes;
   size_t head = sizeof(info_mem) + nv * sizeof(hm_version_info) + nh * sizeof(unsigned);
   info_mem *m = hm__malloc(&reg->a, head + strs);
   char *empty;
   if (m == NULL)
     return HM_ENOMEM;
+  if (sig != NULL)
+    hm__key_id_hex(sig->key_id, key_id);
   m->a = reg->a;
+  m->size = b->size;
   b->vs = (hm_version_info *)(void *)m->data;
   b->strings = (char *)m + head;
   o->hm__mem = m;
@@ -206,6 +241,8 @@ static int fill_locked(hm_module *mod, hm_module_info *o, info_build *b) {
   o->prepared = mod->prepared != NULL;
   o->nversions = fill_versions(mod, b, empty);
   o->versions = b->vs;
+  o->key_id = key_id[0] != '\0' ? put_string(&b->strings, key_id) : empty;
+  o->trusted_comment = put_note(b, sig, empty);
   return 0;
 }
 
@@ -218,6 +255,7 @@ int hm_module_describe_get(hm_module *mod, hm_module_info *out, size_t size) {
     return hm__fail(HM_EINVAL, "hm_module_info: NULL module or output, or a size too small");
   memset(&o, 0, sizeof o);
   memset(&b, 0, sizeof b);
+  b.size = size;
   pthread_mutex_lock(&mod->reg->lock);
   rc = fill_locked(mod, &o, &b);
   pthread_mutex_unlock(&mod->reg->lock);
@@ -248,5 +286,8 @@ void hm_module_info_clear(hm_module_info *info) {
   info->history = NULL;
   info->versions = NULL;
   info->nversions = info->nhistory = 0;
+  /* Fields a caller's older, smaller struct may not have. */
+  if (m->size >= offsetof(hm_module_info, trusted_comment) + sizeof info->trusted_comment)
+    info->key_id = info->trusted_comment = NULL;
   hm__free(&a, m);
 }

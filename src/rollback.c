@@ -60,6 +60,17 @@ int hm__rollback_take(hm_module *mod, hm__rollback *rb) {
   return 0;
 }
 
+/* Is the kept copy no longer the one rb took? A reload on another thread published since,
+ * and deleted it (the copy is read outside the locks): the rollback lost to that reload, as
+ * the job's own check would say, not to a missing file. */
+static int kept_replaced(hm_module *mod, const hm__rollback *rb) {
+  int replaced;
+  pthread_mutex_lock(&mod->reg->lock);
+  replaced = mod->kept_path == NULL || strcmp(mod->kept_path, rb->kept) != 0;
+  pthread_mutex_unlock(&mod->reg->lock);
+  return replaced;
+}
+
 /* Signed builds: the build comes back only with a signature by a key trusted now, over its
  * bytes: a version still loaded is checked over its private copy here; the kept copy is
  * read with the signature it was verified with, and checked on the way like any load. */
@@ -72,9 +83,12 @@ int hm__rollback_read(hm_module *mod, hm__rollback *rb) {
                               rb->path);
   /* Loaded again from the kept copy, under a fresh private name (the kept path may still
    * name a mapped object, which dlopen would hand back). */
-  if ((rc = hm__signed_recheck(mod, rb->target, NULL, rb->ksig, rb->path)) != 0 ||
-      (rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL)) != 0)
+  if ((rc = hm__signed_recheck(mod, rb->target, NULL, rb->ksig, rb->path)) != 0)
     return rc;
+  if ((rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL)) != 0)
+    return kept_replaced(mod, rb) ? hm__fail(HM_EAGAIN, "module %s was reloaded while its "
+                                             "rollback read the kept copy; try again", mod->name)
+                                  : rc;
   if (rb->ksig != NULL) {
     rb->file.sig.asked = 1;
     rb->file.sig.buf = rb->ksig->raw; /* borrowed: hm__rollback_drop gives it back */

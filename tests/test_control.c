@@ -201,8 +201,28 @@ static void test_describe_counts_and_why(void **state) {
   assert_int_equal(m.reloads + m.rejects + m.rollbacks, 0);
   assert_int_equal(m.last_reject_ns, 0);
   assert_string_equal(m.last_reject, "");
+  assert_string_equal(m.key_id, ""); /* loaded without trusted keys */
+  assert_string_equal(m.trusted_comment, "");
   hm_module_info_clear(&m);
   hm_module_info_clear(&m); /* twice: a no-op */
+  assert_null(m.key_id);
+
+  /* A caller built with the first version of the struct: nothing past `versions` is
+   * written, by the description or by the clearing. */
+  memset(&m, 0xA5, sizeof m);
+  assert_int_equal(hm_module_describe_get(mod, &m, offsetof(hm_module_info, key_id)), 0);
+  assert_string_equal(m.name, "sq");
+  assert_int_equal(m.nversions, 1);
+  {
+    unsigned char tail[sizeof m - offsetof(hm_module_info, key_id)];
+    memset(tail, 0xA5, sizeof tail);
+    assert_memory_equal((unsigned char *)&m + offsetof(hm_module_info, key_id), tail,
+                        sizeof tail);
+    hm_module_info_clear(&m);
+    assert_null(m.versions);
+    assert_memory_equal((unsigned char *)&m + offsetof(hm_module_info, key_id), tail,
+                        sizeof tail);
+  }
 
   /* A snapshot pins v1 across a reload; a refused build; the copy kept for rollback. */
   assert_int_equal(hm_snapshot_acquire(reg, "sq:version", &snap), 0);

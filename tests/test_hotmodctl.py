@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """hotmodctl end to end (CTest: hotmodctl_e2e).
 
-usage: test_hotmodctl.py HOTMODCTL CTL_HOST MODULE_DIR
+usage: test_hotmodctl.py HOTMODCTL CTL_HOST MODULE_DIR [MINISIGN]
 
 Starts ctl_host (a host serving its control socket) on a copy of square_v1.so, then drives it
 with hotmodctl and parses what it prints: status (the table), status --json (parsed here),
 reload from another file, a refused reload, rollback, events (--count, while a reload runs),
 metrics (scraped and parsed as the Prometheus text format), the exit statuses, and queued
-mode (a second host whose reloads wait for its poll). Every wait has a deadline.
+mode (a second host whose reloads wait for its poll). With MINISIGN (given when hotmod has
+libsodium), a third host trusts a key made by minisign (HOTMOD_TRUSTED_KEYS) and status
+names the signing key and trusted comment of its builds. Every wait has a deadline.
 """
 import json
 import os
@@ -20,6 +22,7 @@ import tempfile
 import time
 
 CTL, HOST, MODS = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3])
+MINISIGN = sys.argv[4] if len(sys.argv) > 4 else None
 failures = []
 
 
@@ -35,16 +38,19 @@ def ctl(sock, *args, timeout=60):
     return p.returncode, p.stdout, p.stderr
 
 
-def start_host(work, name, queued=False):
+def start_host(work, name, queued=False, env=None, placed=False):
+    """placed: the module file (work/NAME.so) is in place already (signed, say)."""
     sock = os.path.join(work, name + ".sock")
     mod = os.path.join(work, name + ".so")
-    shutil.copy(os.path.join(MODS, "square_v1.so"), mod)
+    if not placed:
+        shutil.copy(os.path.join(MODS, "square_v1.so"), mod)
     logpath = os.path.join(work, name + ".log")
     # The host appends to its log through a descriptor of its own; the test reads it through
     # another (a shared file offset would let the test's reads move the host's writes).
     with open(logpath, "a") as out:
         argv = [HOST, sock, mod] + (["queued"] if queued else [])
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, **(env or {})))
     log = open(logpath)
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -87,6 +93,59 @@ def parse_metrics(text):
         labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
         samples[(m.group(1), labels)] = float(m.group(3))
     return samples
+
+
+def sign(sec, so, comment):
+    subprocess.run([MINISIGN, "-S", "-s", sec, "-m", so, "-t", comment], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def signed_host(work, procs, logs):
+    """A host trusting a key made by minisign: status names its builds' key and comment."""
+    pub, sec = os.path.join(work, "k.pub"), os.path.join(work, "k.sec")
+    subprocess.run([MINISIGN, "-G", "-W", "-p", pub, "-s", sec], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(pub) as f:
+        key_id = f.readline().split()[-1]  # "untrusted comment: minisign public key ID"
+    mod = os.path.join(work, "signed.so")
+    shutil.copy(os.path.join(MODS, "square_v1.so"), mod)
+    sign(sec, mod, "build 7 from CI")
+    proc, sock, log = start_host(work, "signed", env={"HOTMOD_TRUSTED_KEYS": pub}, placed=True)
+    procs.append(proc)
+    logs.append(log)
+
+    rc, out, err = ctl(sock, "status", "--json")
+    m = json.loads(out)["modules"][0]
+    check(rc == 0 and m["signed"] == {"key_id": key_id, "comment": "build 7 from CI"},
+          "signed: status --json names the key and the trusted comment (%r)" % m.get("signed"))
+    check(m["versions"][0]["note"] == "build 7 from CI", "signed: the current version's note")
+    rc, out, err = ctl(sock, "status")
+    check(re.search(r"^  signed +by key %s: build 7 from CI$" % key_id, out, re.M) is not None,
+          "signed: the status table's signed line")
+
+    # An unsigned build is refused, and the signed one serves on.
+    unsigned = os.path.join(work, "unsigned", "signed.so")
+    os.mkdir(os.path.dirname(unsigned), 0o700)
+    shutil.copy(os.path.join(MODS, "square_v2.so"), unsigned)
+    rc, out, err = ctl(sock, "reload", "square", unsigned)
+    check(rc == 1 and "HM_EUNTRUSTED" in err, "signed: an unsigned build is refused (%r)" % err)
+    m = json.loads(ctl(sock, "status", "--json")[1])["modules"][0]
+    check(m["version"] == 1 and m["signed"]["comment"] == "build 7 from CI" and
+          m["last_error"].startswith("HM_EUNTRUSTED: "), "signed: v1 serves on, refusal shown")
+
+    # A comment with what JSON must escape comes back as it was signed.
+    odd = 'build 8 "rc\\1"\tfrom CI \u00e9'
+    rel = os.path.join(work, "rel8", "signed.so")
+    os.mkdir(os.path.dirname(rel), 0o700)
+    shutil.copy(os.path.join(MODS, "square_v2.so"), rel)
+    sign(sec, rel, odd)
+    rc, out, err = ctl(sock, "reload", "square", rel)
+    check(rc == 0, "signed: a signed build loads (%r)" % err)
+    m = json.loads(ctl(sock, "status", "--json")[1])["modules"][0]
+    check(m["version"] == 2 and m["signed"] == {"key_id": key_id, "comment": odd},
+          "signed: the comment survives JSON escaping (%r)" % m.get("signed"))
+    check([v["note"] for v in m["versions"]] == [odd, "build 7 from CI"],
+          "signed: each version's note is its comment (%r)" % [v["note"] for v in m["versions"]])
 
 
 def main():
@@ -140,6 +199,8 @@ def main():
               m["versions"][0]["why"] == "current", "status --json: v2 current")
         check(any(v["why"].startswith("kept for rollback") for v in m["versions"]),
               "status --json: v1's copy kept for rollback")
+        check(m["signed"] is None and all(v["note"] == "" for v in m["versions"]),
+              "status --json: no signature without trusted keys")
 
         rc, out, err = ctl(sock, "rollback", "square")
         check(rc == 0 and "version 3 is current" in out, "rollback: rc 0, version 3")
@@ -193,6 +254,11 @@ def main():
                 break
             time.sleep(0.01)
         check(json.loads(js)["modules"][0]["rollbacks"] == 1, "queued mode: the rollback applied")
+
+        if MINISIGN:
+            signed_host(work, procs, logs)
+        else:
+            print("skip signed builds: no minisign, or hotmod without libsodium")
 
         for p in procs:
             check(stop_host(p) == 0, "the host stops cleanly")

@@ -254,6 +254,126 @@ static void t_signed_loads(void **state) {
   assert_string_equal(comment, "build");
 }
 
+/* The entry of `num` in an info's versions (it must be there). */
+static const hm_version_info *entry_of(const hm_module_info *m, unsigned num) {
+  size_t i;
+  for (i = 0; i < m->nversions; i++)
+    if (m->versions[i].version == num)
+      return &m->versions[i];
+  fail_msg("version %u is not in the description", num);
+  return NULL;
+}
+
+/* Introspection names the signature of the current version (key id, trusted comment), and
+ * each version's comment as its note: a mapped one's, the rollback copy's (the signature it
+ * was verified with, kept beside it), and again after a rollback. */
+static void t_signed_described(void **state) {
+  fx *f = *state;
+  hm_module_info m;
+  char first[1100];
+  load_signed(f, 1);
+  snprintf(first, sizeof first, "%s", f->loaded_detail);
+  assert_int_equal(hm_module_describe(f->mod, &m), 0);
+  assert_string_equal(m.key_id, id_a);
+  assert_non_null(strstr(m.trusted_comment, "file:sq.so"));
+  assert_string_equal(m.trusted_comment, first);
+  assert_string_equal(entry_of(&m, 1)->note, first);
+  hm_module_info_clear(&m);
+  assert_null(m.key_id);
+  assert_null(m.trusted_comment);
+
+  place_signed(hmt_mod("square_v2"), f->path, sec_a, "-t 'build 1234 from CI'");
+  assert_int_equal(hm_module_reload(f->mod), 0);
+  assert_true(hmt_wait_until(hmt_retired_zero, f->reg, DEADLINE));
+  assert_int_equal(hm_module_describe(f->mod, &m), 0);
+  assert_string_equal(m.key_id, id_a);
+  assert_string_equal(m.trusted_comment, "build 1234 from CI");
+  assert_string_equal(entry_of(&m, 2)->note, "build 1234 from CI");
+  assert_int_equal(entry_of(&m, 1)->mapped, 0); /* the rollback copy */
+  assert_string_equal(entry_of(&m, 1)->note, first);
+  hm_module_info_clear(&m);
+
+  assert_int_equal(hm_module_rollback(f->mod), 0);
+  assert_int_equal(hm_module_describe(f->mod, &m), 0);
+  assert_int_equal(m.version, 3);
+  assert_string_equal(m.trusted_comment, first);
+  assert_string_equal(entry_of(&m, 3)->note, first);
+  hm_module_info_clear(&m);
+}
+
+/* Descriptions while two threads reload two signed builds (and roll back): the signature
+ * is read under the registry's lock, as the rest, while reloads free the old ones. Each
+ * picture's current version has one of the two comments, and its note is that comment. */
+typedef struct sig_race {
+  fx *f;
+  char so[2][4200];
+  int stop;
+  long changes;
+  pthread_mutex_t mu;
+  char bad[1200]; /* the first unexpected result, for the main thread to report */
+} sig_race;
+
+static void *sig_race_reload(void *arg) {
+  sig_race *r = arg;
+  long i;
+  for (i = 0; !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); i++) {
+    int rollback = i % 5 == 4;
+    int rc = rollback ? hm_module_rollback(r->f->mod)
+                      : hm_module_reload_from(r->f->mod, r->so[i % 2]);
+    /* A rollback that a reload overtook says HM_EAGAIN, whatever it was reading then. */
+    if (rc != 0 && rc != HM_ENOPREV && rc != HM_EAGAIN) {
+      pthread_mutex_lock(&r->mu);
+      if (r->bad[0] == '\0')
+        snprintf(r->bad, sizeof r->bad, "%s: %s: %s", rollback ? "rollback" : "reload",
+                 hm_err_name(rc), hm_errmsg());
+      pthread_mutex_unlock(&r->mu);
+    }
+    __atomic_add_fetch(&r->changes, 1, __ATOMIC_RELAXED);
+  }
+  return NULL;
+}
+
+static void t_signed_described_under_reloads(void **state) {
+  fx *f = *state;
+  sig_race r;
+  pthread_t th[2];
+  long target = hmt_scaled(200), i, n = 0;
+  memset(&r, 0, sizeof r);
+  r.f = f;
+  pthread_mutex_init(&r.mu, NULL);
+  for (i = 0; i < 2; i++) {
+    char comment[64];
+    snprintf(r.so[i], sizeof r.so[i], "%s/r%ld", f->dir, i);
+    assert_int_equal(mkdir(r.so[i], 0700), 0);
+    strcat(r.so[i], "/sq.so");
+    snprintf(comment, sizeof comment, "-t 'race build %ld'", i + 1);
+    place_signed(hmt_mod(i == 0 ? "square_v1" : "square_v2"), r.so[i], sec_a, comment);
+  }
+  assert_int_equal(hm_module_load(f->reg, "sq", r.so[0], &f->mod), 0);
+  for (i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, sig_race_reload, &r), 0);
+  for (i = 0; __atomic_load_n(&r.changes, __ATOMIC_RELAXED) < target || i < 50; i++) {
+    hm_module_info m;
+    size_t k;
+    assert_int_equal(hm_module_describe(f->mod, &m), 0);
+    assert_string_equal(m.key_id, id_a);
+    assert_true(strcmp(m.trusted_comment, "race build 1") == 0 ||
+                strcmp(m.trusted_comment, "race build 2") == 0);
+    for (k = 0; k < m.nversions; k++)
+      if (m.versions[k].why & (1u << HM_MAPPED_CURRENT))
+        assert_string_equal(m.versions[k].note, m.trusted_comment);
+    hm_module_info_clear(&m);
+    n++;
+  }
+  __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+  for (i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  pthread_mutex_destroy(&r.mu);
+  printf("# %ld descriptions while %ld signed reloads and rollbacks ran\n", n, r.changes);
+  if (r.bad[0] != '\0')
+    fail_msg("%s", r.bad);
+}
+
 /* A key id with a zero in its top hex digit is printed without it, as minisign prints it:
  * made until one comes (one key in sixteen). */
 static void t_key_id_short(void **state) {
@@ -537,6 +657,15 @@ static void t_keys_added(void **state) {
   hmt_install(hmt_mod("square_v1"), f->path);
   assert_int_equal(hm_module_load(f->reg, "sq", f->path, &f->mod), 0);
   assert_int_equal(hm_module_build_signed(f->mod, NULL, NULL, 0), 0);
+  {
+    /* Loaded without keys: no signature to describe. */
+    hm_module_info m;
+    assert_int_equal(hm_module_describe(f->mod, &m), 0);
+    assert_string_equal(m.key_id, "");
+    assert_string_equal(m.trusted_comment, "");
+    assert_string_equal(m.versions[0].note, "");
+    hm_module_info_clear(&m);
+  }
   assert_int_equal(hm_registry_set_trusted_keys(f->reg, keys), 0);
   hmt_install(hmt_mod("square_v2"), f->path);
   assert_int_equal(hm_module_reload(f->mod), HM_EUNTRUSTED);
@@ -860,6 +989,8 @@ int main(void) {
 #ifdef HM_TEST_HAVE_SODIUM
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
       T(t_signed_loads),
+      T(t_signed_described),
+      T(t_signed_described_under_reloads),
       T(t_key_id_short),
       T(t_refusals),
       T(t_replay),

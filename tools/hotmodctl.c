@@ -34,8 +34,9 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: hotmodctl [--socket PATH] [--timeout SECONDS] COMMAND [ARGUMENTS]\n"
-          "  status [--json]         every module: version, counters, last refusal, and each\n"
-          "                          version still kept with why (--json: for tools)\n"
+          "  status [--json]         every module: version, signing key and trusted comment,\n"
+          "                          counters, last refusal, and each version still kept\n"
+          "                          with why (--json: for tools)\n"
           "  metrics                 the same counters in the Prometheus text format\n"
           "  events [--count N]      print events as they happen, until interrupted (or N)\n"
           "  reload MODULE [FILE]    reload the module (from FILE: it becomes its path)\n"
