@@ -72,8 +72,16 @@ int hm__rollback_read(hm_module *mod, hm__rollback *rb) {
                               rb->path);
   /* Loaded again from the kept copy, under a fresh private name (the kept path may still
    * name a mapped object, which dlopen would hand back). */
-  if ((rc = hm__signed_recheck(mod, rb->target, NULL, rb->ksig, rb->path)) != 0 ||
-      (rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL)) != 0)
+  if ((rc = hm__signed_recheck(mod, rb->target, NULL, rb->ksig, rb->path)) != 0)
+    return rc;
+  rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL);
+  /* Deleted from outside hotmod since (a reload no longer looks for it): as if not kept. */
+  if (rc == HM_ENOENT)
+    return hm__fail(HM_ENOPREV,
+                    "module %s: the build to roll back to is no longer loaded and its kept copy "
+                    "%s is gone",
+                    mod->name, rb->kept);
+  if (rc != 0)
     return rc;
   if (rb->ksig != NULL) {
     rb->file.sig.asked = 1;
