@@ -723,7 +723,8 @@ HM_EXTERN int hm_module_unload(hm_module *mod);
  * NULL: HM_EINVAL.
  * Threads: as hm_module_reload.
  * Errors: HM_EINVAL, HM_ENOMOD (the module is unloaded), HM_ENOPREV (nothing to go back
- * to), HM_EAGAIN (a reload of the module came first; try again), HM_EHOOK, HM_ENOSYM and
+ * to, or the kept copy was deleted from outside hotmod), HM_EAGAIN (a reload of the module
+ * came first; try again), HM_EHOOK, HM_ENOSYM and
  * HM_ESIG (the older build lacks what live handles need now), HM_EUNTRUSTED (trusted keys
  * are set and the older build's signature does not verify with them, or it was loaded
  * without one: see "Signed builds"), HM_ENOMEM, HM_EBUSY,

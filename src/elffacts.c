@@ -42,10 +42,11 @@ void hm__elf_scan_symbols(ck *c, const dyninfo *d, const symtab *st, hm__elf_inf
     if (s.st_shndx == SHN_UNDEF) {
       /* The C++ compilers call the C++ runtime's __cxa_thread_atexit, which calls glibc's
        * __cxa_thread_atexit_impl; either pins the module while the thread lives. */
-      if (strcmp(name, "__cxa_thread_atexit") == 0 ||
-          strcmp(name, "__cxa_thread_atexit_impl") == 0)
+      /* The first byte first: most names are neither (this runs on every reload). */
+      if (name[0] == '_' && (strcmp(name, "__cxa_thread_atexit") == 0 ||
+                             strcmp(name, "__cxa_thread_atexit_impl") == 0))
         info->lint |= HM__LINT_THREAD_ATEXIT;
-      else if (strcmp(name, "pthread_key_create") == 0)
+      else if (name[0] == 'p' && strcmp(name, "pthread_key_create") == 0)
         info->lint |= HM__LINT_KEY_CREATE;
       continue;
     }

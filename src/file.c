@@ -129,12 +129,15 @@ int hm__file_open(const char *path) {
   return hm__fail(-e, "cannot open %s: %s", path, strerror(e));
 }
 
-/* Look at the open file: what the loader accepts. */
+/* Look at the open file: what the loader accepts. `placed`: what the walk to it found
+ * there before it was opened (hm__file_open_placed), which must be this file. */
 static int check_stat(const hm__allocator *a, int fd, const char *path, unsigned flags,
-                      struct stat *st) {
+                      const struct stat *placed, struct stat *st) {
   struct statvfs vfs;
   if (fstat(fd, st) != 0)
     return hm__fail(-errno, "cannot stat %s: %s", path, strerror(errno));
+  if (placed != NULL && (placed->st_dev != st->st_dev || placed->st_ino != st->st_ino))
+    return hm__fail(HM_EAGAIN, "%s was replaced while it was being read", path);
   if (!S_ISREG(st->st_mode))
     return not_regular(path, st->st_mode);
   if (st->st_size > HM__MAX_MODULE_SIZE)
@@ -150,8 +153,8 @@ static int check_stat(const hm__allocator *a, int fd, const char *path, unsigned
   return hm__file_trusted(a, fd, st, path, flags); /* its owner, writers and directories */
 }
 
-int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned flags,
-                     hm__file *out, hm__writer *writer) {
+static int read_fd(const hm__allocator *a, int fd, const char *path, unsigned flags,
+                   const struct stat *placed, hm__file *out, hm__writer *writer) {
   struct stat st, st2;
   unsigned char *buf = NULL;
   size_t len, got = 0;
@@ -161,7 +164,7 @@ int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned 
   memset(out, 0, sizeof *out);
   if (writer != NULL)
     *writer = HM__WRITER_UNKNOWN;
-  rc = check_stat(a, fd, path, flags, &st);
+  rc = check_stat(a, fd, path, flags, placed, &st);
   if (rc != 0)
     return rc;
   w = hm__writer_probe(fd);
@@ -213,15 +216,35 @@ out:
   return rc;
 }
 
+int hm__file_read_fd(const hm__allocator *a, int fd, const char *path, unsigned flags,
+                     hm__file *out, hm__writer *writer) {
+  return read_fd(a, fd, path, flags & ~HM__READ_PLACED, NULL, out, writer);
+}
+
 int hm__file_read(const hm__allocator *a, const char *path, unsigned flags, hm__file *out,
                   hm__writer *writer) {
-  int fd = hm__file_open(path), rc;
+  struct stat placed;
+  size_t n = strlen(path);
+  int fd, rc;
   memset(out, 0, sizeof *out);
   if (writer != NULL)
     *writer = HM__WRITER_UNKNOWN;
-  if (fd < 0)
-    return fd;
-  rc = hm__file_read_fd(a, fd, path, flags, out, writer);
+  if ((flags & HM__READ_ALLOW_WRITABLE) || n == 0 || path[n - 1] == '/') {
+    fd = hm__file_open(path);
+    if (fd < 0)
+      return fd;
+    rc = read_fd(a, fd, path, flags & ~HM__READ_PLACED, NULL, out, writer);
+  } else {
+    /* The trust rules walk the file's directories anyway: walked first, the walk's look at
+     * the last name is the look that refuses a device, FIFO or socket unopened (no stat by
+     * name), and the file is opened through the directory just checked. */
+    rc = hm__file_open_placed(a, path, &fd, &placed);
+    if (rc == 0 && fd < 0)
+      rc = not_regular(path, placed.st_mode);
+    if (rc != 0)
+      return rc;
+    rc = read_fd(a, fd, path, flags | HM__READ_PLACED, &placed, out, writer);
+  }
   close(fd);
   return rc;
 }

@@ -274,6 +274,7 @@ typedef struct hm__file {
 #define HM__READ_PROBE 0x100u        /* HM_EAGAIN while a writer has the file open */
 #define HM__READ_HASH 0x200u         /* fill id.hash (and set id.hashed) */
 #define HM__READ_SIGNED 0x400u       /* also read its build signature into `sig` */
+#define HM__READ_PLACED 0x800u       /* file.c: its place was walked before it was opened */
 
 /* Open the file at `path` without blocking (a FIFO, socket or device is refused by a look at
  * its name before any open, and by fstat after, never waited on; a symlink loop is -ELOOP),
@@ -314,6 +315,14 @@ HM__HIDDEN const char *hm__path_dir(const char *packed);
  * the detail; HM_EAGAIN if the path no longer leads to that file. */
 HM__HIDDEN int hm__file_trusted(const hm__allocator *a, int fd, const struct stat *st,
                                 const char *path, unsigned flags);
+/* The same walk over `path`'s directories and links first, then the file at its end opened
+ * through its directory (read-only, non-blocking, not following a link swapped in meanwhile)
+ * into *fd, when it is a regular file: -1 otherwise, not opened. *end gets what the walk
+ * found there (the caller holds the open file to it, and refuses another type by it). Then
+ * hm__file_trusted with HM__READ_PLACED checks the file alone. 0, or the walk's errors (a
+ * missing name as open's -ENOENT). */
+HM__HIDDEN int hm__file_open_placed(const hm__allocator *a, const char *path, int *fd,
+                                    struct stat *end);
 /* The build signature of the module file open as `fd` (read from `path`): `<name>.minisig`
  * in the directory that file was found in, after every symbolic link, opened through that
  * directory. Fills *out (asked is set); a signature that is missing or cannot be

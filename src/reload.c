@@ -12,13 +12,14 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
-/* Is old's private copy still there? It may be gone already (a version that came back by a
- * reused rollback). Asked under reload_lock, which keeps old current, before reg->lock is
- * taken to publish. */
+/* Has old a private copy to keep for rollback? Asked under reload_lock, which keeps old
+ * current. A loaded version's copy is there: hotmod deletes it only when the version is
+ * unloaded (a version reused by a rollback is still loaded, so its copy is too). One deleted
+ * from outside is found when a rollback reads it (hm__rollback_read), not looked for here:
+ * that look was a system call on every reload. */
 int hm__copy_present(const hm__version *old) {
-  return old != NULL && old->copy_path != NULL && access(old->copy_path, F_OK) == 0;
+  return old != NULL && old->copy_path != NULL;
 }
 
 /* The table an unload will publish, made before a version can become current (see

@@ -85,10 +85,18 @@ int hm__rollback_read(hm_module *mod, hm__rollback *rb) {
    * name a mapped object, which dlopen would hand back). */
   if ((rc = hm__signed_recheck(mod, rb->target, NULL, rb->ksig, rb->path)) != 0)
     return rc;
-  if ((rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL)) != 0)
-    return kept_replaced(mod, rb) ? hm__fail(HM_EAGAIN, "module %s was reloaded while its "
-                                             "rollback read the kept copy; try again", mod->name)
-                                  : rc;
+  rc = hm__file_read(&reg->a, rb->kept, HM__READ_ALLOW_WRITABLE, &rb->file, NULL);
+  if (rc != 0 && kept_replaced(mod, rb))
+    return hm__fail(HM_EAGAIN, "module %s was reloaded while its rollback read the kept copy; "
+                    "try again", mod->name);
+  /* Deleted from outside hotmod since (a reload no longer looks for it): as if not kept. */
+  if (rc == HM_ENOENT)
+    return hm__fail(HM_ENOPREV,
+                    "module %s: the build to roll back to is no longer loaded and its kept copy "
+                    "%s is gone",
+                    mod->name, rb->kept);
+  if (rc != 0)
+    return rc;
   if (rb->ksig != NULL) {
     rb->file.sig.asked = 1;
     rb->file.sig.buf = rb->ksig->raw; /* borrowed: hm__rollback_drop gives it back */

@@ -1,7 +1,9 @@
 /*
  * Whether a module's file may be loaded: who could have changed it or could replace it.
- * file.c asks this about the file it has opened,
- * before reading from that descriptor; the loader copies exactly the bytes it read.
+ * file.c asks this about the file it has opened, before reading from that descriptor (the
+ * watcher's reads), or has the directories walked first and the file opened at the walk's
+ * end, through the directory just checked (a reload's reads: one look by name fewer); the
+ * loader copies exactly the bytes it read.
  *
  * The rules (waived by HM_FLAG_ALLOW_WRITABLE):
  *  - Owner: the file and the directories below belong to this process's effective user or
@@ -287,9 +289,36 @@ static int replaced(const char *path) {
   return hm__fail(HM_EAGAIN, "%s was replaced while it was being read", path);
 }
 
+/* A name that is not there: replaced, when the file was opened already (`st`), else missing
+ * as open() would have said. */
+static int gone(const char *path, const struct stat *st) {
+  return st != NULL ? replaced(path)
+                    : hm__fail(-ENOENT, "cannot open %s: %s", path, strerror(ENOENT));
+}
+
+/* The end of the walk: the entry `est`, called `name` in dfd. Checked against the open file
+ * `st`; or, with no file open yet (st NULL), opened here when it is a regular file (*fd; -1
+ * otherwise, for the caller to refuse it by est's type, unopened). */
+static int walk_end(int dfd, const char *name, const struct stat *est, const struct stat *st,
+                    const char *path, int *fd) {
+  int e;
+  if (st != NULL)
+    return est->st_dev != st->st_dev || est->st_ino != st->st_ino ? replaced(path) : 0;
+  if (!S_ISREG(est->st_mode))
+    return 0;
+  /* The very entry looked at: a name swapped for a link since is not followed. */
+  *fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+  if (*fd >= 0)
+    return 0;
+  e = errno;
+  return e == ENOENT || e == ELOOP ? replaced(path)
+                                   : hm__fail(-e, "cannot open %s: %s", path, strerror(e));
+}
+
 /* Walk from the directory of `path` through the symbolic links its last name leads through
- * to the file `st` describes, checking each directory on the way. */
-static int check_place(const hm__allocator *a, const struct stat *st, const char *path) {
+ * to the file at the end, checking each directory on the way (walk_end says what then). */
+static int check_place(const hm__allocator *a, const struct stat *st, const char *path,
+                       int *fd, struct stat *end) {
   char dir[PATH_MAX], name[NAME_MAX + 1], link[PATH_MAX], shown[PATH_MAX], tmp[PATH_MAX];
   int dfd, hops, rc = split(path, dir, sizeof dir, name, sizeof name);
   if (rc != 0)
@@ -297,23 +326,22 @@ static int check_place(const hm__allocator *a, const struct stat *st, const char
   memcpy(shown, dir, strlen(dir) + 1); /* both PATH_MAX */
   dfd = open_dir(AT_FDCWD, dir);
   if (dfd < 0)
-    return errno == ENOENT ? replaced(path)
+    return errno == ENOENT ? gone(path, st)
                            : hm__fail(-errno, "%s: cannot open its directory %s: %s", path,
                                       dir, strerror(errno));
   for (hops = 0;; hops++) {
-    struct stat dst, est;
+    struct stat dst, *est = end;
     ssize_t n;
-    if (fstat(dfd, &dst) != 0 || fstatat(dfd, name, &est, AT_SYMLINK_NOFOLLOW) != 0) {
-      rc = errno == ENOENT ? replaced(path)
+    if (fstat(dfd, &dst) != 0 || fstatat(dfd, name, est, AT_SYMLINK_NOFOLLOW) != 0) {
+      rc = errno == ENOENT ? gone(path, st)
                            : hm__fail(-errno, "%s: cannot look at %s in %s: %s", path, name,
                                       shown, strerror(errno));
       break;
     }
-    if ((rc = check_dir(a, dfd, &dst, &est, shown, path)) != 0)
+    if ((rc = check_dir(a, dfd, &dst, est, shown, path)) != 0)
       break;
-    if (!S_ISLNK(est.st_mode)) {
-      if (est.st_dev != st->st_dev || est.st_ino != st->st_ino)
-        rc = replaced(path);
+    if (!S_ISLNK(est->st_mode)) {
+      rc = walk_end(dfd, name, est, st, path, fd);
       break;
     }
     if (hops == HM__MAX_LINKS) {
@@ -353,10 +381,19 @@ static int check_place(const hm__allocator *a, const struct stat *st, const char
 
 int hm__file_trusted(const hm__allocator *a, int fd, const struct stat *st, const char *path,
                      unsigned flags) {
+  struct stat end;
   int rc;
   if (flags & HM__READ_ALLOW_WRITABLE)
     return 0;
   if ((rc = check_file(a, fd, st, path)) != 0)
     return rc;
-  return check_place(a, st, path);
+  /* Opened by hm__file_open_placed: its place was walked before. */
+  if (flags & HM__READ_PLACED)
+    return 0;
+  return check_place(a, st, path, NULL, &end);
+}
+
+int hm__file_open_placed(const hm__allocator *a, const char *path, int *fd, struct stat *end) {
+  *fd = -1;
+  return check_place(a, NULL, path, fd, end);
 }

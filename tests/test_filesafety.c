@@ -184,6 +184,32 @@ static void t_directory(void **state) {
   refused(f->reg, f->dir, HM_ENOTELF, "is a directory, not a regular file");
 }
 
+/* The trust rules' walk to the file comes before it is opened: what open() would say of a
+ * name that is not there, however it is reached, and the type refused as before (a FIFO
+ * behind a link unopened, a directory named with a trailing slash). */
+static void t_missing_and_linked(void **state) {
+  fixture *f = *state;
+  char p[4200], q[4200];
+  refused(f->reg, hmt_path(f->dir, "absent.so"), HM_ENOENT, "cannot open");
+  refused(f->reg, hmt_path(f->dir, "nodir/absent.so"), HM_ENOENT, "No such file");
+  snprintf(p, sizeof p, "%s/dangling.so", f->dir);
+  assert_int_equal(symlink("absent.so", p), 0);
+  refused(f->reg, p, HM_ENOENT, "cannot open");
+  snprintf(q, sizeof q, "%s/fifo2.so", f->dir);
+  assert_int_equal(mkfifo(q, 0600), 0);
+  snprintf(p, sizeof p, "%s/tofifo.so", f->dir);
+  assert_int_equal(symlink("fifo2.so", p), 0);
+  refused(f->reg, p, HM_ENOTELF, "is a FIFO (named pipe), not a regular file");
+  snprintf(p, sizeof p, "%s/", f->dir);
+  refused(f->reg, p, HM_ENOTELF, "is a directory, not a regular file");
+  /* And a module reached through a link loads. */
+  snprintf(q, sizeof q, "%s/real.so", f->dir);
+  hmt_install(hmt_mod("square_v1"), q);
+  snprintf(p, sizeof p, "%s/tomod.so", f->dir);
+  assert_int_equal(symlink("real.so", p), 0);
+  accepted(f->reg, p);
+}
+
 static void t_symlink_loop(void **state) {
   fixture *f = *state;
   char a[4200], b[4200];
@@ -859,6 +885,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(t_socket, setup, teardown),
       cmocka_unit_test_setup_teardown(t_dev_zero, setup, teardown),
       cmocka_unit_test_setup_teardown(t_directory, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_missing_and_linked, setup, teardown),
       cmocka_unit_test_setup_teardown(t_symlink_loop, setup, teardown),
       cmocka_unit_test_setup_teardown(t_reload_special, setup, teardown),
       cmocka_unit_test_setup_teardown(t_dir_world_writable, setup, teardown),

@@ -3,10 +3,12 @@
  * refusal changes nothing; no redo. */
 #include "util.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int (*ifn)(void);
 
@@ -160,6 +162,62 @@ static void t_rollback_twice(void **state) {
   hm_snapshot_release(s1);
 }
 
+/* The only file in `dir`, its name into name[n]. */
+static void only_file(const char *dir, char *name, size_t n) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int found = 0;
+  assert_non_null(d);
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+      snprintf(name, n, "%s", e->d_name);
+      found++;
+    }
+  closedir(d);
+  assert_int_equal(found, 1);
+}
+
+/* A kept copy deleted from outside hotmod after the reload that kept it: the rollback finds
+ * it gone and refuses (HM_ENOPREV, as for a copy never kept); the current build serves on. */
+static void t_rollback_kept_copy_gone(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  char name[256], path[4400];
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v1"), &m), 0);
+  only_file(hm_registry_dir(f->reg), name, sizeof name); /* v1's private copy */
+  assert_int_equal(call(f->reg, "st:bump"), 1);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_true(hmt_wait_until(no_retired, f->reg, 10.0)); /* v1 is unloaded: only its copy is */
+  snprintf(path, sizeof path, "%s/%s", hm_registry_dir(f->reg), name);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(hm_module_rollback(m), HM_ENOPREV);
+  assert_non_null(strstr(hm_errmsg(), "is gone"));
+  assert_int_equal(f->rolled_back, 0);
+  assert_int_equal(hm_module_version(m), 2);
+  assert_int_equal(call(f->reg, "st:version"), 2);
+  assert_int_equal(call(f->reg, "st:bump"), 2);
+}
+
+/* A version a rollback brought back while it was still loaded keeps its private copy: the
+ * next reload keeps that copy for rollback, and a rollback once it is unloaded loads it. */
+static void t_rollback_reused_copy_kept(void **state) {
+  fx *f = *state;
+  hm_module *m;
+  hm_snapshot *s;
+  assert_int_equal(hm_module_load(f->reg, "st", hmt_mod("stateful_v1"), &m), 0);
+  assert_int_equal(hm_snapshot_acquire(f->reg, "st:version", &s), 0); /* keeps v1 loaded */
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  assert_int_equal(hm_module_rollback(m), 0); /* v1 again, the same mapping */
+  assert_int_equal(call(f->reg, "st:last_ctx_reused"), 1);
+  assert_int_equal(hm_module_reload_from(m, hmt_mod("stateful_v2")), 0);
+  hm_snapshot_release(s);
+  assert_true(hmt_wait_until(no_retired, f->reg, 10.0)); /* v1 is unloaded: only its copy is */
+  assert_int_equal(hmt_mapped_copies(f->reg), 1);
+  assert_int_equal(hm_module_rollback(m), 0); /* from the copy kept of the reused version */
+  assert_int_equal(call(f->reg, "st:version"), 1);
+  assert_int_equal(call(f->reg, "st:last_ctx_reused"), 0);
+}
+
 /* Nothing to go back to, an unloaded module, a build that refuses to come back: nothing
  * changes. */
 static void t_rollback_refusals(void **state) {
@@ -275,6 +333,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_rollback_reuse_while_snapshots_taken, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_reused_still_owned, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_twice, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_kept_copy_gone, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_rollback_reused_copy_kept, setup, teardown),
       cmocka_unit_test_setup_teardown(t_rollback_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(t_watcher_respects_rollback, setup, teardown),
   };
