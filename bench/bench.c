@@ -1349,7 +1349,7 @@ static void context_line(void) {
 
 /* The read side's mode, known once a live call has registered this thread: membarrier
  * (plain stores) or fenced (a sequentially consistent store per outermost call). */
-static const char *read_side(void) { return hm__reader_fenced ? "fenced" : "membarrier"; }
+static const char *read_side(void) { return hm__rdw_fenced ? "fenced" : "membarrier"; }
 
 static void usage(void) {
   fputs("usage: hm_bench [--moddir DIR] [--quick] [--verbose]\n"

@@ -1501,13 +1501,13 @@ struct hm__live_head {
 };
 
 /* The read side of the grace-period scheme (src/reclaim.c explains it) is one thread-local
- * word, hm__rd. The low half of the word holds the depth of the thread's nested live calls
+ * word, hm__rdw. The low half of the word holds the depth of the thread's nested live calls
  * and, in its top bit, HM__RD_SLOW, which sends the thread's next outermost enter to the slow
  * path (the thread has not registered yet, or readers order their stores themselves: no
  * membarrier, or TSan); the high half holds the grace period the outermost call entered in.
- * So "outermost, fast" is "low half zero", one test. hm__gp is the current grace period in
+ * So "outermost, fast" is "low half zero", one test. hm__gpw is the current grace period in
  * the same layout, with a depth of 1 and HM__RD_SLOW while readers must fence: the outermost
- * enter of a registered thread copies it into hm__rd as it is. */
+ * enter of a registered thread copies it into hm__rdw as it is. */
 #define HM__RD_SLOW (1UL << (sizeof(unsigned long) * 4 - 1))
 #define HM__RD_DEPTH (HM__RD_SLOW - 1)
 
@@ -1520,11 +1520,11 @@ struct hm__live_head {
 #endif
 #endif
 
-HM_EXTERN extern __thread unsigned long hm__rd __attribute__((tls_model("initial-exec")));
-HM_EXTERN extern unsigned long hm__gp;
-HM_EXTERN extern int hm__reader_fenced;
-HM_EXTERN void hm__rd_enter_slow(void);
-HM_EXTERN void hm__reader_unbalanced(void);
+HM_EXTERN extern __thread unsigned long hm__rdw __attribute__((tls_model("initial-exec")));
+HM_EXTERN extern unsigned long hm__gpw;
+HM_EXTERN extern int hm__rdw_fenced;
+HM_EXTERN void hm__rdw_enter_slow(void);
+HM_EXTERN void hm__rdw_unbalanced(void);
 
 /* Casts that C++ hosts see as C++ casts (-Wold-style-cast). */
 #ifdef __cplusplus
@@ -1535,24 +1535,24 @@ HM_EXTERN void hm__reader_unbalanced(void);
 #define HM__FN_CAST(type, expr) ((type)(expr))
 #endif
 
-/* The enter of a live call: the thread's word (hm__rd) goes into the read section, and the
+/* The enter of a live call: the thread's word (hm__rdw) goes into the read section, and the
  * word it now holds is returned, for a leave that restores it without reading it. */
 static inline unsigned long hm__rd_enter(void) {
   unsigned long w;
   /* A plain read, so that the test can be one instruction: only this thread writes its
    * word (the others only read it). */
-  if (__builtin_expect(((w = hm__rd) & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
+  if (__builtin_expect(((w = hm__rdw) & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
     /* Outermost call of a registered thread: the writer's membarrier() orders this store
      * before our load of the table. */
-    w = __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE);
-    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED);
+    w = __atomic_load_n(&hm__gpw, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&hm__rdw, w, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
   } else if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1)) {
-    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED) + 1;
-    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED); /* nested: the outer call protects */
+    w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&hm__rdw, w, __ATOMIC_RELAXED); /* nested: the outer call protects */
   } else {
-    hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
-    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
+    hm__rdw_enter_slow(); /* first call on this thread, or fenced readers */
+    w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED);
   }
   return w;
 }
@@ -1577,20 +1577,20 @@ static inline void hm_live_leave(hm_live *live) {
    * Only this thread writes its word, and others only read it, so the read-modify-write
    * needs no lock prefix; x86-64 keeps the call's loads before this store (a release), and
    * the asm keeps the compiler from moving memory accesses across it. */
-  __asm__ __volatile__("subq $1, %0" : "+m"(hm__rd) : : "memory");
+  __asm__ __volatile__("subq $1, %0" : "+m"(hm__rdw) : : "memory");
 #else
   {
-    unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
+    unsigned long w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED);
 #ifndef NDEBUG
     if (__builtin_expect((w & HM__RD_DEPTH) == 0, 0))
-      hm__reader_unbalanced();
+      hm__rdw_unbalanced();
 #endif
-    __atomic_store_n(&hm__rd, w - 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&hm__rdw, w - 1, __ATOMIC_RELEASE);
   }
 #endif
 }
 
-/* HM_LIVE_CALL's state: the handle, and the word its enter left in hm__rd. Calls nest in
+/* HM_LIVE_CALL's state: the handle, and the word its enter left in hm__rdw. Calls nest in
  * strict order, so at the leave the word is that one again, and the leave stores it less one
  * without reading it: a plain store of a register, where hm_live_leave must read the word
  * and write it back. */
@@ -1609,10 +1609,10 @@ static inline hm_fn hm__live_call_enter(struct hm__live_call *c) {
 static inline void hm__live_call_leave(struct hm__live_call *c) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
 #ifndef NDEBUG
-  if (__builtin_expect(__atomic_load_n(&hm__rd, __ATOMIC_RELAXED) != c->word, 0))
-    hm__reader_unbalanced();
+  if (__builtin_expect(__atomic_load_n(&hm__rdw, __ATOMIC_RELAXED) != c->word, 0))
+    hm__rdw_unbalanced();
 #endif
-  __atomic_store_n(&hm__rd, c->word - 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&hm__rdw, c->word - 1, __ATOMIC_RELEASE);
 }
 
 #ifdef __cplusplus

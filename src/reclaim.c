@@ -3,17 +3,17 @@
  * makes live calls cheap. It knows nothing of modules or files.
  *
  * The read side (hm_live_enter/leave in hotmod.h) is a memb-style RCU read section, as
- * liburcu's memb flavour reads. Each thread owns one word, hm__rd, in initial-exec TLS: the
+ * liburcu's memb flavour reads. Each thread owns one word, hm__rdw, in initial-exec TLS: the
  * depth of its nested live calls and the flag HM__RD_SLOW in the low half, and the grace
- * period (GP) its outermost call entered in in the high half. The process-wide hm__gp has the
+ * period (GP) its outermost call entered in in the high half. The process-wide hm__gpw has the
  * same layout with a depth of 1. On entering its outermost call, a thread whose word has
- * neither depth nor flag copies hm__gp into its word (so the depth becomes 1) and then loads
+ * neither depth nor flag copies hm__gpw into its word (so the depth becomes 1) and then loads
  * the published function table; a nested enter adds 1 and a leave subtracts 1. No fence, no
- * shared write. Everything else is in hm__rd_enter_slow: a thread's first call registers it
- * (its word starts as HM__RD_SLOW), and while readers must fence (no membarrier, TSan) hm__gp
+ * shared write. Everything else is in hm__rdw_enter_slow: a thread's first call registers it
+ * (its word starts as HM__RD_SLOW), and while readers must fence (no membarrier, TSan) hm__gpw
  * carries HM__RD_SLOW, so every word copied from it sends the next outermost enter there too.
  *
- * The write side publishes a new table, adds one GP to hm__gp (the new value is the grace
+ * The write side publishes a new table, adds one GP to hm__gpw (the new value is the grace
  * period's target), then calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
  * full memory barrier on every thread of the process. After that, a reader's word has
  *   depth 0           it is outside any call (anything it read before is finished), or
@@ -21,7 +21,7 @@
  *   GP < target       it may still hold the old table: wait until the word changes.
  * GPs are compared modulo their width (32 bits on 64-bit systems): a reader inside a call
  * holds back every grace period after the one it entered in, and each reclaimer waits for
- * its grace period before it starts another, so hm__gp runs ahead of a reader's GP by at
+ * its grace period before it starts another, so hm__gpw runs ahead of a reader's GP by at
  * most the number of registries, far from wrapping.
  *
  * Without membarrier (old kernels, seccomp, or HOTMOD_NO_MEMBARRIER=1 in the environment),
@@ -50,10 +50,10 @@
 #define GP_STEP (HM__RD_SLOW << 1) /* one grace period */
 #define GP_MASK (~(HM__RD_DEPTH | HM__RD_SLOW))
 
-__thread unsigned long hm__rd __attribute__((tls_model("initial-exec"))) = HM__RD_SLOW;
+__thread unsigned long hm__rdw __attribute__((tls_model("initial-exec"))) = HM__RD_SLOW;
 /* GP 1, depth 1; fenced until membarrier is known to work. */
-unsigned long hm__gp = GP_STEP | HM__RD_SLOW | 1;
-int hm__reader_fenced = 1;
+unsigned long hm__gpw = GP_STEP | HM__RD_SLOW | 1;
+int hm__rdw_fenced = 1;
 
 /* A registered thread: where its word is, in the list the writer scans. */
 struct reader {
@@ -86,7 +86,7 @@ static void reader_exit(void *p) {
   r->registered = 0;
   pthread_mutex_unlock(&readers_lock);
   /* A live call made later in this thread's exit (another key's destructor) registers again. */
-  __atomic_store_n(&hm__rd, HM__RD_SLOW, __ATOMIC_RELAXED);
+  __atomic_store_n(&hm__rdw, HM__RD_SLOW, __ATOMIC_RELAXED);
 }
 
 static void init(void) {
@@ -106,8 +106,8 @@ static void init(void) {
         syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0) {
       __atomic_store_n(&use_membarrier, 1, __ATOMIC_RELAXED);
       /* Before any reader registers (they all come through here first). */
-      __atomic_and_fetch(&hm__gp, ~HM__RD_SLOW, __ATOMIC_SEQ_CST);
-      __atomic_store_n(&hm__reader_fenced, 0, __ATOMIC_SEQ_CST);
+      __atomic_and_fetch(&hm__gpw, ~HM__RD_SLOW, __ATOMIC_SEQ_CST);
+      __atomic_store_n(&hm__rdw_fenced, 0, __ATOMIC_SEQ_CST);
     }
   }
 #else
@@ -119,7 +119,7 @@ static void reader_register(struct reader *r) {
   pthread_once(&init_once, init);
   r->tid = (int)gettid();
   pthread_mutex_lock(&readers_lock);
-  r->word = &hm__rd;
+  r->word = &hm__rdw;
   r->prev = NULL;
   r->next = readers;
   if (readers)
@@ -131,19 +131,19 @@ static void reader_register(struct reader *r) {
   (void)pthread_setspecific(exit_key, r);
 }
 
-void hm__reader_unbalanced(void) {
+void hm__rdw_unbalanced(void) {
   fputs("hotmod: hm_live_leave without a matching hm_live_enter on this thread\n", stderr);
   abort();
 }
 
 /* The outermost enter of a thread whose word has HM__RD_SLOW: not registered yet, or
  * readers fence. Sequentially consistent, so the store is ordered before the table load
- * that follows even without the writer's membarrier(); hm__gp is read after registering,
+ * that follows even without the writer's membarrier(); hm__gpw is read after registering,
  * so the word takes the process's current mode. */
-void hm__rd_enter_slow(void) {
+void hm__rdw_enter_slow(void) {
   if (!self.registered)
     reader_register(&self);
-  __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
+  __atomic_store_n(&hm__rdw, __atomic_load_n(&hm__gpw, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
 }
 
 static void sleep_ns(long ns) {
@@ -175,15 +175,15 @@ static void writer_barrier(void) {
     /* From here on every word a reader copies sends its next outermost enter to the fenced
      * slow path. Readers already inside a call keep the grace period open until they leave,
      * as their words show. */
-    __atomic_or_fetch(&hm__gp, HM__RD_SLOW, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&hm__reader_fenced, 1, __ATOMIC_SEQ_CST);
+    __atomic_or_fetch(&hm__gpw, HM__RD_SLOW, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hm__rdw_fenced, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&degraded, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&use_membarrier, 0, __ATOMIC_RELEASE);
   }
 }
 
 /* After the switch to fenced readers, 1 while a registered reader's word lacks HM__RD_SLOW:
- * its next outermost enter copies hm__gp without a fence (once; the word it stores has the
+ * its next outermost enter copies hm__gpw without a fence (once; the word it stores has the
  * flag). */
 static int unfenced_readers(void) {
   const struct reader *r;
@@ -198,7 +198,7 @@ static int unfenced_readers(void) {
 unsigned long hm__gp_start(void) {
   unsigned long target;
   pthread_once(&init_once, init);
-  target = __atomic_add_fetch(&hm__gp, GP_STEP, __ATOMIC_SEQ_CST);
+  target = __atomic_add_fetch(&hm__gpw, GP_STEP, __ATOMIC_SEQ_CST);
   writer_barrier();
   /* Since the switch, a thread whose word lacks the flag may still enter without a fence,
    * once, or may have done so just before the switch. Such a store leaves its thread's
@@ -247,7 +247,7 @@ int hm__gp_passed(unsigned long target) {
   return passed;
 }
 
-unsigned long hm__gp_now(void) { return __atomic_load_n(&hm__gp, __ATOMIC_SEQ_CST); }
+unsigned long hm__gp_now(void) { return __atomic_load_n(&hm__gpw, __ATOMIC_SEQ_CST); }
 
 size_t hm__readers_inside(unsigned long gp, int *tids, size_t max) {
   const struct reader *r;
