@@ -403,6 +403,9 @@ HM__HIDDEN unsigned long hm__gp_now(void);
  * many, and the kernel thread ids of the first `max` of them in tids[]. Takes the reader
  * list's lock only, never touches the readers' words but to read them. */
 HM__HIDDEN size_t hm__readers_inside(unsigned long gp, int *tids, size_t max);
+/* Put the calling thread on the reader list, if it is not yet (its first live call does the
+ * same), so that grace periods see its word. */
+HM__HIDDEN void hm__reader_register_self(void);
 
 typedef struct hm__reclaimer hm__reclaimer;
 typedef void (*hm__defer_fn)(void *arg);
