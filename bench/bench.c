@@ -300,20 +300,20 @@ NOINLINE static unsigned hm_bench_loop_raw50(work_fn f, long n) {
   return acc;
 }
 
-/* Live calls on a QSBR thread (hm_thread_qsbr): the loop of hm_bench_loop_live, with -= for
- * += so that the compiler does not fold the two into one function. The caller switches the
- * thread's flavour around it. */
+/* Live calls on a QSBR thread (hm_thread_qsbr), through HM_LIVE_CALL_QSBR: the loop of
+ * hm_bench_loop_live otherwise (-= for +=). The caller switches the thread's flavour around
+ * it. */
 NOINLINE static unsigned hm_bench_loop_qsbr(hm_live *l, long n) {
   unsigned acc = 0;
   for (long i = 0; i < n; i++)
-    acc -= (unsigned)HM_LIVE_CALL(l, add_fn, (int)(i & 0xffff));
+    acc -= (unsigned)HM_LIVE_CALL_QSBR(l, add_fn, (int)(i & 0xffff));
   return acc;
 }
 
 NOINLINE static unsigned hm_bench_loop_qsbr50(hm_live *l, long n) {
   unsigned acc = 0;
   for (long i = 0; i < n; i++)
-    acc -= HM_LIVE_CALL(l, work_fn, (unsigned)i);
+    acc -= HM_LIVE_CALL_QSBR(l, work_fn, (unsigned)i);
   return acc;
 }
 
