@@ -1015,13 +1015,16 @@ static inline void hm_live_leave(hm_live *live);
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
     hm_live *hm__l_ = (live);                                                                  \
-    hm__live_call_qsbr()                                                                       \
-        ? HM__FN_CAST(type, hm__live_slot(hm__l_))(__VA_ARGS__)                                \
-        : __extension__({                                                                      \
-            struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {      \
-                hm__l_, 0};                                                                    \
-            HM__FN_CAST(type, hm__live_call_enter(&hm__c_))(__VA_ARGS__);                      \
-          });                                                                                  \
+    hm__live_call_qsbr() ? HM__LIVE_CALL_BARE(hm__l_, type, __VA_ARGS__)                       \
+                         : HM__LIVE_CALL_MARKED(hm__l_, type, __VA_ARGS__);                    \
+  })
+/* The two ways of HM_LIVE_CALL and HM_LIVE_CALL_QSBR (not API): the bare indirection, on an
+ * online QSBR thread; the call that marks itself, with its leave on unwinding. */
+#define HM__LIVE_CALL_BARE(l, type, ...) HM__FN_CAST(type, hm__live_slot(l))(__VA_ARGS__)
+#define HM__LIVE_CALL_MARKED(l, type, ...)                                                     \
+  __extension__({                                                                              \
+    struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {(l), 0};      \
+    HM__FN_CAST(type, hm__live_call_enter(&hm__c_))(__VA_ARGS__);                              \
   })
 #define HM_LIVE_CALL_VOID HM_LIVE_CALL
 
@@ -1037,12 +1040,8 @@ static inline void hm_live_leave(hm_live *live);
   __extension__({                                                                              \
     hm_live *hm__l_ = (live);                                                                  \
     __builtin_expect(HM__RD_QSBR_ON(hm__rdw), 1)                                               \
-        ? HM__FN_CAST(type, hm__live_slot(hm__l_))(__VA_ARGS__)                                \
-        : __extension__({                                                                      \
-            struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {      \
-                hm__l_, 0};                                                                    \
-            HM__FN_CAST(type, hm__live_call_enter(&hm__c_))(__VA_ARGS__);                      \
-          });                                                                                  \
+        ? HM__LIVE_CALL_BARE(hm__l_, type, __VA_ARGS__)                                        \
+        : HM__LIVE_CALL_MARKED(hm__l_, type, __VA_ARGS__);                                     \
   })
 
 /* The live handle's module.
@@ -1066,8 +1065,9 @@ HM_EXTERN void hm_live_leave_fn(hm_live *live);
  * a word of the thread's own (a few instructions; 1-3 % of a 50 ns callee). A thread that
  * runs a loop may choose instead to say, between its calls, that it holds nothing, as
  * liburcu's QSBR flavour does: after hm_thread_qsbr(1), the thread's live calls (all of
- * them: hm_live_enter / _leave, HM_LIVE_CALL, the _fn versions) do no read-side work at all,
- * a test of that word and then the call, and the thread reports quiescent states instead:
+ * them: hm_live_enter / _leave, HM_LIVE_CALL, the _fn versions; HM_LIVE_CALL_QSBR is laid
+ * out for such threads) do no read-side work at all, a test of that word and then the call,
+ * and the thread reports quiescent states instead:
  * hm_thread_quiescent(), any hm_registry_poll, or hm_thread_offline() before it blocks.
  * The contract: a quiescent state, and going offline, happen only outside every live call of
  * the thread (not in a callee, not between hm_live_enter and its leave); one inside a call

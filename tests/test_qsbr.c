@@ -148,8 +148,8 @@ static void t_qsbr_calls_while_reloading(void **state) {
 typedef struct sleeper {
   fixture *f;
   int offline;      /* go offline before blocking */
-  int release;      /* 1: report a quiescent state (by polling), 2: finish */
-  int state;        /* 1 blocked, 2 released (polled), 3 done */
+  int release;      /* 1: report quiescent states (by polling), 2: finish */
+  int state;        /* 1 blocked, 2 polling */
   int tid;
   int rc_offline_call;
   int errors; /* failed calls on the thread (counted, not asserted off the main thread) */
@@ -174,9 +174,14 @@ static void *qsbr_sleeper(void *arg) {
   wait_for(&s->release, 1);
   if (s->offline)
     s->errors += hm_thread_online() != 0;
-  s->errors += hm_registry_poll(s->f->reg) < 0; /* a quiescent state */
+  /* From here on a loop's quiescent states, by polling: one would not do, as freeing a
+   * retired version may take two grace periods (its table, then the version). */
+  s->errors += hm_registry_poll(s->f->reg) < 0;
   __atomic_store_n(&s->state, 2, __ATOMIC_RELEASE);
-  wait_for(&s->release, 2);
+  while (__atomic_load_n(&s->release, __ATOMIC_ACQUIRE) < 2) {
+    s->errors += hm_registry_poll(s->f->reg) < 0;
+    usleep(1000);
+  }
   return NULL;
 }
 
@@ -268,7 +273,7 @@ static void t_qsbr_silent_thread_holds(void **state) {
     printf("# held by a silent QSBR thread: %llu retired\n", st.retired);
     assert_true(st.retired >= 1);
   }
-  /* Released by its poll. */
+  /* Released by its polls. */
   __atomic_store_n(&s.release, 1, __ATOMIC_RELEASE);
   wait_for(&s.state, 2);
   assert_true(hmt_wait_until(hmt_retired_zero, f.reg, 30.0));
@@ -322,6 +327,11 @@ static void t_qsbr_fork(void **state) {
   pid_t pid;
   int status = -1;
   (void)state;
+#ifdef HM__TSAN
+  /* ThreadSanitizer cannot follow a multi-threaded process's child that starts threads of
+   * its own (the child's registry does), as test_fork says. */
+  skip();
+#endif
   fx_open(&f);
   memset(&s, 0, sizeof s);
   s.f = &f;
