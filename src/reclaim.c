@@ -257,7 +257,8 @@ static int gp_older(unsigned long word, unsigned long target) {
 
 /* Whether a reader's word keeps grace period `target` open: it is inside a call that began
  * before it (a depth), or it is an online QSBR thread whose last quiescent state came
- * before it (qsbr.c). An offline QSBR thread's calls have a depth, as ordinary ones do. */
+ * before it (qsbr.c). An offline QSBR thread's calls have a depth, as ordinary ones do, and
+ * so do an online one's hm_live_enter calls, whose GP is its last quiescent state's. */
 static int holds(unsigned long w, unsigned long target) {
   return ((w & HM__RD_DEPTH) != 0 || HM__RD_QSBR_ON(w)) && gp_older(w, target);
 }
@@ -283,7 +284,8 @@ static void warn_stalled(unsigned long target) {
   pthread_mutex_lock(&readers_lock);
   for (r = readers; r != NULL; r = r->next) {
     unsigned long w = __atomic_load_n(r->word, __ATOMIC_SEQ_CST);
-    if (HM__RD_QSBR_ON(w) && gp_older(w, target) && !r->warned) {
+    int online_qsbr = (w & (HM__RD_QSBR | HM__RD_OFFLINE)) == HM__RD_QSBR;
+    if (online_qsbr && gp_older(w, target) && !r->warned) {
       r->warned = 1;
       fprintf(stderr,
               "hotmod: thread %d (QSBR, hm_thread_qsbr) has not passed a quiescent state for "

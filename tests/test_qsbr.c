@@ -375,6 +375,16 @@ static void t_qsbr_api(void **state) {
 
   assert_int_equal(hm_thread_qsbr(1), 0);
   assert_int_equal(hm_thread_qsbr(1), 0); /* again: a quiescent state */
+  /* hm_live_enter on a QSBR thread counts its nesting: a quiescent state inside the call
+   * does nothing, and the version stays until the leave. */
+  g = (ifn)hm_live_enter(f.ver);
+  fx_reload(&f, 1);
+  hm_thread_quiescent();
+  assert_false(hmt_wait_until(hmt_retired_zero, f.reg, 0.3));
+  assert_int_equal(g(), 1);
+  hm_live_leave(f.ver);
+  assert_true(hmt_wait_until(quiescent_retired_zero, f.reg, 30.0));
+  fx_reload(&f, 2);
   /* Nested calls on a QSBR thread, both ways. */
   g = (ifn)hm_live_enter(f.ver);
   assert_int_equal(HM_LIVE_CALL(f.ver, ifn) + g(), 2);
