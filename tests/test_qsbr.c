@@ -420,7 +420,11 @@ int main(int argc, char **argv) {
       cmocka_unit_test(t_qsbr_silent_thread_holds),
       cmocka_unit_test(t_qsbr_fork),
   };
-  if (argc > 1)
-    cmocka_set_test_filter(argv[1]); /* one test, e.g. for a mutation */
+  /* One test (e.g. for a mutation), or with a leading '-' all but one (.ci/run leaves out
+   * t_qsbr_fork under valgrind: its child exits without freeing the parent's registry). */
+  if (argc > 1 && argv[1][0] == '-')
+    cmocka_set_skip_filter(argv[1] + 1);
+  else if (argc > 1)
+    cmocka_set_test_filter(argv[1]);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
