@@ -62,8 +62,12 @@ static int inside_cb(void *arg) {
   runner *r = arg;
   long n = r->calls;
   if (n % 7 == 0) {
+    /* Long enough for a reload and the reclaimer's next look; no nested call meanwhile,
+     * whose enter could count a depth that protects the version on its own. */
     for (int i = 0; i < 3; i++)
       sched_yield();
+    usleep(200);
+    return 0;
   }
   if (n % 5 == 0) {
     int v = HM_LIVE_CALL(r->f->ver, ifn), u = HM_LIVE_CALL_QSBR(r->f->ver, ifn);
