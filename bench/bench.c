@@ -8,7 +8,7 @@
  *                                 N reloads and nothing else (for callgrind's count of
  *                                 instructions inside hm_module_reload); --fast: of the
  *                                 FAST_RELOAD build
- *   hm_bench --calls-only [--only raw|live|snapshot] [--iters N]
+ *   hm_bench --calls-only [--only raw|live|snapshot|qsbr] [--iters N]
  *                                 run the call loops once each, N calls, and print nothing
  *                                 but a note; bench/run runs this under callgrind with
  *                                 --toggle-collect=hm_bench_loop_<kind>* to count
@@ -300,6 +300,23 @@ NOINLINE static unsigned hm_bench_loop_raw50(work_fn f, long n) {
   return acc;
 }
 
+/* Live calls on a QSBR thread (hm_thread_qsbr), through HM_LIVE_CALL_QSBR: the loop of
+ * hm_bench_loop_live otherwise (-= for +=). The caller switches the thread's flavour around
+ * it. */
+NOINLINE static unsigned hm_bench_loop_qsbr(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc -= (unsigned)HM_LIVE_CALL_QSBR(l, add_fn, (int)(i & 0xffff));
+  return acc;
+}
+
+NOINLINE static unsigned hm_bench_loop_qsbr50(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc -= HM_LIVE_CALL_QSBR(l, work_fn, (unsigned)i);
+  return acc;
+}
+
 NOINLINE static unsigned hm_bench_loop_live50(hm_live *l, long n) {
   unsigned acc = 0;
   for (long i = 0; i < n; i++)
@@ -337,8 +354,9 @@ NOINLINE static unsigned hm_bench_loop_live50_chained(hm_live *l, long n) {
   return acc;
 }
 
-enum kind { K_RAW, K_LIVE, K_SNAPSHOT, K_N };
-static const char *const kind_name[K_N] = {"raw", "live", "snapshot"};
+/* The default run times the first K_N; qsbr only on request (--only qsbr). */
+enum kind { K_RAW, K_LIVE, K_SNAPSHOT, K_N, K_QSBR = K_N, K_ALL };
+static const char *const kind_name[K_ALL] = {"raw", "live", "snapshot", "qsbr"};
 
 /* Run one loop of n calls; returns ns per call. */
 static double run_loop(enum kind k, long n) {
@@ -353,6 +371,12 @@ static double run_loop(enum kind k, long n) {
     break;
   case K_SNAPSHOT:
     r = hm_bench_loop_snapshot(g_snap, n);
+    break;
+  case K_QSBR:
+    if (hm_thread_qsbr(1) != 0)
+      die("hm_thread_qsbr(1) failed");
+    r = hm_bench_loop_qsbr(g_live, n);
+    (void)hm_thread_qsbr(0);
     break;
   default:
     break;
@@ -673,7 +697,7 @@ static void bench_calls(void) {
  * median over separate processes, each started fresh (its own addresses, caches and
  * predictor state), pinned to one CPU, alternating between the CPUs the benchmark may use. */
 
-enum { C50_RAW, C50_LIVE, C50_RAW_CHAINED, C50_LIVE_CHAINED, C50_INDIRECT, C50_N };
+enum { C50_RAW, C50_LIVE, C50_RAW_CHAINED, C50_LIVE_CHAINED, C50_INDIRECT, C50_QSBR, C50_N };
 
 /* The bare indirection's table: one slot, the same function the live handle calls. */
 static work_fn g_indirect_slot[1];
@@ -691,6 +715,15 @@ static unsigned calls50_loop(int k, work_fn f, hm_live *l, long n) {
     return hm_bench_loop_live50(l, n);
   case C50_INDIRECT:
     return hm_bench_loop_indirect50(g_indirect_h, n);
+  case C50_QSBR: {
+    /* Two fenced stores per loop of n calls: nothing against the loop's time. */
+    unsigned r;
+    if (hm_thread_qsbr(1) != 0)
+      die("hm_thread_qsbr(1) failed");
+    r = hm_bench_loop_qsbr50(l, n);
+    (void)hm_thread_qsbr(0);
+    return r;
+  }
   case C50_RAW_CHAINED:
     return hm_bench_loop_raw50_chained(f, n);
   default:
@@ -707,6 +740,8 @@ static int calls50_child(int cpu) {
   double *ns[C50_N], *ratio = calloc((size_t)rounds, sizeof(double));
   double *ratio_c = calloc((size_t)rounds, sizeof(double));
   double *ratio_i = calloc((size_t)rounds, sizeof(double));
+  double *ratio_q = calloc((size_t)rounds, sizeof(double));
+  double *ratio_qr = calloc((size_t)rounds, sizeof(double));
   hm_registry *reg;
   hm_snapshot *snap;
   hm_live *l;
@@ -718,7 +753,7 @@ static int calls50_child(int cpu) {
   for (int k = 0; k < C50_N; k++)
     if ((ns[k] = calloc((size_t)rounds, sizeof(double))) == NULL)
       die("out of memory");
-  if (ratio == NULL || ratio_c == NULL || ratio_i == NULL)
+  if (ratio == NULL || ratio_c == NULL || ratio_i == NULL || ratio_q == NULL || ratio_qr == NULL)
     die("out of memory");
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -746,12 +781,16 @@ static int calls50_child(int cpu) {
     ratio[r] = ns[C50_LIVE][r] / ns[C50_RAW][r];
     ratio_c[r] = ns[C50_LIVE_CHAINED][r] / ns[C50_RAW_CHAINED][r];
     ratio_i[r] = ns[C50_LIVE][r] / ns[C50_INDIRECT][r];
+    ratio_q[r] = ns[C50_QSBR][r] / ns[C50_INDIRECT][r];
+    ratio_qr[r] = ns[C50_QSBR][r] / ns[C50_RAW][r];
   }
   sink(acc);
   printf("calls50 %.5f %.5f", median(ratio, (size_t)rounds), median(ratio_c, (size_t)rounds));
   for (int k = 0; k < C50_INDIRECT; k++)
     printf(" %.3f", median(ns[k], (size_t)rounds));
   printf(" %.5f", median(ratio_i, (size_t)rounds));
+  printf(" %.5f %.5f %.3f", median(ratio_q, (size_t)rounds), median(ratio_qr, (size_t)rounds),
+         median(ns[C50_QSBR], (size_t)rounds));
   printf("\n");
   fflush(stdout);
   hm_snapshot_release(snap);
@@ -761,11 +800,14 @@ static int calls50_child(int cpu) {
   free(ratio);
   free(ratio_c);
   free(ratio_i);
+  free(ratio_q);
+  free(ratio_qr);
   return 0;
 }
 
-/* One child: this program again with --calls50-child CPU; its line parsed into r[7]. */
-static void calls50_spawn(int cpu, double r[7]) {
+/* One child: this program again with --calls50-child CPU; its line parsed into r[C50_FIGS]. */
+#define C50_FIGS 10
+static void calls50_spawn(int cpu, double r[C50_FIGS]) {
   char cpus[16], line[256];
   char *argv[] = {"hm_bench", "--calls50-child", cpus, "--moddir", (char *)moddir,
                   quick ? "--quick" : NULL, NULL};
@@ -787,8 +829,8 @@ static void calls50_spawn(int cpu, double r[7]) {
   close(fds[1]);
   in = fdopen(fds[0], "r");
   ok = in != NULL && fgets(line, sizeof line, in) != NULL &&
-       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2], &r[3], &r[4],
-              &r[5], &r[6]) == 7;
+       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2],
+              &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &r[9]) == C50_FIGS;
   if (in != NULL)
     fclose(in);
   if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ok)
@@ -810,20 +852,20 @@ static int allowed_cpus(int *cpu, int max) {
 static void bench_calls50(void) {
   const char *env = getenv("HM_BENCH_CALLS50_PROCS");
   int procs = env && *env ? atoi(env) : quick ? 4 : 24, cpu[64], ncpu = allowed_cpus(cpu, 64);
-  double *v[7], start = now_ns();
+  double *v[C50_FIGS], start = now_ns();
 
   if (procs < 1)
     procs = 1;
   if (ncpu > 2) /* alternate between two CPUs, as on the 2-vCPU machine the figures come from */
     ncpu = 2;
-  for (int i = 0; i < 7; i++)
+  for (int i = 0; i < C50_FIGS; i++)
     if ((v[i] = calloc((size_t)procs, sizeof(double))) == NULL)
       die("out of memory");
   fprintf(stderr, "# calls50: per process (CPU: live/raw, chained live/raw, raw ns):");
   for (int p = 0; p < procs; p++) {
-    double r[7];
+    double r[C50_FIGS];
     calls50_spawn(cpu[p % ncpu], r);
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < C50_FIGS; i++)
       v[i][p] = r[i];
     fprintf(stderr, "%s %d: %.3f %.3f %.1f", p % 6 ? "," : "\n#  ", cpu[p % ncpu], r[0], r[1],
             r[2]);
@@ -839,13 +881,19 @@ static void bench_calls50(void) {
   printf("call.live_vs_indirect_50ns %.3f\n", median(v[6], (size_t)procs));
   printf("call.live_vs_indirect_50ns_min %.3f\n", v[6][0]);
   printf("call.live_vs_indirect_50ns_max %.3f\n", v[6][procs - 1]);
+  printf("call.qsbr_vs_indirect_50ns %.3f\n", median(v[7], (size_t)procs));
+  printf("call.qsbr_vs_indirect_50ns_min %.3f\n", v[7][0]);
+  printf("call.qsbr_vs_indirect_50ns_max %.3f\n", v[7][procs - 1]);
+  printf("call.qsbr_vs_raw_50ns %.3f\n", median(v[8], (size_t)procs));
+  printf("call.qsbr_vs_raw_50ns_min %.3f\n", v[8][0]);
+  printf("call.qsbr_vs_raw_50ns_max %.3f\n", v[8][procs - 1]);
   printf("call.callee50_ns %.1f\n", median(v[2], (size_t)procs));
   printf("call.callee50_chained_ns %.1f\n", median(v[4], (size_t)procs));
   fprintf(stderr, "# calls50: %d processes in %.1f s; live ns per call (median) %.1f, chained "
-          "%.1f\n", procs, (now_ns() - start) / 1e9, median(v[3], (size_t)procs),
-          median(v[5], (size_t)procs));
+          "%.1f, qsbr %.1f\n", procs, (now_ns() - start) / 1e9, median(v[3], (size_t)procs),
+          median(v[5], (size_t)procs), median(v[9], (size_t)procs));
   fflush(stdout);
-  for (int i = 0; i < 7; i++)
+  for (int i = 0; i < C50_FIGS; i++)
     free(v[i]);
 }
 
@@ -1349,11 +1397,11 @@ static void context_line(void) {
 
 /* The read side's mode, known once a live call has registered this thread: membarrier
  * (plain stores) or fenced (a sequentially consistent store per outermost call). */
-static const char *read_side(void) { return hm__reader_fenced ? "fenced" : "membarrier"; }
+static const char *read_side(void) { return hm__rdw_fenced ? "fenced" : "membarrier"; }
 
 static void usage(void) {
   fputs("usage: hm_bench [--moddir DIR] [--quick] [--verbose]\n"
-        "       hm_bench --calls-only [--only raw|live|snapshot] [--iters N] [--moddir DIR]\n"
+        "       hm_bench --calls-only [--only raw|live|snapshot|qsbr] [--iters N] [--moddir DIR]\n"
         "       hm_bench --reloads-only [--fast] [--iters N] [--moddir DIR]\n"
         "       hm_bench --reload-timing [--moddir DIR]\n"
         "       hm_bench --calls50 [--quick] [--moddir DIR]\n"
@@ -1393,7 +1441,7 @@ int main(int argc, char **argv) {
       verbose = 1;
     } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
       const char *k = argv[++i];
-      for (int j = 0; j < K_N; j++)
+      for (int j = 0; j < K_ALL; j++)
         if (strcmp(k, kind_name[j]) == 0)
           only = j;
       if (only < 0)
@@ -1430,8 +1478,8 @@ int main(int argc, char **argv) {
   if (calls_only) {
     struct call_env e;
     call_setup(&e);
-    for (int k = 0; k < K_N; k++)
-      if (only < 0 || only == k)
+    for (int k = 0; k < K_ALL; k++)
+      if ((only < 0 && k < K_N) || only == k)
         (void)run_loop((enum kind)k, iters);
     fprintf(stderr, "# calls-only: %ld calls of %s, read side %s\n", iters,
             only < 0 ? "raw, live and snapshot" : kind_name[only], read_side());

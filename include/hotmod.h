@@ -982,7 +982,7 @@ HM_EXTERN void hm_live_release(hm_live *live);
 /* hm_live_enter starts a call and returns the current version's function (NULL if the module
  * was unloaded); hm_live_leave ends it. `live` must not be NULL. Until the matching leave,
  * the version returned stays mapped, even if a reload replaces it meanwhile. Pairs nest on a
- * thread (up to 2^31 - 1 deep; 2^15 - 1 on 32-bit systems), and a thread may be inside calls
+ * thread (up to 2^29 - 1 deep; 2^13 - 1 on 32-bit systems), and a thread may be inside calls
  * of several handles at once. No locks, no shared writes: the cost is a few thread-local
  * instructions. Any thread may call them; a thread registers itself on its first call and
  * unregisters when it exits. Do not keep the returned pointer after leave. A leave without
@@ -993,7 +993,9 @@ HM_EXTERN void hm_live_release(hm_live *live);
  * notices a retired version within 2 ms, and checks every 2 ms at most for the calls that
  * keep it (plus the time the unload hooks and dlclose of versions queued before it take, and
  * any delay the scheduler adds). Versions whose last user is a snapshot are unloaded within
- * 2 ms after it is released, regardless. Every enter needs its leave, also when the call
+ * 2 ms after it is released, regardless. Threads that chose the QSBR flavour
+ * (hm_thread_qsbr) change that bound: while one is online, a retired version also waits for
+ * its next quiescent state. Every enter needs its leave, also when the call
  * ends by an exception or a longjmp: use HM_LIVE_CALL, which leaves on unwinding.
  * Ownership: the returned pointer is borrowed, valid until the matching leave.
  * NULL: `live` must not be NULL (a crash): use hm_live_enter_fn to have NULL checked.
@@ -1013,10 +1015,35 @@ static inline void hm_live_leave(hm_live *live);
  * hm_live_enter. HM_LIVE_CALL_VOID is the same macro, for readers who like to see the void. */
 #define HM_LIVE_CALL(live, type, ...)                                                          \
   __extension__({                                                                              \
-    struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {(live), 0};   \
+    hm_live *hm__l_ = (live);                                                                  \
+    hm__live_call_qsbr() ? HM__LIVE_CALL_BARE(hm__l_, type, __VA_ARGS__)                       \
+                         : HM__LIVE_CALL_MARKED(hm__l_, type, __VA_ARGS__);                    \
+  })
+/* The two ways of HM_LIVE_CALL and HM_LIVE_CALL_QSBR (not API): the bare indirection, on an
+ * online QSBR thread; the call that marks itself, with its leave on unwinding. */
+#define HM__LIVE_CALL_BARE(l, type, ...) HM__FN_CAST(type, hm__live_slot(l))(__VA_ARGS__)
+#define HM__LIVE_CALL_MARKED(l, type, ...)                                                     \
+  __extension__({                                                                              \
+    struct hm__live_call hm__c_ __attribute__((cleanup(hm__live_call_leave))) = {(l), 0};      \
     HM__FN_CAST(type, hm__live_call_enter(&hm__c_))(__VA_ARGS__);                              \
   })
 #define HM_LIVE_CALL_VOID HM_LIVE_CALL
+
+/* HM_LIVE_CALL laid out for a thread of the QSBR flavour (hm_thread_qsbr): on an online QSBR
+ * thread it is one compare of the thread's word and then the bare indirection, with no jump
+ * taken; on any other thread (ordinary, or offline) it makes the ordinary call, as
+ * HM_LIVE_CALL does, after that compare. So it is correct on every thread, and only its
+ * cost differs: use it in the loops of QSBR threads, HM_LIVE_CALL elsewhere (where it would
+ * add a compare to the ordinary call; HM_LIVE_CALL on a QSBR thread takes two jumps more).
+ * Otherwise as HM_LIVE_CALL: `live` is evaluated once and must not be NULL; the call leaves
+ * on unwinding; no NULL check of the function. Threads: as hm_live_enter. */
+#define HM_LIVE_CALL_QSBR(live, type, ...)                                                     \
+  __extension__({                                                                              \
+    hm_live *hm__l_ = (live);                                                                  \
+    __builtin_expect(HM__RD_QSBR_ON(hm__rdw), 1)                                               \
+        ? HM__LIVE_CALL_BARE(hm__l_, type, __VA_ARGS__)                                        \
+        : HM__LIVE_CALL_MARKED(hm__l_, type, __VA_ARGS__);                                     \
+  })
 
 /* The live handle's module.
  * Ownership: borrowed, valid until hm_registry_free.
@@ -1032,6 +1059,63 @@ HM_EXTERN hm_module *hm_live_module(const hm_live *live);
  * Threads: as hm_live_enter. */
 HM_EXTERN hm_fn hm_live_enter_fn(hm_live *live);
 HM_EXTERN void hm_live_leave_fn(hm_live *live);
+
+/* ---- Threads that report quiescent states (the QSBR flavour) ---------------------------- */
+
+/* By default a live call marks the thread as inside it: its enter and its leave each store to
+ * a word of the thread's own (a few instructions; 1-3 % of a 50 ns callee). A thread that
+ * runs a loop may choose instead to say, between its calls, that it holds nothing, as
+ * liburcu's QSBR flavour does: after hm_thread_qsbr(1), the thread's HM_LIVE_CALL and
+ * HM_LIVE_CALL_QSBR (laid out for such threads) do no read-side work at all, a test of that
+ * word and then the call (hm_live_enter / _leave and the _fn versions still count their
+ * nesting in the word, with plain stores and no fence, so that the leave stays one
+ * decrement on every thread), and the thread reports quiescent states instead:
+ * hm_thread_quiescent(), any hm_registry_poll, or hm_thread_offline() before it blocks.
+ * The contract: a quiescent state, and going offline, happen only outside every live call of
+ * the thread (not in a callee of HM_LIVE_CALL or HM_LIVE_CALL_QSBR); one inside such a call
+ * lets the version the call runs be unloaded under it. hotmod cannot check this (the calls
+ * leave no trace): that is the price of calls that cost nothing. (Between hm_live_enter and
+ * its leave, the counted nesting makes a quiescent state a no-op.)
+ * The unload bound changes, for every registry of the process: a version retired while a
+ * QSBR thread is online is unloaded only after that thread's next quiescent state (or its
+ * going offline, or its exit), and then within about 4 ms as hm_live_enter says. So an
+ * online QSBR thread that blocks (a wait, a sleep, a read) without going offline, or loops
+ * without reporting, holds back the unloading of every version retired since, in every
+ * registry of the process: reloads go on and succeed, but the old versions' mappings,
+ * copies and memory accumulate. After 2 s of such a wait the reclaimer names the thread on
+ * stderr (once per thread), and introspection (hm_module_info) lists it among the threads
+ * that keep the version.
+ * hm_thread_qsbr(1) makes the calling thread a QSBR thread, online, with a quiescent state
+ * now (again: a quiescent state); hm_thread_qsbr(0) makes it an ordinary one again. A thread
+ * that exits needs not undo it. While an online QSBR thread waits in hm_registry_free (for
+ * the registry's reclaimer), it counts as offline. The flavour works the same with or
+ * without membarrier(), and under ThreadSanitizer (it needs no barrier from the writer).
+ * Ownership: none.
+ * Threads: each thread chooses for itself; also in a forked child (the thread that forked
+ * keeps its flavour and state there; the parent's other threads hold nothing in the child).
+ * Not from inside a live call of the thread.
+ * Errors: HM_EBUSY (called inside a live call of this thread that the library can see: an
+ * ordinary one, or one made while offline), HM_EINVAL (`on` neither 0 nor 1). */
+HM_EXTERN int hm_thread_qsbr(int on);
+
+/* A quiescent state of the calling thread, if it is an online QSBR thread: it is outside
+ * every live call, and no version it called until now is still in use by it. Two loads and a
+ * compare when no grace period waits for the thread, a fenced store when one does. Does
+ * nothing on an ordinary thread or an offline one.
+ * Threads: the calling thread; never inside one of its own live calls (see hm_thread_qsbr). */
+HM_EXTERN void hm_thread_quiescent(void);
+
+/* hm_thread_offline: the calling QSBR thread is about to block or idle, outside every live
+ * call; grace periods do not wait for it until hm_thread_online (going offline is also a
+ * quiescent state). A live call made while offline is allowed and safe: it marks itself as
+ * an ordinary call does (a fenced store on its enter, a store on its leave), and the thread
+ * stays offline. hm_thread_online: back online, with a quiescent state now. Each is harmless
+ * when the thread already is so.
+ * Threads: the calling thread; not inside one of its live calls (see hm_thread_qsbr).
+ * Errors: HM_EINVAL (not a QSBR thread), HM_EBUSY (hm_thread_online inside a call made while
+ * offline: go online after it). */
+HM_EXTERN int hm_thread_offline(void);
+HM_EXTERN int hm_thread_online(void);
 
 /* ---- Introspection ---------------------------------------------------------------------- */
 
@@ -1333,6 +1417,10 @@ HM_EXTERN int hm_module_set_reload_mode(hm_module *mod, hm_reload_mode mode);
  * Call it at a safe point of the host (a frame boundary, between requests): no reload
  * changes what callers see at any other time.
  * NULL: HM_EINVAL.
+ * On a thread that reports quiescent states (hm_thread_qsbr), a poll is one: it calls
+ * hm_thread_quiescent first (unless it fails with HM_EINVAL or HM_EBUSY), so a QSBR loop
+ * that polls needs nothing more.
+ * NULL: HM_EINVAL.
  * Threads: any; a module's prepared reload is taken by one poller only. From module code:
  * HM_EBUSY.
  * Errors: HM_EINVAL, HM_EBUSY, HM_EFORKED. (A refused build is not an error of the poll: its
@@ -1516,15 +1604,32 @@ struct hm__live_head {
 };
 
 /* The read side of the grace-period scheme (src/reclaim.c explains it) is one thread-local
- * word, hm__rd. The low half of the word holds the depth of the thread's nested live calls
+ * word, hm__rdw. The low half of the word holds the depth of the thread's nested live calls
  * and, in its top bit, HM__RD_SLOW, which sends the thread's next outermost enter to the slow
  * path (the thread has not registered yet, or readers order their stores themselves: no
  * membarrier, or TSan); the high half holds the grace period the outermost call entered in.
- * So "outermost, fast" is "low half zero", one test. hm__gp is the current grace period in
+ * So "outermost, fast" is "low half zero", one test. hm__gpw is the current grace period in
  * the same layout, with a depth of 1 and HM__RD_SLOW while readers must fence: the outermost
- * enter of a registered thread copies it into hm__rd as it is. */
+ * enter of a registered thread copies it into hm__rdw as it is. */
 #define HM__RD_SLOW (1UL << (sizeof(unsigned long) * 4 - 1))
-#define HM__RD_DEPTH (HM__RD_SLOW - 1)
+/* Below it, two more flags: the thread reports quiescent states (hm_thread_qsbr), and it is
+ * offline (hm_thread_offline). An online QSBR thread's word has HM__RD_SLOW too, so the test
+ * of an ordinary outermost enter sends it off the ordinary path, to a second test only
+ * (HM__RD_QSBR_ON): its calls change nothing; its word's grace period is that of its last
+ * quiescent state. An offline one's calls mark themselves as ordinary calls do, through the
+ * slow path. */
+#define HM__RD_QSBR (HM__RD_SLOW >> 1)
+#define HM__RD_OFFLINE (HM__RD_SLOW >> 2)
+#define HM__RD_DEPTH (HM__RD_OFFLINE - 1)
+/* The whole low half: depth and flags. An online QSBR thread's is exactly HM__RD_QSBR and
+ * HM__RD_SLOW (its calls have no depth), one compare. */
+#define HM__RD_LOW (HM__RD_SLOW | (HM__RD_SLOW - 1))
+#if defined(__SIZEOF_LONG__) && __SIZEOF_LONG__ == 8
+#define HM__RD_LOW_OF(w) HM__CAST(unsigned int, w) /* a compare of the 32-bit register */
+#else
+#define HM__RD_LOW_OF(w) ((w) & HM__RD_LOW)
+#endif
+#define HM__RD_QSBR_ON(w) (HM__RD_LOW_OF(w) == (HM__RD_QSBR | HM__RD_SLOW))
 
 /* The library's own code and the tests take the fenced path under ThreadSanitizer. */
 #if defined(__SANITIZE_THREAD__)
@@ -1535,11 +1640,11 @@ struct hm__live_head {
 #endif
 #endif
 
-HM_EXTERN extern __thread unsigned long hm__rd __attribute__((tls_model("initial-exec")));
-HM_EXTERN extern unsigned long hm__gp;
-HM_EXTERN extern int hm__reader_fenced;
-HM_EXTERN void hm__rd_enter_slow(void);
-HM_EXTERN void hm__reader_unbalanced(void);
+HM_EXTERN extern __thread unsigned long hm__rdw __attribute__((tls_model("initial-exec")));
+HM_EXTERN extern unsigned long hm__gpw;
+HM_EXTERN extern int hm__rdw_fenced;
+HM_EXTERN void hm__rdw_enter_slow(void);
+HM_EXTERN void hm__rdw_unbalanced(void);
 
 /* Casts that C++ hosts see as C++ casts (-Wold-style-cast). */
 #ifdef __cplusplus
@@ -1550,24 +1655,27 @@ HM_EXTERN void hm__reader_unbalanced(void);
 #define HM__FN_CAST(type, expr) ((type)(expr))
 #endif
 
-/* The enter of a live call: the thread's word (hm__rd) goes into the read section, and the
+/* The enter of a live call: the thread's word (hm__rdw) goes into the read section, and the
  * word it now holds is returned, for a leave that restores it without reading it. */
 static inline unsigned long hm__rd_enter(void) {
   unsigned long w;
   /* A plain read, so that the test can be one instruction: only this thread writes its
    * word (the others only read it). */
-  if (__builtin_expect(((w = hm__rd) & (HM__RD_DEPTH | HM__RD_SLOW)) == 0, 1)) {
+  if (__builtin_expect(HM__RD_LOW_OF(w = hm__rdw) == 0, 1)) {
     /* Outermost call of a registered thread: the writer's membarrier() orders this store
      * before our load of the table. */
-    w = __atomic_load_n(&hm__gp, __ATOMIC_ACQUIRE);
-    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED);
+    w = __atomic_load_n(&hm__gpw, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&hm__rdw, w, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  } else if (__builtin_expect((w & HM__RD_DEPTH) != 0, 1)) {
-    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED) + 1;
-    __atomic_store_n(&hm__rd, w, __ATOMIC_RELAXED); /* nested: the outer call protects */
+  } else if (__builtin_expect((w & HM__RD_DEPTH) != 0 || HM__RD_QSBR_ON(w), 1)) {
+    /* Nested: the outer call protects. Or an online QSBR thread, which its quiescent states
+     * protect: the depth only keeps its word right for hm_live_leave's decrement (and makes
+     * a quiescent state inside the call a no-op). HM_LIVE_CALL does not come here. */
+    w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&hm__rdw, w, __ATOMIC_RELAXED);
   } else {
-    hm__rd_enter_slow(); /* first call on this thread, or fenced readers */
-    w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
+    hm__rdw_enter_slow(); /* first call on this thread, or fenced readers */
+    w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED);
   }
   return w;
 }
@@ -1592,20 +1700,20 @@ static inline void hm_live_leave(hm_live *live) {
    * Only this thread writes its word, and others only read it, so the read-modify-write
    * needs no lock prefix; x86-64 keeps the call's loads before this store (a release), and
    * the asm keeps the compiler from moving memory accesses across it. */
-  __asm__ __volatile__("subq $1, %0" : "+m"(hm__rd) : : "memory");
+  __asm__ __volatile__("subq $1, %0" : "+m"(hm__rdw) : : "memory");
 #else
   {
-    unsigned long w = __atomic_load_n(&hm__rd, __ATOMIC_RELAXED);
+    unsigned long w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED);
 #ifndef NDEBUG
     if (__builtin_expect((w & HM__RD_DEPTH) == 0, 0))
-      hm__reader_unbalanced();
+      hm__rdw_unbalanced();
 #endif
-    __atomic_store_n(&hm__rd, w - 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&hm__rdw, w - 1, __ATOMIC_RELEASE);
   }
 #endif
 }
 
-/* HM_LIVE_CALL's state: the handle, and the word its enter left in hm__rd. Calls nest in
+/* HM_LIVE_CALL's state: the handle, and the word its enter left in hm__rdw. Calls nest in
  * strict order, so at the leave the word is that one again, and the leave stores it less one
  * without reading it: a plain store of a register, where hm_live_leave must read the word
  * and write it back. */
@@ -1613,6 +1721,17 @@ struct hm__live_call {
   hm_live *live;
   unsigned long word;
 };
+
+/* HM_LIVE_CALL's choice: 1 on an online QSBR thread, whose calls are the bare indirection
+ * (no enter, no leave, nothing to clean up); otherwise the ordinary call. Tested so that an
+ * ordinary outermost call sees the one test of hm__rd_enter (the compiler merges the two):
+ * only a word whose low half is not zero goes on to the QSBR test. */
+static inline int hm__live_call_qsbr(void) {
+  unsigned long w = hm__rdw;
+  if (__builtin_expect(HM__RD_LOW_OF(w) == 0, 1))
+    return 0;
+  return __builtin_expect(HM__RD_QSBR_ON(w), 1);
+}
 
 static inline hm_fn hm__live_call_enter(struct hm__live_call *c) {
   c->word = hm__rd_enter();
@@ -1624,10 +1743,10 @@ static inline hm_fn hm__live_call_enter(struct hm__live_call *c) {
 static inline void hm__live_call_leave(struct hm__live_call *c) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
 #ifndef NDEBUG
-  if (__builtin_expect(__atomic_load_n(&hm__rd, __ATOMIC_RELAXED) != c->word, 0))
-    hm__reader_unbalanced();
+  if (__builtin_expect(__atomic_load_n(&hm__rdw, __ATOMIC_RELAXED) != c->word, 0))
+    hm__rdw_unbalanced();
 #endif
-  __atomic_store_n(&hm__rd, c->word - 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&hm__rdw, c->word - 1, __ATOMIC_RELEASE);
 }
 
 #ifdef __cplusplus

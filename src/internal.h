@@ -406,12 +406,15 @@ HM__HIDDEN uint32_t hm__crc32(uint32_t crc, const unsigned char *buf, size_t len
 HM__HIDDEN unsigned long hm__gp_start(void);
 /* Non-blocking: 1 once every live call that could have read the old pointers has left. */
 HM__HIDDEN int hm__gp_passed(unsigned long target);
-/* The current grace period (hm__gp), to note when something was retired. */
+/* The current grace period (hm__gpw), to note when something was retired. */
 HM__HIDDEN unsigned long hm__gp_now(void);
 /* The registered threads inside a live call that began in grace period `gp` or before: how
  * many, and the kernel thread ids of the first `max` of them in tids[]. Takes the reader
  * list's lock only, never touches the readers' words but to read them. */
 HM__HIDDEN size_t hm__readers_inside(unsigned long gp, int *tids, size_t max);
+/* Put the calling thread on the reader list, if it is not yet (its first live call does the
+ * same), so that grace periods see its word. */
+HM__HIDDEN void hm__reader_register_self(void);
 
 typedef struct hm__reclaimer hm__reclaimer;
 typedef void (*hm__defer_fn)(void *arg);
@@ -491,7 +494,7 @@ struct hm__version {
   int mark;          /* the sweep's (cells.c) */
   unsigned long retire_gen; /* when it was frozen (hm_registry.retire_gen) */
   int pins;          /* atomic: snapshots on it (also read by introspection) */
-  /* For introspection (introspect.c), never read on a call path: hm__gp when its last table
+  /* For introspection (introspect.c), never read on a call path: hm__gpw when its last table
    * was retired (atomic; table.c: 0 while it is current), which tells the live calls that
    * may still be inside it. */
   unsigned long retired_gp;

@@ -3,7 +3,7 @@
  * module, and hm_registry_poll, which publishes queued reloads at the host's safe point. No
  * libuv here: the watcher prepares the new version (hm__prepare); polling publishes it.
  *
- * Layer 8 (docs/architecture.md): calls group.c, events.c, fork.c and the leaves.
+ * Layer 8 (docs/architecture.md): calls group.c, events.c, fork.c, qsbr.c and the leaves.
  */
 #include "registry.h"
 
@@ -50,6 +50,8 @@ int hm_registry_poll(hm_registry *reg) {
     return hm__fail(HM_EINVAL, "hm_registry_poll: NULL registry");
   if (hm__in_module_code())
     return hm__refuse_in_module_code("hm_registry_poll");
+  /* The host's safe point, outside every live call: a quiescent state (hotmod.h). */
+  hm_thread_quiescent();
   if (reg->forked)
     return hm__check_forked(reg, "hm_registry_poll");
   due = take_pending(reg, &n);

@@ -3,17 +3,17 @@
  * makes live calls cheap. It knows nothing of modules or files.
  *
  * The read side (hm_live_enter/leave in hotmod.h) is a memb-style RCU read section, as
- * liburcu's memb flavour reads. Each thread owns one word, hm__rd, in initial-exec TLS: the
+ * liburcu's memb flavour reads. Each thread owns one word, hm__rdw, in initial-exec TLS: the
  * depth of its nested live calls and the flag HM__RD_SLOW in the low half, and the grace
- * period (GP) its outermost call entered in in the high half. The process-wide hm__gp has the
+ * period (GP) its outermost call entered in in the high half. The process-wide hm__gpw has the
  * same layout with a depth of 1. On entering its outermost call, a thread whose word has
- * neither depth nor flag copies hm__gp into its word (so the depth becomes 1) and then loads
+ * neither depth nor flag copies hm__gpw into its word (so the depth becomes 1) and then loads
  * the published function table; a nested enter adds 1 and a leave subtracts 1. No fence, no
- * shared write. Everything else is in hm__rd_enter_slow: a thread's first call registers it
- * (its word starts as HM__RD_SLOW), and while readers must fence (no membarrier, TSan) hm__gp
+ * shared write. Everything else is in hm__rdw_enter_slow: a thread's first call registers it
+ * (its word starts as HM__RD_SLOW), and while readers must fence (no membarrier, TSan) hm__gpw
  * carries HM__RD_SLOW, so every word copied from it sends the next outermost enter there too.
  *
- * The write side publishes a new table, adds one GP to hm__gp (the new value is the grace
+ * The write side publishes a new table, adds one GP to hm__gpw (the new value is the grace
  * period's target), then calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
  * full memory barrier on every thread of the process. After that, a reader's word has
  *   depth 0           it is outside any call (anything it read before is finished), or
@@ -21,13 +21,21 @@
  *   GP < target       it may still hold the old table: wait until the word changes.
  * GPs are compared modulo their width (32 bits on 64-bit systems): a reader inside a call
  * holds back every grace period after the one it entered in, and each reclaimer waits for
- * its grace period before it starts another, so hm__gp runs ahead of a reader's GP by at
+ * its grace period before it starts another, so hm__gpw runs ahead of a reader's GP by at
  * most the number of registries, far from wrapping.
  *
  * Without membarrier (old kernels, seccomp, or HOTMOD_NO_MEMBARRIER=1 in the environment),
  * the slow path stores the word with a sequentially consistent store, which orders it
  * before the table load on its own. ThreadSanitizer builds always take that path: TSan does
  * not model membarrier(), but it does model these atomics, so it checks the real ordering.
+ *
+ * Threads of the QSBR flavour (qsbr.c, hm_thread_qsbr) mark nothing per call: their word
+ * carries HM__RD_QSBR and HM__RD_SLOW (so the enter's test sends them off the ordinary path,
+ * to a second test only) and the GP of their last quiescent state. A grace period waits,
+ * besides the words inside older calls, for every online QSBR word whose GP is older than
+ * its target; offline ones (HM__RD_OFFLINE) only for the calls they make while offline,
+ * which mark themselves through the slow path. A QSBR thread that stays silent for STALL_NS
+ * is named on stderr, once.
  *
  * Waiting never blocks anyone: the reclaimer thread polls hm__gp_passed with a growing sleep
  * (capped at 2 ms), so a reader that stays inside a call for a long time only delays its own
@@ -48,12 +56,12 @@
 #include <unistd.h>
 
 #define GP_STEP (HM__RD_SLOW << 1) /* one grace period */
-#define GP_MASK (~(HM__RD_DEPTH | HM__RD_SLOW))
+#define GP_MASK (~HM__RD_LOW)
 
-__thread unsigned long hm__rd __attribute__((tls_model("initial-exec"))) = HM__RD_SLOW;
+__thread unsigned long hm__rdw __attribute__((tls_model("initial-exec"))) = HM__RD_SLOW;
 /* GP 1, depth 1; fenced until membarrier is known to work. */
-unsigned long hm__gp = GP_STEP | HM__RD_SLOW | 1;
-int hm__reader_fenced = 1;
+unsigned long hm__gpw = GP_STEP | HM__RD_SLOW | 1;
+int hm__rdw_fenced = 1;
 
 /* A registered thread: where its word is, in the list the writer scans. */
 struct reader {
@@ -61,6 +69,7 @@ struct reader {
   struct reader *next, *prev;
   int registered;
   int tid; /* the kernel's id of the thread, for introspection */
+  int warned; /* a QSBR thread named on stderr for holding a grace period back (once) */
 };
 
 static __thread struct reader self;
@@ -86,7 +95,7 @@ static void reader_exit(void *p) {
   r->registered = 0;
   pthread_mutex_unlock(&readers_lock);
   /* A live call made later in this thread's exit (another key's destructor) registers again. */
-  __atomic_store_n(&hm__rd, HM__RD_SLOW, __ATOMIC_RELAXED);
+  __atomic_store_n(&hm__rdw, HM__RD_SLOW, __ATOMIC_RELAXED);
 }
 
 static void init(void) {
@@ -106,8 +115,8 @@ static void init(void) {
         syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0) {
       __atomic_store_n(&use_membarrier, 1, __ATOMIC_RELAXED);
       /* Before any reader registers (they all come through here first). */
-      __atomic_and_fetch(&hm__gp, ~HM__RD_SLOW, __ATOMIC_SEQ_CST);
-      __atomic_store_n(&hm__reader_fenced, 0, __ATOMIC_SEQ_CST);
+      __atomic_and_fetch(&hm__gpw, ~HM__RD_SLOW, __ATOMIC_SEQ_CST);
+      __atomic_store_n(&hm__rdw_fenced, 0, __ATOMIC_SEQ_CST);
     }
   }
 #else
@@ -119,7 +128,7 @@ static void reader_register(struct reader *r) {
   pthread_once(&init_once, init);
   r->tid = (int)gettid();
   pthread_mutex_lock(&readers_lock);
-  r->word = &hm__rd;
+  r->word = &hm__rdw;
   r->prev = NULL;
   r->next = readers;
   if (readers)
@@ -131,19 +140,29 @@ static void reader_register(struct reader *r) {
   (void)pthread_setspecific(exit_key, r);
 }
 
-void hm__reader_unbalanced(void) {
+void hm__reader_register_self(void) {
+  if (!self.registered)
+    reader_register(&self);
+}
+
+void hm__rdw_unbalanced(void) {
   fputs("hotmod: hm_live_leave without a matching hm_live_enter on this thread\n", stderr);
   abort();
 }
 
 /* The outermost enter of a thread whose word has HM__RD_SLOW: not registered yet, or
  * readers fence. Sequentially consistent, so the store is ordered before the table load
- * that follows even without the writer's membarrier(); hm__gp is read after registering,
+ * that follows even without the writer's membarrier(); hm__gpw is read after registering,
  * so the word takes the process's current mode. */
-void hm__rd_enter_slow(void) {
+void hm__rdw_enter_slow(void) {
+  unsigned long qsbr = hm__rdw & (HM__RD_QSBR | HM__RD_OFFLINE);
   if (!self.registered)
     reader_register(&self);
-  __atomic_store_n(&hm__rd, __atomic_load_n(&hm__gp, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
+  /* An offline QSBR thread (qsbr.c): its calls mark themselves as ordinary calls do, and
+   * keep its flags and HM__RD_SLOW, so each of its outermost enters comes here. */
+  __atomic_store_n(&hm__rdw,
+                   __atomic_load_n(&hm__gpw, __ATOMIC_SEQ_CST) | qsbr | (qsbr ? HM__RD_SLOW : 0),
+                   __ATOMIC_SEQ_CST);
 }
 
 static void sleep_ns(long ns) {
@@ -175,15 +194,15 @@ static void writer_barrier(void) {
     /* From here on every word a reader copies sends its next outermost enter to the fenced
      * slow path. Readers already inside a call keep the grace period open until they leave,
      * as their words show. */
-    __atomic_or_fetch(&hm__gp, HM__RD_SLOW, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&hm__reader_fenced, 1, __ATOMIC_SEQ_CST);
+    __atomic_or_fetch(&hm__gpw, HM__RD_SLOW, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hm__rdw_fenced, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&degraded, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&use_membarrier, 0, __ATOMIC_RELEASE);
   }
 }
 
 /* After the switch to fenced readers, 1 while a registered reader's word lacks HM__RD_SLOW:
- * its next outermost enter copies hm__gp without a fence (once; the word it stores has the
+ * its next outermost enter copies hm__gpw without a fence (once; the word it stores has the
  * flag). */
 static int unfenced_readers(void) {
   const struct reader *r;
@@ -198,7 +217,7 @@ static int unfenced_readers(void) {
 unsigned long hm__gp_start(void) {
   unsigned long target;
   pthread_once(&init_once, init);
-  target = __atomic_add_fetch(&hm__gp, GP_STEP, __ATOMIC_SEQ_CST);
+  target = __atomic_add_fetch(&hm__gpw, GP_STEP, __ATOMIC_SEQ_CST);
   writer_barrier();
   /* Since the switch, a thread whose word lacks the flag may still enter without a fence,
    * once, or may have done so just before the switch. Such a store leaves its thread's
@@ -219,6 +238,7 @@ void hm__readers_postfork(int child) {
      * a grace period would wait forever for a call that will never return. This thread keeps
      * its reader, and its nesting, if it was inside a live call when it forked. */
     readers = NULL;
+    self.tid = (int)gettid(); /* the child's, for introspection and warnings */
     if (self.registered) {
       self.next = self.prev = NULL;
       readers = &self;
@@ -227,9 +247,20 @@ void hm__readers_postfork(int child) {
   pthread_mutex_unlock(&readers_lock);
 }
 
+/* How long a grace period waits for QSBR threads before warn_stalled names them. */
+#define STALL_NS 2000000000LL
+
 /* Modulo the GP's width: older when the difference, as a signed number, is negative. */
 static int gp_older(unsigned long word, unsigned long target) {
   return (long)((word & GP_MASK) - (target & GP_MASK)) < 0;
+}
+
+/* Whether a reader's word keeps grace period `target` open: it is inside a call that began
+ * before it (a depth), or it is an online QSBR thread whose last quiescent state came
+ * before it (qsbr.c). An offline QSBR thread's calls have a depth, as ordinary ones do, and
+ * so do an online one's hm_live_enter calls, whose GP is its last quiescent state's. */
+static int holds(unsigned long w, unsigned long target) {
+  return ((w & HM__RD_DEPTH) != 0 || HM__RD_QSBR_ON(w)) && gp_older(w, target);
 }
 
 int hm__gp_passed(unsigned long target) {
@@ -237,8 +268,7 @@ int hm__gp_passed(unsigned long target) {
   int passed = 1;
   pthread_mutex_lock(&readers_lock);
   for (r = readers; r != NULL; r = r->next) {
-    unsigned long w = __atomic_load_n(r->word, __ATOMIC_SEQ_CST);
-    if ((w & HM__RD_DEPTH) != 0 && gp_older(w, target)) {
+    if (holds(__atomic_load_n(r->word, __ATOMIC_SEQ_CST), target)) {
       passed = 0;
       break;
     }
@@ -247,16 +277,36 @@ int hm__gp_passed(unsigned long target) {
   return passed;
 }
 
-unsigned long hm__gp_now(void) { return __atomic_load_n(&hm__gp, __ATOMIC_SEQ_CST); }
+/* Name on stderr, once each, the online QSBR threads that keep grace period `target` open:
+ * a thread that blocks without going offline stalls reclamation in every registry. */
+static void warn_stalled(unsigned long target) {
+  struct reader *r;
+  pthread_mutex_lock(&readers_lock);
+  for (r = readers; r != NULL; r = r->next) {
+    unsigned long w = __atomic_load_n(r->word, __ATOMIC_SEQ_CST);
+    int online_qsbr = (w & (HM__RD_QSBR | HM__RD_OFFLINE)) == HM__RD_QSBR;
+    if (online_qsbr && gp_older(w, target) && !r->warned) {
+      r->warned = 1;
+      fprintf(stderr,
+              "hotmod: thread %d (QSBR, hm_thread_qsbr) has not passed a quiescent state for "
+              "%d s: no version retired since is unloaded, in any registry, until it calls "
+              "hm_thread_quiescent, hm_thread_offline or hm_registry_poll\n",
+              r->tid, (int)(STALL_NS / 1000000000LL));
+    }
+  }
+  pthread_mutex_unlock(&readers_lock);
+}
+
+unsigned long hm__gp_now(void) { return __atomic_load_n(&hm__gpw, __ATOMIC_SEQ_CST); }
 
 size_t hm__readers_inside(unsigned long gp, int *tids, size_t max) {
   const struct reader *r;
   size_t n = 0;
   pthread_mutex_lock(&readers_lock);
   for (r = readers; r != NULL; r = r->next) {
-    unsigned long w = __atomic_load_n(r->word, __ATOMIC_SEQ_CST);
-    /* Inside a call (a depth) that it entered in grace period gp or an older one. */
-    if ((w & HM__RD_DEPTH) != 0 && gp_older(w, gp + GP_STEP)) {
+    /* Inside a call (a depth) that it entered in grace period gp or an older one, or a QSBR
+     * thread that has not passed a quiescent state since. */
+    if (holds(__atomic_load_n(r->word, __ATOMIC_SEQ_CST), gp + GP_STEP)) {
       if (n < max)
         tids[n] = r->tid;
       n++;
@@ -368,9 +418,15 @@ static void *reclaimer_main(void *arg) {
      * no grace period still runs at once; work that needs one waits for the next round. */
     count_done(rc, sort_out(batch, &gp_tail));
     if (gp != NULL) {
+      long long since = mono_ns();
+      int warned = 0;
       target = hm__gp_start();
       while (!hm__gp_passed(target)) {
         hm__defer_node *more = NULL, **more_tail = &more;
+        if (!warned && mono_ns() - since > STALL_NS) {
+          warn_stalled(target);
+          warned = 1;
+        }
         sleep_ns(wait);
         if (wait < 2000000)
           wait *= 2;
@@ -452,7 +508,26 @@ void hm__defer(hm__reclaimer *rc, hm__defer_node *node, hm__defer_fn fn, void *a
     pthread_cond_signal(&rc->wake);
 }
 
+/* A thread that waits for a reclaimer is outside every live call, so an online QSBR thread
+ * (qsbr.c) goes offline while it waits: the grace periods it waits for must not wait for
+ * it. Returns its word, for qsbr_resume. */
+static unsigned long qsbr_pause(void) {
+  unsigned long w = __atomic_load_n(&hm__rdw, __ATOMIC_RELAXED);
+  if (HM__RD_QSBR_ON(w))
+    __atomic_store_n(&hm__rdw, w | HM__RD_OFFLINE, __ATOMIC_SEQ_CST);
+  return w;
+}
+
+/* Online again, with a quiescent state now (as hm_thread_online). */
+static void qsbr_resume(unsigned long w) {
+  if (HM__RD_QSBR_ON(w))
+    __atomic_store_n(&hm__rdw,
+                     (__atomic_load_n(&hm__gpw, __ATOMIC_SEQ_CST) & GP_MASK) | (w & HM__RD_LOW),
+                     __ATOMIC_SEQ_CST);
+}
+
 void hm__reclaimer_drain(hm__reclaimer *rc) {
+  unsigned long w = qsbr_pause();
   pthread_mutex_lock(&rc->lock);
   /* Whoever drains waits for the work: do not leave it to the next poll. */
   pthread_cond_signal(&rc->wake);
@@ -461,6 +536,7 @@ void hm__reclaimer_drain(hm__reclaimer *rc) {
   while (rc->done < rc->queued)
     pthread_cond_wait(&rc->idle, &rc->lock);
   pthread_mutex_unlock(&rc->lock);
+  qsbr_resume(w);
 }
 
 void hm__reclaimer_forget(hm__reclaimer *rc) {
@@ -474,13 +550,16 @@ void hm__reclaimer_forget(hm__reclaimer *rc) {
 
 void hm__reclaimer_free(hm__reclaimer *rc) {
   hm__allocator a;
+  unsigned long w;
   if (rc == NULL)
     return;
   pthread_mutex_lock(&rc->lock);
   rc->stop = 1;
   pthread_cond_signal(&rc->wake);
   pthread_mutex_unlock(&rc->lock);
+  w = qsbr_pause();
   pthread_join(rc->thread, NULL);
+  qsbr_resume(w);
   pthread_cond_destroy(&rc->idle);
   pthread_cond_destroy(&rc->wake);
   pthread_mutex_destroy(&rc->lock);

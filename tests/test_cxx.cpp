@@ -57,6 +57,40 @@ static void t_exception_through_live_call(void **state) {
   hm_registry_free(reg); // used to hang
 }
 
+// HM_LIVE_CALL_QSBR and HM_LIVE_CALL on an ordinary thread and on a QSBR thread: an exception
+// leaves every call (an ordinary call left open would refuse hm_thread_qsbr with HM_EBUSY,
+// and hang the wait for the unload).
+static void t_exception_qsbr(void **state) {
+  (void)state;
+  hm_registry *reg = hmt_registry(0);
+  hm_module *mod = nullptr;
+  hm_live *live = nullptr;
+  int caught = 0;
+  assert_int_equal(hm_module_load(reg, "thr", hmt_mod("thrower_v1"), &mod), 0);
+  assert_int_equal(hm_live_get(reg, "thr:maybe_throw", &live), 0);
+  for (int q = 0; q < 2; q++) {
+    assert_int_equal(hm_thread_qsbr(q), 0);
+    assert_int_equal(HM_LIVE_CALL_QSBR(live, ifn, 3), 3);
+    for (int i = 0; i < 2; i++) {
+      try {
+        (void)HM_LIVE_CALL_QSBR(live, ifn, -1);
+      } catch (const std::runtime_error &) {
+        caught++;
+      }
+      try {
+        (void)HM_LIVE_CALL(live, ifn, -1);
+      } catch (const std::runtime_error &) {
+        caught++;
+      }
+    }
+  }
+  assert_int_equal(hm_thread_qsbr(0), 0);
+  assert_int_equal(caught, 8);
+  reload_and_wait_unloaded(reg, mod, "thrower_v2");
+  assert_int_equal(HM_LIVE_CALL_QSBR(live, ifn, 3), 6);
+  hm_registry_free(reg);
+}
+
 // The value form and the void form are one macro; `live` is evaluated once.
 static void t_live_call_forms(void **state) {
   (void)state;
@@ -95,6 +129,7 @@ static void t_cxx_module_describes_itself(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_exception_through_live_call),
+      cmocka_unit_test(t_exception_qsbr),
       cmocka_unit_test(t_live_call_forms),
       cmocka_unit_test(t_cxx_module_describes_itself),
   };

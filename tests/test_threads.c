@@ -475,8 +475,8 @@ static void test_nested_calls(void **state) {
   /* HOTMOD_NO_MEMBARRIER=1 (the test_threads_fenced run) must put readers on the fenced
    * path, so that run really exercises the fallback. */
   if (getenv("HOTMOD_NO_MEMBARRIER") != NULL)
-    assert_int_equal(__atomic_load_n(&hm__reader_fenced, __ATOMIC_RELAXED), 1);
-  printf("# readers %s\n", hm__reader_fenced ? "fence (no membarrier)" : "rely on membarrier");
+    assert_int_equal(__atomic_load_n(&hm__rdw_fenced, __ATOMIC_RELAXED), 1);
+  printf("# readers %s\n", hm__rdw_fenced ? "fence (no membarrier)" : "rely on membarrier");
   assert_int_equal(((ifn)hm_live_enter_fn(entry))(), 11);
   hm_live_leave_fn(entry);
   hm_registry_free(reg);
