@@ -317,6 +317,15 @@ NOINLINE static unsigned hm_bench_loop_qsbr50(hm_live *l, long n) {
   return acc;
 }
 
+/* The same through HM_LIVE_CALL_QSBR_ONLY: the bare indirection (the bench is built with
+ * NDEBUG). */
+NOINLINE static unsigned hm_bench_loop_qsbr_only50(hm_live *l, long n) {
+  unsigned acc = 0;
+  for (long i = 0; i < n; i++)
+    acc -= HM_LIVE_CALL_QSBR_ONLY(l, work_fn, (unsigned)i);
+  return acc;
+}
+
 NOINLINE static unsigned hm_bench_loop_live50(hm_live *l, long n) {
   unsigned acc = 0;
   for (long i = 0; i < n; i++)
@@ -697,7 +706,16 @@ static void bench_calls(void) {
  * median over separate processes, each started fresh (its own addresses, caches and
  * predictor state), pinned to one CPU, alternating between the CPUs the benchmark may use. */
 
-enum { C50_RAW, C50_LIVE, C50_RAW_CHAINED, C50_LIVE_CHAINED, C50_INDIRECT, C50_QSBR, C50_N };
+enum {
+  C50_RAW,
+  C50_LIVE,
+  C50_RAW_CHAINED,
+  C50_LIVE_CHAINED,
+  C50_INDIRECT,
+  C50_QSBR,
+  C50_QSBR_ONLY,
+  C50_N
+};
 
 /* The bare indirection's table: one slot, the same function the live handle calls. */
 static work_fn g_indirect_slot[1];
@@ -715,12 +733,13 @@ static unsigned calls50_loop(int k, work_fn f, hm_live *l, long n) {
     return hm_bench_loop_live50(l, n);
   case C50_INDIRECT:
     return hm_bench_loop_indirect50(g_indirect_h, n);
-  case C50_QSBR: {
+  case C50_QSBR:
+  case C50_QSBR_ONLY: {
     /* Two fenced stores per loop of n calls: nothing against the loop's time. */
     unsigned r;
     if (hm_thread_qsbr(1) != 0)
       die("hm_thread_qsbr(1) failed");
-    r = hm_bench_loop_qsbr50(l, n);
+    r = k == C50_QSBR ? hm_bench_loop_qsbr50(l, n) : hm_bench_loop_qsbr_only50(l, n);
     (void)hm_thread_qsbr(0);
     return r;
   }
@@ -742,6 +761,7 @@ static int calls50_child(int cpu) {
   double *ratio_i = calloc((size_t)rounds, sizeof(double));
   double *ratio_q = calloc((size_t)rounds, sizeof(double));
   double *ratio_qr = calloc((size_t)rounds, sizeof(double));
+  double *ratio_qo = calloc((size_t)rounds, sizeof(double));
   hm_registry *reg;
   hm_snapshot *snap;
   hm_live *l;
@@ -753,7 +773,8 @@ static int calls50_child(int cpu) {
   for (int k = 0; k < C50_N; k++)
     if ((ns[k] = calloc((size_t)rounds, sizeof(double))) == NULL)
       die("out of memory");
-  if (ratio == NULL || ratio_c == NULL || ratio_i == NULL || ratio_q == NULL || ratio_qr == NULL)
+  if (ratio == NULL || ratio_c == NULL || ratio_i == NULL || ratio_q == NULL || ratio_qr == NULL ||
+      ratio_qo == NULL)
     die("out of memory");
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -783,14 +804,16 @@ static int calls50_child(int cpu) {
     ratio_i[r] = ns[C50_LIVE][r] / ns[C50_INDIRECT][r];
     ratio_q[r] = ns[C50_QSBR][r] / ns[C50_INDIRECT][r];
     ratio_qr[r] = ns[C50_QSBR][r] / ns[C50_RAW][r];
+    ratio_qo[r] = ns[C50_QSBR_ONLY][r] / ns[C50_INDIRECT][r];
   }
   sink(acc);
   printf("calls50 %.5f %.5f", median(ratio, (size_t)rounds), median(ratio_c, (size_t)rounds));
   for (int k = 0; k < C50_INDIRECT; k++)
     printf(" %.3f", median(ns[k], (size_t)rounds));
   printf(" %.5f", median(ratio_i, (size_t)rounds));
-  printf(" %.5f %.5f %.3f", median(ratio_q, (size_t)rounds), median(ratio_qr, (size_t)rounds),
-         median(ns[C50_QSBR], (size_t)rounds));
+  printf(" %.5f %.5f %.3f %.5f", median(ratio_q, (size_t)rounds),
+         median(ratio_qr, (size_t)rounds), median(ns[C50_QSBR], (size_t)rounds),
+         median(ratio_qo, (size_t)rounds));
   printf("\n");
   fflush(stdout);
   hm_snapshot_release(snap);
@@ -801,12 +824,13 @@ static int calls50_child(int cpu) {
   free(ratio_c);
   free(ratio_i);
   free(ratio_q);
+  free(ratio_qo);
   free(ratio_qr);
   return 0;
 }
 
 /* One child: this program again with --calls50-child CPU; its line parsed into r[C50_FIGS]. */
-#define C50_FIGS 10
+#define C50_FIGS 11
 static void calls50_spawn(int cpu, double r[C50_FIGS]) {
   char cpus[16], line[256];
   char *argv[] = {"hm_bench", "--calls50-child", cpus, "--moddir", (char *)moddir,
@@ -829,8 +853,8 @@ static void calls50_spawn(int cpu, double r[C50_FIGS]) {
   close(fds[1]);
   in = fdopen(fds[0], "r");
   ok = in != NULL && fgets(line, sizeof line, in) != NULL &&
-       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2],
-              &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &r[9]) == C50_FIGS;
+       sscanf(line, "calls50 %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf", &r[0], &r[1], &r[2],
+              &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &r[9], &r[10]) == C50_FIGS;
   if (in != NULL)
     fclose(in);
   if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ok)
@@ -884,6 +908,9 @@ static void bench_calls50(void) {
   printf("call.qsbr_vs_indirect_50ns %.3f\n", median(v[7], (size_t)procs));
   printf("call.qsbr_vs_indirect_50ns_min %.3f\n", v[7][0]);
   printf("call.qsbr_vs_indirect_50ns_max %.3f\n", v[7][procs - 1]);
+  printf("call.qsbr_only_vs_indirect_50ns %.3f\n", median(v[10], (size_t)procs));
+  printf("call.qsbr_only_vs_indirect_50ns_min %.3f\n", v[10][0]);
+  printf("call.qsbr_only_vs_indirect_50ns_max %.3f\n", v[10][procs - 1]);
   printf("call.qsbr_vs_raw_50ns %.3f\n", median(v[8], (size_t)procs));
   printf("call.qsbr_vs_raw_50ns_min %.3f\n", v[8][0]);
   printf("call.qsbr_vs_raw_50ns_max %.3f\n", v[8][procs - 1]);

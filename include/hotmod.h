@@ -1045,6 +1045,28 @@ static inline void hm_live_leave(hm_live *live);
         : HM__LIVE_CALL_MARKED(hm__l_, type, __VA_ARGS__);                                     \
   })
 
+/* HM_LIVE_CALL for code that runs only on online QSBR threads: in a build with NDEBUG
+ * defined (CMake's Release and RelWithDebInfo), the bare indirection and nothing else (no
+ * test of the thread's word: what a call through a table of function pointers costs, the
+ * liburcu QSBR flavour's read side). Without NDEBUG it checks the thread first and aborts,
+ * with a message on stderr, on a thread that is not an online QSBR thread. That is its whole
+ * contract: used on an ordinary thread, or an offline one, in a build with NDEBUG, the call
+ * marks nothing and the version it runs may be unloaded under it. Prefer HM_LIVE_CALL_QSBR
+ * (one compare more, correct on every thread) unless that compare is measurable in your loop.
+ * Otherwise as HM_LIVE_CALL: `live` is evaluated once and must not be NULL; no NULL check of
+ * the function. Threads: online QSBR threads only (hm_thread_qsbr). */
+#ifdef NDEBUG
+#define HM_LIVE_CALL_QSBR_ONLY(live, type, ...) HM__LIVE_CALL_BARE((live), type, __VA_ARGS__)
+#else
+#define HM_LIVE_CALL_QSBR_ONLY(live, type, ...)                                                \
+  __extension__({                                                                              \
+    hm_live *hm__l_ = (live);                                                                  \
+    if (!HM__RD_QSBR_ON(hm__rdw))                                                              \
+      hm__rdw_not_qsbr();                                                                      \
+    HM__LIVE_CALL_BARE(hm__l_, type, __VA_ARGS__);                                             \
+  })
+#endif
+
 /* The live handle's module.
  * Ownership: borrowed, valid until hm_registry_free.
  * NULL: returns NULL.
@@ -1645,6 +1667,7 @@ HM_EXTERN extern unsigned long hm__gpw;
 HM_EXTERN extern int hm__rdw_fenced;
 HM_EXTERN void hm__rdw_enter_slow(void);
 HM_EXTERN void hm__rdw_unbalanced(void);
+HM_EXTERN void hm__rdw_not_qsbr(void);
 
 /* Casts that C++ hosts see as C++ casts (-Wold-style-cast). */
 #ifdef __cplusplus

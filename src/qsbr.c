@@ -14,6 +14,9 @@
  */
 #include "registry.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #define GP_PART (~HM__RD_LOW)
 
 /* Store the current grace period into the word, keeping its flags. */
@@ -40,6 +43,15 @@ int hm_thread_qsbr(int on) {
      * which copies hm__gpw as it is (fenced or not). */
     __atomic_store_n(&hm__rdw, HM__RD_SLOW, __ATOMIC_SEQ_CST);
   return 0;
+}
+
+/* HM_LIVE_CALL_QSBR_ONLY on a thread that is not an online QSBR thread (builds without
+ * NDEBUG check this): its call would mark nothing, so stop before it runs. */
+void hm__rdw_not_qsbr(void) {
+  fputs("hotmod: HM_LIVE_CALL_QSBR_ONLY on a thread that is not an online QSBR thread "
+        "(hm_thread_qsbr)\n",
+        stderr);
+  abort();
 }
 
 void hm_thread_quiescent(void) {

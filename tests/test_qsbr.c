@@ -3,11 +3,15 @@
  * one that reports none holds every unload back (and is named on stderr) until it does;
  * fork; nested calls; the API's refusals. test_qsbr_fenced runs the same without
  * membarrier(). */
+/* HM_LIVE_CALL_QSBR_ONLY checks its thread only without NDEBUG: this file tests the check,
+ * and the bare call it makes on a QSBR thread. */
+#undef NDEBUG
 #include "util.h"
 
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,10 +92,12 @@ static void *qsbr_caller(void *arg) {
     r->wrong++;
   while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
     int v;
-    if (r->calls % 3 == 1) {
+    if (r->calls % 4 == 1) {
       v = HM_LIVE_CALL(r->f->call, call_fn, &r->f->watch, inside_cb, r);
-    } else if (r->calls % 3 == 2) {
+    } else if (r->calls % 4 == 2) {
       v = HM_LIVE_CALL_QSBR(r->f->call, call_fn, &r->f->watch, inside_cb, r);
+    } else if (r->calls % 4 == 3) {
+      v = HM_LIVE_CALL_QSBR_ONLY(r->f->call, call_fn, &r->f->watch, inside_cb, r);
     } else {
       call_fn g = (call_fn)hm_live_enter(r->f->call);
       v = g(&r->f->watch, inside_cb, r);
@@ -359,6 +365,43 @@ static void t_qsbr_fork(void **state) {
   hm_registry_free(f.reg);
 }
 
+/* HM_LIVE_CALL_QSBR_ONLY on an ordinary thread, and on an offline QSBR thread: a build
+ * without NDEBUG stops it before the call, with a message (here in a child). */
+static int only_misused(int qsbr_offline) {
+  fixture f;
+  pid_t pid;
+  int status = -1;
+  fx_open(&f);
+  fflush(NULL);
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (qsbr_offline && (hm_thread_qsbr(1) != 0 || hm_thread_offline() != 0))
+      _exit(3);
+    (void)HM_LIVE_CALL_QSBR_ONLY(f.ver, ifn);
+    _exit(0); /* the call ran: not stopped */
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  hm_registry_free(f.reg);
+  return WIFSIGNALED(status) ? WTERMSIG(status) : WIFEXITED(status) ? -WEXITSTATUS(status) : 0;
+}
+
+static void t_qsbr_fork_only_misuse(void **state) {
+  fixture f;
+  (void)state;
+#ifdef HM__TSAN
+  skip(); /* a forked child of a process with threads, as t_qsbr_fork */
+#endif
+  assert_int_equal(only_misused(0), SIGABRT);
+  assert_int_equal(only_misused(1), SIGABRT);
+  /* On an online QSBR thread it is the call. */
+  fx_open(&f);
+  assert_int_equal(hm_thread_qsbr(1), 0);
+  assert_int_equal(HM_LIVE_CALL_QSBR_ONLY(f.ver, ifn), 1);
+  assert_int_equal(hm_thread_qsbr(0), 0);
+  hm_registry_free(f.reg);
+}
+
 /* ---- The API's refusals, nesting on one thread ---------------------------------------- */
 
 static void t_qsbr_api(void **state) {
@@ -423,9 +466,11 @@ int main(int argc, char **argv) {
       cmocka_unit_test(t_qsbr_offline_does_not_hold),
       cmocka_unit_test(t_qsbr_silent_thread_holds),
       cmocka_unit_test(t_qsbr_fork),
+      cmocka_unit_test(t_qsbr_fork_only_misuse),
   };
-  /* One test (e.g. for a mutation), or with a leading '-' all but one (.ci/run leaves out
-   * t_qsbr_fork under valgrind: its child exits without freeing the parent's registry). */
+  /* One test (e.g. for a mutation), or with a leading '-' all but those named (.ci/run
+   * leaves out t_qsbr_fork* under valgrind: their children exit without freeing the
+   * parent's registry). */
   if (argc > 1 && argv[1][0] == '-')
     cmocka_set_skip_filter(argv[1] + 1);
   else if (argc > 1)
