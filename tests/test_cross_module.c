@@ -71,29 +71,12 @@ static void t_direct_api_module(void **state) {
   assert_int_equal(HM_LIVE_CALL(entry, ifn), 120);
 }
 
-typedef struct caller {
-  hm_live *entry;
-  int stop;
-  long calls, bad;
-} caller;
-
-static void *call_a(void *arg) {
-  caller *c = arg;
-  while (!__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST)) {
-    int r = HM_LIVE_CALL(c->entry, ifn);
-    if (r != 11 && r != 21)
-      c->bad++;
-    c->calls++;
-  }
-  return NULL;
-}
-
 /* Two threads call A while B is reloaded 2,000 times: every answer is a whole B version. */
 static void t_reload_b_under_callers(void **state) {
   fx *f = *state;
   hm_module *b;
   hm_live *entry;
-  caller c[2];
+  hmt_caller c[2];
   pthread_t t[2];
   int i, n = (int)hmt_scaled(2000);
   assert_int_equal(hm_module_load(f->reg, "b", hmt_mod("xb_v1"), &b), 0);
@@ -102,13 +85,14 @@ static void t_reload_b_under_callers(void **state) {
   memset(c, 0, sizeof c);
   for (i = 0; i < 2; i++) {
     c[i].entry = entry;
-    assert_int_equal(pthread_create(&t[i], NULL, call_a, &c[i]), 0);
+    c[i].ok[0] = 11;
+    c[i].ok[1] = 21;
+    assert_int_equal(pthread_create(&t[i], NULL, hmt_caller_main, &c[i]), 0);
   }
   for (i = 0; i < n; i++)
     assert_int_equal(hm_module_reload_from(b, hmt_mod(i % 2 ? "xb_v1" : "xb_v2")), 0);
   for (i = 0; i < 2; i++) {
-    __atomic_store_n(&c[i].stop, 1, __ATOMIC_SEQ_CST);
-    pthread_join(t[i], NULL);
+    hmt_caller_stop(&c[i], t[i]);
     assert_int_equal(c[i].bad, 0);
     assert_true(c[i].calls > 0);
   }

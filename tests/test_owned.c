@@ -159,43 +159,27 @@ static void t_retired_keeps_what_it_reached(void **state) {
   assert_true(hmt_wait_until(hmt_retired_zero, reg, 20.0));
 }
 
-typedef struct caller {
-  hm_live *entry;
-  int stop;
-  long calls, bad;
-} caller;
-
-static void *call_a(void *arg) {
-  caller *c = arg;
-  while (!__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST)) {
-    int r = HM_LIVE_CALL(c->entry, ifn);
-    if (r != 11 && r != 13)
-      c->bad++;
-    c->calls++;
-  }
-  return NULL;
-}
-
 /* Reloads of a, each version taking its own handle, while a thread calls it: every call is
  * whole, and the handles go with their versions (nothing stays mapped, memory is flat). */
 static void t_reloads_flat(void **state) {
   hm_registry *reg = *state;
   hm_module *a;
-  caller c;
+  hmt_caller c;
   pthread_t t;
   long i, n = hmt_scaled(1000), rss0 = 0;
   memset(&c, 0, sizeof c);
   assert_int_equal(hm_module_load(reg, "b", hmt_mod("pb_v1"), NULL), 0);
   assert_int_equal(hm_module_load(reg, "a", hmt_mod("pa_v1"), &a), 0);
   assert_int_equal(hm_live_get(reg, "a:entry", &c.entry), 0);
-  assert_int_equal(pthread_create(&t, NULL, call_a, &c), 0);
+  c.ok[0] = 11;
+  c.ok[1] = 13;
+  assert_int_equal(pthread_create(&t, NULL, hmt_caller_main, &c), 0);
   for (i = 0; i < n; i++) {
     assert_int_equal(hm_module_reload_from(a, hmt_mod(i % 2 ? "pa_v1" : "pa_v3")), 0);
     if (i == n / 4)
       rss0 = hmt_rss_kib();
   }
-  __atomic_store_n(&c.stop, 1, __ATOMIC_SEQ_CST);
-  pthread_join(t, NULL);
+  hmt_caller_stop(&c, t);
   assert_int_equal(c.bad, 0);
   assert_true(hmt_wait_until(hmt_retired_zero, reg, 20.0));
   /* b, a and a's kept copy. */

@@ -219,6 +219,23 @@ static void record_event(hm_event ev, hm_module *mod, unsigned version, int err,
   pthread_mutex_unlock(&e->mu);
 }
 
+void *hmt_caller_main(void *arg) {
+  hmt_caller *c = arg;
+  typedef int (*int_fn)(void);
+  while (!__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST)) {
+    int r = HM_LIVE_CALL(c->entry, int_fn);
+    if (r != c->ok[0] && r != c->ok[1])
+      c->bad++;
+    c->calls++;
+  }
+  return NULL;
+}
+
+void hmt_caller_stop(hmt_caller *c, pthread_t t) {
+  __atomic_store_n(&c->stop, 1, __ATOMIC_SEQ_CST);
+  pthread_join(t, NULL);
+}
+
 int hmt_retired_zero(void *reg) {
   hm_stats st;
   return hm_registry_stats(reg, &st) == 0 && st.retired == 0;

@@ -42,6 +42,17 @@ int hmt_wait_until(int (*pred)(void *), void *arg, double seconds);
 /* For hmt_wait_until: the registry `reg` has no retired version left (each was unloaded,
  * or stays mapped for good). */
 int hmt_retired_zero(void *reg);
+/* A thread calling `entry` (an int(void) live handle) until `stop`: `calls` made, `bad` those
+ * that returned neither ok[0] nor ok[1]. Start it with pthread_create(&t, NULL, hmt_caller_main,
+ * &c) after zeroing c and setting entry and ok; stop it with hmt_caller_stop. */
+typedef struct hmt_caller {
+  hm_live *entry;
+  int ok[2];
+  int stop;
+  long calls, bad;
+} hmt_caller;
+void *hmt_caller_main(void *arg);
+void hmt_caller_stop(hmt_caller *c, pthread_t t);
 /* n, scaled down under valgrind or when asked (HOTMOD_TEST_SCALE=0.1), and by default under
  * ThreadSanitizer, which rescans every loaded object on each dlopen (its cost grows with the
  * run): a few hundred reloads there instead of thousands. At least 10. */
