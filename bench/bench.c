@@ -31,6 +31,8 @@
  */
 #include "hotmod.h"
 
+#include "benchutil.h"
+
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -69,19 +71,9 @@ static int quick, verbose;
 
 /* ---- Small helpers ----------------------------------------------------------------------- */
 
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("hm_bench: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(2);
-}
-
 static void check(int rc, hm_registry *reg, const char *what) {
   if (rc != 0)
-    die("%s: %s (%s)", what, hm_strerror(rc), reg ? hm_registry_errmsg(reg) : "");
+    hmb_die("%s: %s (%s)", what, hm_strerror(rc), reg ? hm_registry_errmsg(reg) : "");
 }
 
 static double now_ns(void) {
@@ -134,45 +126,14 @@ static const char *modpath(const char *name) {
   return b;
 }
 
-static unsigned char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  unsigned char *buf;
-  long n;
-  if (f == NULL)
-    die("cannot open %s: %s (build the bench target first)", path, strerror(errno));
-  fseek(f, 0, SEEK_END);
-  n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  buf = malloc((size_t)n + 1);
-  if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n)
-    die("cannot read %s", path);
-  fclose(f);
-  *len = (size_t)n;
-  return buf;
-}
-
-/* Put a new build at dest the way a build tool does: write a file beside it, rename over. */
-static void install(const unsigned char *buf, size_t len, const char *dest) {
-  char tmp[4200];
-  int fd;
-  snprintf(tmp, sizeof tmp, "%s.tmp", dest);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0755);
-  if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
-    die("cannot write %s: %s", tmp, strerror(errno));
-  fchmod(fd, 0755);
-  close(fd);
-  if (rename(tmp, dest) != 0)
-    die("cannot rename %s: %s", tmp, strerror(errno));
-}
-
 static char *make_tmpdir(void) {
   const char *root = getenv("TMPDIR");
   char *p = malloc(4096);
   if (p == NULL)
-    die("out of memory");
+    hmb_die("out of memory");
   snprintf(p, 4096, "%s/hm_bench-XXXXXX", root && *root ? root : "/tmp");
   if (mkdtemp(p) == NULL)
-    die("mkdtemp %s: %s", p, strerror(errno));
+    hmb_die("mkdtemp %s: %s", p, strerror(errno));
   return p;
 }
 
@@ -222,7 +183,7 @@ static long rss_kib(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   long size = 0, rss = 0;
   if (f == NULL || fscanf(f, "%ld %ld", &size, &rss) != 2)
-    die("cannot read /proc/self/statm");
+    hmb_die("cannot read /proc/self/statm");
   fclose(f);
   return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
@@ -383,7 +344,7 @@ static double run_loop(enum kind k, long n) {
     break;
   case K_QSBR:
     if (hm_thread_qsbr(1) != 0)
-      die("hm_thread_qsbr(1) failed");
+      hmb_die("hm_thread_qsbr(1) failed");
     r = hm_bench_loop_qsbr(g_live, n);
     (void)hm_thread_qsbr(0);
     break;
@@ -411,7 +372,7 @@ static void call_setup(struct call_env *e) {
   g_live = e->live;
   /* The first live call on a thread registers the thread: keep it out of the loops. */
   if (HM_LIVE_CALL(e->live, add_fn, 41) != 42 || g_raw_fn(1) != 2)
-    die("benchmod's add1 does not add 1");
+    hmb_die("benchmod's add1 does not add 1");
 }
 
 static void call_teardown(struct call_env *e) {
@@ -458,7 +419,7 @@ static void owned_setup(struct owned_env *e) {
   g_relay_loop = (relay_loop_fn)hm_snapshot_fn(e->s[2]);
   g_relay_loop50 = (relay_loop_fn)hm_snapshot_fn(e->s[3]);
   if (HM_LIVE_CALL(g_owned, add_fn, 41) != 42 || g_relay_loop(1) != 1)
-    die("the relay's handles do not reach add1");
+    hmb_die("the relay's handles do not reach add1");
 }
 
 static void owned_teardown(struct owned_env *e) {
@@ -490,7 +451,7 @@ static void bench_owned50(void) {
   check(hm_live_get(e.reg, "b:work50", &host), e.reg, "hm_live_get");
   f = (work_fn)hm_snapshot_fn(snap);
   if (HM_LIVE_CALL(g_owned50, work_fn, 7u) != f(7u))
-    die("owned and raw work50 differ");
+    hmb_die("owned and raw work50 differ");
   for (int r = -1; r < rounds; r++) { /* round -1 warms up */
     for (int j = 0; j < N; j++) {
       int k = r % 2 ? N - 1 - j : j;
@@ -637,7 +598,7 @@ static void bench_calls(void) {
     wa[i].mt = &mt;
     wa[i].idx = i;
     if (pthread_create(&th[i], NULL, worker, &wa[i]) != 0)
-      die("pthread_create failed");
+      hmb_die("pthread_create failed");
   }
   /* Only rounds in which the two loops really ran side by side say anything about
    * contention: on a busy machine the two threads may get one core between them and run
@@ -738,7 +699,7 @@ static unsigned calls50_loop(int k, work_fn f, hm_live *l, long n) {
     /* Two fenced stores per loop of n calls: nothing against the loop's time. */
     unsigned r;
     if (hm_thread_qsbr(1) != 0)
-      die("hm_thread_qsbr(1) failed");
+      hmb_die("hm_thread_qsbr(1) failed");
     r = k == C50_QSBR ? hm_bench_loop_qsbr50(l, n) : hm_bench_loop_qsbr_only50(l, n);
     (void)hm_thread_qsbr(0);
     return r;
@@ -772,14 +733,14 @@ static int calls50_child(int cpu) {
 
   for (int k = 0; k < C50_N; k++)
     if ((ns[k] = calloc((size_t)rounds, sizeof(double))) == NULL)
-      die("out of memory");
+      hmb_die("out of memory");
   if (ratio == NULL || ratio_c == NULL || ratio_i == NULL || ratio_q == NULL || ratio_qr == NULL ||
       ratio_qo == NULL)
-    die("out of memory");
+    hmb_die("out of memory");
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   if (sched_setaffinity(0, sizeof set, &set) != 0)
-    die("sched_setaffinity(%d): %s", cpu, strerror(errno));
+    hmb_die("sched_setaffinity(%d): %s", cpu, strerror(errno));
   reg = new_registry();
   check(hm_module_load(reg, "w", modpath("benchmod_v1"), NULL), reg, "hm_module_load");
   check(hm_snapshot_acquire(reg, "w:work50", &snap), reg, "hm_snapshot_acquire");
@@ -788,7 +749,7 @@ static int calls50_child(int cpu) {
   g_indirect_slot[0] = f;
   /* Registers the thread (kept out of the loops), and checks both ways call the same code. */
   if (HM_LIVE_CALL(l, work_fn, 7u) != f(7u))
-    die("live and raw work50 differ");
+    hmb_die("live and raw work50 differ");
   for (int k = 0; k < C50_N; k++) /* warm up */
     acc += calls50_loop(k, f, l, n / 4);
   for (int r = 0; r < rounds; r++) {
@@ -842,13 +803,13 @@ static void calls50_spawn(int cpu, double r[C50_FIGS]) {
 
   snprintf(cpus, sizeof cpus, "%d", cpu);
   if (pipe(fds) != 0)
-    die("pipe: %s", strerror(errno));
+    hmb_die("pipe: %s", strerror(errno));
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&fa, fds[0]);
   posix_spawn_file_actions_addclose(&fa, fds[1]);
   if (posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ) != 0)
-    die("cannot start /proc/self/exe --calls50-child");
+    hmb_die("cannot start /proc/self/exe --calls50-child");
   posix_spawn_file_actions_destroy(&fa);
   close(fds[1]);
   in = fdopen(fds[0], "r");
@@ -858,7 +819,7 @@ static void calls50_spawn(int cpu, double r[C50_FIGS]) {
   if (in != NULL)
     fclose(in);
   if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ok)
-    die("the --calls50-child process on CPU %d failed", cpu);
+    hmb_die("the --calls50-child process on CPU %d failed", cpu);
 }
 
 /* The CPUs this process may run on (its affinity mask); at most `max`. */
@@ -866,7 +827,7 @@ static int allowed_cpus(int *cpu, int max) {
   cpu_set_t set;
   int n = 0;
   if (sched_getaffinity(0, sizeof set, &set) != 0)
-    die("sched_getaffinity: %s", strerror(errno));
+    hmb_die("sched_getaffinity: %s", strerror(errno));
   for (int c = 0; c < CPU_SETSIZE && n < max; c++)
     if (CPU_ISSET(c, &set))
       cpu[n++] = c;
@@ -884,7 +845,7 @@ static void bench_calls50(void) {
     ncpu = 2;
   for (int i = 0; i < C50_FIGS; i++)
     if ((v[i] = calloc((size_t)procs, sizeof(double))) == NULL)
-      die("out of memory");
+      hmb_die("out of memory");
   fprintf(stderr, "# calls50: per process (CPU: live/raw, chained live/raw, raw ns):");
   for (int p = 0; p < procs; p++) {
     double r[C50_FIGS];
@@ -937,7 +898,7 @@ static void reload_fx_open(reload_fx *f, const char *name, const unsigned char *
   f->dir = make_tmpdir();
   f->reg = new_registry();
   snprintf(f->path, sizeof f->path, "%s/benchmod.so", f->dir);
-  install(buf, len, f->path);
+  hmb_put(buf, len, f->path);
   check(hm_module_load(f->reg, name, f->path, &f->mod), f->reg, "hm_module_load");
 }
 
@@ -953,7 +914,7 @@ static void timed_reload(reload_fx *f, const unsigned char *b, size_t len, doubl
                          double *cpu) {
   double t0, t1, c0, c1;
   int rc;
-  install(b, len, f->path);
+  hmb_put(b, len, f->path);
   (void)wait_retired(f->reg, 1.0);
   c0 = cpu_ns();
   t0 = now_ns();
@@ -994,14 +955,14 @@ static void floor_open(floor_fx *x, const char *regdir) {
   snprintf(parent, sizeof parent, "%s", regdir);
   slash = strrchr(parent, '/');
   if (slash == NULL || slash == parent)
-    die("unexpected registry directory %s", regdir);
+    hmb_die("unexpected registry directory %s", regdir);
   *slash = '\0';
   x->dir = malloc(4200);
   if (x->dir == NULL)
-    die("out of memory");
+    hmb_die("out of memory");
   snprintf(x->dir, 4200, "%s/hm_bench_floor-XXXXXX", parent);
   if (mkdtemp(x->dir) == NULL)
-    die("mkdtemp %s: %s", x->dir, strerror(errno));
+    hmb_die("mkdtemp %s: %s", x->dir, strerror(errno));
   x->srcdir = make_tmpdir();
   snprintf(x->src, sizeof x->src, "%s/benchmod.so", x->srcdir);
 }
@@ -1022,21 +983,21 @@ static void floor_reload(floor_fx *x, const unsigned char *b, size_t len, double
   double t0, t1;
   void *h;
   int fd;
-  install(b, len, x->src);
+  hmb_put(b, len, x->src);
   t0 = now_ns();
   fd = open(x->src, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fstat(fd, &st) != 0 || (buf = malloc((size_t)st.st_size)) == NULL ||
       pread(fd, buf, (size_t)st.st_size, 0) != st.st_size)
-    die("floor: cannot read %s", x->src);
+    hmb_die("floor: cannot read %s", x->src);
   close(fd);
   snprintf(copy, sizeof copy, "%s/c.%lu.so", x->dir, x->seq++);
   fd = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
   if (fd < 0 || write(fd, buf, (size_t)st.st_size) != st.st_size)
-    die("floor: cannot write %s", copy);
+    hmb_die("floor: cannot write %s", copy);
   close(fd);
   h = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
   if (h == NULL || dlsym(h, "add1") == NULL)
-    die("floor: %s", dlerror());
+    hmb_die("floor: %s", dlerror());
   t1 = now_ns();
   free(buf);
   if (x->prev != NULL) {
@@ -1094,7 +1055,7 @@ static void bench_reload(const unsigned char *v[2], const size_t vlen[2],
   floor_close(&x);
   floor_close(&y);
   if (HM_LIVE_CALL(live, add_fn, 1) != 2 || HM_LIVE_CALL(flive, add_fn, 1) != 2)
-    die("reloaded add1 does not add 1");
+    hmb_die("reloaded add1 does not add 1");
   printf("reload.api_us_p50 %.1f\n", percentile(us, (size_t)samples, 50));
   printf("reload.api_us_p99 %.1f\n", percentile(us, (size_t)samples, 99));
   printf("reload.api_cpu_us_p50 %.1f\n", percentile(cpu, (size_t)samples, 50));
@@ -1136,19 +1097,19 @@ static void bench_group(const unsigned char *v[2], const size_t vlen[2]) {
   hm_module *mods[2];
   double start = now_ns();
   if (grp == NULL || two == NULL)
-    die("out of memory");
+    hmb_die("out of memory");
   reload_fx_open(&f, "ga", v[0], vlen[0]);
   mods[0] = f.mod;
   snprintf(path2, sizeof path2, "%s/benchmod2.so", f.dir);
-  install(v[0], vlen[0], path2);
+  hmb_put(v[0], vlen[0], path2);
   check(hm_module_load(f.reg, "gb", path2, &mods[1]), f.reg, "hm_module_load");
   for (int i = 0; i < warm + samples; i++) {
     int next = (i + 1) % 2;
     for (int half = 0; half < 2; half++) {
       int as_group = (i + half) % 2 == 0;
       double t0, t1;
-      install(v[next], vlen[next], f.path);
-      install(v[next], vlen[next], path2);
+      hmb_put(v[next], vlen[next], f.path);
+      hmb_put(v[next], vlen[next], path2);
       (void)wait_retired(f.reg, 1.0);
       t0 = now_ns();
       if (as_group) {
@@ -1189,13 +1150,13 @@ static void bench_poll_stall(const unsigned char *v[2], const size_t vlen[2]) {
   reload_fx f;
   reload_fx_open(&f, "q", v[0], vlen[0]);
   if (us == NULL)
-    die("out of memory");
+    hmb_die("out of memory");
   check(hm_module_set_reload_mode(f.mod, HM_RELOAD_QUEUED), f.reg, "hm_module_set_reload_mode");
   check(hm_watch_start(f.reg), f.reg, "hm_watch_start");
   for (int i = 0; i < warm + samples; i++) {
     double t0, t1, deadline;
     int n;
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    hmb_put(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
     deadline = now_ns() + 10e9;
     for (;;) {
       t0 = now_ns();
@@ -1204,7 +1165,7 @@ static void bench_poll_stall(const unsigned char *v[2], const size_t vlen[2]) {
       if (n != 0)
         break;
       if (t1 > deadline)
-        die("the watcher queued no reload within 10 s");
+        hmb_die("the watcher queued no reload within 10 s");
       sleep_us(50);
     }
     check(n < 0 ? n : 0, f.reg, "hm_registry_poll");
@@ -1248,7 +1209,7 @@ static void bench_probe(const unsigned char *v[2], const size_t vlen[2]) {
     int probed = i % 2 == 0, k = i / 2 - warm;
     double t0, t1;
     check(hm_module_set_probe(f.mod, probed), f.reg, "hm_module_set_probe");
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    hmb_put(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
     (void)wait_retired(f.reg, 1.0);
     t0 = now_ns();
     check(hm_module_reload(f.mod), f.reg, "hm_module_reload");
@@ -1279,7 +1240,7 @@ static void reloads_only(const unsigned char *v[2], const size_t vlen[2], long n
   reload_fx f;
   reload_fx_open(&f, "r", v[0], vlen[0]);
   for (long i = 0; i < n; i++) {
-    install(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
+    hmb_put(v[(i + 1) % 2], vlen[(i + 1) % 2], f.path);
     (void)wait_retired(f.reg, 5.0);
     check(hm_module_reload(f.mod), f.reg, "hm_module_reload");
   }
@@ -1302,7 +1263,7 @@ static void bench_soak(const unsigned char *v[2], const size_t vlen[2]) {
   double t0 = 0, t1;
 
   snprintf(path, sizeof path, "%s/benchmod.so", dir);
-  install(v[0], vlen[0], path);
+  hmb_put(v[0], vlen[0], path);
   check(hm_module_load(reg, "s", path, &mod), reg, "hm_module_load");
   check(hm_live_get(reg, "s:add1", &live), reg, "hm_live_get");
 
@@ -1318,7 +1279,7 @@ static void bench_soak(const unsigned char *v[2], const size_t vlen[2]) {
       t0 = now_ns();
     }
     for (int i = 0; i < count; i++) {
-      install(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
+      hmb_put(v[(i + 1) % 2], vlen[(i + 1) % 2], path);
       check(hm_module_reload(mod), reg, "hm_module_reload");
       sum += (unsigned)HM_LIVE_CALL(live, add_fn, i & 0xff);
       if (snap != NULL) { /* it pinned the version this reload retired */
@@ -1390,7 +1351,7 @@ static void bench_lookup(void) {
     for (long k = 0; k < lookups; k++) {
       hm_live *l = NULL;
       if (hm_live_get(reg, names[order[k]], &l) != 0)
-        die("hm_live_get(%s) failed", names[order[k]]);
+        hmb_die("hm_live_get(%s) failed", names[order[k]]);
       acc += (uintptr_t)l;
     }
     t1 = cpu_ns();
@@ -1519,10 +1480,10 @@ int main(int argc, char **argv) {
     size_t vlen[2], fvlen[2];
     unsigned char *b0, *b1, *f0, *f1;
     context_line();
-    b0 = read_file(modpath("benchmod_v1"), &vlen[0]);
-    b1 = read_file(modpath("benchmod_v2"), &vlen[1]);
-    f0 = read_file(modpath("benchmod_fast_v1"), &fvlen[0]);
-    f1 = read_file(modpath("benchmod_fast_v2"), &fvlen[1]);
+    b0 = hmb_slurp(modpath("benchmod_v1"), &vlen[0]);
+    b1 = hmb_slurp(modpath("benchmod_v2"), &vlen[1]);
+    f0 = hmb_slurp(modpath("benchmod_fast_v1"), &fvlen[0]);
+    f1 = hmb_slurp(modpath("benchmod_fast_v2"), &fvlen[1]);
     v[0] = b0;
     v[1] = b1;
     fv[0] = f0;

@@ -21,6 +21,8 @@
  * http.reload_p99_vs_base. HM_BENCH_HTTP_SECONDS sets each run's length (default 3),
  * HM_BENCH_HTTP_PAIRS the number of base/reload pairs per mode (default 3).
  */
+#include "benchutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -36,43 +38,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("hm_bench_http: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(1);
-}
-
-static unsigned char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  unsigned char *buf;
-  long n;
-  if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-    die("cannot read %s: %s", path, strerror(errno));
-  buf = malloc((size_t)n + 1);
-  if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n)
-    die("cannot read %s", path);
-  fclose(f);
-  *len = (size_t)n;
-  return buf;
-}
-
-/* Put a build at `dest` as a deploy does: written beside it, then renamed over it. */
-static void put(const unsigned char *buf, size_t len, const char *dest) {
-  char tmp[4096];
-  int fd;
-  snprintf(tmp, sizeof tmp, "%s.tmp", dest);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-  if (fd < 0 || write(fd, buf, len) != (ssize_t)len || close(fd) != 0)
-    die("cannot write %s: %s", tmp, strerror(errno));
-  if (rename(tmp, dest) != 0)
-    die("cannot rename %s: %s", tmp, strerror(errno));
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -107,7 +72,7 @@ static void *reload_loop(void *arg) {
     nanosleep(&tick, NULL);
     if (__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
       break;
-    put(r->build[r->puts % 2], r->len[r->puts % 2], r->dest);
+    hmb_put(r->build[r->puts % 2], r->len[r->puts % 2], r->dest);
     r->puts++;
   }
   return NULL;
@@ -126,13 +91,13 @@ static pid_t start(char *const argv[], int *out) {
   int fds[2];
   pid_t pid;
   if (pipe(fds) != 0)
-    die("pipe: %s", strerror(errno));
+    hmb_die("pipe: %s", strerror(errno));
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&fa, fds[0]);
   posix_spawn_file_actions_addclose(&fa, fds[1]);
   if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0)
-    die("cannot start %s", argv[0]);
+    hmb_die("cannot start %s", argv[0]);
   posix_spawn_file_actions_destroy(&fa);
   close(fds[1]);
   *out = fds[0];
@@ -169,7 +134,7 @@ static void one_run(const char *server, const char *wrk, const char *module, int
     if (sscanf(line, "http_server: serving http://127.0.0.1:%d/", &port) == 1)
       break;
   if (port == 0)
-    die("the server did not start");
+    hmb_die("the server did not start");
   snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
   snprintf(dur, sizeof dur, "%ds", seconds);
   {
@@ -178,7 +143,7 @@ static void one_run(const char *server, const char *wrk, const char *module, int
       rl->stop = 0;
       rl->puts = 0;
       if (pthread_create(&th, NULL, reload_loop, rl) != 0)
-        die("pthread_create");
+        hmb_die("pthread_create");
     }
     wpid = start(wargv, &wfd);
     wf = fdopen(wfd, "r");
@@ -206,7 +171,7 @@ static void one_run(const char *server, const char *wrk, const char *module, int
     fclose(sf);
   waitpid(spid, &st, 0);
   if (out->rps < 0 || out->p99_ms < 0)
-    die("no figures from %s", wrk);
+    hmb_die("no figures from %s", wrk);
 }
 
 int main(int argc, char **argv) {
@@ -226,11 +191,11 @@ int main(int argc, char **argv) {
     seconds = atoi(env);
   if ((env = getenv("HM_BENCH_HTTP_PAIRS")) != NULL && atoi(env) > 0)
     pairs = atoi(env);
-  v1 = slurp(argv[2], &v1len);
-  rl.build[0] = slurp(argv[3], &rl.len[0]);
-  rl.build[1] = slurp(argv[4], &rl.len[1]);
+  v1 = hmb_slurp(argv[2], &v1len);
+  rl.build[0] = hmb_slurp(argv[3], &rl.len[0]);
+  rl.build[1] = hmb_slurp(argv[4], &rl.len[1]);
   if (mkdtemp(dir) == NULL)
-    die("mkdtemp: %s", strerror(errno));
+    hmb_die("mkdtemp: %s", strerror(errno));
   snprintf(module, sizeof module, "%s/handler.so", dir);
   rl.dest = module;
   signal(SIGPIPE, SIG_IGN);
@@ -245,7 +210,7 @@ int main(int argc, char **argv) {
       for (int k = 0; k < 2; k++) {
         int reloading = (p % 2) ? k == 0 : k == 1; /* base, reload; then reload, base */
         struct run r;
-        put(v1, v1len, module);
+        hmb_put(v1, v1len, module);
         one_run(server, wrk, module, queued, seconds, reloading ? &rl : NULL, &r);
         if (reloading) {
           rel_rps[p] = r.rps;

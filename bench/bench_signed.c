@@ -31,38 +31,6 @@
 
 static char dir[4096];
 
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("hm_bench_signed: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  exit(2);
-}
-
-static unsigned char *slurp(const char *path, size_t *len) {
-  struct stat st;
-  unsigned char *b;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &st) != 0 || (b = malloc((size_t)st.st_size + 1)) == NULL ||
-      pread(fd, b, (size_t)st.st_size, 0) != st.st_size)
-    die("cannot read %s", path);
-  close(fd);
-  *len = (size_t)st.st_size;
-  return b;
-}
-
-/* Write a new file at `path` and rename it over what is there, as a deploy does. */
-static void put(const char *path, const unsigned char *b, size_t len) {
-  char tmp[4300];
-  int fd;
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-  if (fd < 0 || write(fd, b, len) != (ssize_t)len || close(fd) != 0 || rename(tmp, path) != 0)
-    die("cannot write %s", path);
-}
-
 /* One build: the module's bytes and its signature, made at dir/b<i>/benchmod.so. */
 typedef struct build {
   unsigned char *so, *sig;
@@ -76,21 +44,21 @@ static void make_build(build *b, int i, const char *src, size_t pad) {
   snprintf(d, sizeof d, "%s/b%d", dir, i);
   snprintf(so, sizeof so, "%s/benchmod.so", d);
   mkdir(d, 0700);
-  m = slurp(src, &len);
+  m = hmb_slurp(src, &len);
   b->so = malloc(len + pad);
   if (b->so == NULL)
-    die("out of memory");
+    hmb_die("out of memory");
   memcpy(b->so, m, len);
   for (k = 0; k < pad; k++)
     b->so[len + k] = (unsigned char)(k * 2654435761u >> 13);
   b->so_len = len + pad;
   free(m);
-  put(so, b->so, b->so_len);
+  hmb_put(b->so, b->so_len, so);
   snprintf(cmd, sizeof cmd, "minisign -S -s '%s/k.sec' -m '%s' >/dev/null 2>&1", dir, so);
   if (system(cmd) != 0)
-    die("minisign -S failed");
+    hmb_die("minisign -S failed");
   snprintf(so, sizeof so, "%s/benchmod.so.minisig", d);
-  b->sig = slurp(so, &b->sig_len);
+  b->sig = hmb_slurp(so, &b->sig_len);
 }
 
 typedef struct side {
@@ -114,24 +82,24 @@ static void side_open(side *s, const char *name, const char *pub, const build *f
   snprintf(s->path, sizeof s->path, "%s/benchmod.so", d);
   snprintf(s->sig, sizeof s->sig, "%s.minisig", s->path);
   if ((rc = hm_registry_new(&s->reg, &o)) != 0)
-    die("hm_registry_new: %s", hm_errmsg());
-  put(s->path, first->so, first->so_len);
-  put(s->sig, first->sig, first->sig_len);
+    hmb_die("hm_registry_new: %s", hm_errmsg());
+  hmb_put(first->so, first->so_len, s->path);
+  hmb_put(first->sig, first->sig_len, s->sig);
   if ((rc = hm_module_load(s->reg, "m", s->path, &s->mod)) != 0)
-    die("hm_module_load: %s", hm_errmsg());
+    hmb_die("hm_module_load: %s", hm_errmsg());
 }
 
 /* Install `b` and time one reload, after the previous version's unload. */
 static double timed(side *s, const build *b) {
   hm_stats st;
   long long t0, t1, until = hmb_now_ns() + 1000000000ll;
-  put(s->path, b->so, b->so_len);
-  put(s->sig, b->sig, b->sig_len);
+  hmb_put(b->so, b->so_len, s->path);
+  hmb_put(b->sig, b->sig_len, s->sig);
   while (hm_registry_stats(s->reg, &st) == 0 && st.retired != 0 && hmb_now_ns() < until)
     hmb_sleep_ms(1);
   t0 = hmb_now_ns();
   if (hm_module_reload(s->mod) != 0)
-    die("hm_module_reload: %s", hm_errmsg());
+    hmb_die("hm_module_reload: %s", hm_errmsg());
   t1 = hmb_now_ns();
   return (double)(t1 - t0) / 1e3;
 }
@@ -190,11 +158,11 @@ int main(int argc, char **argv) {
   }
   snprintf(dir, sizeof dir, "%s/hm_bench_signed-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (mkdtemp(dir) == NULL)
-    die("mkdtemp: %s", strerror(errno));
+    hmb_die("mkdtemp: %s", strerror(errno));
   snprintf(cmd, sizeof cmd, "minisign -G -W -p '%s/k.pub' -s '%s/k.sec' >/dev/null 2>&1", dir,
            dir);
   if (system(cmd) != 0)
-    die("minisign -G failed");
+    hmb_die("minisign -G failed");
   {
     hm_registry_options o = HM_REGISTRY_OPTIONS_INIT;
     const char *keys[] = {"RWQ5lqUnYspuHXSZpE/PYPxjmIcZmq4cPv+TLNasVZ2y4ll5X8MA5uuo", NULL};

@@ -4,9 +4,54 @@
 #define HM_BENCHUTIL_H
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Print "program: message" on stderr and exit with status 2. */
+static inline void hmb_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static inline void hmb_die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: ", program_invocation_short_name);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(2);
+}
+
+/* The whole file at `path` (malloc'd, one spare byte), its length in *len; dies on failure. */
+static inline unsigned char *hmb_slurp(const char *path, size_t *len) {
+  struct stat st;
+  unsigned char *b;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0 || (b = malloc((size_t)st.st_size + 1)) == NULL ||
+      pread(fd, b, (size_t)st.st_size, 0) != st.st_size)
+    hmb_die("cannot read %s: %s", path, strerror(errno));
+  close(fd);
+  *len = (size_t)st.st_size;
+  return b;
+}
+
+/* Put `len` bytes at `dest` as a build tool or a deploy does: written to a new file beside
+ * it (mode 0755), then renamed over it. Dies on failure. */
+static inline void hmb_put(const unsigned char *buf, size_t len, const char *dest) {
+  char tmp[4300];
+  int fd;
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", dest) >= sizeof tmp)
+    hmb_die("path too long: %s", dest);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+  if (fd < 0 || write(fd, buf, len) != (ssize_t)len || fchmod(fd, 0755) != 0 || close(fd) != 0)
+    hmb_die("cannot write %s: %s", tmp, strerror(errno));
+  if (rename(tmp, dest) != 0)
+    hmb_die("cannot rename %s: %s", tmp, strerror(errno));
+}
 
 /* CLOCK_MONOTONIC, in nanoseconds. */
 static inline long long hmb_now_ns(void) {
