@@ -27,6 +27,7 @@ int hm__prepare_job(hm__job *j, const char *path, const hm__file *file) {
   if (j->flags & HM__RELOAD_ROLLBACK)
     hm__version_hash(reg, j->old);
   rc = hm__job_load(j, file);
+  j->from = NULL; /* borrowed for the load only: the job outlives the caller's string */
   /* Every live slot known now, resolved and type-checked here: a build that lacks one is
    * refused on this thread. The table goes back to the job until the poll resumes it. */
   if (rc == 0 && (rc = hm__job_resolve(j)) == 0) {
